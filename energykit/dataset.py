@@ -1,0 +1,409 @@
+"""Measured inference energy as an xarray Dataset: import, validate, store.
+
+One measured *window* is one ``generate()`` call on a batch of ``batch_size`` identical-length
+requests (or the mean of several identical calls inside one meter window). Windows are indexed by
+the five dimensions :data:`DIMS`; the data variables carry SI units in ``attrs["units"]`` and the
+dataset carries its provenance (GPU, engine, dtype, source files) in its attributes.
+
+Tidy files (CSV or JSONL, one row per window) use the columns of ``shared/data/h200_*.csv``:
+
+========================  ==================================================================
+column                    meaning
+========================  ==================================================================
+model                     model (geometry) name
+batch_size                concurrent sequences in the window
+input_len, output_len     prompt tokens and generated tokens per sequence
+repeat                    repetition index of the cell
+energy_<unit>             energy of the window; unit one of ``j, mj, kj, wh, kwh``
+duration_<unit>           wall time of the window; unit one of ``s, ms, us``
+output_tokens (opt.)      tokens actually generated per sequence (defaults to output_len)
+engine, gpu, dtype (opt.) provenance; constant per model
+geometry (opt.)           :data:`GEOMETRY_COLUMNS`, constant per model
+========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .errors import DataError
+
+DIMS = ("model", "batch_size", "input_len", "output_len", "repeat")
+KEY = DIMS
+INT_DIMS = ("batch_size", "input_len", "output_len", "repeat")
+PROVENANCE_COLUMNS = ("engine", "gpu", "dtype")
+GEOMETRY_COLUMNS = (
+    "arch",
+    "num_layers",
+    "hidden_size",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "intermediate_size",
+    "ffn_gated",
+    "vocab_size",
+    "tied_embeddings",
+    "params",
+)
+ENERGY_UNITS_J = {"j": 1.0, "mj": 1e-3, "kj": 1e3, "wh": 3600.0, "kwh": 3.6e6}
+DURATION_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+UNITS = {
+    "energy_j": "J",
+    "duration_s": "s",
+    "output_tokens": "tokens",
+    "input_len": "tokens",
+    "output_len": "tokens",
+    "batch_size": "sequences",
+    "iterations": "calls",
+    "ttft_s": "s",
+    "window_energy_j": "J",
+    "window_duration_s": "s",
+    "idle_power_w": "W",
+}
+GLOSSARY = {
+    "energy_j": "energy of one generate() call on the whole batch, whole board, idle included",
+    "duration_s": "wall time of one generate() call, device synchronised before and after",
+    "output_tokens": "new tokens actually produced per sequence",
+    "iterations": "identical generate() calls inside one meter window (energy_j is per call)",
+}
+
+
+def _unit_column(df: pd.DataFrame, quantity: str, table: dict, path: str) -> str:
+    """Find the one ``<quantity>_<unit>`` column and check its unit."""
+    pattern = re.compile(rf"^{quantity}_([A-Za-z]+)$")
+    found = [c for c in df.columns if pattern.match(c)]
+    if not found:
+        raise DataError(
+            f"{path}: missing column '{quantity}_<unit>' (for example '{quantity}_{next(iter(table))}'); "
+            f"add it with one of the units {', '.join(table)}"
+        )
+    if len(found) > 1:
+        raise DataError(f"{path}: several {quantity} columns {found}; keep exactly one")
+    unit = pattern.match(found[0]).group(1).lower()
+    if unit not in table:
+        raise DataError(
+            f"{path}: unknown unit '{unit}' in column '{found[0]}'; use one of "
+            + ", ".join(f"{quantity}_{u}" for u in table)
+        )
+    return found[0]
+
+
+def _rows(mask: np.ndarray, first_row: int) -> str:
+    idx = np.flatnonzero(mask)[:5] + first_row
+    more = " …" if mask.sum() > 5 else ""
+    return ", ".join(str(i) for i in idx) + more
+
+
+def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFrame:
+    """Read and validate a tidy CSV or JSONL file of measured windows.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.csv`` (header in the first line) or ``.jsonl`` / ``.json`` (one object per line).
+    allow_nan_energy : bool
+        Accept NaN energies (a sweep run with ``meter: none``); otherwise NaN is an error.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per window with columns ``energy_j`` [J] and ``duration_s`` [s] in SI units.
+
+    Raises
+    ------
+    DataError
+        With a one-line message naming the file, the column or row, and the fix.
+    """
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise DataError(f"{name}: no such file; check the path")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+            first_row = 2  # line number of the first data row (after the header)
+        elif suffix in (".jsonl", ".json"):
+            df = pd.read_json(path, lines=True)
+            first_row = 1
+        else:
+            raise DataError(f"{name}: unknown file type '{suffix}'; use .csv, .jsonl or .nc")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{name}: the file is empty; it needs a header and one row per measured window") from None
+    except ValueError as e:
+        if path.stat().st_size == 0:
+            raise DataError(f"{name}: the file is empty; it needs one JSON object per measured window") from None
+        raise DataError(f"{name}: cannot be parsed ({str(e).splitlines()[0]}); check its format") from e
+    if len(df) == 0:
+        raise DataError(f"{name}: the file has no rows; it needs one row per measured window")
+    df.columns = [str(c).strip() for c in df.columns]
+
+    for col in ("model", "batch_size", "input_len", "output_len", "repeat"):
+        if col not in df.columns:
+            raise DataError(f"{name}: missing column '{col}'; every row needs {', '.join(DIMS)}")
+    e_col = _unit_column(df, "energy", ENERGY_UNITS_J, name)
+    t_col = _unit_column(df, "duration", DURATION_UNITS_S, name)
+
+    out = pd.DataFrame({"model": df["model"].astype(str)})
+    if out["model"].str.strip().eq("").any() or df["model"].isna().any():
+        bad = df["model"].isna().to_numpy() | out["model"].str.strip().eq("").to_numpy()
+        raise DataError(f"{name}: column 'model' is empty in row {_rows(bad, first_row)}; name every model")
+    for col in INT_DIMS:
+        values = pd.to_numeric(df[col], errors="coerce")
+        lower = 0 if col == "repeat" else 1
+        bad = (values.isna() | (values < lower) | (values != np.round(values))).to_numpy()
+        if bad.any():
+            first = df[col].to_numpy()[bad][0]
+            first = first.item() if hasattr(first, "item") else first
+            kind = "non-negative" if col == "repeat" else "positive"
+            raise DataError(
+                f"{name}: column '{col}' row {_rows(bad, first_row)}: {first!r} is not a {kind} integer; "
+                f"use values such as {'0, 1, 2' if col == 'repeat' else '16, 64, 256'}"
+            )
+        out[col] = values.astype(np.int64)
+
+    energy = pd.to_numeric(df[e_col], errors="coerce") * ENERGY_UNITS_J[e_col.split("_", 1)[1].lower()]
+    nan = energy.isna().to_numpy()
+    if nan.any() and not allow_nan_energy:
+        raise DataError(
+            f"{name}: column '{e_col}' row {_rows(nan, first_row)}: energy is missing or not a number; "
+            "re-measure or remove those windows"
+        )
+    neg = (energy < 0).to_numpy()
+    if neg.any():
+        raise DataError(
+            f"{name}: column '{e_col}' row {_rows(neg, first_row)}: energy {energy[neg].iloc[0]:g} is negative; "
+            "energy must be >= 0 — re-measure or remove those windows"
+        )
+    out["energy_j"] = energy.astype(float)
+
+    duration = pd.to_numeric(df[t_col], errors="coerce") * DURATION_UNITS_S[t_col.split("_", 1)[1].lower()]
+    bad = (duration.isna() | (duration <= 0)).to_numpy()
+    if bad.any():
+        raise DataError(
+            f"{name}: column '{t_col}' row {_rows(bad, first_row)}: duration must be a positive number; "
+            "re-measure or remove those windows"
+        )
+    out["duration_s"] = duration.astype(float)
+
+    if "output_tokens" in df.columns:
+        tokens = pd.to_numeric(df["output_tokens"], errors="coerce")
+        bad = (tokens.isna() | (tokens < 0)).to_numpy()
+        if bad.any():
+            raise DataError(
+                f"{name}: column 'output_tokens' row {_rows(bad, first_row)}: must be a non-negative integer"
+            )
+        out["output_tokens"] = tokens.astype(float)
+    else:
+        out["output_tokens"] = out["output_len"].astype(float)
+
+    dup = out.duplicated(list(KEY), keep=False).to_numpy()
+    if dup.any():
+        key = out.loc[dup, list(KEY)].iloc[0].to_dict()
+        raise DataError(
+            f"{name}: duplicate rows {_rows(dup, first_row)} for the same window {key}; "
+            "give each window its own 'repeat' index or remove the duplicate"
+        )
+
+    for col in PROVENANCE_COLUMNS + GEOMETRY_COLUMNS:
+        if col in df.columns:
+            out[col] = df[col]
+            varies = out.groupby("model")[col].nunique(dropna=False) > 1
+            if varies.any():
+                raise DataError(
+                    f"{name}: column '{col}' varies within model '{varies.idxmax()}'; "
+                    "split the file by that column or give the models distinct names"
+                )
+    for col in PROVENANCE_COLUMNS:
+        if col not in out.columns:
+            out[col] = "unknown"
+    extras = [c for c in df.columns if c not in out.columns and c not in (e_col, t_col)]
+    for col in extras:
+        out[col] = df[col]
+    out.attrs["source"] = path.name
+    return out
+
+
+def from_frame(df: pd.DataFrame, *, source: str = "", attrs: dict | None = None) -> xr.Dataset:
+    """Build the measurement Dataset from a validated tidy frame (see :func:`read_tidy`)."""
+    per_model = [c for c in PROVENANCE_COLUMNS + GEOMETRY_COLUMNS if c in df.columns]
+    window_cols = [c for c in df.columns if c not in per_model and c not in KEY]
+    ds = df.set_index(list(KEY))[window_cols].to_xarray()
+    models = ds["model"].values
+    first = df.drop_duplicates("model").set_index("model")
+    for col in per_model:
+        values = first.loc[models, col].to_numpy()
+        if col in GEOMETRY_COLUMNS and col != "arch":
+            values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
+        else:
+            values = values.astype(str)
+        ds = ds.assign_coords({col: ("model", values)})
+    for var in ds.data_vars:
+        if ds[var].dtype == object:
+            ds[var] = ds[var].fillna("").astype(str)
+    for name in list(ds.variables):
+        if name in UNITS:
+            ds[name].attrs["units"] = UNITS[name]
+        if name in GLOSSARY:
+            ds[name].attrs["long_name"] = GLOSSARY[name]
+    ds.attrs.update(
+        {
+            "title": "LLM inference energy per generate() call",
+            "source": source or df.attrs.get("source", ""),
+            "gpu": ", ".join(sorted(set(map(str, df["gpu"])))),
+            "engine": ", ".join(sorted(set(map(str, df["engine"])))),
+            "dtype": ", ".join(sorted(set(map(str, df["dtype"])))),
+            "energykit_version": _version(),
+        }
+    )
+    if attrs:
+        ds.attrs.update(attrs)
+    return ds
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write a measurement Dataset to NetCDF (h5netcdf); dict attributes are stored as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = ds.copy()
+    ds.attrs = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in ds.attrs.items() if v is not None}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    ds.to_netcdf(tmp, engine="h5netcdf")
+    tmp.replace(path)
+    return path
+
+
+def read_netcdf(path: str | Path) -> xr.Dataset:
+    """Read a measurement Dataset written by :func:`write_netcdf`, checking dims and units."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check the path")
+    try:
+        ds = xr.load_dataset(path, engine="h5netcdf")
+    except Exception as e:  # h5py raises OSError/ValueError variants for non-NetCDF files
+        raise DataError(f"{path}: not a readable NetCDF file ({type(e).__name__}); check the file") from e
+    missing = [d for d in DIMS if d not in ds.dims]
+    if missing:
+        raise DataError(f"{path}: missing dimension(s) {missing}; an energykit dataset has dims {list(DIMS)}")
+    for var in ("energy_j", "duration_s"):
+        if var not in ds:
+            raise DataError(f"{path}: missing data variable '{var}'")
+        unit = ds[var].attrs.get("units")
+        if unit != UNITS[var]:
+            raise DataError(
+                f"{path}: variable '{var}' has unknown unit {unit!r}; expected '{UNITS[var]}' (convert it to SI)"
+            )
+    for k, v in list(ds.attrs.items()):
+        if isinstance(v, str) and v[:1] in "{[":
+            try:
+                ds.attrs[k] = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+    return ds
+
+
+def load(path: str | Path) -> xr.Dataset:
+    """Load measurements from a NetCDF dataset or a tidy CSV/JSONL file."""
+    path = Path(path)
+    if path.suffix.lower() == ".nc":
+        return read_netcdf(path)
+    return from_frame(read_tidy(path), source=path.name)
+
+
+def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
+    """Concatenate datasets along ``model``.
+
+    A model name that occurs in two datasets measured with different engines is renamed to
+    ``"<model> [<engine>]"`` so that both stay; the same name with the same engine is an error.
+    """
+    if len(datasets) == 1:
+        return datasets[0]
+    seen: dict[str, str] = {}
+    renamed = []
+    for ds in datasets:
+        names = []
+        for m, eng in zip(ds["model"].values, _coord(ds, "engine")):
+            name = str(m)
+            if name in seen or any(str(m) == str(o) for o in names):
+                if seen.get(name) == eng:
+                    raise DataError(f"model '{name}' with engine '{eng}' occurs in two datasets; merge or rename them")
+                name = f"{m} [{eng}]"
+            names.append(name)
+        for n, eng in zip(names, _coord(ds, "engine")):
+            seen[n] = eng
+        renamed.append(ds.assign_coords(model=names))
+    out = xr.concat(renamed, dim="model", join="outer", combine_attrs="drop_conflicts")
+    out.attrs["source"] = ", ".join(d.attrs.get("source", "") for d in datasets)
+    for key in ("gpu", "engine", "dtype"):
+        out.attrs[key] = ", ".join(sorted({p.strip() for d in datasets for p in str(d.attrs.get(key, "")).split(",")}))
+    return out
+
+
+def _coord(ds: xr.Dataset, name: str) -> list[str]:
+    if name in ds.coords:
+        return [str(v) for v in ds[name].values]
+    return [str(ds.attrs.get(name, "unknown"))] * ds.sizes["model"]
+
+
+def load_many(paths: Iterable[str | Path]) -> xr.Dataset:
+    """Load several files (see :func:`load`) and :func:`combine` them."""
+    paths = list(paths)
+    if not paths:
+        raise DataError("no measurement files given; pass at least one .nc, .csv or .jsonl file")
+    return combine([load(p) for p in paths])
+
+
+def to_frame(ds: xr.Dataset) -> pd.DataFrame:
+    """Tidy frame of the measured windows (rows with no energy and no duration dropped)."""
+    cols = [v for v in ds.data_vars if set(ds[v].dims) == set(DIMS)]
+    df = ds[cols].to_dataframe().reset_index()
+    return df.dropna(subset=["duration_s"]).reset_index(drop=True)
+
+
+def cell_means(ds: xr.Dataset) -> xr.Dataset:
+    """Mean and spread over ``repeat`` of energy and duration per cell.
+
+    Returns a Dataset over (model, batch_size, input_len, output_len) with ``energy_j``,
+    ``energy_j_std``, ``duration_s``, ``duration_s_std`` and ``n_repeats``.
+    """
+    out = xr.Dataset(
+        {
+            "energy_j": ds["energy_j"].mean("repeat", skipna=True),
+            "energy_j_std": ds["energy_j"].std("repeat", skipna=True, ddof=1),
+            "duration_s": ds["duration_s"].mean("repeat", skipna=True),
+            "duration_s_std": ds["duration_s"].std("repeat", skipna=True, ddof=1),
+            "n_repeats": ds["energy_j"].notnull().sum("repeat"),
+        }
+    )
+    for v in ("energy_j", "energy_j_std"):
+        out[v].attrs["units"] = "J"
+    for v in ("duration_s", "duration_s_std"):
+        out[v].attrs["units"] = "s"
+    out.attrs = dict(ds.attrs)
+    return out
+
+
+def geometry(ds: xr.Dataset, model: str) -> dict:
+    """The geometry coordinates of one model as a plain dict (missing ones omitted)."""
+    sel = ds.sel(model=model)
+    out = {}
+    for col in GEOMETRY_COLUMNS:
+        if col in ds.coords:
+            v = sel[col].item()
+            if isinstance(v, float) and np.isnan(v):
+                continue
+            out[col] = v if col == "arch" else int(v)
+    return out

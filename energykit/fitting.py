@@ -1,0 +1,453 @@
+"""Fit the SweetSpot analytical energy model and the linear baseline with lmfit.
+
+The analytical model (DESIGN.md §2; Pizzini Cavagna et al., arXiv:2602.05695) collects the
+Transformer's prefill and decode work by powers of the input length ``i`` and output length ``o``:
+
+.. math::
+
+    E(i, o) = \\theta_1 i^2 + \\theta_2 i o + \\theta_3 i + \\theta_4 o^2 + \\theta_5 o + \\theta_0,
+    \\qquad \\theta_k \\ge 0
+
+The baseline is :math:`E = a i + b o + c`. Both are linear in their parameters with non-negativity
+bounds, so :meth:`SweetSpotModel.guess` solves the weighted problem exactly with non-negative least
+squares and lmfit then refines it and supplies standard errors.
+
+Residuals are weighted by ``1 / E`` so that the fit minimises *relative* error. With
+``loss="l1"`` (the default) the weights are iteratively re-weighted so that the fit minimises the
+sum of absolute relative errors: short windows carry NVML counter-step errors of up to one 100 ms
+counter step (5–40 % seen on an H200), a heavy-tailed noise that a squared loss lets dominate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import lmfit
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.optimize import nnls
+
+from .dataset import cell_means
+from .errors import FitError
+
+THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
+LINEAR = ("a", "b", "c")
+THETA_UNITS = {
+    "theta1": "J/token^2",
+    "theta2": "J/token^2",
+    "theta3": "J/token",
+    "theta4": "J/token^2",
+    "theta5": "J/token",
+    "theta0": "J",
+    "a": "J/token",
+    "b": "J/token",
+    "c": "J",
+}
+THETA_MEANING = {
+    "theta1": "i²: prefill causal attention",
+    "theta2": "i·o: decode attention / KV-cache reads of the prompt",
+    "theta3": "i: prefill weight GEMMs",
+    "theta4": "o²: decode attention / KV reads of generated tokens (≈ θ2/2)",
+    "theta5": "o: per-step weight reads and step overheads",
+    "theta0": "fixed cost per request batch",
+}
+LOSSES = ("l1", "l2")
+
+
+def sweetspot_energy(input_len, output_len, theta1=0.0, theta2=0.0, theta3=0.0, theta4=0.0, theta5=0.0, theta0=0.0):
+    """Energy of one request batch from the SweetSpot analytical model.
+
+    .. math::
+
+        E = \\theta_1 i^2 + \\theta_2 i o + \\theta_3 i + \\theta_4 o^2 + \\theta_5 o + \\theta_0
+
+    Parameters
+    ----------
+    input_len : array_like
+        Input (prompt) length ``i`` [tokens]. Scalars, numpy arrays and xarray objects broadcast.
+    output_len : array_like
+        Output length ``o`` [tokens].
+    theta1, theta2, theta4 : float
+        Coefficients of ``i²``, ``i·o`` and ``o²`` [J/token²].
+    theta3, theta5 : float
+        Coefficients of ``i`` and ``o`` [J/token].
+    theta0 : float
+        Fixed energy per request batch [J].
+
+    Returns
+    -------
+    array_like
+        Energy [J].
+
+    References
+    ----------
+    Pizzini Cavagna et al., "Determining Energy Efficiency Sweet Spots in Production LLM
+    Inference", arXiv:2602.05695 (ICPE 2026).
+
+    Examples
+    --------
+    >>> float(sweetspot_energy(100, 10, theta1=1e-4, theta3=0.05, theta5=2.0, theta0=10.0))
+    36.0
+    """
+    i = input_len
+    o = output_len
+    return theta1 * i * i + theta2 * i * o + theta3 * i + theta4 * o * o + theta5 * o + theta0
+
+
+def linear_energy(input_len, output_len, a=0.0, b=0.0, c=0.0):
+    """Linear-in-lengths baseline :math:`E = a i + b o + c` [J] (``a``, ``b`` in J/token, ``c`` in J).
+
+    Examples
+    --------
+    >>> float(linear_energy(100, 10, a=0.1, b=2.0, c=5.0))
+    35.0
+    """
+    return a * input_len + b * output_len + c
+
+
+def _design(kind: str, input_len, output_len) -> np.ndarray:
+    i = np.asarray(input_len, dtype=float)
+    o = np.asarray(output_len, dtype=float)
+    if kind == "sweetspot":
+        return np.column_stack([i * i, i * o, i, o * o, o, np.ones_like(i)])
+    return np.column_stack([i, o, np.ones_like(i)])
+
+
+class _NonNegativeLinearModel(lmfit.Model):
+    kind = ""
+    names: tuple = ()
+
+    def __init__(self, func: Callable, **kws):
+        kws.setdefault("nan_policy", "raise")
+        super().__init__(func, independent_vars=["input_len", "output_len"], **kws)
+        for name in self.names:
+            self.set_param_hint(name, min=0.0, value=0.0)
+
+    def guess(self, data, input_len=None, output_len=None, weights=None, **kws):
+        """Exact non-negative weighted least squares solution as starting values."""
+        data = np.asarray(data, dtype=float)
+        w = np.ones_like(data) if weights is None else np.asarray(weights, dtype=float)
+        X = _design(self.kind, input_len, output_len)
+        scale = np.abs(X).max(axis=0)
+        scale[scale == 0] = 1.0
+        coef, _ = nnls((X / scale) * w[:, None], data * w)
+        params = self.make_params(**{n: float(v) for n, v in zip(self.names, coef / scale)})
+        return lmfit.models.update_param_vals(params, self.prefix, **kws)
+
+
+class SweetSpotModel(_NonNegativeLinearModel):
+    """lmfit Model of :func:`sweetspot_energy` with all θ ≥ 0 and an exact NNLS ``guess()``."""
+
+    kind = "sweetspot"
+    names = THETA
+
+    def __init__(self, **kws):
+        super().__init__(sweetspot_energy, **kws)
+
+
+class LinearBaselineModel(_NonNegativeLinearModel):
+    """lmfit Model of :func:`linear_energy` with a, b, c ≥ 0."""
+
+    kind = "linear"
+    names = LINEAR
+
+    def __init__(self, **kws):
+        super().__init__(linear_energy, **kws)
+
+
+MODELS = {"sweetspot": SweetSpotModel, "linear": LinearBaselineModel}
+
+
+def _check(kind: str, loss: str) -> None:
+    if kind not in MODELS:
+        raise FitError(f"unknown model kind {kind!r}; use one of {', '.join(MODELS)}")
+    if loss not in LOSSES:
+        raise FitError(f"unknown loss {loss!r}; use 'l1' (robust relative) or 'l2' (relative least squares)")
+
+
+def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: str = "l1", max_iter: int = 50):
+    """Fit one model to cells of (input_len, output_len, energy_j).
+
+    Parameters
+    ----------
+    energy_j : array_like
+        Mean energy per cell [J]; all finite and positive.
+    input_len, output_len : array_like
+        Cell lengths [tokens].
+    kind : {"sweetspot", "linear"}
+        The analytical model or the linear baseline.
+    loss : {"l1", "l2"}
+        Minimise absolute relative errors (iteratively re-weighted) or squared relative errors.
+    max_iter : int
+        Re-weighting iterations for ``loss="l1"``.
+
+    Returns
+    -------
+    lmfit.model.ModelResult
+        The final weighted fit; ``result.params`` hold θ with standard errors.
+    """
+    _check(kind, loss)
+    E = np.asarray(energy_j, dtype=float)
+    i = np.asarray(input_len, dtype=float)
+    o = np.asarray(output_len, dtype=float)
+    model = MODELS[kind]()
+    n_par = len(model.names)
+    if not (np.all(np.isfinite(E)) and np.all(E > 0)):
+        raise FitError("energies to fit must be finite and positive; drop cells with NaN or zero energy")
+    if len(E) < n_par:
+        raise FitError(f"{kind} model has {n_par} parameters but only {len(E)} cells were given; measure more cells")
+    w = 1.0 / E
+    params = model.guess(E, input_len=i, output_len=o, weights=w)
+    if loss == "l1":
+        for _ in range(max_iter):
+            pred = model.eval(params, input_len=i, output_len=o)
+            r = np.abs(pred - E) / E
+            w_new = 1.0 / (E * np.sqrt(np.maximum(r, 1e-4)))
+            new = model.guess(E, input_len=i, output_len=o, weights=w_new)
+            change = max(abs(new[n].value - params[n].value) / (abs(params[n].value) + 1e-12) for n in model.names)
+            params, w = new, w_new
+            if change < 1e-6:
+                break
+    result = model.fit(E, params, input_len=i, output_len=o, weights=w)
+    result.loss = loss
+    return result
+
+
+def ape_pct(pred, obs) -> np.ndarray:
+    """Absolute percentage errors ``100·|pred − obs| / obs`` [%]."""
+    obs = np.asarray(obs, dtype=float)
+    return 100.0 * np.abs(np.asarray(pred, dtype=float) - obs) / obs
+
+
+def mape_pct(pred, obs) -> float:
+    """Mean absolute percentage error [%].
+
+    Examples
+    --------
+    >>> mape_pct([110, 90], [100, 100])
+    10.0
+    """
+    return float(np.mean(ape_pct(pred, obs)))
+
+
+def r2(pred, obs) -> float:
+    """Coefficient of determination of ``pred`` against ``obs``."""
+    obs = np.asarray(obs, dtype=float)
+    ss_res = np.sum((np.asarray(pred, dtype=float) - obs) ** 2)
+    ss_tot = np.sum((obs - obs.mean()) ** 2)
+    return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan")
+
+
+def kfold_indices(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
+    """Shuffled k-fold split of ``range(n)`` into ``min(k, n)`` test folds."""
+    if k < 2:
+        raise FitError(f"cv_folds must be at least 2; got {k}")
+    rng = np.random.default_rng(seed)
+    return [f for f in np.array_split(rng.permutation(n), min(k, n)) if len(f)]
+
+
+def cross_validate(energy_j, input_len, output_len, kind="sweetspot", loss="l1", k=5, seed=0) -> np.ndarray:
+    """k-fold cross-validated absolute percentage error of every cell [%].
+
+    Each cell is predicted by a fit on the folds that do not contain it. Returns one APE per cell
+    (NaN where a training set had fewer cells than parameters).
+    """
+    E = np.asarray(energy_j, dtype=float)
+    i = np.asarray(input_len, dtype=float)
+    o = np.asarray(output_len, dtype=float)
+    n_par = len(MODELS[kind].names)
+    out = np.full(len(E), np.nan)
+    for test in kfold_indices(len(E), k, seed):
+        train = np.setdiff1d(np.arange(len(E)), test)
+        if len(train) < n_par:
+            continue
+        res = fit_cells(E[train], i[train], o[train], kind=kind, loss=loss)
+        out[test] = ape_pct(res.eval(input_len=i[test], output_len=o[test]), E[test])
+    return out
+
+
+@dataclass
+class ModelFit:
+    """One fitted model (analytical or baseline) for one (model, batch_size)."""
+
+    model: str
+    batch_size: int
+    kind: str
+    result: lmfit.model.ModelResult
+    input_len: np.ndarray
+    output_len: np.ndarray
+    energy_j: np.ndarray
+    cv_ape_pct: np.ndarray = field(repr=False)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """Fitted parameters by name (θ in J/token^k)."""
+        return {n: float(p.value) for n, p in self.result.params.items()}
+
+    @property
+    def stderr(self) -> dict[str, float]:
+        """Standard errors of the parameters (NaN where lmfit could not estimate them)."""
+        return {n: float(p.stderr) if p.stderr is not None else float("nan") for n, p in self.result.params.items()}
+
+    def predict(self, input_len, output_len):
+        """Energy of one request batch [J] at the given lengths (numpy or xarray)."""
+        func = sweetspot_energy if self.kind == "sweetspot" else linear_energy
+        return func(input_len, output_len, **self.params)
+
+    @property
+    def ape_pct(self) -> np.ndarray:
+        return ape_pct(self.predict(self.input_len, self.output_len), self.energy_j)
+
+    @property
+    def mape_pct(self) -> float:
+        return float(np.mean(self.ape_pct))
+
+    @property
+    def max_ape_pct(self) -> float:
+        return float(np.max(self.ape_pct))
+
+    @property
+    def r2(self) -> float:
+        return r2(self.predict(self.input_len, self.output_len), self.energy_j)
+
+    @property
+    def cv_mape_pct(self) -> float:
+        return float(np.nanmean(self.cv_ape_pct)) if np.isfinite(self.cv_ape_pct).any() else float("nan")
+
+
+def _cells(means: xr.Dataset, model: str, batch_size: int) -> pd.DataFrame:
+    sel = means.sel(model=model, batch_size=batch_size)
+    df = sel[["energy_j", "duration_s"]].to_dataframe().reset_index()
+    return df.dropna(subset=["energy_j"]).query("energy_j > 0")[["input_len", "output_len", "energy_j", "duration_s"]]
+
+
+class FitSet:
+    """Fits of the analytical model and the baseline for every (model, batch_size) of a dataset."""
+
+    def __init__(self, fits: dict[tuple[str, int, str], ModelFit], loss: str, cv_folds: int):
+        self.fits = fits
+        self.loss = loss
+        self.cv_folds = cv_folds
+
+    def __getitem__(self, key) -> ModelFit:
+        return self.fits[key]
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        """(model, batch_size) pairs that were fitted, in order."""
+        return sorted({(m, b) for m, b, _ in self.fits})
+
+    def get(self, model: str, batch_size: int | None = None, kind: str = "sweetspot") -> ModelFit:
+        """The fit of one model; ``batch_size`` may be omitted when the model has only one."""
+        if batch_size is None:
+            sizes = sorted(b for m, b in self.keys if m == model)
+            if not sizes:
+                raise FitError(f"model {model!r} was not fitted; fitted models: {sorted({m for m, _ in self.keys})}")
+            batch_size = sizes[0]
+        try:
+            return self.fits[(model, int(batch_size), kind)]
+        except KeyError:
+            raise FitError(f"no {kind} fit for model {model!r} at batch size {batch_size}") from None
+
+    def table(self) -> pd.DataFrame:
+        """Tidy table: one row per (model, batch_size, kind) with θ, standard errors and accuracy."""
+        rows = []
+        for (m, b, kind), f in sorted(self.fits.items()):
+            row = {"model": m, "batch_size": b, "kind": kind, "n_cells": len(f.energy_j)}
+            row.update(
+                mape_pct=f.mape_pct, max_ape_pct=f.max_ape_pct, r2=f.r2, cv_mape_pct=f.cv_mape_pct
+            )
+            for n, v in f.params.items():
+                row[n] = v
+                row[f"{n}_stderr"] = f.stderr[n]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per (model, batch_size): analytical vs baseline accuracy side by side."""
+        rows = []
+        for m, b in self.keys:
+            s, lin = self.fits[(m, b, "sweetspot")], self.fits[(m, b, "linear")]
+            rows.append(
+                {
+                    "model": m,
+                    "batch_size": b,
+                    "cells": len(s.energy_j),
+                    "mape_pct": s.mape_pct,
+                    "max_ape_pct": s.max_ape_pct,
+                    "cv_mape_pct": s.cv_mape_pct,
+                    "r2": s.r2,
+                    "baseline_mape_pct": lin.mape_pct,
+                    "baseline_cv_mape_pct": lin.cv_mape_pct,
+                    "baseline_r2": lin.r2,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def to_xarray(self) -> xr.Dataset:
+        """θ and their standard errors as a Dataset over (model, batch_size, param)."""
+        df = self.table().query("kind == 'sweetspot'")
+        value = df.set_index(["model", "batch_size"])[list(THETA)]
+        err = df.set_index(["model", "batch_size"])[[f"{t}_stderr" for t in THETA]]
+        err.columns = list(THETA)
+        ds = xr.Dataset(
+            {
+                "value": value.stack().rename_axis(["model", "batch_size", "param"]).to_xarray(),
+                "stderr": err.stack().rename_axis(["model", "batch_size", "param"]).to_xarray(),
+            }
+        )
+        ds["units"] = ("param", [THETA_UNITS[p] for p in ds["param"].values])
+        ds.attrs["loss"] = self.loss
+        return ds
+
+
+def fit_dataset(
+    ds: xr.Dataset,
+    models: Iterable[str] | None = None,
+    loss: str = "l1",
+    cv_folds: int = 5,
+    seed: int = 0,
+) -> FitSet:
+    """Fit the analytical model and the linear baseline per (model, batch_size) on repeat means.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Measurements (see :mod:`energykit.dataset`).
+    models : iterable of str, optional
+        Models to fit; all by default.
+    loss : {"l1", "l2"}
+        See :func:`fit_cells`.
+    cv_folds : int
+        Folds of the cross-validation over cells.
+    seed : int
+        Seed of the fold shuffle.
+    """
+    _check("sweetspot", loss)
+    names = [str(m) for m in ds["model"].values]
+    wanted = list(models) if models is not None else names
+    for m in wanted:
+        if m not in names:
+            raise FitError(f"model {m!r} is not in the data; available: {', '.join(names)}")
+    means = cell_means(ds)
+    fits = {}
+    for m in wanted:
+        for b in ds["batch_size"].values:
+            cells = _cells(means, m, int(b))
+            if cells.empty:
+                continue
+            if len(cells) < len(THETA):
+                raise FitError(
+                    f"model {m!r} at batch size {int(b)} has {len(cells)} measured cells; the analytical model "
+                    f"needs at least {len(THETA)} (measure more input/output lengths)"
+                )
+            i, o, E = cells["input_len"].to_numpy(), cells["output_len"].to_numpy(), cells["energy_j"].to_numpy()
+            for kind in MODELS:
+                res = fit_cells(E, i, o, kind=kind, loss=loss)
+                cv = cross_validate(E, i, o, kind=kind, loss=loss, k=cv_folds, seed=seed)
+                fits[(m, int(b), kind)] = ModelFit(m, int(b), kind, res, i, o, E, cv)
+    if not fits:
+        raise FitError("no cell with a positive measured energy; nothing to fit")
+    return FitSet(fits, loss, cv_folds)

@@ -1,0 +1,151 @@
+"""Figures for the reports (matplotlib + seaborn). Each function draws on an axis and returns it."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import xarray as xr
+
+from .fitting import FitSet, ModelFit
+from .sweetspots import o_star, sweet_region
+
+
+def _ax(ax):
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.5))
+    return ax
+
+
+def efficiency_heatmap(
+    tokens_per_j: xr.DataArray,
+    fit: ModelFit | None = None,
+    within_pct: float = 10.0,
+    extrapolated: xr.DataArray | None = None,
+    title: str = "",
+    ax=None,
+):
+    """Heatmap of tokens per joule over (input_len, output_len).
+
+    The sweet-spot region (within ``within_pct`` % of the best) is outlined, ``o*(i)`` from ``fit``
+    is drawn as a line, and extrapolated cells are hatched.
+    """
+    ax = _ax(ax)
+    da = tokens_per_j.transpose("output_len", "input_len")
+    frame = da.to_pandas().sort_index(ascending=False)
+    sns.heatmap(frame, annot=True, fmt=".3g", cmap="viridis", cbar_kws={"label": "output tokens per J"}, ax=ax)
+    outs = list(frame.index)
+    ins = list(frame.columns)
+    region = sweet_region(da, within_pct).to_pandas().reindex(index=outs, columns=ins)
+    for r, o in enumerate(outs):
+        for c, i in enumerate(ins):
+            if bool(region.loc[o, i]):
+                ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, edgecolor="red", lw=2.5))
+            if extrapolated is not None and bool(extrapolated.sel(input_len=i, output_len=o)):
+                ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="white", lw=0))
+    if fit is not None:
+        xs = np.arange(len(ins)) + 0.5
+        ostar = o_star(fit.params, np.asarray(ins, dtype=float))
+        # heatmap rows are categorical: place o* by interpolating log(o) over the row centres
+        logo = np.log(np.asarray(outs, dtype=float))
+        ys = np.interp(-np.log(np.clip(ostar, outs[-1], outs[0])), -logo, np.arange(len(outs)) + 0.5)
+        ax.plot(xs, ys, "w--o", lw=2, label="o*(i) (fitted)")
+        ax.legend(loc="upper right", fontsize=8, facecolor="grey")
+    ax.set_xlabel("input length i [tokens]")
+    ax.set_ylabel("output length o [tokens]")
+    ax.set_title(title or f"efficiency; red: within {within_pct:g} % of best")
+    return ax
+
+
+def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
+    """Measured energy per cell (points; raw windows as small dots) and the fitted model (lines)."""
+    ax = _ax(ax)
+    palette = sns.color_palette("crest", n_colors=len(np.unique(fit.input_len)))
+    o_line = np.geomspace(fit.output_len.min(), fit.output_len.max(), 100)
+    for color, i in zip(palette, np.unique(fit.input_len)):
+        sel = fit.input_len == i
+        ax.plot(fit.output_len[sel], fit.energy_j[sel], "o", color=color, label=f"i={i}")
+        ax.plot(o_line, fit.predict(float(i), o_line), "-", color=color)
+        if raw is not None:
+            r = raw[(raw["input_len"] == i)]
+            ax.plot(r["output_len"], r["energy_j"], ".", color=color, alpha=0.5, ms=4)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("output length o [tokens]")
+    ax.set_ylabel("energy per batch E [J]")
+    ax.set_title(f"{fit.model}: measured (points) vs {fit.kind} fit (lines)")
+    ax.legend(fontsize=8, ncol=2)
+    return ax
+
+
+def parity(fits: FitSet, kind: str = "sweetspot", ax=None):
+    """Predicted vs measured energy for every fitted model, with the y = x line."""
+    ax = _ax(ax)
+    lo, hi = np.inf, 0
+    for m, b in fits.keys:
+        f = fits.get(m, b, kind)
+        pred = f.predict(f.input_len, f.output_len)
+        ax.plot(f.energy_j, pred, "o", alpha=0.8, label=f"{m} (MAPE {f.mape_pct:.1f} %)")
+        lo, hi = min(lo, f.energy_j.min(), pred.min()), max(hi, f.energy_j.max(), pred.max())
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured E [J]")
+    ax.set_ylabel("predicted E [J]")
+    ax.set_title(f"parity, {kind} model")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def residuals(fits: FitSet, ax=None):
+    """Relative residuals of the analytical model and the baseline against measured energy."""
+    ax = _ax(ax)
+    rows = []
+    for (m, b, kind), f in fits.fits.items():
+        rel = 100 * (f.predict(f.input_len, f.output_len) - f.energy_j) / f.energy_j
+        rows += [{"model": m, "kind": kind, "energy_j": e, "residual_pct": r} for e, r in zip(f.energy_j, rel)]
+    df = pd.DataFrame(rows)
+    sns.scatterplot(data=df, x="energy_j", y="residual_pct", hue="model", style="kind", ax=ax)
+    ax.axhline(0, color="k", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("measured E [J]")
+    ax.set_ylabel("(predicted − measured) / measured [%]")
+    ax.set_title("relative residuals")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def trace_density(trace: pd.DataFrame, fit: ModelFit | None = None, title: str = "", ax=None):
+    """Where a trace's requests lie in (input, output), with ``o*(i)`` and the measured range."""
+    ax = _ax(ax)
+    t = trace[(trace["input_len"] > 0) & (trace["output_len"] > 0)]
+    sns.histplot(t, x="input_len", y="output_len", log_scale=(True, True), bins=40, cbar=True, ax=ax,
+                 cbar_kws={"label": "requests"})
+    if fit is not None:
+        i = np.geomspace(max(t["input_len"].min(), 1), t["input_len"].max(), 100)
+        ax.plot(i, o_star(fit.params, i), "r-", lw=2, label="o*(i) (fitted)")
+        ax.add_patch(
+            plt.Rectangle(
+                (fit.input_len.min(), fit.output_len.min()),
+                fit.input_len.max() - fit.input_len.min(),
+                fit.output_len.max() - fit.output_len.min(),
+                fill=False, edgecolor="k", ls="--", label="measured range",
+            )
+        )
+        ax.legend(fontsize=8)
+    ax.set_xlabel("input length [tokens]")
+    ax.set_ylabel("output length [tokens]")
+    ax.set_title(title)
+    return ax
+
+
+def policy_bars(savings: pd.DataFrame, ax=None):
+    """Energy saved and output tokens kept per policy [%]."""
+    ax = _ax(ax)
+    df = savings.melt(id_vars="policy", value_vars=["saving_pct", "output_tokens_kept_pct"],
+                      var_name="quantity", value_name="percent")
+    sns.barplot(data=df, y="policy", x="percent", hue="quantity", ax=ax)
+    ax.set_xlabel("%")
+    ax.set_ylabel("")
+    return ax

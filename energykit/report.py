@@ -1,0 +1,137 @@
+"""Execute the analysis notebooks headless (papermill) and render them to HTML (nbconvert).
+
+For each notebook ``notebooks/NN_name.ipynb`` this writes, under ``reports/``:
+
+- ``NN_name.ipynb``: the executed copy, with the injected parameters;
+- ``NN_name.html``: the full report (code and outputs, figures embedded);
+- ``NN_name.nocode.html``: the same without code cells;
+
+and ``reports/index.html`` linking them, one line each on what it shows.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+from .errors import EnergykitError, ParamsError
+from .params import ReportParams, load_report_params, notebook_parameters
+
+ANALYSIS_GLOB = "0[2-9]_*.ipynb"
+
+
+def repo_root() -> Path:
+    """The directory that holds ``notebooks/`` and ``params/`` (the current one, or the package's parent)."""
+    for cand in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (cand / "notebooks").is_dir():
+            return cand
+    raise EnergykitError("cannot find the notebooks/ folder; run from the energykit repository root")
+
+
+def analysis_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
+    """The analysis notebooks in order (measurement, 01, is run by ``energykit measure``)."""
+    nbs = sorted((root / "notebooks").glob(ANALYSIS_GLOB))
+    if only:
+        wanted = {Path(o).stem for o in only}
+        unknown = wanted - {p.stem for p in nbs}
+        if unknown:
+            raise ParamsError(
+                f"unknown notebook(s) {sorted(unknown)}; choose from {', '.join(p.stem for p in nbs)}"
+            )
+        nbs = [p for p in nbs if p.stem in wanted]
+    return nbs
+
+
+def description(nb_path: Path) -> str:
+    """The one-line description stored in a notebook's metadata (``energykit.description``)."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    return nb.metadata.get("energykit", {}).get("description", "")
+
+
+def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> float:
+    """Run one notebook with papermill; returns its wall time [s]."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(nb_path))
+    t0 = time.perf_counter()
+    pm.execute_notebook(
+        str(nb_path),
+        str(out_path),
+        parameters=notebook_parameters(params, declared),
+        cwd=str(root),
+        kernel_name="python3",
+        progress_bar=False,
+        log_output=False,
+    )
+    return time.perf_counter() - t0
+
+
+def to_html(executed: Path, out_dir: Path) -> tuple[Path, Path]:
+    """Render the full and the no-code HTML of an executed notebook."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed, as_version=4)
+    full = out_dir / f"{executed.stem}.html"
+    nocode = out_dir / f"{executed.stem}.nocode.html"
+    full.write_text(HTMLExporter().from_notebook_node(nb)[0], encoding="utf-8")
+    nocode.write_text(HTMLExporter(exclude_input=True).from_notebook_node(nb)[0], encoding="utf-8")
+    return full, nocode
+
+
+def write_index(out_dir: Path, entries: list[tuple[str, str]], params_path: Path) -> Path:
+    """``index.html`` linking every rendered notebook (full and no-code) with its description."""
+    items = "\n".join(
+        f'<li><b>{html.escape(stem)}</b>: {html.escape(desc)} '
+        f'[<a href="{stem}.nocode.html">report</a> · <a href="{stem}.html">with code</a> · '
+        f'<a href="{stem}.ipynb">notebook</a>]</li>'
+        for stem, desc in entries
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>energykit reports</title>
+<style>body{{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5}}</style></head>
+<body><h1>energykit reports</h1>
+<p>Rendered by <code>make report</code> from the notebooks in <code>notebooks/</code> with
+<code>{html.escape(str(params_path))}</code>. Regenerate with one command; never edit by hand.</p>
+<ul>
+{items}
+</ul>
+<p>Azure LLM inference traces: Patel et al., "Splitwise: Efficient generative LLM inference using
+phase splitting", ISCA 2024 (CC-BY 4.0).</p>
+</body></html>
+"""
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = "reports", only=None) -> dict:
+    """Execute and render the analysis notebooks; returns {notebook: seconds}.
+
+    Parameters are validated before any notebook runs. Notebooks whose names are in ``only`` are
+    run; the index always lists every notebook that has a rendered report in ``out_dir``.
+    """
+    root = repo_root()
+    params_path = Path(params_path)
+    if not params_path.is_absolute():
+        params_path = root / params_path
+    params = load_report_params(params_path)
+    for f in params.data + list(params.traces.values()):
+        if not (root / f).exists():
+            raise ParamsError(f"{params_path}: file {f!r} does not exist (paths are relative to {root})")
+    out = Path(out_dir)
+    if not out.is_absolute():
+        out = root / out
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    for nb in analysis_notebooks(root, only):
+        executed = out / nb.name
+        timings[nb.stem] = execute(nb, executed, params, root)
+        to_html(executed, out)
+        print(f"rendered {nb.stem} in {timings[nb.stem]:.1f} s", flush=True)
+    entries = [(p.stem, description(p)) for p in analysis_notebooks(root) if (out / f"{p.stem}.html").exists()]
+    write_index(out, entries, params_path.relative_to(root) if params_path.is_relative_to(root) else params_path)
+    return timings

@@ -1,0 +1,238 @@
+"""Efficiency maps and sweet spots of the SweetSpot model.
+
+Efficiency is output tokens per joule, :math:`\\eta = B o / E(i, o)`, and its inverse is the energy
+per output token :math:`e = E / (B o)`. For a fixed input length the energy per output token
+
+.. math::
+
+    \\frac{E}{B o} = \\frac{1}{B}\\left(\\frac{\\theta_1 i^2 + \\theta_3 i + \\theta_0}{o}
+                    + \\theta_4 o + \\theta_2 i + \\theta_5\\right)
+
+is minimised at :math:`o^*(i) = \\sqrt{(\\theta_1 i^2 + \\theta_3 i + \\theta_0) / \\theta_4}`: short
+outputs cannot amortise the prefill and fixed cost, long outputs pay growing KV-cache reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.optimize import minimize_scalar
+
+from .dataset import cell_means
+from .fitting import FitSet, ModelFit, sweetspot_energy
+
+PAPER_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
+"""Input and output lengths of the paper's grid [tokens] (arXiv:2602.05695)."""
+
+
+def tokens_per_j(energy_j, batch_size, output_len):
+    """Output tokens per joule :math:`B o / E` [tokens/J]."""
+    return batch_size * output_len / energy_j
+
+
+def energy_per_token_j(energy_j, batch_size, output_len):
+    """Energy per output token :math:`E / (B o)` [J/token]."""
+    return energy_j / (batch_size * output_len)
+
+
+def measured_map(ds: xr.Dataset) -> xr.Dataset:
+    """Measured efficiency over (model, batch_size, input_len, output_len) from repeat means.
+
+    Returns ``tokens_per_j`` [tokens/J], ``energy_per_token_j`` [J/token] and ``energy_j`` [J].
+    """
+    means = cell_means(ds)
+    E = means["energy_j"].where(means["energy_j"] > 0)
+    out = xr.Dataset(
+        {
+            "energy_j": E,
+            "tokens_per_j": tokens_per_j(E, E["batch_size"], E["output_len"]),
+            "energy_per_token_j": energy_per_token_j(E, E["batch_size"], E["output_len"]),
+        }
+    )
+    out["energy_j"].attrs["units"] = "J"
+    out["tokens_per_j"].attrs["units"] = "tokens/J"
+    out["energy_per_token_j"].attrs["units"] = "J/token"
+    return out
+
+
+def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID) -> xr.Dataset:
+    """Fitted efficiency on a grid of lengths, with an ``extrapolated`` flag per cell.
+
+    A cell is extrapolated when either length lies outside the range that the fit was measured on.
+    """
+    i = xr.DataArray(np.asarray(input_lens, dtype=int), dims="input_len", name="input_len")
+    o = xr.DataArray(np.asarray(output_lens, dtype=int), dims="output_len", name="output_len")
+    i = i.assign_coords(input_len=i.values)
+    o = o.assign_coords(output_len=o.values)
+    E = fit.predict(i, o)
+    out = xr.Dataset(
+        {
+            "energy_j": E,
+            "tokens_per_j": tokens_per_j(E, fit.batch_size, o),
+            "energy_per_token_j": energy_per_token_j(E, fit.batch_size, o),
+            "extrapolated": extrapolated(fit, i, o),
+        }
+    )
+    out["energy_j"].attrs["units"] = "J"
+    out["tokens_per_j"].attrs["units"] = "tokens/J"
+    out["energy_per_token_j"].attrs["units"] = "J/token"
+    out.attrs.update(model=fit.model, batch_size=fit.batch_size)
+    return out
+
+
+def extrapolated(fit: ModelFit, input_len, output_len):
+    """True where a length lies outside the measured range of ``fit``."""
+    i_lo, i_hi = fit.input_len.min(), fit.input_len.max()
+    o_lo, o_hi = fit.output_len.min(), fit.output_len.max()
+    return (input_len < i_lo) | (input_len > i_hi) | (output_len < o_lo) | (output_len > o_hi)
+
+
+def o_star(params: dict, input_len):
+    """Output length that minimises energy per output token at a fixed input length [tokens].
+
+    .. math::
+
+        o^*(i) = \\sqrt{\\frac{\\theta_1 i^2 + \\theta_3 i + \\theta_0}{\\theta_4}}
+
+    Parameters
+    ----------
+    params : dict
+        Fitted θ (``theta0`` … ``theta5``).
+    input_len : array_like
+        Input length ``i`` [tokens].
+
+    Returns
+    -------
+    array_like
+        ``o*`` [tokens]; ``inf`` where ``θ4 = 0`` (efficiency then rises with output length).
+
+    Examples
+    --------
+    >>> float(o_star({"theta1": 0.0, "theta3": 0.0, "theta0": 100.0, "theta4": 1.0}, 64))
+    10.0
+    """
+    num = params["theta1"] * np.square(input_len) + params["theta3"] * np.asarray(input_len) + params["theta0"]
+    with np.errstate(divide="ignore"):
+        return np.sqrt(num / params["theta4"]) if params["theta4"] > 0 else np.full(np.shape(input_len), np.inf)
+
+
+def o_star_numeric(params: dict, input_len: float, o_max: float = 1e7) -> float:
+    """Numeric minimiser of energy per output token over ``o`` in [1, o_max] (checks :func:`o_star`)."""
+
+    def per_token(log_o):
+        o = np.exp(log_o)
+        return sweetspot_energy(input_len, o, **params) / o
+
+    res = minimize_scalar(per_token, bounds=(0.0, np.log(o_max)), method="bounded", options={"xatol": 1e-10})
+    return float(np.exp(res.x))
+
+
+def sweet_region(tokens_per_j: xr.DataArray, within_pct: float = 10.0) -> xr.DataArray:
+    """Cells whose efficiency is within ``within_pct`` % of the best on the map."""
+    best = tokens_per_j.max(["input_len", "output_len"])
+    return tokens_per_j >= (1.0 - within_pct / 100.0) * best
+
+
+def best_worst_ratio(tokens_per_j: xr.DataArray) -> float:
+    """Ratio of the best to the worst efficiency on a map (the paper's "up to 33.41x")."""
+    return float(tokens_per_j.max() / tokens_per_j.min())
+
+
+def best_cell(tokens_per_j: xr.DataArray) -> tuple[int, int, float]:
+    """(input_len, output_len, tokens_per_j) of the most efficient cell."""
+    stacked = tokens_per_j.stack(cell=("input_len", "output_len")).dropna("cell")
+    k = int(np.nanargmax(stacked.values))
+    return int(stacked["input_len"][k]), int(stacked["output_len"][k]), float(stacked[k])
+
+
+def o_star_table(fits: FitSet, input_lens=None) -> pd.DataFrame:
+    """``o*(i)`` per model from the closed form and from a numeric optimum, side by side."""
+    rows = []
+    for m, b in fits.keys:
+        f = fits.get(m, b)
+        lens = sorted(set(f.input_len.tolist())) if input_lens is None else input_lens
+        for i in lens:
+            closed = float(o_star(f.params, i))
+            rows.append(
+                {
+                    "model": m,
+                    "batch_size": b,
+                    "input_len": int(i),
+                    "o_star": closed,
+                    "o_star_numeric": o_star_numeric(f.params, i) if np.isfinite(closed) else np.inf,
+                    "tokens_per_j_at_o_star": (
+                        b * closed / sweetspot_energy(i, closed, **f.params) if np.isfinite(closed) else np.nan
+                    ),
+                    "o_star_extrapolated": bool(
+                        not np.isfinite(closed) or closed < f.output_len.min() or closed > f.output_len.max()
+                    ),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID) -> pd.DataFrame:
+    """Best/worst efficiency ratios per model: on the measured grid and on the paper's grid (fitted)."""
+    meas = measured_map(ds)
+    rows = []
+    for m, b in fits.keys:
+        tpj = meas["tokens_per_j"].sel(model=m, batch_size=b)
+        fm = fitted_map(fits.get(m, b), grid, grid)
+        bi, bo, bt = best_cell(tpj)
+        fi, fo, ft = best_cell(fm["tokens_per_j"])
+        rows.append(
+            {
+                "model": m,
+                "batch_size": b,
+                "measured_best_worst": best_worst_ratio(tpj),
+                "measured_best_cell": f"i={bi}, o={bo}",
+                "measured_best_tokens_per_j": bt,
+                "paper_grid_best_worst": best_worst_ratio(fm["tokens_per_j"]),
+                "paper_grid_best_cell": f"i={fi}, o={fo}",
+                "paper_grid_extrapolated_cells": int(fm["extrapolated"].sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def attention_kind(num_heads: int, num_kv_heads: int) -> str:
+    """"MHA", "GQA" or "MQA" from the head counts."""
+    if num_kv_heads == num_heads:
+        return "MHA"
+    return "MQA" if num_kv_heads == 1 else "GQA"
+
+
+def attention_table(ds: xr.Dataset, fits: FitSet, bytes_per_element: int = 2) -> pd.DataFrame:
+    """GQA vs MHA: KV-cache bytes per token, parameters, fitted KV terms and mean measured efficiency.
+
+    Efficiency is averaged (geometric mean) over the cells that every listed model has measured, so
+    the models are compared on the same grid.
+    """
+    need = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "params")
+    if not all(c in ds.coords for c in need):
+        return pd.DataFrame()
+    meas = measured_map(ds)["tokens_per_j"]
+    models = [m for m, _ in fits.keys]
+    common = meas.sel(model=models).notnull().all("model")
+    rows = []
+    for m, b in fits.keys:
+        g = ds.sel(model=m)
+        L, nq, nkv, dh = (int(g[c]) for c in ("num_layers", "num_heads", "num_kv_heads", "head_dim"))
+        f = fits.get(m, b)
+        tpj = meas.sel(model=m, batch_size=b).where(common.sel(batch_size=b))
+        rows.append(
+            {
+                "model": m,
+                "engine": str(g["engine"].values) if "engine" in g.coords else "",
+                "attention": attention_kind(nq, nkv),
+                "params_b": int(g["params"]) / 1e9,
+                "num_heads": nq,
+                "num_kv_heads": nkv,
+                "kv_bytes_per_token": 2 * L * nkv * dh * bytes_per_element,
+                "theta2": f.params["theta2"],
+                "theta4": f.params["theta4"],
+                "geomean_tokens_per_j": float(np.exp(np.log(tpj).mean())),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,183 @@
+"""Apply a fitted energy model to production request traces and price simple policies.
+
+Assumptions (stated again next to every number in the reports):
+
+- each request is served as measured: inside a batch of ``batch_size`` concurrent sequences of the
+  same lengths, so one request costs :math:`E(i, o) / B`;
+- a policy changes only the lengths of a request (truncating the prompt, capping the output) and
+  not its quality; the cost of summarising, of a retry, or of the answer a user did not get is
+  outside the model;
+- lengths outside the measured grid are extrapolated by the analytical model and flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, ParamsError
+from .fitting import ModelFit
+from .sweetspots import extrapolated
+
+TRACE_COLUMNS = {"ContextTokens": "input_len", "GeneratedTokens": "output_len"}
+J_PER_KWH = 3.6e6
+
+
+def load_trace(path: str | Path) -> pd.DataFrame:
+    """Read a request trace with columns ``ContextTokens``/``GeneratedTokens`` (Azure format) or
+    ``input_len``/``output_len``; returns ``input_len`` and ``output_len`` [tokens] per request.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such trace file; check the path")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the trace is empty; it needs one row per request") from None
+    df = df.rename(columns=TRACE_COLUMNS)
+    for col in ("input_len", "output_len"):
+        if col not in df.columns:
+            raise DataError(
+                f"{path}: missing column '{col}'; a trace needs ContextTokens/GeneratedTokens or input_len/output_len"
+            )
+        v = pd.to_numeric(df[col], errors="coerce")
+        bad = v.isna() | (v < 0)
+        if bad.any():
+            raise DataError(f"{path}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 2} is not a non-negative integer")
+        df[col] = v.astype(np.int64)
+    if len(df) == 0:
+        raise DataError(f"{path}: the trace has no requests")
+    out = df[["input_len", "output_len"]].copy()
+    out.attrs["source"] = path.name
+    return out
+
+
+def request_energy_j(fit: ModelFit, input_len, output_len):
+    """Energy of one request [J]: :math:`E(i, o) / B` for a request served in a batch of ``B``."""
+    return fit.predict(np.asarray(input_len, dtype=float), np.asarray(output_len, dtype=float)) / fit.batch_size
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A change of request lengths: ``apply(input_len, output_len) -> (input_len, output_len)``."""
+
+    name: str
+    apply: Callable
+    assumption: str
+
+
+def truncate_inputs(max_input_len: int) -> Policy:
+    """Truncate (or summarise) prompts longer than ``max_input_len`` tokens to that length."""
+    if max_input_len <= 0:
+        raise ParamsError(f"truncate_inputs needs a positive length; got {max_input_len}")
+    return Policy(
+        f"truncate inputs > {max_input_len}",
+        lambda i, o: (np.minimum(i, max_input_len), o),
+        "prompt content past the limit is dropped or summarised at no energy cost; answer unchanged",
+    )
+
+
+def cap_outputs(max_output_len: int) -> Policy:
+    """Cap generated tokens at ``max_output_len``."""
+    if max_output_len <= 0:
+        raise ParamsError(f"cap_outputs needs a positive length; got {max_output_len}")
+    return Policy(
+        f"cap outputs at {max_output_len}",
+        lambda i, o: (i, np.minimum(o, max_output_len)),
+        "answers are cut at the cap; fewer tokens are delivered",
+    )
+
+
+def combine_policies(*policies: Policy) -> Policy:
+    """Apply several policies in order."""
+
+    def apply(i, o):
+        for p in policies:
+            i, o = p.apply(i, o)
+        return i, o
+
+    return Policy(" + ".join(p.name for p in policies), apply, "; ".join(p.assumption for p in policies))
+
+
+def policies_from_params(truncate: Sequence[int] = (), cap: Sequence[int] = ()) -> list[Policy]:
+    """Policies from notebook parameters: one per truncation length, one per cap, and each pair."""
+    out = [truncate_inputs(int(x)) for x in truncate] + [cap_outputs(int(y)) for y in cap]
+    out += [combine_policies(truncate_inputs(int(x)), cap_outputs(int(y))) for x in truncate for y in cap]
+    return out
+
+
+def trace_energy(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, best_tokens_per_j=None) -> pd.DataFrame:
+    """Per-request energy, efficiency and flags for a trace.
+
+    Columns added: ``energy_j`` [J per request], ``tokens_per_j`` [tokens/J], ``extrapolated``
+    (a length outside the measured grid), ``near_sweet_spot`` (efficiency within ``within_pct`` % of
+    ``best_tokens_per_j``, by default the best of the fitted model over the measured range).
+    """
+    i = trace["input_len"].to_numpy()
+    o = trace["output_len"].to_numpy()
+    e = request_energy_j(fit, i, o)
+    out = trace.copy()
+    out["energy_j"] = e
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["tokens_per_j"] = np.where(o > 0, o / e, 0.0)
+    out["extrapolated"] = extrapolated(fit, i, o)
+    best = best_tokens_per_j if best_tokens_per_j is not None else measured_range_best(fit)
+    out["near_sweet_spot"] = out["tokens_per_j"] >= (1 - within_pct / 100.0) * best
+    return out
+
+
+def measured_range_best(fit: ModelFit, n: int = 200) -> float:
+    """Best fitted efficiency [tokens/J] over the measured range of lengths (log-spaced search)."""
+    i = np.geomspace(fit.input_len.min(), fit.input_len.max(), n)
+    o = np.geomspace(fit.output_len.min(), fit.output_len.max(), n)
+    ii, oo = np.meshgrid(i, o, indexing="ij")
+    return float(np.max(fit.batch_size * oo / fit.predict(ii, oo)))
+
+
+def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0) -> dict:
+    """Totals of one trace under one fit: requests, energy [kWh], J/request, tokens/J, shares."""
+    t = trace_energy(fit, trace, within_pct)
+    total = t["energy_j"].sum()
+    return {
+        "model": fit.model,
+        "requests": len(t),
+        "total_energy_kwh": total / J_PER_KWH,
+        "mean_energy_per_request_j": total / len(t),
+        "median_energy_per_request_j": float(t["energy_j"].median()),
+        "tokens_per_j": t["output_len"].sum() / total,
+        "near_sweet_spot_pct": 100.0 * t["near_sweet_spot"].mean(),
+        "extrapolated_pct": 100.0 * t["extrapolated"].mean(),
+    }
+
+
+def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy]) -> pd.DataFrame:
+    """Energy saved by each policy on a trace, with the tokens it gives up and its assumption.
+
+    ``saving_pct`` compares total energy; ``energy_per_token_change_pct`` compares joules per
+    delivered output token (a cap saves energy but delivers fewer tokens).
+    """
+    i0 = trace["input_len"].to_numpy()
+    o0 = trace["output_len"].to_numpy()
+    e0 = request_energy_j(fit, i0, o0)
+    base_total, base_tokens = e0.sum(), o0.sum()
+    rows = []
+    for p in policies:
+        i1, o1 = p.apply(i0, o0)
+        e1 = request_energy_j(fit, i1, o1)
+        rows.append(
+            {
+                "policy": p.name,
+                "requests_changed_pct": 100.0 * np.mean((i1 != i0) | (o1 != o0)),
+                "energy_kwh": e1.sum() / J_PER_KWH,
+                "saving_pct": 100.0 * (1 - e1.sum() / base_total),
+                "output_tokens_kept_pct": 100.0 * o1.sum() / base_tokens,
+                "energy_per_token_change_pct": 100.0 * ((e1.sum() / o1.sum()) / (base_total / base_tokens) - 1),
+                "extrapolated_pct": 100.0 * np.mean(extrapolated(fit, i1, o1)),
+                "assumption": p.assumption,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,318 @@
+"""Write the thin report notebooks (without outputs). Run: python tools/make_notebooks.py"""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def nb(cells, description):
+    out = []
+    for kind, src in cells:
+        src = src.strip("\n")
+        if kind == "md":
+            out.append(new_markdown_cell(src))
+        elif kind == "params":
+            out.append(new_code_cell(src, metadata={"tags": ["parameters"]}))
+        else:
+            out.append(new_code_cell(src))
+    book = new_notebook(cells=out)
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.metadata["language_info"] = {"name": "python"}
+    book.metadata["energykit"] = {"description": description}
+    return book
+
+
+SETUP = """
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from energykit import dataset, fitting, plots, sweetspots
+
+sns.set_theme(context="notebook", style="whitegrid")
+pd.set_option("display.precision", 4)
+%matplotlib inline
+"""
+
+FIT = [
+    ("md", """
+# Fitting the SweetSpot energy model
+
+How much energy does one LLM request cost as a function of its input length $i$ and output length
+$o$? This notebook fits the analytical model of Pizzini Cavagna et al. (*Determining Energy
+Efficiency Sweet Spots in Production LLM Inference*, arXiv:2602.05695) to measured energy and
+compares it with the usual linear estimate.
+"""),
+    ("params", """
+data = ["data/h200_transformers_compiled_b16.csv"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
+loss = "l1"  # "l1": robust relative loss (default); "l2": relative least squares
+cv_folds = 5  # folds of the cross-validation over cells
+"""),
+    ("code", SETUP),
+    ("md", """
+## The measurements
+
+One *window* is one `generate()` call on a batch of $B$ requests of identical lengths; `energy_j`
+is the board energy of that call from the NVML total-energy counter (idle included). The dataset is
+indexed by `model`, `batch_size`, `input_len`, `output_len` and `repeat`.
+"""),
+    ("code", """
+ds = dataset.load_many(data)
+raw = dataset.to_frame(ds)
+print(ds.attrs.get("source"), "|", ds.attrs.get("gpu"), "|", ds.attrs.get("engine"))
+ds
+"""),
+    ("code", """
+means = dataset.cell_means(ds)
+spread = (100 * means["energy_j_std"] / means["energy_j"]).to_dataframe(name="repeat_spread_pct")
+spread = spread.join(means["duration_s"].to_dataframe()[["duration_s"]]).dropna()
+ax = sns.scatterplot(data=spread.reset_index(), x="duration_s", y="repeat_spread_pct", hue="model")
+ax.set(xscale="log", xlabel="window duration [s]", ylabel="repeat spread (std/mean) [%]",
+       title="short windows carry NVML counter-step noise");
+"""),
+    ("md", r"""
+## Where the model comes from
+
+Notation: $B$ sequences, $L$ layers, hidden size $d$, $n_q$/$n_{kv}$ query/key-value heads of
+dimension $d_h$, $N$ non-embedding parameters, vocabulary $V$, $\beta$ bytes per element.
+
+**Prefill** of $i$ tokens is compute-bound:
+$\mathrm{FLOPs}_\mathrm{prefill} \approx B\,(2 N i + 2 L n_q d_h i^2)$ — the weight GEMMs and causal attention.
+
+**Decode** at context length $c$ is memory-bound at small batch:
+$\mathrm{FLOPs} \approx B\,(2N + 4 L n_q d_h c + 2 d V)$ and
+$\mathrm{bytes} \approx \beta (N + dV) + B \cdot 2 L n_{kv} d_h \beta c$ — every step reads the weights
+once and the KV cache of every sequence.
+
+Over $o$ decode steps the context runs from $i$ to $i+o-1$, so
+$\sum c = o\,i + o(o-1)/2$. Energy is dynamic energy per FLOP and per byte plus static power
+times time, and the phase times have the same polynomial shape. Collecting powers:
+
+$$E(i,o) = \theta_1 i^2 + \theta_2\, i o + \theta_3 i + \theta_4 o^2 + \theta_5 o + \theta_0,\qquad \theta_k \ge 0$$
+
+| term | origin |
+|---|---|
+| $\theta_1 i^2$ | prefill causal attention |
+| $\theta_3 i$ | prefill weight GEMMs |
+| $\theta_2 i o$, $\theta_4 o^2$ | decode attention and KV-cache reads ($\theta_4 \approx \theta_2/2$) |
+| $\theta_5 o$ | per-step weight reads and per-step overheads |
+| $\theta_0$ | fixed cost per request batch |
+
+The baseline is $E = a i + b o + c$. Both are fitted per model and batch size on the repeat means,
+weighted by $1/E$ so that the fit minimises relative error; with `loss="l1"` the weights are
+re-weighted iteratively so that the fit minimises the mean absolute relative error, which keeps
+counter-step outliers of short windows from dominating.
+"""),
+    ("code", """
+fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+summary = fits.summary()
+summary
+"""),
+    ("md", """
+`mape_pct` is the in-sample mean absolute percentage error over cells, `cv_mape_pct` the same for
+cells predicted by a fit that did not see them ($k$-fold over cells), `baseline_*` the linear model.
+"""),
+    ("code", """
+table = fits.table().query("kind == 'sweetspot'").set_index(["model", "batch_size"])
+theta = pd.DataFrame(
+    {t: table[t].map("{:.4g}".format) + " ± " + table[f"{t}_stderr"].map("{:.2g}".format) for t in fitting.THETA}
+)
+theta.columns = [f"{t} [{fitting.THETA_UNITS[t]}]" for t in fitting.THETA]
+theta
+"""),
+    ("code", """
+pd.Series(fitting.THETA_MEANING, name="term").to_frame()
+"""),
+    ("md", "## Measured points and fitted curves\n\nPoints: repeat means; dots: single windows; lines: the analytical model."),
+    ("code", """
+for m, b in fits.keys:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    r = raw[(raw["model"] == m) & (raw["batch_size"] == b)]
+    plots.fit_curves(fits.get(m, b, "sweetspot"), r, ax=axes[0])
+    plots.fit_curves(fits.get(m, b, "linear"), r, ax=axes[1])
+    plt.tight_layout()
+    plt.show()
+"""),
+    ("md", "## Parity and residuals"),
+    ("code", """
+fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+plots.parity(fits, "sweetspot", ax=axes[0])
+plots.parity(fits, "linear", ax=axes[1])
+plots.residuals(fits, ax=axes[2])
+plt.tight_layout()
+"""),
+    ("md", "## Accuracy: analytical model vs linear baseline"),
+    ("code", """
+acc = summary.melt(id_vars="model", value_vars=["mape_pct", "cv_mape_pct", "baseline_mape_pct", "baseline_cv_mape_pct"],
+                   var_name="metric", value_name="percent")
+ax = sns.barplot(data=acc, x="percent", y="model", hue="metric")
+ax.set(xlabel="MAPE [%]", ylabel="", title="lower is better");
+"""),
+]
+
+SWEET = [
+    ("md", r"""
+# Sweet spots: where tokens per joule peak
+
+Efficiency is output tokens per joule, $\eta = B o / E(i,o)$. For a fixed input the energy per
+output token is minimised at
+
+$$o^*(i) = \sqrt{\frac{\theta_1 i^2 + \theta_3 i + \theta_0}{\theta_4}}$$
+
+Short outputs cannot amortise the prefill and the fixed cost; long outputs pay growing KV-cache
+reads. The *sweet-spot region* is every cell within `sweet_pct` % of the best efficiency.
+"""),
+    ("params", """
+data = ["data/h200_transformers_compiled_b16.csv"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
+loss = "l1"  # fit loss: "l1" (robust relative) or "l2"
+cv_folds = 5  # folds of the cross-validation
+sweet_pct = 10.0  # a cell is in the sweet-spot region when within this % of the best efficiency
+"""),
+    ("code", SETUP),
+    ("code", """
+ds = dataset.load_many(data)
+fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+measured = sweetspots.measured_map(ds)
+"""),
+    ("md", "## Measured efficiency, with the fitted $o^*(i)$\n\nRed boxes: the sweet-spot region; dashed line: $o^*(i)$ from the fit."),
+    ("code", """
+for m, b in fits.keys:
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    plots.efficiency_heatmap(measured["tokens_per_j"].sel(model=m, batch_size=b), fits.get(m, b), sweet_pct,
+                             title=f"{m}: measured tokens/J", ax=axes[0])
+    fm = sweetspots.fitted_map(fits.get(m, b), sweetspots.PAPER_GRID, sweetspots.PAPER_GRID)
+    plots.efficiency_heatmap(fm["tokens_per_j"], fits.get(m, b), sweet_pct, extrapolated=fm["extrapolated"],
+                             title=f"{m}: fitted on the paper's grid (hatched: extrapolated)", ax=axes[1])
+    plt.tight_layout()
+    plt.show()
+"""),
+    ("md", "## Energy per output token\n\nThe same maps as joules per output token (lower is better)."),
+    ("code", """
+jpt = measured["energy_per_token_j"].to_dataframe().reset_index().dropna()
+g = sns.relplot(data=jpt, x="output_len", y="energy_per_token_j", hue="input_len", col="model", kind="line",
+                marker="o", palette="crest", col_wrap=3, height=3.5)
+g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="J per output token");
+"""),
+    ("md", "## $o^*(i)$: closed form vs numeric optimum\n\nBoth columns must agree; `o_star_extrapolated` marks optima outside the measured outputs."),
+    ("code", """
+ostar = sweetspots.o_star_table(fits)
+ostar["rel_diff"] = (ostar["o_star"] - ostar["o_star_numeric"]).abs() / ostar["o_star"]
+assert (ostar["rel_diff"].dropna() < 1e-4).all(), "closed-form o* disagrees with the numeric optimum"
+ostar
+"""),
+    ("md", """
+## Best vs worst
+
+The paper reports up to 33.41x between the best and worst cells of its 64–4096 grid on an H100 with
+TensorRT-LLM. Below: the ratio on the measured grid (measured values) and on the paper's grid
+(fitted; cells outside the measured range are extrapolated and counted).
+"""),
+    ("code", "sweetspots.ratio_table(ds, fits)"),
+    ("md", """
+## GQA vs MHA
+
+Grouped-query attention shares each key/value head among several query heads, so the KV cache that
+every decode step reads is smaller: $2 L n_{kv} d_h \\beta$ bytes per token. Models of similar size
+measured with the same engine are compared on the cells they share (geometric mean of tokens/J).
+"""),
+    ("code", """
+att = sweetspots.attention_table(ds, fits)
+att
+"""),
+    ("code", """
+if not att.empty:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    sns.barplot(data=att, y="model", x="kv_bytes_per_token", hue="attention", ax=axes[0])
+    sns.barplot(data=att, y="model", x="geomean_tokens_per_j", hue="attention", ax=axes[1])
+    axes[0].set(xlabel="KV-cache bytes per token", ylabel="")
+    axes[1].set(xlabel="geometric-mean tokens/J on shared cells", ylabel="")
+    plt.tight_layout()
+"""),
+]
+
+WORK = [
+    ("md", """
+# What would a production workload save?
+
+The fitted model prices every request of a real production trace: the Azure LLM inference traces
+of 2023 (code completion and conversation). Then simple policies move requests toward the sweet
+spots: truncating (or summarising) long prompts, capping outputs.
+
+*Traces: Patel et al., "Splitwise: Efficient generative LLM inference using phase splitting",
+ISCA 2024; Azure Public Dataset, CC-BY 4.0.*
+"""),
+    ("params", """
+data = ["data/h200_transformers_compiled_b16.csv"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
+loss = "l1"  # fit loss: "l1" (robust relative) or "l2"
+cv_folds = 5  # folds of the cross-validation
+sweet_pct = 10.0  # "near the sweet spot": efficiency within this % of the best
+workload_model = ""  # model whose fit prices the traces (empty: the first model in the data)
+traces = {"code": "data/azure_llm_inference_trace_2023_code.csv", "conv": "data/azure_llm_inference_trace_2023_conv.csv"}  # name: file
+truncate_inputs = [2048, 1024]  # policies: truncate inputs above each length
+cap_outputs = [256, 128]  # policies: cap outputs at each length
+"""),
+    ("code", SETUP + "from energykit import workloads\n"),
+    ("code", """
+ds = dataset.load_many(data)
+fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+name = workload_model or fits.keys[0][0]
+fit = fits.get(name)
+loaded = {k: workloads.load_trace(v) for k, v in traces.items()}
+print(f"pricing with {name} at batch size {fit.batch_size}; measured inputs {fit.input_len.min()}–{fit.input_len.max()}, "
+      f"outputs {fit.output_len.min()}–{fit.output_len.max()} tokens")
+"""),
+    ("md", """
+**Assumptions.** Each request is served as it was measured: in a batch of $B$ concurrent sequences of
+the same lengths, so it costs $E(i,o)/B$. Energy is whole-board energy, idle included. Requests
+whose lengths fall outside the measured grid are priced by extrapolating the analytical model and
+are counted in `extrapolated_pct`.
+"""),
+    ("code", """
+fig, axes = plt.subplots(1, len(loaded), figsize=(7 * len(loaded), 5), squeeze=False)
+for ax, (k, t) in zip(axes[0], loaded.items()):
+    plots.trace_density(t, fit, title=f"{k}: {len(t)} requests", ax=ax)
+plt.tight_layout()
+"""),
+    ("code", """
+pd.DataFrame([{"trace": k, **workloads.trace_summary(fit, t, sweet_pct)} for k, t in loaded.items()])
+"""),
+    ("md", """
+## Energy per request
+
+Distribution of the modelled energy per request; the x axis is logarithmic.
+"""),
+    ("code", """
+per = pd.concat([workloads.trace_energy(fit, t, sweet_pct).assign(trace=k) for k, t in loaded.items()])
+ax = sns.histplot(data=per, x="energy_j", hue="trace", log_scale=True, element="step", stat="density", common_norm=False)
+ax.set(xlabel="energy per request [J]");
+"""),
+    ("md", """
+## Policies
+
+`saving_pct` compares total energy; `energy_per_token_change_pct` compares joules per *delivered*
+output token (a cap saves energy partly by delivering fewer tokens, and `output_tokens_kept_pct`
+says how many). The assumption of each policy stands next to its numbers.
+"""),
+    ("code", """
+policies = workloads.policies_from_params(truncate_inputs, cap_outputs)
+savings = pd.concat([workloads.policy_savings(fit, t, policies).assign(trace=k) for k, t in loaded.items()])
+savings.set_index(["trace", "policy"])
+"""),
+    ("code", """
+g = sns.catplot(data=savings, y="policy", x="saving_pct", col="trace", kind="bar", height=4, aspect=1.4)
+g.set_axis_labels("energy saved [%]", "");
+"""),
+]
+
+if __name__ == "__main__":
+    books = {
+        "02_fit.ipynb": (FIT, "fits the SweetSpot analytical model and the linear baseline to measured energy: θ, MAPE, cross-validation, parity"),
+        "03_sweetspots.ipynb": (SWEET, "efficiency maps (tokens/J), the sweet-spot region, o*(i), best/worst ratios and GQA vs MHA"),
+        "04_workloads.ipynb": (WORK, "prices the Azure production traces with the fitted model and the savings of truncation and output caps"),
+    }
+    for name, (cells, desc) in books.items():
+        nbformat.write(nb(cells, desc), ROOT / "notebooks" / name)
+        print("wrote", name)
