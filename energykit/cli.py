@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Sub-commands that live with their concern (measurement, planning)."""
-    return []
+    from . import sweep
+
+    return [sweep.register_cli]
 
 
 def main(argv=None) -> int:

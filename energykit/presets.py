@@ -1,0 +1,126 @@
+"""Model geometries: presets for the paper's families, a local ``config.json``, or an inline mapping.
+
+A geometry uses the columns of the measured files (``shared/data/README.md``): ``arch``,
+``num_layers``, ``hidden_size``, ``num_heads``, ``num_kv_heads``, ``head_dim``,
+``intermediate_size``, ``ffn_gated``, ``vocab_size``, ``tied_embeddings``, plus
+``max_position_embeddings`` (the context) and, for Gemma-2, ``sliding_window``.
+Energy depends on geometry, not on weight values, so random weights built from a geometry measure
+the same energy as the released checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import ParamsError
+
+GEOMETRY_KEYS = (
+    "arch", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
+    "intermediate_size", "ffn_gated", "vocab_size", "tied_embeddings",
+)
+
+
+def _g(arch, L, d, nq, nkv, dh, ffn, gated, V, tied, ctx, **extra):
+    return dict(arch=arch, num_layers=L, hidden_size=d, num_heads=nq, num_kv_heads=nkv, head_dim=dh,
+                intermediate_size=ffn, ffn_gated=gated, vocab_size=V, tied_embeddings=tied,
+                max_position_embeddings=ctx, **extra)
+
+
+# Geometries from the models' published config.json files.
+PRESETS: dict[str, dict] = {
+    "llama3.2-1b": _g("llama", 16, 2048, 32, 8, 64, 8192, 1, 128256, 1, 131072),
+    "llama3.2-3b": _g("llama", 28, 3072, 24, 8, 128, 8192, 1, 128256, 1, 131072),
+    "llama3.1-8b": _g("llama", 32, 4096, 32, 8, 128, 14336, 1, 128256, 0, 131072),
+    "qwen2-1.5b": _g("qwen2", 28, 1536, 12, 2, 128, 8960, 1, 151936, 1, 131072),
+    "qwen2-7b": _g("qwen2", 28, 3584, 28, 4, 128, 18944, 1, 152064, 0, 131072),
+    "gemma2-2b": _g("gemma2", 26, 2304, 8, 4, 256, 9216, 1, 256000, 1, 8192, sliding_window=4096),
+    "gemma2-9b": _g("gemma2", 42, 3584, 16, 8, 256, 14336, 1, 256000, 1, 8192, sliding_window=4096),
+    "opt-1.3b": _g("opt", 24, 2048, 32, 32, 64, 8192, 0, 50272, 1, 2048),
+    "opt-2.7b": _g("opt", 32, 2560, 32, 32, 80, 10240, 0, 50272, 1, 2048),
+    "opt-6.7b": _g("opt", 32, 4096, 32, 32, 128, 16384, 0, 50272, 1, 2048),
+    "falcon-7b": _g("falcon", 32, 4544, 71, 1, 64, 18176, 0, 65024, 1, 2048),
+    "granite3-2b": _g("granite", 40, 2048, 32, 8, 64, 8192, 1, 49155, 1, 4096),
+    "granite3-8b": _g("granite", 40, 4096, 32, 8, 128, 12800, 1, 49155, 1, 4096),
+}
+ALIASES = {k + "-shape": k for k in PRESETS}  # names used in shared/data
+
+
+def from_hf_config(cfg: dict) -> dict:
+    """Geometry from a Hugging Face ``config.json`` mapping."""
+    arch = cfg.get("model_type", "unknown")
+    d = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
+    nq = cfg.get("num_attention_heads") or cfg.get("n_head")
+    L = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    if not (d and nq and L):
+        raise ParamsError("config.json lacks hidden_size / num_attention_heads / num_hidden_layers")
+    if arch == "falcon":
+        nkv = 1 if cfg.get("multi_query", True) and not cfg.get("new_decoder_architecture") else cfg.get("num_kv_heads", nq)
+    else:
+        nkv = cfg.get("num_key_value_heads") or nq
+    ffn = cfg.get("intermediate_size") or cfg.get("ffn_dim") or cfg.get("ffn_hidden_size") or 4 * d
+    geom = dict(
+        arch=arch, num_layers=L, hidden_size=d, num_heads=nq, num_kv_heads=nkv,
+        head_dim=cfg.get("head_dim") or d // nq, intermediate_size=ffn,
+        ffn_gated=0 if arch in ("opt", "falcon", "gpt2", "gpt_neox") else 1,
+        vocab_size=cfg["vocab_size"], tied_embeddings=int(cfg.get("tie_word_embeddings", True)),
+        max_position_embeddings=cfg.get("max_position_embeddings", 2048),
+    )
+    if cfg.get("sliding_window") and arch.startswith("gemma"):
+        geom["sliding_window"] = cfg["sliding_window"]
+    return geom
+
+
+def resolve(spec) -> tuple[str, dict, str | None]:
+    """(name, geometry, checkpoint_dir or None) from a preset name, a directory/config.json or a mapping."""
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        missing = [k for k in GEOMETRY_KEYS if k not in spec]
+        if not name:
+            raise ParamsError("an inline model needs a 'name'")
+        if missing:
+            raise ParamsError(f"inline model {name!r} lacks {', '.join(missing)}; give every geometry column")
+        spec.setdefault("max_position_embeddings", 131072)
+        return str(name), spec, None
+    key = ALIASES.get(str(spec), str(spec))
+    if key in PRESETS:
+        return key, dict(PRESETS[key]), None
+    path = Path(spec)
+    cfg_path = path / "config.json" if path.is_dir() else path
+    if cfg_path.name == "config.json" and cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        ckpt = str(path) if path.is_dir() and any(path.glob("*.safetensors")) else None
+        return path.name if path.is_dir() else cfg_path.parent.name, from_hf_config(cfg), ckpt
+    raise ParamsError(
+        f"unknown model {spec!r}; use a preset ({', '.join(PRESETS)}), a directory with config.json, or an inline mapping"
+    )
+
+
+def hf_config(geom: dict, max_len: int | None = None):
+    """A transformers config for random weights of this geometry (context at least ``max_len``)."""
+    import transformers as tf
+
+    ctx = max(geom.get("max_position_embeddings", 2048), max_len or 0)
+    common = dict(vocab_size=geom["vocab_size"], hidden_size=geom["hidden_size"],
+                  num_hidden_layers=geom["num_layers"], num_attention_heads=geom["num_heads"],
+                  tie_word_embeddings=bool(geom["tied_embeddings"]), max_position_embeddings=ctx)
+    arch = geom["arch"]
+    if arch == "opt":
+        return tf.OPTConfig(ffn_dim=geom["intermediate_size"], word_embed_proj_dim=geom["hidden_size"],
+                            enable_bias=True, **common)
+    if arch == "falcon":
+        return tf.FalconConfig(multi_query=geom["num_kv_heads"] == 1, num_kv_heads=geom["num_kv_heads"],
+                               new_decoder_architecture=geom["num_kv_heads"] not in (1, geom["num_heads"]),
+                               parallel_attn=True, bias=False, **common)
+    gqa = dict(num_key_value_heads=geom["num_kv_heads"], intermediate_size=geom["intermediate_size"],
+               head_dim=geom["head_dim"])
+    if arch == "qwen2":
+        return tf.Qwen2Config(**gqa, **common)
+    if arch == "gemma2":
+        return tf.Gemma2Config(sliding_window=geom.get("sliding_window", 4096), **gqa, **common)
+    if arch == "granite":
+        return tf.GraniteConfig(**gqa, **common)
+    if arch == "llama" or geom.get("ffn_gated", 1):
+        return tf.LlamaConfig(**gqa, **common)
+    raise ParamsError(f"no random-weight recipe for arch {arch!r}; use llama, qwen2, gemma2, granite, opt or falcon")

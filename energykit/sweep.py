@@ -1,0 +1,328 @@
+"""Crash-safe measurement sweeps: ``python -m energykit measure PARAMS.yaml``.
+
+Parameters are validated before any model is loaded and before anything is written. Every window
+is appended to ``OUTPUT/windows.jsonl`` and flushed to disk as soon as it completes, so a crash or
+``kill -9`` loses at most the window in flight; running the same command again resumes, skipping
+every (cell, repeat) already recorded. A failing cell (out of memory, an engine error) is recorded
+with its error and the sweep goes on. At the end the log becomes ``OUTPUT/measurements.nc``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_validator
+
+from .dataset import from_frame, write_netcdf
+from .errors import EnergykitError, ParamsError
+from .params import read_yaml, validate
+from .presets import resolve
+
+LOG = "windows.jsonl"
+DATASET = "measurements.nc"
+
+
+class MeasureParams(BaseModel):
+    """Parameters of a sweep (``params/measure_*.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["hf", "trtllm"]
+    models: list[Union[str, dict[str, Any]]] = Field(min_length=1)
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    batch_sizes: list[StrictInt] = Field(min_length=1)
+    input_lens: list[StrictInt] = Field(min_length=1)
+    output_lens: list[StrictInt] = Field(min_length=1)
+    cells: list[tuple[StrictInt, StrictInt]] | None = None
+    repeats: StrictInt = Field(3, ge=1)
+    min_window_s: float = Field(2.0, ge=0)
+    meter: Literal["nvml", "none"] = "nvml"
+    output: str
+    warmup: StrictInt = Field(3, ge=0)
+    cooldown_s: float = Field(0.0, ge=0)
+    idle_s: float = Field(5.0, ge=0)
+    timeline: bool = False
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    compile: bool = True
+    seed: StrictInt = 0
+    backend: str = ""
+    _resolved: list = PrivateAttr(default_factory=list)
+
+    @field_validator("batch_sizes", "input_lens", "output_lens")
+    @classmethod
+    def _positive(cls, v):
+        bad = [x for x in v if x <= 0]
+        if bad:
+            raise ValueError(f"must be positive integers; got {bad[0]}. Use values such as 16, 64, 256")
+        if len(set(v)) != len(v):
+            raise ValueError("lists each length once; remove the duplicate")
+        return v
+
+    @field_validator("cells")
+    @classmethod
+    def _cells(cls, v):
+        if v is not None:
+            bad = [c for c in v if c[0] <= 0 or c[1] <= 0]
+            if bad:
+                raise ValueError(f"cells are [input_len, output_len] pairs of positive integers; got {list(bad[0])}")
+        return v
+
+    @model_validator(mode="after")
+    def _models(self):
+        seen = set()
+        self._resolved = []
+        for spec in self.models:
+            try:
+                name, geom, ckpt = resolve(spec)
+            except ParamsError as e:
+                raise ValueError(str(e)) from None
+            if name in seen:
+                raise ValueError(f"model {name!r} is listed twice")
+            seen.add(name)
+            need = self.max_len
+            ctx = geom.get("max_position_embeddings", 0)
+            # checkpoints and inline geometries have a fixed context; random-weight presets extend
+            # their position tables to the sweep's longest request, as the shared H200 data did
+            if (ckpt or isinstance(spec, dict)) and need > ctx:
+                raise ValueError(
+                    f"longest request {need} tokens exceeds {name!r}'s context of {ctx}; shorten input_lens/output_lens"
+                )
+            self._resolved.append((name, geom, ckpt))
+        return self
+
+    @property
+    def grid(self) -> list[tuple[int, int]]:
+        """(input_len, output_len) cells: the design's ``cells`` or the full grid."""
+        if self.cells is not None:
+            return [tuple(c) for c in self.cells]
+        return [(i, o) for i in self.input_lens for o in self.output_lens]
+
+    @property
+    def max_len(self) -> int:
+        return max(i + o for i, o in self.grid)
+
+    @property
+    def resolved(self) -> list[tuple[str, dict, str | None]]:
+        return self._resolved
+
+
+def load_params(path: str | Path) -> MeasureParams:
+    """Read and validate a sweep parameter file; nothing is loaded or written."""
+    return validate(MeasureParams, read_yaml(path), str(path))
+
+
+def read_log(path: Path) -> list[dict]:
+    """Records of a raw log; a torn last line (a crash mid-write) is ignored."""
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # torn write from a crash: the window in flight is lost, nothing else
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def _key(rec: dict) -> tuple:
+    return (rec["model"], rec["batch_size"], rec["input_len"], rec["output_len"], rec["repeat"])
+
+
+class RawLog:
+    """Append-only JSONL log, flushed and fsynced after every record."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._drop_torn_tail()
+        self.f = open(path, "a", encoding="utf-8")
+
+    def _drop_torn_tail(self):
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def append(self, rec: dict):
+        self.f.write(json.dumps(rec, default=_jsonable) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self):
+        self.f.close()
+
+
+def _jsonable(v):
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def plan(params: MeasureParams, done: set) -> list[tuple]:
+    """The (model, batch, i, o, repeat) windows still to measure, shuffled within each model."""
+    rng = random.Random(params.seed)
+    todo = []
+    for name, _, _ in params.resolved:
+        cells = [(name, b, i, o, r) for b in params.batch_sizes for (i, o) in params.grid for r in range(params.repeats)]
+        rng.shuffle(cells)
+        todo += [c for c in cells if c not in done]
+    return todo
+
+
+def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> Path:
+    """Run (or resume) a sweep; returns the path of the NetCDF dataset."""
+    from tqdm.auto import tqdm
+
+    from .engines import make_engine
+    from .meters import make_meter
+    from .windows import measure
+
+    out = Path(params.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "params.json").write_text(json.dumps(params.model_dump(), indent=2))
+    log_path = out / LOG
+    records = read_log(log_path)
+    done = {_key(r) for r in records if r.get("status") in ("ok", "error")}
+    todo = plan(params, done)
+    state_path = out / "provenance.json"
+    provenance = json.loads(state_path.read_text()) if state_path.exists() else {}
+
+    engines: dict[str, Any] = {}
+    current = {"engine": None}
+
+    def sync():
+        if current["engine"] is not None:
+            current["engine"].synchronize()
+
+    meter = make_meter(params.meter, sync=sync, **({"timeline": params.timeline} if params.meter == "nvml" else {}))
+    if not provenance:
+        provenance = {"meter": meter.info(), "energykit_commit": git_commit(), "params_file": str(params_path),
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if params.idle_s > 0 and meter.measures_energy:
+            provenance["idle_power_w"] = meter.idle_power_w(params.idle_s)
+        state_path.write_text(json.dumps(provenance, indent=2, default=_jsonable))
+
+    log = RawLog(log_path)
+    bar = tqdm(total=len(todo), desc="windows", disable=not progress, unit="win")
+    try:
+        for model_name, geom, ckpt in params.resolved:
+            mine = [c for c in todo if c[0] == model_name]
+            if not mine:
+                continue
+            engine = make_engine(params.engine, name=model_name, geometry=geom, checkpoint=ckpt, dtype=params.dtype,
+                                 max_len=params.max_len, seed=params.seed,
+                                 **_engine_options(params))
+            engine.load()
+            current["engine"] = engine
+            engines[model_name] = engine.versions()
+            provenance.setdefault("engines", {})[model_name] = {"engine": params.engine, **engines[model_name]}
+            state_path.write_text(json.dumps(provenance, indent=2, default=_jsonable))
+            mid_i, mid_o = params.grid[len(params.grid) // 2]
+            warm = engine.request(params.batch_sizes[0], mid_i, mid_o)
+            for _ in range(params.warmup):
+                warm()
+            for key in mine:
+                _, b, i, o, r = key
+                rec = dict(zip(("model", "batch_size", "input_len", "output_len", "repeat"), key))
+                rec.update(engine=f"{params.engine}", dtype=params.dtype, gpu=provenance["meter"].get("gpu_name", "cpu"),
+                           time=time.time())
+                try:
+                    w = measure(meter, engine.request(b, i, o), params.min_window_s)
+                    rec.update(
+                        status="ok" if w.reading.valid else "invalid",
+                        energy_j=w.energy_j, duration_s=w.duration_s, iterations=w.iterations,
+                        window_energy_j=w.reading.energy_j, window_duration_s=w.reading.duration_s,
+                        energy_method=w.reading.method, reason=w.reading.reason,
+                        output_tokens=w.last_result.output_tokens, ttft_s=w.last_result.ttft_s,
+                    )
+                    if params.timeline:
+                        rec["timeline"] = w.reading.timeline
+                except EnergykitError as e:
+                    rec.update(status="error", error=str(e))
+                except Exception as e:  # engine failure (OOM, kernel error): record it and go on
+                    rec.update(status="error", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                    engine.recover()
+                log.append(rec)
+                bar.update(1)
+                if params.cooldown_s:
+                    time.sleep(params.cooldown_s)
+            engine.close()
+            current["engine"] = None
+    finally:
+        bar.close()
+        log.close()
+        meter.close()
+    return finalize(out, params)
+
+
+def _engine_options(params: MeasureParams) -> dict:
+    if params.engine == "hf":
+        return {"device": params.device, "compile": params.compile}
+    return {"max_batch_size": max(params.batch_sizes), "backend": params.backend,
+            "workdir": str(Path(params.output) / "checkpoints")}
+
+
+def finalize(out: Path, params: MeasureParams | None = None) -> Path:
+    """Turn the raw log of ``out`` into ``out/measurements.nc`` (one record per (cell, repeat))."""
+    records = read_log(out / LOG)
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        raise EnergykitError(f"{out / LOG}: no completed window to turn into a dataset")
+    df = pd.DataFrame(ok).drop(columns=["status", "time", "timeline", "reason", "error"], errors="ignore")
+    df = df.drop_duplicates(list(("model", "batch_size", "input_len", "output_len", "repeat")), keep="last")
+    provenance = json.loads((out / "provenance.json").read_text()) if (out / "provenance.json").exists() else {}
+    if params is not None:
+        geoms = {name: geom for name, geom, _ in params.resolved}
+        for col in ("arch", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
+                    "intermediate_size", "ffn_gated", "vocab_size", "tied_embeddings"):
+            df[col] = df["model"].map(lambda m: geoms.get(m, {}).get(col))
+        from .physics import param_count
+
+        df["params"] = df["model"].map(lambda m: param_count(geoms[m]) if m in geoms else None)
+    meter = provenance.get("meter", {})
+    attrs = {
+        "gpu_uuid": meter.get("gpu_uuid", ""),
+        "driver_version": meter.get("driver_version", ""),
+        "power_limit_w": meter.get("power_limit_w", float("nan")),
+        "counter_period_s": meter.get("counter_period_s", float("nan")),
+        "meter_at_start": meter,
+        "idle_power_w": provenance.get("idle_power_w", float("nan")),
+        "engine_versions": provenance.get("engines", {}),
+        "energykit_commit": provenance.get("energykit_commit", ""),
+        "params": params.model_dump() if params is not None else {},
+        "errors": sum(r.get("status") == "error" for r in records),
+        "invalid_windows": sum(r.get("status") == "invalid" for r in records),
+    }
+    ds = from_frame(df, source=str(out / LOG), attrs=attrs)
+    return write_netcdf(ds, out / DATASET)
+
+
+def cmd_measure(args) -> int:
+    params = load_params(args.params)  # validated before anything is loaded or written
+    path = run(params, args.params, progress=not args.no_progress)
+    print(f"dataset written to {path}")
+    return 0
+
+
+def register_cli(sub) -> None:
+    m = sub.add_parser("measure", help="run (or resume) a measurement sweep from a params file")
+    m.add_argument("params", help="YAML file: engine, models, dtype, batch_sizes, input_lens, output_lens, ...")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.set_defaults(func=cmd_measure)
