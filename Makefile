@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 NOTEBOOKS := $(wildcard notebooks/0[2-9]_*.ipynb)
 REPORTS := $(patsubst notebooks/%.ipynb,reports/%.html,$(NOTEBOOKS))
 SRC := $(wildcard energykit/*.py energykit/*/*.py)
-DATA := $(wildcard data/*.csv data/*.nc)
+DATA := $(wildcard data/*.csv data/*/*.nc)
 
 .PHONY: help setup report test lab measure lint clean bench
 
@@ -49,6 +49,7 @@ lab: $(VENV)/.core ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
 
 measure: $(VENV)/.core ## run a measurement sweep: make measure PARAMS=params/measure_cpu_tiny.yaml
+	@case "$(PARAMS)" in params/report.yaml) echo "make measure needs PARAMS=params/measure_<name>.yaml" >&2; exit 2;; esac
 	$(BIN)/python -m energykit measure $(PARAMS)
 
 lint: $(VENV)/.core ## check that notebooks are committed without outputs

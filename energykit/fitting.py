@@ -288,8 +288,12 @@ class ModelFit:
 
     @property
     def stderr(self) -> dict[str, float]:
-        """Standard errors of the parameters (NaN where lmfit could not estimate them)."""
-        return {n: float(p.stderr) if p.stderr is not None else float("nan") for n, p in self.result.params.items()}
+        """Standard errors of the parameters (NaN where lmfit could not estimate them, or at the θ ≥ 0 bound)."""
+        out = {}
+        for n, p in self.result.params.items():
+            at_bound = p.value <= p.min and not p.stderr
+            out[n] = float("nan") if p.stderr is None or at_bound else float(p.stderr)
+        return out
 
     def predict(self, input_len, output_len):
         """Energy of one request batch [J] at the given lengths (numpy or xarray)."""

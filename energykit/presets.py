@@ -81,6 +81,11 @@ def resolve(spec) -> tuple[str, dict, str | None]:
             raise ParamsError("an inline model needs a 'name'")
         if missing:
             raise ParamsError(f"inline model {name!r} lacks {', '.join(missing)}; give every geometry column")
+        for k in GEOMETRY_KEYS[1:]:
+            v = spec[k]
+            lo = 0 if k in ("ffn_gated", "tied_embeddings") else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ParamsError(f"inline model {name!r}: {k} must be an integer >= {lo}; got {v!r}")
         spec.setdefault("max_position_embeddings", 131072)
         return str(name), spec, None
     key = ALIASES.get(str(spec), str(spec))

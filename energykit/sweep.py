@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_validator
 
 from .dataset import from_frame, write_netcdf
-from .errors import EnergykitError, ParamsError
+from .errors import EnergykitError, MissingExtraError, ParamsError
 from .params import read_yaml, validate
 from .presets import resolve
 
@@ -168,11 +168,13 @@ def _jsonable(v):
 
 
 def git_commit() -> str:
+    """The energykit checkout's commit, or "unknown" outside a git checkout."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+        p = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], capture_output=True, text=True, timeout=5,
+                           cwd=Path(__file__).resolve().parent)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return p.stdout.strip() if p.returncode == 0 and p.stdout.strip() else "unknown"
 
 
 def plan(params: MeasureParams, done: set) -> list[tuple]:
@@ -186,9 +188,27 @@ def plan(params: MeasureParams, done: set) -> list[tuple]:
     return todo
 
 
+ENGINE_MODULES = {"hf": (("torch", "transformers"), "hf", ""),
+                  "trtllm": (("tensorrt_llm",), "trtllm", "its wheels come from NVIDIA's index, see README")}
+
+
+def check_engine_installed(engine: str) -> None:
+    """Fail in one line, naming the pip extra, when the engine's libraries are not installed."""
+    import importlib.util
+    import sys
+
+    modules, extra, hint = ENGINE_MODULES[engine]
+    for mod in modules:
+        present = sys.modules[mod] is not None if mod in sys.modules else importlib.util.find_spec(mod) is not None
+        if not present:
+            raise MissingExtraError(mod, extra, hint)
+
+
 def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> Path:
     """Run (or resume) a sweep; returns the path of the NetCDF dataset."""
     from tqdm.auto import tqdm
+
+    check_engine_installed(params.engine)  # before anything is written or measured
 
     from .engines import make_engine
     from .meters import make_meter
@@ -288,6 +308,8 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
     df = pd.DataFrame(ok).drop(columns=["status", "time", "timeline", "reason", "error"], errors="ignore")
     df = df.drop_duplicates(list(("model", "batch_size", "input_len", "output_len", "repeat")), keep="last")
     provenance = json.loads((out / "provenance.json").read_text()) if (out / "provenance.json").exists() else {}
+    labels = {m: engine_label(v) for m, v in provenance.get("engines", {}).items()}
+    df["engine"] = [labels.get(m, e) for m, e in zip(df["model"], df["engine"])]
     if params is not None:
         geoms = {name: geom for name, geom, _ in params.resolved}
         for col in ("arch", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
@@ -312,6 +334,15 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
     }
     ds = from_frame(df, source=str(out / LOG), attrs=attrs)
     return write_netcdf(ds, out / DATASET)
+
+
+def engine_label(versions: dict) -> str:
+    """A readable engine label from recorded versions, e.g. ``hf transformers-5.17.0 compiled``."""
+    if versions.get("engine") == "hf":
+        return f"hf transformers-{versions.get('transformers')} {'compiled' if versions.get('compile') else 'eager'}"
+    if versions.get("engine") == "trtllm":
+        return f"trtllm {versions.get('tensorrt_llm')} {versions.get('backend', '')}".strip()
+    return str(versions.get("engine", "unknown"))
 
 
 def cmd_measure(args) -> int:

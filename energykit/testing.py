@@ -212,7 +212,7 @@ class FakeTensorRTLLM(types.ModuleType):
                 fake.calls.append(("shutdown", {}))
 
         def sampling_params(**kwargs):
-            fake.calls.append(("SamplingParams", kwargs))
+            fake.calls.append(("SamplingParams", dict(kwargs)))
             known = {k: kwargs.pop(k) for k in list(kwargs) if k in FakeSamplingParams.__dataclass_fields__}
             return FakeSamplingParams(**known, extra=kwargs)
 

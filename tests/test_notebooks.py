@@ -36,3 +36,15 @@ def test_report_renders_every_notebook(tmp_path):
         assert len(nocode) < len(full)
         assert f'href="{stem}.nocode.html"' in index
     assert "Splitwise" in index
+
+
+@pytest.mark.slow
+def test_measure_notebook_runs_tiny_cpu_sweep(tmp_path):
+    pytest.importorskip("transformers")
+    import papermill as pm
+
+    out = tmp_path / "sweep"
+    pm.execute_notebook(str(ROOT / "notebooks" / "01_measure.ipynb"), str(tmp_path / "01.ipynb"),
+                        parameters={"params_file": "params/measure_cpu_tiny.yaml", "output": str(out)},
+                        cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+    assert (out / "measurements.nc").exists() and (out / "windows.jsonl").exists()

@@ -47,7 +47,7 @@ Efficiency Sweet Spots in Production LLM Inference*, arXiv:2602.05695) to measur
 compares it with the usual linear estimate.
 """),
     ("params", """
-data = ["data/h200_transformers_compiled_b16.csv"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
+data = ["data/h200_hf_energykit/measurements.nc"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
 loss = "l1"  # "l1": robust relative loss (default); "l2": relative least squares
 cv_folds = 5  # folds of the cross-validation over cells
 """),
@@ -166,7 +166,7 @@ Short outputs cannot amortise the prefill and the fixed cost; long outputs pay g
 reads. The *sweet-spot region* is every cell within `sweet_pct` % of the best efficiency.
 """),
     ("params", """
-data = ["data/h200_transformers_compiled_b16.csv"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
+data = ["data/h200_hf_energykit/measurements.nc"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
 loss = "l1"  # fit loss: "l1" (robust relative) or "l2"
 cv_folds = 5  # folds of the cross-validation
 sweet_pct = 10.0  # a cell is in the sweet-spot region when within this % of the best efficiency
@@ -245,7 +245,7 @@ spots: truncating (or summarising) long prompts, capping outputs.
 ISCA 2024; Azure Public Dataset, CC-BY 4.0.*
 """),
     ("params", """
-data = ["data/h200_transformers_compiled_b16.csv"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
+data = ["data/h200_hf_energykit/measurements.nc"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
 loss = "l1"  # fit loss: "l1" (robust relative) or "l2"
 cv_folds = 5  # folds of the cross-validation
 sweet_pct = 10.0  # "near the sweet spot": efficiency within this % of the best
@@ -307,8 +307,65 @@ g.set_axis_labels("energy saved [%]", "");
 """),
 ]
 
+MEASURE = [
+    ("md", """
+# Measuring energy per request
+
+Runs (or resumes) a sweep defined by a parameter file: the same code as
+`python -m energykit measure PARAMS.yaml` and `make measure PARAMS=...`. Every window is appended to
+`OUTPUT/windows.jsonl` as it completes, so an interrupted notebook loses at most one window: run the
+cell again and it resumes.
+
+**Protocol** (DESIGN.md §3): synchronise the device, read the NVML energy counter, run the same
+batch of requests until the window lasts `min_window_s`, synchronise, read again, divide by the
+number of calls. Cells are shuffled, each model is warmed up, each cell is repeated, and an idle
+baseline is stored with the sweep.
+"""),
+    ("params", """
+params_file = "params/measure_cpu_tiny.yaml"  # sweep definition (engine, models, lengths, meter, output)
+output = ""  # override the params file's output directory (empty: keep it)
+"""),
+    ("code", """
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from energykit import dataset, sweep
+
+sns.set_theme(context="notebook", style="whitegrid")
+%matplotlib inline
+"""),
+    ("code", """
+params = sweep.load_params(params_file)
+if output:
+    params = params.model_copy(update={"output": output})
+    params = sweep.MeasureParams.model_validate(params.model_dump())
+path = sweep.run(params, params_file)
+ds = dataset.read_netcdf(path)
+ds
+"""),
+    ("md", "## Windows and their spread over repeats"),
+    ("code", """
+df = dataset.to_frame(ds)
+cells = df.groupby(["model", "batch_size", "input_len", "output_len"]).agg(
+    duration_s=("duration_s", "mean"), energy_j=("energy_j", "mean"), energy_std_j=("energy_j", "std"),
+    iterations=("iterations", "mean"), repeats=("repeat", "count"))
+cells["spread_pct"] = 100 * cells["energy_std_j"] / cells["energy_j"]
+cells
+"""),
+    ("code", """
+g = sns.relplot(data=df, x="output_len", y="duration_s", hue="input_len", col="model", kind="line", marker="o",
+                palette="crest", height=3.5)
+g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="time per generate() [s]");
+"""),
+    ("code", """
+{k: ds.attrs.get(k) for k in ("gpu", "gpu_uuid", "driver_version", "power_limit_w", "counter_period_s",
+                               "idle_power_w", "engine_versions", "errors", "invalid_windows")}
+"""),
+]
+
 if __name__ == "__main__":
     books = {
+        "01_measure.ipynb": (MEASURE, "runs or resumes a measurement sweep from a params file (GPU with NVML; CPU for a check)"),
         "02_fit.ipynb": (FIT, "fits the SweetSpot analytical model and the linear baseline to measured energy: θ, MAPE, cross-validation, parity"),
         "03_sweetspots.ipynb": (SWEET, "efficiency maps (tokens/J), the sweet-spot region, o*(i), best/worst ratios and GQA vs MHA"),
         "04_workloads.ipynb": (WORK, "prices the Azure production traces with the fitted model and the savings of truncation and output caps"),

@@ -8,6 +8,7 @@ false`` gives eager decoding. It also runs on the CPU, for tests.
 from __future__ import annotations
 
 import inspect
+import warnings
 
 from ..errors import EngineError, MissingExtraError
 from . import Engine, Generation
@@ -109,7 +110,9 @@ class HFEngine(Engine):
             kwargs["disable_compile"] = True
 
         def call() -> Generation:
-            with torch.inference_mode():
+            with torch.inference_mode(), warnings.catch_warnings():
+                # transformers >= 5.2x renames past_key_values to cache; the old name still works
+                warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
                 out = self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=self._cache(batch_size),
                                           **kwargs)
             new = out.shape[1] - input_len

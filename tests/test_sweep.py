@@ -1,0 +1,162 @@
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from energykit import dataset, sweep
+from energykit.errors import ParamsError
+
+from conftest import ROOT
+
+TINY = dict(name="tiny", arch="llama", num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
+            intermediate_size=64, ffn_gated=1, vocab_size=128, tied_embeddings=1, max_position_embeddings=512)
+
+
+def _params(tmp_path, **over):
+    p = dict(engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8, 16],
+             output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0,
+             output=str(tmp_path / "out"))
+    p.update(over)
+    return p
+
+
+def _write(tmp_path, p, name="p.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(p))
+    return path
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "energykit", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+MALFORMED = [
+    ({"colour": "red"}, "unknown key 'colour'"),
+    ({"input_lens": [64, -16]}, "input_lens: must be positive integers; got -16"),
+    ({"output_lens": [0]}, "output_lens: must be positive integers; got 0"),
+    ({"input_lens": [64.5]}, "input_lens.0"),
+    ({"batch_sizes": "sixteen"}, "batch_sizes"),
+    ({"engine": "vllm"}, "engine"),
+    ({"meter": "rapl"}, "meter"),
+    ({"repeats": 0}, "repeats"),
+    ({"input_lens": [400], "output_lens": [200]}, "exceeds 'tiny''s context of 512"),
+    ({"models": ["no-such-model"]}, "unknown model 'no-such-model'"),
+    ({"models": [dict(TINY, num_heads=None)]}, "num_heads must be an integer >= 1; got None"),
+    ({"models": [{"name": "half", "arch": "llama"}]}, "lacks num_layers"),
+    ({"output": None}, "output"),
+]
+
+
+@pytest.mark.parametrize("over, match", MALFORMED)
+def test_malformed_params_exit_2_one_line_nothing_written(tmp_path, over, match):
+    p = _params(tmp_path, **over)
+    if over.get("output", "") is None:
+        del p["output"]
+    path = _write(tmp_path, p)
+    with pytest.raises(ParamsError, match=re.escape(match)):
+        sweep.load_params(path)
+    from energykit.cli import main
+
+    assert main(["measure", str(path)]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_params_cli_subprocess(tmp_path):
+    path = _write(tmp_path, _params(tmp_path, input_lens=[-16]))
+    p = _cli("measure", str(path))
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "-16" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    (tmp_path / "b.yaml").write_text("engine: [hf\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        sweep.load_params(tmp_path / "b.yaml")
+    with pytest.raises(ParamsError, match="no such params file"):
+        sweep.load_params(tmp_path / "none.yaml")
+
+
+def test_sweep_runs_and_builds_dataset(tmp_path):
+    pytest.importorskip("transformers")
+    params = sweep.load_params(_write(tmp_path, _params(tmp_path)))
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        path = sweep.run(params, progress=False)
+    ds = dataset.read_netcdf(path)
+    assert int(ds["duration_s"].notnull().sum()) == 2 * 2 * 2
+    assert (ds["output_tokens"].values == ds["output_len"].values[None, None, None, :, None]).all()
+    assert ds.attrs["params"]["engine"] == "hf"
+    assert "engine_versions" in ds.attrs and ds["params"].values[0] > 0
+
+
+def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from energykit.engines import hf
+
+    real = hf.HFEngine.request
+
+    def flaky(self, b, i, o):
+        if i == 16 and o == 4:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, b, i, o)
+
+    monkeypatch.setattr(hf.HFEngine, "request", flaky)
+    params = sweep.load_params(_write(tmp_path, _params(tmp_path)))
+    with pytest.warns(UserWarning):
+        sweep.run(params, progress=False)
+    recs = sweep.read_log(tmp_path / "out" / sweep.LOG)
+    errors = [r for r in recs if r["status"] == "error"]
+    assert len(errors) == 2 and "out of memory" in errors[0]["error"]
+    assert sum(r["status"] == "ok" for r in recs) == 6
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    log = tmp_path / sweep.LOG
+    log.write_text(json.dumps({"a": 1}) + "\n" + '{"model": "x", "bat')
+    assert sweep.read_log(log) == [{"a": 1}]
+    sweep.RawLog(log).close()
+    assert log.read_text().endswith("\n")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_one_record_per_window(tmp_path):
+    """Kill a CLI sweep with SIGKILL partway, rerun: exactly one record per (cell, repeat)."""
+    pytest.importorskip("transformers")
+    p = _params(tmp_path, input_lens=[8, 16, 24, 32], output_lens=[2, 4, 8], repeats=3, min_window_s=0.15)
+    path = _write(tmp_path, p)
+    log = tmp_path / "out" / sweep.LOG
+    proc = subprocess.Popen([sys.executable, "-m", "energykit", "measure", str(path), "--no-progress"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if log.exists() and log.read_text().count("\n") >= 8:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = sweep.read_log(log)
+    assert 8 <= len(first) < 36, "the kill must land partway through the sweep"
+    assert not (tmp_path / "out" / sweep.DATASET).exists()
+    done = _cli("measure", str(path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    recs = sweep.read_log(log)
+    keys = [(r["model"], r["batch_size"], r["input_len"], r["output_len"], r["repeat"]) for r in recs]
+    assert len(keys) == len(set(keys)) == 4 * 3 * 3
+    ds = dataset.read_netcdf(tmp_path / "out" / sweep.DATASET)
+    assert int(ds["duration_s"].notnull().sum()) == 36
+
+
+def test_missing_engine_extra_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    path = _write(tmp_path, _params(tmp_path, engine="trtllm"))
+    from energykit.cli import main
+
+    assert main(["measure", str(path)]) == 2
+    assert not (tmp_path / "out").exists()
