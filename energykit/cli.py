@@ -97,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Sub-commands that live with their concern (measurement, planning)."""
-    from . import sweep
+    from . import design, sweep
 
-    return [sweep.register_cli]
+    return [sweep.register_cli, design.register_cli]
 
 
 def main(argv=None) -> int:

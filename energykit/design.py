@@ -1,0 +1,130 @@
+"""Designed sparse grids: which k cells to measure so that the analytical model can be fitted.
+
+The analytical model is linear in θ, so the information a set of cells carries about θ is
+:math:`X^\\top W X`, with rows :math:`x = (i^2, i o, i, o^2, o, 1)` and weights :math:`W` for the
+relative-error fit. :func:`d_optimal` starts from the grid's four corners and adds, greedily, the
+cell that most increases :math:`\\log\\det(X^\\top W X)` (a D-optimal design), then improves the set
+by single exchanges. Weights come from a prior energy: :math:`1/E_\\text{prior}^2`, with
+:math:`E_\\text{prior} \\propto i + 8 o` by default (prefill costs far less per token than decode),
+because the fit minimises relative error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .dataset import cell_means
+from .errors import ParamsError
+from .fitting import THETA, ape_pct, fit_cells
+
+DECODE_TO_PREFILL_COST = 8.0
+
+
+def _rows(cells: np.ndarray, prior_ratio: float) -> np.ndarray:
+    i = cells[:, 0].astype(float)
+    o = cells[:, 1].astype(float)
+    si, so = i.max(), o.max()
+    x = np.column_stack([(i / si) ** 2, (i / si) * (o / so), i / si, (o / so) ** 2, o / so, np.ones_like(i)])
+    prior = i / si + prior_ratio * o / so
+    return x / prior[:, None]
+
+
+def _logdet(X: np.ndarray) -> float:
+    sign, val = np.linalg.slogdet(X.T @ X + 1e-12 * np.eye(X.shape[1]))
+    return val if sign > 0 else -np.inf
+
+
+def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST) -> list[tuple[int, int]]:
+    """Choose ``budget`` (input_len, output_len) cells from ``cells`` (D-optimal, corners first).
+
+    Parameters
+    ----------
+    cells : sequence of (int, int)
+        Candidate cells [tokens].
+    budget : int
+        Cells to choose; at least the 6 parameters of the analytical model.
+    prior_ratio : float
+        Prior energy per output token relative to per input token, for the relative weights.
+    """
+    cand = np.asarray(sorted({(int(i), int(o)) for i, o in cells}), dtype=int)
+    if budget < len(THETA):
+        raise ParamsError(f"budget {budget} is below the {len(THETA)} parameters of the analytical model; use >= 6")
+    if budget > len(cand):
+        raise ParamsError(f"budget {budget} exceeds the {len(cand)} candidate cells; use at most {len(cand)}")
+    X = _rows(cand, prior_ratio)
+    i_lo, i_hi, o_lo, o_hi = cand[:, 0].min(), cand[:, 0].max(), cand[:, 1].min(), cand[:, 1].max()
+    chosen = [k for k, (i, o) in enumerate(cand) if i in (i_lo, i_hi) and o in (o_lo, o_hi)][:budget]
+    while len(chosen) < budget:
+        rest = [k for k in range(len(cand)) if k not in chosen]
+        chosen.append(max(rest, key=lambda k: _logdet(X[chosen + [k]])))
+    improved = True
+    while improved:  # Fedorov-style single exchanges
+        improved = False
+        best = _logdet(X[chosen])
+        for a in range(len(chosen)):
+            for k in range(len(cand)):
+                if k in chosen:
+                    continue
+                trial = chosen[:a] + [k] + chosen[a + 1:]
+                val = _logdet(X[trial])
+                if val > best + 1e-9:
+                    chosen, best, improved = trial, val, True
+    return sorted((int(cand[k, 0]), int(cand[k, 1])) for k in chosen)
+
+
+def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1") -> pd.DataFrame:
+    """Per model: choose ``budget`` cells among the measured ones, fit on them, predict the rest.
+
+    Returns one row per (model, batch_size) with the cells and ``heldout_mape_pct``, the MAPE on
+    the measured cells that were not chosen (NaN when every cell was chosen).
+    """
+    means = cell_means(ds)
+    rows = []
+    for m in ds["model"].values:
+        for b in ds["batch_size"].values:
+            df = means["energy_j"].sel(model=m, batch_size=b).to_dataframe().reset_index().dropna(subset=["energy_j"])
+            df = df[df["energy_j"] > 0]
+            if df.empty:
+                continue
+            cells = d_optimal(df[["input_len", "output_len"]].to_numpy(), budget)
+            key = list(zip(df["input_len"], df["output_len"]))
+            mask = np.array([c in set(cells) for c in key])
+            fit = fit_cells(df["energy_j"][mask], df["input_len"][mask], df["output_len"][mask], loss=loss)
+            held = df[~mask]
+            heldout = (float(np.mean(ape_pct(fit.eval(input_len=held["input_len"].to_numpy(float),
+                                                      output_len=held["output_len"].to_numpy(float)),
+                                             held["energy_j"])))
+                       if len(held) else float("nan"))
+            rows.append({"model": str(m), "batch_size": int(b), "cells": [list(c) for c in cells],
+                         "heldout_cells": int(len(held)), "heldout_mape_pct": heldout,
+                         "params": {k: float(v.value) for k, v in fit.params.items()}})
+    return pd.DataFrame(rows)
+
+
+def cmd_design(args) -> int:
+    import json
+
+    from .dataset import load
+
+    table = evaluate_design(load(args.data), args.budget)
+    if args.json:
+        multi = table["model"].duplicated(keep=False)
+        out = {}
+        for (_, r), dup in zip(table.iterrows(), multi):
+            name = f"{r['model']} (batch {r['batch_size']})" if dup else r["model"]
+            out[name] = {"cells": r["cells"], "heldout_cells": r["heldout_cells"],
+                         "heldout_mape_pct": None if np.isnan(r["heldout_mape_pct"]) else r["heldout_mape_pct"]}
+        print(json.dumps({"budget": args.budget, "models": out}, indent=2))
+    else:
+        print(table[["model", "batch_size", "heldout_cells", "heldout_mape_pct", "cells"]].to_string(index=False))
+    return 0
+
+
+def register_cli(sub) -> None:
+    d = sub.add_parser("design", help="choose K cells to measure (D-optimal) and check them on measured data")
+    d.add_argument("data", help="NetCDF dataset or tidy CSV/JSONL of measured windows")
+    d.add_argument("--budget", type=int, required=True, help="number of cells to measure (>= 6)")
+    d.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    d.set_defaults(func=cmd_design)
