@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from energykit import dataset, fitting, report
+from energykit import dataset, design, fitting, hardware, report
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ["data/h200_hf_energykit/measurements.nc", "data/h200_transformers_compiled_b16.csv",
@@ -34,6 +34,19 @@ def main():
                 times.append(time.perf_counter() - t0)
             print(f"fit {f} :: {m}: median {statistics.median(times) * 1000:.0f} ms over {args.repeats} "
                   "(analytical + linear, 5-fold CV)")
+    ds = dataset.load(ROOT / FILES[1])
+    for k in (6, 8, 12):
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            design.evaluate_design(ds, k)  # D-optimal choice + fit on k cells + held-out MAPE
+            times.append(time.perf_counter() - t0)
+        print(f"design + fit, budget {k} of 20 cells: median {statistics.median(times) * 1000:.0f} ms")
+    cal = dataset.load(ROOT / FILES[0])
+    t0 = time.perf_counter()
+    hw = hardware.calibrate(cal)
+    hw.draws(200)
+    print(f"hardware model calibration + 200 bootstrap draws: {(time.perf_counter() - t0) * 1000:.0f} ms")
     if not args.no_report:
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()

@@ -97,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Sub-commands that live with their concern (measurement, planning)."""
-    from . import design, sweep
+    from . import design, hardware, sweep
 
-    return [sweep.register_cli, design.register_cli]
+    return [sweep.register_cli, design.register_cli, hardware.register_cli]
 
 
 def main(argv=None) -> int:

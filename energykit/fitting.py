@@ -115,6 +115,34 @@ def _design(kind: str, input_len, output_len) -> np.ndarray:
     return np.column_stack([i, o, np.ones_like(i)])
 
 
+def _nnls_weighted(X: np.ndarray, E: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """argmin ||w·(X θ − E)|| subject to θ ≥ 0 (columns scaled for conditioning)."""
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1.0
+    coef, _ = nnls((X / scale) * w[:, None], E * w)
+    return coef / scale
+
+
+def _irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative relative-error fit: (θ, final weights).
+
+    ``l2`` weights residuals by 1/E; ``l1`` re-weights iteratively by 1/(E·sqrt|r|) so that the
+    sum of absolute relative errors is minimised.
+    """
+    w = 1.0 / E
+    coef = _nnls_weighted(X, E, w)
+    if loss == "l1":
+        for _ in range(max_iter):
+            r = np.abs(X @ coef - E) / E
+            w = 1.0 / (E * np.sqrt(np.maximum(r, 1e-4)))
+            new = _nnls_weighted(X, E, w)
+            change = np.max(np.abs(new - coef) / (np.abs(coef) + 1e-12))
+            coef = new
+            if change < 1e-6:
+                break
+    return coef, w
+
+
 class _NonNegativeLinearModel(lmfit.Model):
     kind = ""
     names: tuple = ()
@@ -129,11 +157,8 @@ class _NonNegativeLinearModel(lmfit.Model):
         """Exact non-negative weighted least squares solution as starting values."""
         data = np.asarray(data, dtype=float)
         w = np.ones_like(data) if weights is None else np.asarray(weights, dtype=float)
-        X = _design(self.kind, input_len, output_len)
-        scale = np.abs(X).max(axis=0)
-        scale[scale == 0] = 1.0
-        coef, _ = nnls((X / scale) * w[:, None], data * w)
-        params = self.make_params(**{n: float(v) for n, v in zip(self.names, coef / scale)})
+        coef = _nnls_weighted(_design(self.kind, input_len, output_len), data, w)
+        params = self.make_params(**{n: float(v) for n, v in zip(self.names, coef)})
         return lmfit.models.update_param_vals(params, self.prefix, **kws)
 
 
@@ -198,18 +223,8 @@ def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: st
         raise FitError("energies to fit must be finite and positive; drop cells with NaN or zero energy")
     if len(E) < n_par:
         raise FitError(f"{kind} model has {n_par} parameters but only {len(E)} cells were given; measure more cells")
-    w = 1.0 / E
-    params = model.guess(E, input_len=i, output_len=o, weights=w)
-    if loss == "l1":
-        for _ in range(max_iter):
-            pred = model.eval(params, input_len=i, output_len=o)
-            r = np.abs(pred - E) / E
-            w_new = 1.0 / (E * np.sqrt(np.maximum(r, 1e-4)))
-            new = model.guess(E, input_len=i, output_len=o, weights=w_new)
-            change = max(abs(new[n].value - params[n].value) / (abs(params[n].value) + 1e-12) for n in model.names)
-            params, w = new, w_new
-            if change < 1e-6:
-                break
+    coef, w = _irls(_design(kind, i, o), E, loss, max_iter)
+    params = model.make_params(**{n: float(v) for n, v in zip(model.names, coef)})
     result = model.fit(E, params, input_len=i, output_len=o, weights=w)
     result.loss = loss
     return result
@@ -268,6 +283,12 @@ def cross_validate(energy_j, input_len, output_len, kind="sweetspot", loss="l1",
     return out
 
 
+def predict_energy(kind: str, params: dict, input_len, output_len):
+    """Energy [J] of the ``kind`` model; params may be arrays (e.g. bootstrap draws) that broadcast."""
+    func = sweetspot_energy if kind == "sweetspot" else linear_energy
+    return func(input_len, output_len, **params)
+
+
 @dataclass
 class ModelFit:
     """One fitted model (analytical or baseline) for one (model, batch_size)."""
@@ -297,8 +318,7 @@ class ModelFit:
 
     def predict(self, input_len, output_len):
         """Energy of one request batch [J] at the given lengths (numpy or xarray)."""
-        func = sweetspot_energy if self.kind == "sweetspot" else linear_energy
-        return func(input_len, output_len, **self.params)
+        return predict_energy(self.kind, self.params, input_len, output_len)
 
     @property
     def ape_pct(self) -> np.ndarray:

@@ -65,10 +65,9 @@ class ReportParams(BaseModel):
     traces: dict[str, str] = Field(default_factory=dict)
     truncate_inputs: list[int] = Field(default_factory=list)
     cap_outputs: list[int] = Field(default_factory=list)
+    calibrate_data: str = ""
+    predict_geometries: list[str] = Field(default_factory=list)
     design_budgets: list[int] = Field(default_factory=list)
-    predict_geometry: str = ""
-    calibrate_models: list[str] = Field(default_factory=list)
-    bootstrap: int = Field(200, ge=0)
 
     @field_validator("truncate_inputs", "cap_outputs", "design_budgets")
     @classmethod

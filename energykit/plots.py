@@ -45,12 +45,20 @@ def efficiency_heatmap(
             if extrapolated is not None and bool(extrapolated.sel(input_len=i, output_len=o)):
                 ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="white", lw=0))
     if fit is not None:
+        from .uncertainty import o_star_interval
+
         xs = np.arange(len(ins)) + 0.5
-        ostar = o_star(fit.params, np.asarray(ins, dtype=float))
+        ostar, lo, hi = o_star_interval(fit, np.asarray(ins, dtype=float))
         # heatmap rows are categorical: place o* by interpolating log(o) over the row centres
         logo = np.log(np.asarray(outs, dtype=float))
-        ys = np.interp(-np.log(np.clip(ostar, outs[-1], outs[0])), -logo, np.arange(len(outs)) + 0.5)
-        ax.plot(xs, ys, "w--o", lw=2, label="o*(i) (fitted)")
+
+        def row(o):
+            return np.interp(-np.log(np.clip(o, outs[-1], outs[0])), -logo, np.arange(len(outs)) + 0.5)
+
+        ax.plot(xs, row(ostar), "w--o", lw=2, label="o*(i) (fitted)")
+        ax.fill_between(xs, row(lo), row(hi), color="white", alpha=0.35, lw=0, label="o*(i) 95 % interval")
+        ax.plot(xs, row(lo), "w:", lw=1)
+        ax.plot(xs, row(hi), "w:", lw=1)
         ax.legend(loc="upper right", fontsize=8, facecolor="grey")
     ax.set_xlabel("input length i [tokens]")
     ax.set_ylabel("output length o [tokens]")
@@ -63,10 +71,14 @@ def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
     ax = _ax(ax)
     palette = sns.color_palette("crest", n_colors=len(np.unique(fit.input_len)))
     o_line = np.geomspace(fit.output_len.min(), fit.output_len.max(), 100)
+    from .uncertainty import predict_interval
+
     for color, i in zip(palette, np.unique(fit.input_len)):
         sel = fit.input_len == i
         ax.plot(fit.output_len[sel], fit.energy_j[sel], "o", color=color, label=f"i={i}")
-        ax.plot(o_line, fit.predict(float(i), o_line), "-", color=color)
+        est, lo, hi = predict_interval(fit, np.full_like(o_line, float(i)), o_line)
+        ax.plot(o_line, est, "-", color=color)
+        ax.fill_between(o_line, lo, hi, color=color, alpha=0.25, lw=0)
         if raw is not None:
             r = raw[(raw["input_len"] == i)]
             ax.plot(r["output_len"], r["energy_j"], ".", color=color, alpha=0.5, ms=4)
@@ -74,7 +86,7 @@ def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
     ax.set_yscale("log")
     ax.set_xlabel("output length o [tokens]")
     ax.set_ylabel("energy per batch E [J]")
-    ax.set_title(f"{fit.model}: measured (points) vs {fit.kind} fit (lines)")
+    ax.set_title(f"{fit.model}: measured (points) vs {fit.kind} fit (lines, 95 % band)")
     ax.legend(fontsize=8, ncol=2)
     return ax
 
@@ -123,8 +135,12 @@ def trace_density(trace: pd.DataFrame, fit: ModelFit | None = None, title: str =
     sns.histplot(t, x="input_len", y="output_len", log_scale=(True, True), bins=40, cbar=True, ax=ax,
                  cbar_kws={"label": "requests"})
     if fit is not None:
+        from .uncertainty import o_star_interval
+
         i = np.geomspace(max(t["input_len"].min(), 1), t["input_len"].max(), 100)
-        ax.plot(i, o_star(fit.params, i), "r-", lw=2, label="o*(i) (fitted)")
+        est, lo, hi = o_star_interval(fit, i)
+        ax.plot(i, est, "r-", lw=2, label="o*(i) (fitted)")
+        ax.fill_between(i, lo, hi, color="red", alpha=0.2, lw=0, label="o*(i) 95 % interval")
         ax.add_patch(
             plt.Rectangle(
                 (fit.input_len.min(), fit.output_len.min()),
@@ -141,11 +157,24 @@ def trace_density(trace: pd.DataFrame, fit: ModelFit | None = None, title: str =
 
 
 def policy_bars(savings: pd.DataFrame, ax=None):
-    """Energy saved and output tokens kept per policy [%]."""
+    """Energy saved per policy [%] with its 95 % interval as error bars."""
     ax = _ax(ax)
-    df = savings.melt(id_vars="policy", value_vars=["saving_pct", "output_tokens_kept_pct"],
-                      var_name="quantity", value_name="percent")
-    sns.barplot(data=df, y="policy", x="percent", hue="quantity", ax=ax)
-    ax.set_xlabel("%")
-    ax.set_ylabel("")
+    y = np.arange(len(savings))
+    err = [savings["saving_pct"] - savings["saving_pct_low"], savings["saving_pct_high"] - savings["saving_pct"]]
+    ax.barh(y, savings["saving_pct"], xerr=err, color=sns.color_palette()[0], capsize=3)
+    ax.set_yticks(y, savings["policy"])
+    ax.invert_yaxis()
+    ax.set_xlabel("energy saved [%] (95 % interval)")
+    return ax
+
+
+def region_probability_heatmap(share: xr.DataArray, title: str = "", ax=None):
+    """Share of bootstrap draws in which each cell is in the sweet-spot region."""
+    ax = _ax(ax)
+    frame = share.transpose("output_len", "input_len").to_pandas().sort_index(ascending=False)
+    sns.heatmap(frame, annot=True, fmt=".2f", cmap="rocket_r", vmin=0, vmax=1,
+                cbar_kws={"label": "P(cell in sweet-spot region)"}, ax=ax)
+    ax.set_xlabel("input length i [tokens]")
+    ax.set_ylabel("output length o [tokens]")
+    ax.set_title(title)
     return ax

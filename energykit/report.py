@@ -119,7 +119,7 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
     if not params_path.is_absolute():
         params_path = root / params_path
     params = load_report_params(params_path)
-    for f in params.data + list(params.traces.values()):
+    for f in params.data + list(params.traces.values()) + ([params.calibrate_data] if params.calibrate_data else []):
         if not (root / f).exists():
             raise ParamsError(f"{params_path}: file {f!r} does not exist (paths are relative to {root})")
     out = Path(out_dir)

@@ -224,7 +224,6 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
     state_path = out / "provenance.json"
     provenance = json.loads(state_path.read_text()) if state_path.exists() else {}
 
-    engines: dict[str, Any] = {}
     current = {"engine": None}
 
     def sync():
@@ -251,8 +250,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
                                  **_engine_options(params))
             engine.load()
             current["engine"] = engine
-            engines[model_name] = engine.versions()
-            provenance.setdefault("engines", {})[model_name] = {"engine": params.engine, **engines[model_name]}
+            provenance.setdefault("engines", {})[model_name] = {"engine": params.engine, **engine.versions()}
             state_path.write_text(json.dumps(provenance, indent=2, default=_jsonable))
             mid_i, mid_o = params.grid[len(params.grid) // 2]
             warm = engine.request(params.batch_sizes[0], mid_i, mid_o)

@@ -146,13 +146,16 @@ def best_cell(tokens_per_j: xr.DataArray) -> tuple[int, int, float]:
     return int(stacked["input_len"][k]), int(stacked["output_len"][k]), float(stacked[k])
 
 
-def o_star_table(fits: FitSet, input_lens=None) -> pd.DataFrame:
-    """``o*(i)`` per model from the closed form and from a numeric optimum, side by side."""
+def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFrame:
+    """``o*(i)`` per model: closed form with its 95 % bootstrap interval, and the numeric optimum."""
+    from .uncertainty import o_star_interval
+
     rows = []
     for m, b in fits.keys:
         f = fits.get(m, b)
         lens = sorted(set(f.input_len.tolist())) if input_lens is None else input_lens
-        for i in lens:
+        _, lows, highs = o_star_interval(f, lens, n_draws)
+        for i, lo, hi in zip(lens, lows, highs):
             closed = float(o_star(f.params, i))
             rows.append(
                 {
@@ -160,6 +163,8 @@ def o_star_table(fits: FitSet, input_lens=None) -> pd.DataFrame:
                     "batch_size": b,
                     "input_len": int(i),
                     "o_star": closed,
+                    "o_star_low": float(lo),
+                    "o_star_high": float(hi),
                     "o_star_numeric": o_star_numeric(f.params, i) if np.isfinite(closed) else np.inf,
                     "tokens_per_j_at_o_star": (
                         b * closed / sweetspot_energy(i, closed, **f.params) if np.isfinite(closed) else np.nan
@@ -172,8 +177,11 @@ def o_star_table(fits: FitSet, input_lens=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID) -> pd.DataFrame:
-    """Best/worst efficiency ratios per model: on the measured grid and on the paper's grid (fitted)."""
+def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID, n_draws: int = 200) -> pd.DataFrame:
+    """Best/worst efficiency ratios per model: on the measured grid and on the paper's grid (fitted,
+    with its 95 % bootstrap interval)."""
+    from .uncertainty import apply
+
     meas = measured_map(ds)
     rows = []
     for m, b in fits.keys:
@@ -181,6 +189,14 @@ def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID) -> pd.DataFrame:
         fm = fitted_map(fits.get(m, b), grid, grid)
         bi, bo, bt = best_cell(tpj)
         fi, fo, ft = best_cell(fm["tokens_per_j"])
+        g = np.asarray(grid, dtype=float)
+        ii, oo = np.meshgrid(g, g, indexing="ij")
+
+        def paper_ratio(p, b=b):
+            tpj = b * oo / sweetspot_energy(ii, oo, **p)
+            return float(tpj.max() / tpj.min())
+
+        _, r_lo, r_hi = apply(fits.get(m, b), paper_ratio, n_draws)
         rows.append(
             {
                 "model": m,
@@ -189,11 +205,33 @@ def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID) -> pd.DataFrame:
                 "measured_best_cell": f"i={bi}, o={bo}",
                 "measured_best_tokens_per_j": bt,
                 "paper_grid_best_worst": best_worst_ratio(fm["tokens_per_j"]),
+                "paper_grid_best_worst_low": r_lo,
+                "paper_grid_best_worst_high": r_hi,
                 "paper_grid_best_cell": f"i={fi}, o={fo}",
                 "paper_grid_extrapolated_cells": int(fm["extrapolated"].sum()),
             }
         )
     return pd.DataFrame(rows)
+
+
+def region_probability(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, within_pct: float = 10.0,
+                       n_draws: int = 200) -> xr.DataArray:
+    """Share of bootstrap draws in which each cell lies in the sweet-spot region (0–1).
+
+    Cells near 1 are in the region whatever the fit's uncertainty; cells between are uncertain.
+    """
+    from .fitting import predict_energy
+    from .uncertainty import draws
+
+    i = np.asarray(input_lens, dtype=float)
+    o = np.asarray(output_lens, dtype=float)
+    ii, oo = np.meshgrid(i, o, indexing="ij")
+    d = {k: v[:, :, None] for k, v in draws(fit, n_draws).items()}  # (n, 1, 1)
+    tpj = fit.batch_size * oo[None] / predict_energy(fit.kind, d, ii[None], oo[None])
+    best = tpj.max(axis=(1, 2), keepdims=True)
+    share = (tpj >= (1 - within_pct / 100.0) * best).mean(axis=0)
+    return xr.DataArray(share, coords={"input_len": i.astype(int), "output_len": o.astype(int)},
+                        dims=("input_len", "output_len"), name="region_probability")
 
 
 def attention_kind(num_heads: int, num_kv_heads: int) -> str:

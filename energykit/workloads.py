@@ -138,14 +138,30 @@ def measured_range_best(fit: ModelFit, n: int = 200) -> float:
     return float(np.max(fit.batch_size * oo / fit.predict(ii, oo)))
 
 
-def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0) -> dict:
-    """Totals of one trace under one fit: requests, energy [kWh], J/request, tokens/J, shares."""
+def _total_draws(fit: ModelFit, i, o, n_draws: int) -> np.ndarray:
+    """Total trace energy [J] under each bootstrap draw of the fit."""
+    from .fitting import predict_energy
+    from .uncertainty import draws
+
+    d = draws(fit, n_draws)
+    return (predict_energy(fit.kind, d, np.asarray(i, float)[None, :], np.asarray(o, float)[None, :])
+            / fit.batch_size).sum(axis=1)
+
+
+def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, n_draws: int = 200) -> dict:
+    """Totals of one trace under one fit: requests, energy [kWh] with its 95 % interval, J/request,
+    tokens/J, shares near the sweet spot and extrapolated."""
+    from .uncertainty import around, interval
+
     t = trace_energy(fit, trace, within_pct)
     total = t["energy_j"].sum()
+    lo, hi = around(total, *interval(_total_draws(fit, t["input_len"], t["output_len"], n_draws)))
     return {
         "model": fit.model,
         "requests": len(t),
         "total_energy_kwh": total / J_PER_KWH,
+        "total_energy_kwh_low": lo / J_PER_KWH,
+        "total_energy_kwh_high": hi / J_PER_KWH,
         "mean_energy_per_request_j": total / len(t),
         "median_energy_per_request_j": float(t["energy_j"].median()),
         "tokens_per_j": t["output_len"].sum() / total,
@@ -154,26 +170,34 @@ def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0) 
     }
 
 
-def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy]) -> pd.DataFrame:
+def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy], n_draws: int = 200) -> pd.DataFrame:
     """Energy saved by each policy on a trace, with the tokens it gives up and its assumption.
 
-    ``saving_pct`` compares total energy; ``energy_per_token_change_pct`` compares joules per
-    delivered output token (a cap saves energy but delivers fewer tokens).
+    ``saving_pct`` compares total energy, with its 95 % bootstrap interval (each draw prices the
+    trace before and after the policy with the same θ); ``energy_per_token_change_pct`` compares
+    joules per delivered output token (a cap saves energy but delivers fewer tokens).
     """
+    from .uncertainty import around, interval
+
     i0 = trace["input_len"].to_numpy()
     o0 = trace["output_len"].to_numpy()
     e0 = request_energy_j(fit, i0, o0)
     base_total, base_tokens = e0.sum(), o0.sum()
+    base_draws = _total_draws(fit, i0, o0, n_draws)
     rows = []
     for p in policies:
         i1, o1 = p.apply(i0, o0)
         e1 = request_energy_j(fit, i1, o1)
+        saving = 100.0 * (1 - e1.sum() / base_total)
+        s_lo, s_hi = around(saving, *interval(100.0 * (1 - _total_draws(fit, i1, o1, n_draws) / base_draws)))
         rows.append(
             {
                 "policy": p.name,
                 "requests_changed_pct": 100.0 * np.mean((i1 != i0) | (o1 != o0)),
                 "energy_kwh": e1.sum() / J_PER_KWH,
-                "saving_pct": 100.0 * (1 - e1.sum() / base_total),
+                "saving_pct": saving,
+                "saving_pct_low": s_lo,
+                "saving_pct_high": s_hi,
                 "output_tokens_kept_pct": 100.0 * o1.sum() / base_tokens,
                 "energy_per_token_change_pct": 100.0 * ((e1.sum() / o1.sum()) / (base_total / base_tokens) - 1),
                 "extrapolated_pct": 100.0 * np.mean(extrapolated(fit, i1, o1)),

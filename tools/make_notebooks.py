@@ -115,18 +115,24 @@ summary
 `mape_pct` is the in-sample mean absolute percentage error over cells, `cv_mape_pct` the same for
 cells predicted by a fit that did not see them ($k$-fold over cells), `baseline_*` the linear model.
 """),
+    ("md", """
+θ with lmfit's standard error and a 95 % interval from a wild bootstrap of the fit (each draw
+perturbs every cell by its own relative residual with a random sign and refits; see
+`energykit.uncertainty`). A θ on its bound (0) has no standard error.
+"""),
     ("code", """
-table = fits.table().query("kind == 'sweetspot'").set_index(["model", "batch_size"])
-theta = pd.DataFrame(
-    {t: table[t].map("{:.4g}".format) + " ± " + table[f"{t}_stderr"].map("{:.2g}".format) for t in fitting.THETA}
-)
-theta.columns = [f"{t} [{fitting.THETA_UNITS[t]}]" for t in fitting.THETA]
-theta
+from energykit import uncertainty
+
+theta = pd.concat(
+    [uncertainty.theta_table(fits.get(m, b)).assign(model=m, batch_size=b) for m, b in fits.keys]
+).set_index(["model", "batch_size", "param"])
+theta["units"] = [fitting.THETA_UNITS[p] for p in theta.index.get_level_values("param")]
+theta.style.format("{:.4g}", subset=["value", "stderr", "ci_low", "ci_high"])
 """),
     ("code", """
 pd.Series(fitting.THETA_MEANING, name="term").to_frame()
 """),
-    ("md", "## Measured points and fitted curves\n\nPoints: repeat means; dots: single windows; lines: the analytical model."),
+    ("md", "## Measured points and fitted curves\n\nPoints: repeat means; dots: single windows; lines: the analytical model, with its 95 % band."),
     ("code", """
 for m, b in fits.keys:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
@@ -189,6 +195,19 @@ for m, b in fits.keys:
     plt.tight_layout()
     plt.show()
 """),
+    ("md", """
+## How sure is the sweet-spot region?
+
+Share of bootstrap draws of the fit in which each cell of the paper's grid lies within `sweet_pct` %
+of the best efficiency: 1 means in the region whatever the fit's uncertainty.
+"""),
+    ("code", """
+fig, axes = plt.subplots(1, len(fits.keys), figsize=(7 * len(fits.keys), 5), squeeze=False)
+for ax, (m, b) in zip(axes[0], fits.keys):
+    share = sweetspots.region_probability(fits.get(m, b), within_pct=sweet_pct)
+    plots.region_probability_heatmap(share, title=m, ax=ax)
+plt.tight_layout()
+"""),
     ("md", "## Energy per output token\n\nThe same maps as joules per output token (lower is better)."),
     ("code", """
 jpt = measured["energy_per_token_j"].to_dataframe().reset_index().dropna()
@@ -196,7 +215,7 @@ g = sns.relplot(data=jpt, x="output_len", y="energy_per_token_j", hue="input_len
                 marker="o", palette="crest", col_wrap=3, height=3.5)
 g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="J per output token");
 """),
-    ("md", "## $o^*(i)$: closed form vs numeric optimum\n\nBoth columns must agree; `o_star_extrapolated` marks optima outside the measured outputs."),
+    ("md", "## $o^*(i)$: closed form vs numeric optimum\n\nBoth must agree; `o_star_low`/`o_star_high` is the 95 % bootstrap interval; `o_star_extrapolated` marks optima outside the measured outputs."),
     ("code", """
 ostar = sweetspots.o_star_table(fits)
 ostar["rel_diff"] = (ostar["o_star"] - ostar["o_star_numeric"]).abs() / ostar["o_star"]
@@ -208,7 +227,7 @@ ostar
 
 The paper reports up to 33.41x between the best and worst cells of its 64–4096 grid on an H100 with
 TensorRT-LLM. Below: the ratio on the measured grid (measured values) and on the paper's grid
-(fitted; cells outside the measured range are extrapolated and counted).
+(fitted, with its 95 % interval; cells outside the measured range are extrapolated and counted).
 """),
     ("code", "sweetspots.ratio_table(ds, fits)"),
     ("md", """
@@ -276,6 +295,7 @@ for ax, (k, t) in zip(axes[0], loaded.items()):
     plots.trace_density(t, fit, title=f"{k}: {len(t)} requests", ax=ax)
 plt.tight_layout()
 """),
+    ("md", "Totals carry their 95 % bootstrap interval (`_low`, `_high`)."),
     ("code", """
 pd.DataFrame([{"trace": k, **workloads.trace_summary(fit, t, sweet_pct)} for k, t in loaded.items()])
 """),
@@ -292,7 +312,8 @@ ax.set(xlabel="energy per request [J]");
     ("md", """
 ## Policies
 
-`saving_pct` compares total energy; `energy_per_token_change_pct` compares joules per *delivered*
+`saving_pct` compares total energy (`saving_pct_low`/`_high`: 95 % bootstrap interval, each draw
+prices the trace before and after with the same θ); `energy_per_token_change_pct` compares joules per *delivered*
 output token (a cap saves energy partly by delivering fewer tokens, and `output_tokens_kept_pct`
 says how many). The assumption of each policy stands next to its numbers.
 """),
@@ -302,8 +323,11 @@ savings = pd.concat([workloads.policy_savings(fit, t, policies).assign(trace=k) 
 savings.set_index(["trace", "policy"])
 """),
     ("code", """
-g = sns.catplot(data=savings, y="policy", x="saving_pct", col="trace", kind="bar", height=4, aspect=1.4)
-g.set_axis_labels("energy saved [%]", "");
+fig, axes = plt.subplots(1, len(loaded), figsize=(8 * len(loaded), 4.5), squeeze=False)
+for ax, (k, s) in zip(axes[0], savings.groupby("trace", sort=False)):
+    plots.policy_bars(s.reset_index(drop=True), ax=ax)
+    ax.set_title(k)
+plt.tight_layout()
 """),
 ]
 
@@ -363,11 +387,118 @@ g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="time 
 """),
 ]
 
+PLAN = [
+    ("md", """
+# Planning: answers before GPU hours
+
+Three questions a user asks before measuring: *what will this model cost on my GPU*, *which few
+cells must I measure*, and *how sure are the savings*. Every predicted number carries its 95 %
+interval.
+"""),
+    ("params", """
+data = ["data/h200_hf_energykit/measurements.nc"]  # measured files for the design study (.nc, .csv, .jsonl)
+calibrate_data = "data/h200_hf_energykit/measurements.nc"  # one GPU and engine: calibrates the hardware model
+predict_geometries = ["qwen2-1.5b", "llama3.2-3b"]  # presets (or config.json paths) to predict
+design_budgets = [6, 8, 10, 12]  # budgets k for the designed sparse grids
+loss = "l1"  # fit loss: "l1" (robust relative) or "l2"
+sweet_pct = 10.0  # sweet-spot region: within this % of the best tokens/J
+traces = {"code": "data/azure_llm_inference_trace_2023_code.csv", "conv": "data/azure_llm_inference_trace_2023_conv.csv"}  # name: file
+truncate_inputs = [2048, 1024]  # policies: truncate inputs above each length
+cap_outputs = [256, 128]  # policies: cap outputs at each length
+"""),
+    ("code", SETUP + "from energykit import design, hardware, presets, uncertainty, workloads\n"),
+    ("md", r"""
+## 1. What will this model cost on my GPU?
+
+Each θ is an architecture count times a hardware coefficient, so the energy of a request batch is
+
+$$E = c_\mathrm{pf} F_\mathrm{prefill} + c_\mathrm{df} F_\mathrm{decode} + c_\mathrm{w}\,\mathrm{Bytes}_\mathrm{weights}
+      + c_\mathrm{kv}\,\mathrm{Bytes}_\mathrm{KV} + c_\mathrm{step} L o + c_0$$
+
+with FLOPs and bytes computed from the geometry (`energykit.physics`). The coefficients are
+calibrated on the measured models of one GPU and engine; a new geometry then gives its whole grid,
+its θ and its sweet spots. The leave-one-model-out table says how well that transfers.
+"""),
+    ("code", """
+cal = dataset.load(calibrate_data)
+hw = hardware.calibrate(cal, loss=loss)
+print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
+pd.Series(hw.coef, name="coefficient").to_frame()
+"""),
+    ("code", """
+lomo = hardware.leave_one_model_out(cal, loss)
+lomo
+"""),
+    ("code", """
+B = int(cal["batch_size"].values[0])
+ins = [int(v) for v in cal["input_len"].values]
+outs = [int(v) for v in cal["output_len"].values]
+for name in predict_geometries:
+    gname, geom, _ = presets.resolve(name)
+    table = hardware.prediction_table(hw, geom, B, ins, outs)
+    theta = hw.theta(geom, B)
+    print(f"{gname}: predicted θ", {k: f"{v:.3g}" for k, v in theta.items()})
+    grid = table.set_index(["output_len", "input_len"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    annot = grid.apply(lambda r: f"{r.tokens_per_j:.2f}\\n[{r.tokens_per_j_low:.2f}, {r.tokens_per_j_high:.2f}]", axis=1)
+    sns.heatmap(grid["tokens_per_j"].unstack().sort_index(ascending=False),
+                annot=annot.unstack().sort_index(ascending=False), fmt="", cmap="viridis", ax=ax,
+                cbar_kws={"label": "predicted tokens/J"})
+    ax.set(title=f"{gname}: predicted tokens/J with 95 % interval", xlabel="input length i", ylabel="output length o")
+    plt.show()
+"""),
+    ("md", r"""
+## 2. Which k cells should I measure?
+
+For a budget of $k$ cells the kit picks a D-optimal design for the analytical model (corners
+first, then the cells that most increase $\log\det X^\top W X$), fits on those cells only and
+predicts the rest. The held-out MAPE against $k$ shows how many cells a model needs.
+"""),
+    ("code", """
+ds = dataset.load_many(data)
+curve = pd.concat([design.evaluate_design(ds, k, loss).assign(budget=k) for k in design_budgets])
+ax = sns.lineplot(data=curve, x="budget", y="heldout_mape_pct", hue="model", marker="o")
+ax.set(xlabel="cells measured (k)", ylabel="MAPE on the cells not measured [%]");
+"""),
+    ("code", """
+k = 8 if 8 in design_budgets else design_budgets[0]
+curve.query("budget == @k")[["model", "heldout_cells", "heldout_mape_pct", "cells"]]
+"""),
+    ("md", """
+Put the chosen pairs in a sweep's params as `cells: [[i, o], ...]` and `energykit measure`
+measures only those.
+
+## 3. Savings on the Azure traces, with their uncertainty
+
+The savings of each policy for every predicted model: each bootstrap draw of the calibration prices
+the trace before and after the policy with the same θ. Assumptions as in `04_workloads`: a request
+costs $E(i,o)/B$ in a batch of $B$ identical requests; policies change lengths only.
+*Traces: Patel et al., "Splitwise", ISCA 2024 (CC-BY 4.0).*
+"""),
+    ("code", """
+policies = workloads.policies_from_params(truncate_inputs, cap_outputs)
+rows = []
+for name in predict_geometries:
+    gname, geom, _ = presets.resolve(name)
+    for tname, path in traces.items():
+        t = workloads.load_trace(path)
+        rows.append(hardware.policy_savings_interval(hw, geom, B, t, policies).assign(model=gname, trace=tname))
+saved = pd.concat(rows)
+saved.set_index(["model", "trace", "policy"])
+"""),
+    ("code", """
+g = sns.FacetGrid(saved, col="trace", row="model", height=3.2, aspect=2, sharey=False)
+g.map_dataframe(lambda data, **kw: plots.policy_bars(data.reset_index(drop=True), ax=plt.gca()))
+plt.tight_layout()
+"""),
+]
+
 if __name__ == "__main__":
     books = {
         "01_measure.ipynb": (MEASURE, "runs or resumes a measurement sweep from a params file (GPU with NVML; CPU for a check)"),
         "02_fit.ipynb": (FIT, "fits the SweetSpot analytical model and the linear baseline to measured energy: θ, MAPE, cross-validation, parity"),
         "03_sweetspots.ipynb": (SWEET, "efficiency maps (tokens/J), the sweet-spot region, o*(i), best/worst ratios and GQA vs MHA"),
+        "05_planning.ipynb": (PLAN, "predicts unmeasured models from their geometry, designs sparse grids (held-out MAPE vs k), and trace savings with intervals"),
         "04_workloads.ipynb": (WORK, "prices the Azure production traces with the fitted model and the savings of truncation and output caps"),
     }
     for name, (cells, desc) in books.items():

@@ -1,0 +1,241 @@
+"""Hardware-level energy model: θ from a few GPU/engine coefficients and the model's geometry.
+
+Every θ of the analytical model is a product of an architecture count and a hardware or engine
+coefficient (DESIGN.md §2). Writing the energy of a request batch as
+
+.. math::
+
+    E = c_\\mathrm{pf} F_\\mathrm{prefill} + c_\\mathrm{df} F_\\mathrm{decode}
+        + c_\\mathrm{w} \\mathrm{Bytes}_\\mathrm{weights} + c_\\mathrm{kv} \\mathrm{Bytes}_\\mathrm{KV}
+        + c_\\mathrm{step} L o + c_0
+
+with FLOPs and bytes from :mod:`energykit.physics`, the coefficients are energy per FLOP in
+prefill and in decode [J/FLOP], energy per byte of weights and of KV cache read or written [J/B],
+a per-layer per-step overhead [J] (kernel launches, synchronisation, and static power over the
+time they take) and a fixed cost per request batch [J]. Static power times a roofline-style time is
+absorbed: each phase's time is proportional to its FLOPs (compute-bound prefill) or bytes
+(memory-bound decode), so static power adds to the per-FLOP and per-byte coefficients.
+
+The coefficients are fitted (non-negative, relative error) on the cells of one or more measured
+models that share a GPU and engine, and then predict another model's energy from its geometry
+alone. Because every feature is a polynomial of degree ≤ 2 in (i, o), the prediction has exactly
+the SweetSpot form, so θ, ``o*(i)`` and sweet spots follow for an unmeasured model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .dataset import cell_means, geometry
+from .errors import FitError
+from .fitting import THETA, _design, _irls, ape_pct
+from .physics import cell_work
+from .uncertainty import around, interval
+
+COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
+                "step_j_per_layer", "request_j")
+NEEDED = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+          "vocab_size")
+
+
+def features(geom: dict, batch_size, input_len, output_len, dtype: str = "bfloat16") -> np.ndarray:
+    """Feature matrix (n, 6) of :data:`COEFFICIENTS` for cells of one model."""
+    i = np.atleast_1d(np.asarray(input_len, dtype=float))
+    o = np.atleast_1d(np.asarray(output_len, dtype=float))
+    w = cell_work(geom, batch_size, i, o, dtype)
+    return np.column_stack([
+        w["prefill_flops"], w["decode_flops"], w["weight_bytes"], w["kv_read_bytes"] + w["kv_write_bytes"],
+        float(geom["num_layers"]) * o, np.ones_like(i),
+    ])
+
+
+def _dtype(ds: xr.Dataset, model: str) -> str:
+    d = str(ds["dtype"].sel(model=model).values) if "dtype" in ds.coords else str(ds.attrs.get("dtype", "bfloat16"))
+    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(d, d if d in
+                                                                           ("bfloat16", "float16", "float32") else "bfloat16")
+
+
+def _cells(ds: xr.Dataset, model: str) -> pd.DataFrame:
+    m = cell_means(ds)["energy_j"].sel(model=model).to_dataframe().reset_index()
+    return m.dropna(subset=["energy_j"]).query("energy_j > 0")
+
+
+@dataclass
+class HardwareModel:
+    """Calibrated coefficients; predicts energy and θ for any geometry."""
+
+    coef: dict
+    calibrated_on: list
+    loss: str
+    gpu: str = ""
+    engine: str = ""
+    _X: np.ndarray = field(default=None, repr=False)
+    _E: np.ndarray = field(default=None, repr=False)
+
+    def predict(self, geom: dict, batch_size, input_len, output_len, dtype="bfloat16", coef=None):
+        """Energy of one request batch [J] for a geometry at the given lengths."""
+        c = np.array([(coef or self.coef)[k] for k in COEFFICIENTS])
+        return features(geom, batch_size, input_len, output_len, dtype) @ c
+
+    def theta(self, geom: dict, batch_size: int, dtype="bfloat16", coef=None) -> dict:
+        """θ of the analytical model implied for a geometry (exact for full-attention models)."""
+        i, o = np.meshgrid([64.0, 512.0, 2048.0, 4096.0], [16.0, 128.0, 512.0, 1024.0], indexing="ij")
+        i, o = i.ravel(), o.ravel()
+        E = self.predict(geom, batch_size, i, o, dtype, coef)
+        theta, *_ = np.linalg.lstsq(_design("sweetspot", i, o), E, rcond=None)
+        return {n: float(max(v, 0.0)) for n, v in zip(THETA, theta)}
+
+    def draws(self, n: int = 200, seed: int = 0) -> list[dict]:
+        """Wild-bootstrap draws of the coefficients (see :mod:`energykit.uncertainty`)."""
+        rng = np.random.default_rng(seed)
+        c = np.array([self.coef[k] for k in COEFFICIENTS])
+        e_hat = self._X @ c
+        rel = (self._E - e_hat) / e_hat
+        out = []
+        for _ in range(n):
+            e_star = np.maximum(e_hat * (1 + rng.choice([-1.0, 1.0], size=len(rel)) * rel), 1e-12)
+            out.append(dict(zip(COEFFICIENTS, _irls(self._X, e_star, self.loss)[0])))
+        return out
+
+    def predict_interval(self, geom, batch_size, input_len, output_len, dtype="bfloat16", n=200, level=0.95):
+        """(estimate, low, high) of the predicted energy [J]."""
+        samples = np.array([self.predict(geom, batch_size, input_len, output_len, dtype, c) for c in self.draws(n)])
+        est = self.predict(geom, batch_size, input_len, output_len, dtype)
+        return (est, *around(est, *interval(samples, level)))
+
+
+def calibrate(ds: xr.Dataset, models=None, loss: str = "l1") -> HardwareModel:
+    """Fit the coefficients on the measured cells of ``models`` (all with geometry by default)."""
+    names = [str(m) for m in ds["model"].values] if models is None else list(models)
+    missing = [c for c in NEEDED if c not in ds.coords]
+    if missing:
+        raise FitError(f"the data lack geometry columns {missing}; add them to calibrate the hardware model")
+    for key in ("gpu", "engine"):
+        if key in ds.coords:
+            values = {str(ds[key].sel(model=m).values) for m in names}
+            if len(values) > 1:
+                raise FitError(f"calibration models span several {key}s {sorted(values)}; "
+                               f"calibrate on one {key} at a time (choose models)")
+    X, E = [], []
+    for m in names:
+        cells = _cells(ds, m)
+        geom = geometry(ds, m)
+        for b, g in cells.groupby("batch_size"):
+            X.append(features(geom, b, g["input_len"], g["output_len"], _dtype(ds, m)))
+            E.append(g["energy_j"].to_numpy())
+    if not X:
+        raise FitError("no measured cells to calibrate on")
+    X, E = np.vstack(X), np.concatenate(E)
+    coef, _ = _irls(X, E, loss)
+    gpu = str(ds["gpu"].sel(model=names[0]).values) if "gpu" in ds.coords else ""
+    engine = str(ds["engine"].sel(model=names[0]).values) if "engine" in ds.coords else ""
+    return HardwareModel(dict(zip(COEFFICIENTS, map(float, coef))), names, loss, gpu, engine, X, E)
+
+
+def leave_one_model_out(ds: xr.Dataset, loss: str = "l1") -> pd.DataFrame:
+    """For each (gpu, engine) group of two or more models: calibrate on the others, predict this one."""
+    names = [str(m) for m in ds["model"].values]
+    key = [(str(ds["gpu"].sel(model=m).values) if "gpu" in ds.coords else "",
+            str(ds["engine"].sel(model=m).values) if "engine" in ds.coords else "") for m in names]
+    rows = []
+    for m, k in zip(names, key):
+        others = [n for n, kk in zip(names, key) if kk == k and n != m]
+        if not others:
+            continue
+        hw = calibrate(ds, others, loss)
+        cells = _cells(ds, m)
+        pred = np.concatenate([hw.predict(geometry(ds, m), b, g["input_len"], g["output_len"], _dtype(ds, m))
+                               for b, g in cells.groupby("batch_size")])
+        obs = np.concatenate([g["energy_j"].to_numpy() for _, g in cells.groupby("batch_size")])
+        rows.append({"model": m, "calibrated_on": ", ".join(others), "cells": len(obs),
+                     "mape_pct": float(np.mean(ape_pct(pred, obs))), "max_ape_pct": float(np.max(ape_pct(pred, obs)))})
+    return pd.DataFrame(rows)
+
+
+def prediction_table(hw: HardwareModel, geom: dict, batch_size: int, input_lens, output_lens,
+                     dtype: str = "bfloat16", n: int = 200) -> pd.DataFrame:
+    """Predicted energy and efficiency per cell with 95 % intervals."""
+    i, o = np.meshgrid(np.asarray(input_lens, float), np.asarray(output_lens, float), indexing="ij")
+    i, o = i.ravel(), o.ravel()
+    est, lo, hi = hw.predict_interval(geom, batch_size, i, o, dtype, n)
+    return pd.DataFrame({"input_len": i.astype(int), "output_len": o.astype(int), "energy_j": est,
+                         "energy_j_low": lo, "energy_j_high": hi, "tokens_per_j": batch_size * o / est,
+                         "tokens_per_j_low": batch_size * o / hi, "tokens_per_j_high": batch_size * o / lo})
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    from .dataset import load
+    from .presets import resolve
+    from .sweetspots import o_star
+
+    ds = load(args.calibrate)
+    name, geom, _ = resolve(args.geometry)
+    hw = calibrate(ds, args.model or None, args.loss)
+    b = args.batch_size or int(ds["batch_size"].values[0])
+    ins = args.input_lens or [int(v) for v in ds["input_len"].values]
+    outs = args.output_lens or [int(v) for v in ds["output_len"].values]
+    table = prediction_table(hw, geom, b, ins, outs)
+    theta = hw.theta(geom, b)
+    ostar_draws = np.array([[float(o_star(hw.theta(geom, b, coef=c), i)) for i in ins] for c in hw.draws(100)])
+    ostar = {}
+    for k, i in enumerate(ins):
+        est = float(o_star(theta, i))
+        lo, hi = around(est, *interval(ostar_draws[:, k]))
+        ostar[str(i)] = {"value": est, "low": float(lo), "high": float(hi)}
+    lomo = leave_one_model_out(ds.sel(model=hw.calibrated_on), args.loss) if len(hw.calibrated_on) > 1 else pd.DataFrame()
+    if args.json:
+        out = {
+            "geometry": name, "batch_size": b, "calibrated_on": hw.calibrated_on, "gpu": hw.gpu, "engine": hw.engine,
+            "coefficients": hw.coef, "theta": theta,
+            "o_star": ostar,
+            "leave_one_model_out_mape_pct": {r["model"]: r["mape_pct"] for _, r in lomo.iterrows()},
+            "cells": table.to_dict(orient="records"),
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{name}: predicted from {', '.join(hw.calibrated_on)} ({hw.gpu}, {hw.engine}), batch {b}")
+    print(table.round(3).to_string(index=False))
+    if not lomo.empty:
+        print("\nleave-one-model-out on the calibration set:")
+        print(lomo.round(2).to_string(index=False))
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("predict", help="predict an unmeasured model's energy from its geometry")
+    p.add_argument("--calibrate", required=True, help="measured data (.nc/.csv/.jsonl) with geometry columns")
+    p.add_argument("--geometry", required=True, help="preset name, directory with config.json, or config.json")
+    p.add_argument("--model", action="append", help="calibrate on this measured model only (repeatable)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the data's first)")
+    p.add_argument("--input-lens", type=int, nargs="+", help="input lengths (default: the data's)")
+    p.add_argument("--output-lens", type=int, nargs="+", help="output lengths (default: the data's)")
+    p.add_argument("--loss", choices=["l1", "l2"], default="l1")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_predict)
+
+
+def policy_savings_interval(hw: HardwareModel, geom: dict, batch_size: int, trace: pd.DataFrame, policies,
+                            dtype: str = "bfloat16", n: int = 100) -> pd.DataFrame:
+    """Savings of each policy on a trace for a *predicted* model, with 95 % intervals over the
+    calibration's bootstrap draws (each draw prices the trace before and after with the same θ)."""
+    from .fitting import predict_energy
+
+    i0 = trace["input_len"].to_numpy(float)
+    o0 = trace["output_len"].to_numpy(float)
+    thetas = [hw.theta(geom, batch_size, dtype)] + [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
+    base = np.array([predict_energy("sweetspot", t, i0, o0).sum() for t in thetas])
+    rows = []
+    for p in policies:
+        i1, o1 = (np.asarray(x, float) for x in p.apply(i0, o0))
+        after = np.array([predict_energy("sweetspot", t, i1, o1).sum() for t in thetas])
+        saving = 100 * (1 - after / base)
+        lo, hi = around(saving[0], *interval(saving[1:]))
+        rows.append({"policy": p.name, "saving_pct": saving[0], "saving_pct_low": float(lo),
+                     "saving_pct_high": float(hi), "assumption": p.assumption})
+    return pd.DataFrame(rows)
