@@ -156,6 +156,27 @@ def leave_one_model_out(ds: xr.Dataset, loss: str = "l1") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
+    """Calibrated coefficients with 95 % bootstrap intervals."""
+    d = hw.draws(n)
+    rows = []
+    for k in COEFFICIENTS:
+        lo, hi = around(hw.coef[k], *interval(np.array([c[k] for c in d])))
+        rows.append({"coefficient": k, "value": hw.coef[k], "ci_low": float(lo), "ci_high": float(hi)})
+    return pd.DataFrame(rows).set_index("coefficient")
+
+
+def theta_interval_table(hw: HardwareModel, geom: dict, batch_size: int, dtype="bfloat16", n: int = 200) -> pd.DataFrame:
+    """θ implied for a geometry with 95 % intervals over the calibration's bootstrap draws."""
+    est = hw.theta(geom, batch_size, dtype)
+    samples = [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
+    rows = []
+    for k in THETA:
+        lo, hi = around(est[k], *interval(np.array([s[k] for s in samples])))
+        rows.append({"param": k, "value": est[k], "ci_low": float(lo), "ci_high": float(hi)})
+    return pd.DataFrame(rows).set_index("param")
+
+
 def prediction_table(hw: HardwareModel, geom: dict, batch_size: int, input_lens, output_lens,
                      dtype: str = "bfloat16", n: int = 200) -> pd.DataFrame:
     """Predicted energy and efficiency per cell with 95 % intervals."""

@@ -25,16 +25,28 @@ def efficiency_heatmap(
     extrapolated: xr.DataArray | None = None,
     title: str = "",
     ax=None,
+    low: xr.DataArray | None = None,
+    high: xr.DataArray | None = None,
 ):
     """Heatmap of tokens per joule over (input_len, output_len).
 
     The sweet-spot region (within ``within_pct`` % of the best) is outlined, ``o*(i)`` from ``fit``
-    is drawn as a line, and extrapolated cells are hatched.
+    is drawn as a line with its 95 % interval, extrapolated cells are hatched, and with ``low`` and
+    ``high`` (a predicted map's interval) each cell shows ``value [low, high]``.
     """
     ax = _ax(ax)
     da = tokens_per_j.transpose("output_len", "input_len")
-    frame = da.to_pandas().sort_index(ascending=False)
-    sns.heatmap(frame, annot=True, fmt=".3g", cmap="viridis", cbar_kws={"label": "output tokens per J"}, ax=ax)
+    # lengths that this model was not measured at (other models of a combined dataset) are dropped
+    frame = da.to_pandas().sort_index(ascending=False).dropna(how="all", axis=0).dropna(how="all", axis=1)
+    da = da.sel(output_len=list(frame.index), input_len=list(frame.columns))
+    annot = True
+    if low is not None and high is not None:
+        lo = low.transpose("output_len", "input_len").to_pandas().reindex_like(frame)
+        hi = high.transpose("output_len", "input_len").to_pandas().reindex_like(frame)
+        annot = frame.map("{:.3g}".format) + "\n[" + lo.map("{:.3g}".format) + ", " + hi.map("{:.3g}".format) + "]"
+    sns.heatmap(frame, annot=annot, fmt=".3g" if annot is True else "", cmap="viridis",
+                annot_kws={} if annot is True else {"fontsize": 7},
+                cbar_kws={"label": "output tokens per J"}, ax=ax)
     outs = list(frame.index)
     ins = list(frame.columns)
     region = sweet_region(da, within_pct).to_pandas().reindex(index=outs, columns=ins)
@@ -92,13 +104,16 @@ def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
 
 
 def parity(fits: FitSet, kind: str = "sweetspot", ax=None):
-    """Predicted vs measured energy for every fitted model, with the y = x line."""
+    """Predicted (with 95 % intervals) vs measured energy for every fitted model, with y = x."""
+    from .uncertainty import predict_interval
+
     ax = _ax(ax)
     lo, hi = np.inf, 0
     for m, b in fits.keys:
         f = fits.get(m, b, kind)
-        pred = f.predict(f.input_len, f.output_len)
-        ax.plot(f.energy_j, pred, "o", alpha=0.8, label=f"{m} (MAPE {f.mape_pct:.1f} %)")
+        pred, p_lo, p_hi = predict_interval(f, f.input_len, f.output_len)
+        ax.errorbar(f.energy_j, pred, yerr=[pred - p_lo, p_hi - pred], fmt="o", alpha=0.8, capsize=2,
+                    label=f"{m} (MAPE {f.mape_pct:.1f} %)")
         lo, hi = min(lo, f.energy_j.min(), pred.min()), max(hi, f.energy_j.max(), pred.max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set_xscale("log")

@@ -56,20 +56,31 @@ def measured_map(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID) -> xr.Dataset:
-    """Fitted efficiency on a grid of lengths, with an ``extrapolated`` flag per cell.
+def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_draws: int = 200) -> xr.Dataset:
+    """Fitted efficiency on a grid of lengths, with 95 % intervals and an ``extrapolated`` flag.
 
     A cell is extrapolated when either length lies outside the range that the fit was measured on.
+    ``tokens_per_j_low``/``_high`` come from the bootstrap of :mod:`energykit.uncertainty`.
     """
+    from .uncertainty import predict_interval
+
     i = xr.DataArray(np.asarray(input_lens, dtype=int), dims="input_len", name="input_len")
     o = xr.DataArray(np.asarray(output_lens, dtype=int), dims="output_len", name="output_len")
     i = i.assign_coords(input_len=i.values)
     o = o.assign_coords(output_len=o.values)
     E = fit.predict(i, o)
+    ii, oo = xr.broadcast(i, o)
+    _, lo, hi = predict_interval(fit, ii.values.ravel(), oo.values.ravel(), n_draws)
+    e_lo = xr.DataArray(lo.reshape(ii.shape), coords=ii.coords, dims=ii.dims)
+    e_hi = xr.DataArray(hi.reshape(ii.shape), coords=ii.coords, dims=ii.dims)
     out = xr.Dataset(
         {
             "energy_j": E,
+            "energy_j_low": e_lo,
+            "energy_j_high": e_hi,
             "tokens_per_j": tokens_per_j(E, fit.batch_size, o),
+            "tokens_per_j_low": tokens_per_j(e_hi, fit.batch_size, o),
+            "tokens_per_j_high": tokens_per_j(e_lo, fit.batch_size, o),
             "energy_per_token_j": energy_per_token_j(E, fit.batch_size, o),
             "extrapolated": extrapolated(fit, i, o),
         }
@@ -250,6 +261,8 @@ def attention_table(ds: xr.Dataset, fits: FitSet, bytes_per_element: int = 2) ->
     need = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "params")
     if not all(c in ds.coords for c in need):
         return pd.DataFrame()
+    from .uncertainty import theta_table
+
     meas = measured_map(ds)["tokens_per_j"]
     models = [m for m, _ in fits.keys]
     common = meas.sel(model=models).notnull().all("model")
@@ -259,6 +272,7 @@ def attention_table(ds: xr.Dataset, fits: FitSet, bytes_per_element: int = 2) ->
         L, nq, nkv, dh = (int(g[c]) for c in ("num_layers", "num_heads", "num_kv_heads", "head_dim"))
         f = fits.get(m, b)
         tpj = meas.sel(model=m, batch_size=b).where(common.sel(batch_size=b))
+        th = theta_table(f).set_index("param")
         rows.append(
             {
                 "model": m,
@@ -269,7 +283,11 @@ def attention_table(ds: xr.Dataset, fits: FitSet, bytes_per_element: int = 2) ->
                 "num_kv_heads": nkv,
                 "kv_bytes_per_token": 2 * L * nkv * dh * bytes_per_element,
                 "theta2": f.params["theta2"],
+                "theta2_low": th.loc["theta2", "ci_low"],
+                "theta2_high": th.loc["theta2", "ci_high"],
                 "theta4": f.params["theta4"],
+                "theta4_low": th.loc["theta4", "ci_low"],
+                "theta4_high": th.loc["theta4", "ci_high"],
                 "geomean_tokens_per_j": float(np.exp(np.log(tpj).mean())),
             }
         )

@@ -44,9 +44,14 @@ def draws(fit: ModelFit, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def interval(samples, level: float = LEVEL, axis: int = 0):
-    """Percentile interval of ``samples`` along ``axis``: (low, high)."""
+    """Percentile interval of ``samples`` along ``axis``: (low, high).
+
+    Quantiles are sample values (no interpolation), so infinite draws (``o*`` where θ4 = 0) stay
+    infinite instead of turning into NaN.
+    """
     a = (1 - level) / 2
-    return np.nanquantile(samples, a, axis=axis), np.nanquantile(samples, 1 - a, axis=axis)
+    q = dict(axis=axis, method="inverted_cdf")
+    return np.nanquantile(samples, a, **q), np.nanquantile(samples, 1 - a, **q)
 
 
 def around(estimate, low, high):

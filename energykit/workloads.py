@@ -163,8 +163,12 @@ def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, 
         "total_energy_kwh_low": lo / J_PER_KWH,
         "total_energy_kwh_high": hi / J_PER_KWH,
         "mean_energy_per_request_j": total / len(t),
+        "mean_energy_per_request_j_low": lo / len(t),
+        "mean_energy_per_request_j_high": hi / len(t),
         "median_energy_per_request_j": float(t["energy_j"].median()),
         "tokens_per_j": t["output_len"].sum() / total,
+        "tokens_per_j_low": t["output_len"].sum() / hi,
+        "tokens_per_j_high": t["output_len"].sum() / lo,
         "near_sweet_spot_pct": 100.0 * t["near_sweet_spot"].mean(),
         "extrapolated_pct": 100.0 * t["extrapolated"].mean(),
     }
@@ -189,17 +193,25 @@ def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy
         i1, o1 = p.apply(i0, o0)
         e1 = request_energy_j(fit, i1, o1)
         saving = 100.0 * (1 - e1.sum() / base_total)
-        s_lo, s_hi = around(saving, *interval(100.0 * (1 - _total_draws(fit, i1, o1, n_draws) / base_draws)))
+        after_draws = _total_draws(fit, i1, o1, n_draws)
+        s_lo, s_hi = around(saving, *interval(100.0 * (1 - after_draws / base_draws)))
+        k_lo, k_hi = around(e1.sum(), *interval(after_draws))
+        per_token = 100.0 * ((e1.sum() / o1.sum()) / (base_total / base_tokens) - 1)
+        t_lo, t_hi = around(per_token, *interval(100.0 * ((after_draws / o1.sum()) / (base_draws / base_tokens) - 1)))
         rows.append(
             {
                 "policy": p.name,
                 "requests_changed_pct": 100.0 * np.mean((i1 != i0) | (o1 != o0)),
                 "energy_kwh": e1.sum() / J_PER_KWH,
+                "energy_kwh_low": k_lo / J_PER_KWH,
+                "energy_kwh_high": k_hi / J_PER_KWH,
                 "saving_pct": saving,
                 "saving_pct_low": s_lo,
                 "saving_pct_high": s_hi,
                 "output_tokens_kept_pct": 100.0 * o1.sum() / base_tokens,
-                "energy_per_token_change_pct": 100.0 * ((e1.sum() / o1.sum()) / (base_total / base_tokens) - 1),
+                "energy_per_token_change_pct": per_token,
+                "energy_per_token_change_pct_low": t_lo,
+                "energy_per_token_change_pct_high": t_hi,
                 "extrapolated_pct": 100.0 * np.mean(extrapolated(fit, i1, o1)),
                 "assumption": p.assumption,
             }

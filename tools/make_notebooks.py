@@ -186,12 +186,13 @@ measured = sweetspots.measured_map(ds)
     ("md", "## Measured efficiency, with the fitted $o^*(i)$\n\nRed boxes: the sweet-spot region; dashed line: $o^*(i)$ from the fit."),
     ("code", """
 for m, b in fits.keys:
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(16, 6))
     plots.efficiency_heatmap(measured["tokens_per_j"].sel(model=m, batch_size=b), fits.get(m, b), sweet_pct,
                              title=f"{m}: measured tokens/J", ax=axes[0])
     fm = sweetspots.fitted_map(fits.get(m, b), sweetspots.PAPER_GRID, sweetspots.PAPER_GRID)
     plots.efficiency_heatmap(fm["tokens_per_j"], fits.get(m, b), sweet_pct, extrapolated=fm["extrapolated"],
-                             title=f"{m}: fitted on the paper's grid (hatched: extrapolated)", ax=axes[1])
+                             low=fm["tokens_per_j_low"], high=fm["tokens_per_j_high"],
+                             title=f"{m}: fitted on the paper's grid [95 % interval] (hatched: extrapolated)", ax=axes[1])
     plt.tight_layout()
     plt.show()
 """),
@@ -423,7 +424,7 @@ its θ and its sweet spots. The leave-one-model-out table says how well that tra
 cal = dataset.load(calibrate_data)
 hw = hardware.calibrate(cal, loss=loss)
 print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
-pd.Series(hw.coef, name="coefficient").to_frame()
+hardware.coefficient_table(hw)
 """),
     ("code", """
 lomo = hardware.leave_one_model_out(cal, loss)
@@ -436,8 +437,8 @@ outs = [int(v) for v in cal["output_len"].values]
 for name in predict_geometries:
     gname, geom, _ = presets.resolve(name)
     table = hardware.prediction_table(hw, geom, B, ins, outs)
-    theta = hw.theta(geom, B)
-    print(f"{gname}: predicted θ", {k: f"{v:.3g}" for k, v in theta.items()})
+    display(hardware.theta_interval_table(hw, geom, B).style.set_caption(f"{gname}: predicted θ [95 % interval]")
+            .format("{:.4g}"))
     grid = table.set_index(["output_len", "input_len"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     annot = grid.apply(lambda r: f"{r.tokens_per_j:.2f}\\n[{r.tokens_per_j_low:.2f}, {r.tokens_per_j_high:.2f}]", axis=1)
@@ -456,6 +457,7 @@ predicts the rest. The held-out MAPE against $k$ shows how many cells a model ne
 """),
     ("code", """
 ds = dataset.load_many(data)
+# held-out MAPE compares predictions with measured cells the fit never saw: it is itself the check
 curve = pd.concat([design.evaluate_design(ds, k, loss).assign(budget=k) for k in design_budgets])
 ax = sns.lineplot(data=curve, x="budget", y="heldout_mape_pct", hue="model", marker="o")
 ax.set(xlabel="cells measured (k)", ylabel="MAPE on the cells not measured [%]");
