@@ -160,3 +160,18 @@ def test_missing_engine_extra_refused_before_anything_is_written(tmp_path, monke
 
     assert main(["measure", str(path)]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_design_cells_restrict_the_sweep(tmp_path):
+    pytest.importorskip("transformers")
+    params = sweep.load_params(_write(tmp_path, _params(tmp_path, cells=[[8, 2], [16, 4]], repeats=1)))
+    assert params.grid == [(8, 2), (16, 4)] and params.max_len == 20
+    with pytest.warns(UserWarning):
+        sweep.run(params, progress=False)
+    recs = sweep.read_log(tmp_path / "out" / sweep.LOG)
+    assert sorted((r["input_len"], r["output_len"]) for r in recs) == [(8, 2), (16, 4)]
+
+
+def test_bad_design_cells(tmp_path):
+    with pytest.raises(ParamsError, match=r"cells are \[input_len, output_len\] pairs"):
+        sweep.load_params(_write(tmp_path, _params(tmp_path, cells=[[8, 0]])))
