@@ -214,6 +214,14 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
     from .meters import make_meter
     from .windows import measure
 
+    current = {"engine": None}
+
+    def sync():
+        if current["engine"] is not None:
+            current["engine"].synchronize()
+
+    # the meter opens (or fails) before anything is written
+    meter = make_meter(params.meter, sync=sync, **({"timeline": params.timeline} if params.meter == "nvml" else {}))
     out = Path(params.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "params.json").write_text(json.dumps(params.model_dump(), indent=2))
@@ -223,14 +231,6 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
     todo = plan(params, done)
     state_path = out / "provenance.json"
     provenance = json.loads(state_path.read_text()) if state_path.exists() else {}
-
-    current = {"engine": None}
-
-    def sync():
-        if current["engine"] is not None:
-            current["engine"].synchronize()
-
-    meter = make_meter(params.meter, sync=sync, **({"timeline": params.timeline} if params.meter == "nvml" else {}))
     if not provenance:
         provenance = {"meter": meter.info(), "energykit_commit": git_commit(), "params_file": str(params_path),
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -175,3 +175,14 @@ def test_design_cells_restrict_the_sweep(tmp_path):
 def test_bad_design_cells(tmp_path):
     with pytest.raises(ParamsError, match=r"cells are \[input_len, output_len\] pairs"):
         sweep.load_params(_write(tmp_path, _params(tmp_path, cells=[[8, 0]])))
+
+
+def test_no_gpu_with_nvml_meter_writes_nothing(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from energykit.cli import main
+    from energykit.testing import FakeNvml
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(gpus=0))
+    path = _write(tmp_path, _params(tmp_path, meter="nvml"))
+    assert main(["measure", str(path)]) == 2
+    assert not (tmp_path / "out").exists()
