@@ -308,7 +308,11 @@ Distribution of the modelled energy per request; the x axis is logarithmic.
     ("code", """
 per = pd.concat([workloads.trace_energy(fit, t, sweet_pct).assign(trace=k) for k, t in loaded.items()])
 ax = sns.histplot(data=per, x="energy_j", hue="trace", log_scale=True, element="step", stat="density", common_norm=False)
-ax.set(xlabel="energy per request [J]");
+for color, (k, t) in zip(sns.color_palette(), loaded.items()):
+    s = workloads.trace_summary(fit, t, sweet_pct)
+    ax.axvline(s["mean_energy_per_request_j"], color=color, ls="--")
+    ax.axvspan(s["mean_energy_per_request_j_low"], s["mean_energy_per_request_j_high"], color=color, alpha=0.2)
+ax.set(xlabel="energy per request [J]", title="dashed: mean per request, shaded: its 95 % interval");
 """),
     ("md", """
 ## Policies
