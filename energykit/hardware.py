@@ -34,7 +34,7 @@ from .dataset import cell_means, geometry
 from .errors import FitError
 from .fitting import THETA, _design, _irls, ape_pct
 from .physics import cell_work
-from .uncertainty import around, interval
+from .uncertainty import around, interval, wild_bootstrap
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
                 "step_j_per_layer", "request_j")
@@ -75,6 +75,7 @@ class HardwareModel:
     engine: str = ""
     _X: np.ndarray = field(default=None, repr=False)
     _E: np.ndarray = field(default=None, repr=False)
+    _draws: dict = field(default_factory=dict, repr=False)
 
     def predict(self, geom: dict, batch_size, input_len, output_len, dtype="bfloat16", coef=None):
         """Energy of one request batch [J] for a geometry at the given lengths."""
@@ -90,16 +91,12 @@ class HardwareModel:
         return {n: float(max(v, 0.0)) for n, v in zip(THETA, theta)}
 
     def draws(self, n: int = 200, seed: int = 0) -> list[dict]:
-        """Wild-bootstrap draws of the coefficients (see :mod:`energykit.uncertainty`)."""
-        rng = np.random.default_rng(seed)
-        c = np.array([self.coef[k] for k in COEFFICIENTS])
-        e_hat = self._X @ c
-        rel = (self._E - e_hat) / e_hat
-        out = []
-        for _ in range(n):
-            e_star = np.maximum(e_hat * (1 + rng.choice([-1.0, 1.0], size=len(rel)) * rel), 1e-12)
-            out.append(dict(zip(COEFFICIENTS, _irls(self._X, e_star, self.loss)[0])))
-        return out
+        """Wild-bootstrap draws of the coefficients (see :mod:`energykit.uncertainty`), cached per (n, seed)."""
+        if (n, seed) not in self._draws:
+            c = np.array([self.coef[k] for k in COEFFICIENTS])
+            out = wild_bootstrap(self._X, self._E, c, self.loss, n, seed)
+            self._draws[(n, seed)] = [dict(zip(COEFFICIENTS, row)) for row in out]
+        return self._draws[(n, seed)]
 
     def predict_interval(self, geom, batch_size, input_len, output_len, dtype="bfloat16", n=200, level=0.95):
         """(estimate, low, high) of the predicted energy [J]."""

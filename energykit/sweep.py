@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field
 from .dataset import from_frame, write_netcdf
 from .errors import EnergykitError, MissingExtraError, ParamsError
 from .params import read_yaml, validate
-from .presets import resolve
+from .presets import GEOMETRY_KEYS, resolve
 
 LOG = "windows.jsonl"
 DATASET = "measurements.nc"
@@ -310,8 +310,7 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
     df["engine"] = [labels.get(m, e) for m, e in zip(df["model"], df["engine"])]
     if params is not None:
         geoms = {name: geom for name, geom, _ in params.resolved}
-        for col in ("arch", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
-                    "intermediate_size", "ffn_gated", "vocab_size", "tied_embeddings"):
+        for col in GEOMETRY_KEYS:
             df[col] = df["model"].map(lambda m: geoms.get(m, {}).get(col))
         from .physics import param_count
 

@@ -19,6 +19,22 @@ from .fitting import LINEAR, THETA, ModelFit, _design, _irls, predict_energy
 LEVEL = 0.95
 
 
+def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: str, n: int, seed: int = 0) -> np.ndarray:
+    """Refitted coefficients (n, k) of a non-negative linear relative-error fit ``X @ coef ≈ observed``.
+
+    Each draw sets :math:`E^* = \hat E (1 + v r)` with Rademacher ``v`` and the fitted relative
+    residuals ``r``, then refits with the same loss.
+    """
+    rng = np.random.default_rng(seed)
+    e_hat = X @ coef
+    rel = (observed - e_hat) / e_hat
+    out = np.empty((n, len(coef)))
+    for k in range(n):
+        e_star = np.maximum(e_hat * (1 + rng.choice([-1.0, 1.0], size=len(rel)) * rel), 1e-12)
+        out[k] = _irls(X, e_star, loss)[0]
+    return out
+
+
 def draws(fit: ModelFit, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     """Bootstrap draws of the parameters of ``fit``: ``{name: array of shape (n, 1)}``.
 
@@ -28,16 +44,10 @@ def draws(fit: ModelFit, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     cache = fit.__dict__.setdefault("_draws", {})
     if (n, seed) in cache:
         return cache[(n, seed)]
-    rng = np.random.default_rng(seed)
     names = THETA if fit.kind == "sweetspot" else LINEAR
     X = _design(fit.kind, fit.input_len, fit.output_len)
-    e_hat = fit.predict(fit.input_len.astype(float), fit.output_len.astype(float))
-    rel = (fit.energy_j - e_hat) / e_hat
-    out = np.empty((n, len(names)))
-    for k in range(n):
-        v = rng.choice([-1.0, 1.0], size=len(rel))
-        e_star = np.maximum(e_hat * (1 + v * rel), 1e-12)
-        out[k] = _irls(X, e_star, fit.result.loss)[0]
+    coef = np.array([fit.params[name] for name in names])
+    out = wild_bootstrap(X, fit.energy_j, coef, fit.result.loss, n, seed)
     result = {name: out[:, [j]] for j, name in enumerate(names)}
     cache[(n, seed)] = result
     return result
