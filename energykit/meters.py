@@ -39,6 +39,15 @@ class WindowReading:
     """Power samples taken in the window (power integration and timelines)."""
     timeline: list = field(default_factory=list, repr=False)
     """(t [s since window start], power [W]) pairs when a timeline was asked for."""
+    per_gpu_j: dict = field(default_factory=dict)
+    """Energy of each metered GPU [J], by UUID (their sum is ``energy_j``)."""
+
+    def __add__(self, other: "WindowReading") -> "WindowReading":
+        """Two consecutive windows of one measurement as one: energies, durations and samples add."""
+        gpus = {u: self.per_gpu_j.get(u, 0.0) + other.per_gpu_j.get(u, 0.0) for u in {**self.per_gpu_j, **other.per_gpu_j}}
+        return WindowReading(self.energy_j + other.energy_j, self.duration_s + other.duration_s, self.method,
+                             self.valid and other.valid, "; ".join(r for r in (self.reason, other.reason) if r),
+                             self.samples + other.samples, self.timeline + other.timeline, gpus)
 
 
 class Meter:
@@ -62,6 +71,10 @@ class Meter:
         dt = time.perf_counter() - self._t0
         self._t0 = None
         return WindowReading(float("nan"), dt, NONE)
+
+    def cancel_window(self) -> None:
+        """Abandon the open window (the measured call failed); a new window can begin."""
+        self._t0 = None
 
     def idle_power_w(self, duration_s: float = 5.0) -> float:
         """Board power at idle [W] averaged over ``duration_s``; NaN for a meter without energy."""
@@ -91,31 +104,47 @@ def _pynvml():
     return pynvml
 
 
+def visible_devices(env: str | None = None, count: int = 1) -> list[str | int]:
+    """The first ``count`` GPUs of ``CUDA_VISIBLE_DEVICES`` (NVML indices or UUIDs), in CUDA order."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES") if env is None else env
+    if env is None:
+        return list(range(count))
+    if env.strip() == "":
+        raise MeterError('CUDA_VISIBLE_DEVICES="" hides every GPU, so the engine runs on the CPU; '
+                         "unset it to meter a GPU, or use meter: none")
+    out = []
+    for item in (x.strip() for x in env.split(",")[:count]):
+        if item.isdigit():
+            out.append(int(item))
+        elif item.startswith(("GPU-", "MIG-")):
+            out.append(item)
+        else:
+            raise MeterError(f"CUDA_VISIBLE_DEVICES={env!r}: cannot tell which GPU to meter; use an index or a GPU UUID")
+    if len(out) < count:
+        raise MeterError(f"the engine uses {count} GPUs but CUDA_VISIBLE_DEVICES={env!r} shows {len(out)}; "
+                         "make that many visible")
+    return out
+
+
 def visible_device(env: str | None = None) -> str | int:
     """The GPU that CUDA device 0 is, from ``CUDA_VISIBLE_DEVICES``: an NVML index or a UUID."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES") if env is None else env
-    if env is None or env.strip() == "":
-        return 0
-    first = env.split(",")[0].strip()
-    if first.isdigit():
-        return int(first)
-    if first.startswith(("GPU-", "MIG-")):
-        return first
-    raise MeterError(f"CUDA_VISIBLE_DEVICES={env!r}: cannot tell which GPU to meter; use an index or a GPU UUID")
+    return visible_devices(env, 1)[0]
 
 
 class NvmlMeter(Meter):
-    """NVML meter of one GPU, identified by UUID.
+    """NVML meter of one or more GPUs, identified by UUID; energy is summed over them.
 
     Uses the total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ since driver load)
-    where the GPU has one, else integrates power: the instant field ``NVML_FI_DEV_POWER_INSTANT``
-    where the driver has it, else ``nvmlDeviceGetPowerUsage`` (a 1 s average on Hopper). The method
-    is recorded on every window.
+    where every metered GPU has one, else integrates power: the instant field
+    ``NVML_FI_DEV_POWER_INSTANT`` where the driver has it, else ``nvmlDeviceGetPowerUsage`` (a 1 s
+    average on Hopper). The method is recorded on every window, and so is each GPU's energy.
 
     Parameters
     ----------
-    device : int or str, optional
-        NVML index or GPU UUID; by default the first GPU of ``CUDA_VISIBLE_DEVICES``.
+    device : int or str or list, optional
+        NVML index(es) or GPU UUID(s); by default the first ``gpus`` GPUs of ``CUDA_VISIBLE_DEVICES``.
+    gpus : int
+        How many GPUs the engine uses (tensor parallelism) when ``device`` is not given.
     sync : callable, optional
         Synchronises the device (e.g. ``torch.cuda.synchronize``) before each counter read.
     timeline : bool
@@ -128,26 +157,24 @@ class NvmlMeter(Meter):
 
     measures_energy = True
 
-    def __init__(self, device=None, sync=None, timeline=False, sample_period_s=0.01, probe_counter_s=1.5):
+    def __init__(self, device=None, sync=None, timeline=False, sample_period_s=0.01, probe_counter_s=1.5, gpus=1):
         super().__init__(sync)
         self.nvml = nv = _pynvml()
         try:
             nv.nvmlInit()
         except nv.NVMLError as e:
             raise MeterError(f"NVML cannot start ({e}); is an NVIDIA driver installed? use meter: none to skip energy") from e
-        device = visible_device() if device is None else device
+        if device is None:
+            devices = visible_devices(count=gpus)
+        else:
+            devices = list(device) if isinstance(device, (list, tuple)) else [device]
+        self.handles = [self._open(d) for d in devices]
         try:
-            if isinstance(device, str):
-                self.handle = nv.nvmlDeviceGetHandleByUUID(device)
-            else:
-                count = nv.nvmlDeviceGetCount()
-                if device >= count:
-                    raise MeterError(f"GPU index {device} does not exist; NVML sees {count} GPU(s)")
-                self.handle = nv.nvmlDeviceGetHandleByIndex(device)
-            self.uuid = _text(nv.nvmlDeviceGetUUID(self.handle))
-            self.name = _text(nv.nvmlDeviceGetName(self.handle))
+            self.uuids = [_text(nv.nvmlDeviceGetUUID(h)) for h in self.handles]
+            self.names = [_text(nv.nvmlDeviceGetName(h)) for h in self.handles]
         except nv.NVMLError as e:
-            raise MeterError(f"NVML cannot open GPU {device!r} ({e}); check CUDA_VISIBLE_DEVICES") from e
+            raise MeterError(f"NVML cannot read GPU {devices!r} ({e}); check CUDA_VISIBLE_DEVICES") from e
+        self.handle, self.uuid, self.name = self.handles[0], self.uuids[0], self.names[0]
         self.timeline = timeline
         self.sample_period_s = sample_period_s
         self.has_counter = self._counter_supported()
@@ -163,24 +190,47 @@ class NvmlMeter(Meter):
                 "power instead (recorded as the window method)",
                 stacklevel=2,
             )
-        self._start_mj = None
+        self._start = None
         self._sampler = None
 
+    def _open(self, device):
+        nv = self.nvml
+        try:
+            if isinstance(device, str):
+                return nv.nvmlDeviceGetHandleByUUID(device)
+            count = nv.nvmlDeviceGetCount()
+            if device >= count:
+                raise MeterError(f"GPU index {device} does not exist; NVML sees {count} GPU(s)")
+            return nv.nvmlDeviceGetHandleByIndex(device)
+        except nv.NVMLError as e:
+            raise MeterError(f"NVML cannot open GPU {device!r} ({e}); check CUDA_VISIBLE_DEVICES") from e
+
     # -- device boundary: vendor units in, SI out ---------------------------------------------
+    def _energies_j(self) -> list[float]:
+        """Each GPU's counter [J]."""
+        return [self.nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0 for h in self.handles]  # mJ -> J
+
     def _energy_j(self) -> float:
-        return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0  # mJ -> J
+        return sum(self._energies_j())
+
+    def _powers_w(self) -> list[float]:
+        nv = self.nvml
+        out = []
+        for h in self.handles:
+            if self.instant_field:
+                fv = nv.nvmlDeviceGetFieldValues(h, [nv.NVML_FI_DEV_POWER_INSTANT])[0]
+                if fv.nvmlReturn == nv.NVML_SUCCESS:
+                    out.append(fv.value.uiVal / 1000.0)  # mW -> W
+                    continue
+            out.append(nv.nvmlDeviceGetPowerUsage(h) / 1000.0)  # mW -> W
+        return out
 
     def _power_w(self) -> float:
-        nv = self.nvml
-        if self.instant_field:
-            fv = nv.nvmlDeviceGetFieldValues(self.handle, [nv.NVML_FI_DEV_POWER_INSTANT])[0]
-            if fv.nvmlReturn == nv.NVML_SUCCESS:
-                return fv.value.uiVal / 1000.0  # mW -> W
-        return nv.nvmlDeviceGetPowerUsage(self.handle) / 1000.0  # mW -> W
+        return sum(self._powers_w())
 
     def _counter_supported(self) -> bool:
         try:
-            self._energy_j()
+            self._energies_j()
             return True
         except self.nvml.NVMLError:
             return False
@@ -191,22 +241,26 @@ class NvmlMeter(Meter):
         if field_id is None:
             return False
         try:
-            fv = nv.nvmlDeviceGetFieldValues(self.handle, [field_id])[0]
-            return fv.nvmlReturn == nv.NVML_SUCCESS
+            return all(nv.nvmlDeviceGetFieldValues(h, [field_id])[0].nvmlReturn == nv.NVML_SUCCESS for h in self.handles)
         except nv.NVMLError:
             return False
 
     def _probe_counter(self, duration_s: float) -> float:
         """Median time between counter changes [s], polled for ``duration_s``."""
+        nv = self.nvml
         changes = []
-        last = self._energy_j()
-        t_end = time.perf_counter() + duration_s
-        while time.perf_counter() < t_end:
-            v = self._energy_j()
-            if v != last:
-                changes.append(time.perf_counter())
-                last = v
-            time.sleep(0.002)
+        try:
+            last = self._energy_j()
+            t_end = time.perf_counter() + duration_s
+            while time.perf_counter() < t_end:
+                v = self._energy_j()
+                if v != last:
+                    changes.append(time.perf_counter())
+                    last = v
+                time.sleep(0.002)
+        except nv.NVMLError as e:
+            raise MeterError(f"NVML failed while probing the energy counter of {self.name} ({e}); "
+                             "check the driver, or use meter: none") from e
         if len(changes) < 2:
             return float("nan")
         gaps = sorted(b - a for a, b in zip(changes, changes[1:]))
@@ -216,35 +270,50 @@ class NvmlMeter(Meter):
     def begin_window(self) -> None:
         self.sync()
         if self.timeline or not self.has_counter:
-            self._sampler = _PowerSampler(self._power_w, self.sample_period_s)
+            self._sampler = _PowerSampler(self._powers_w, self.sample_period_s)
             self._sampler.start()
         self._t0 = time.perf_counter()
-        self._start_j = self._energy_j() if self.has_counter else None
+        self._start = self._energies_j() if self.has_counter else None
+
+    def cancel_window(self) -> None:
+        """Abandon the open window: its sampling thread stops, nothing is returned."""
+        sampler, self._sampler = self._sampler, None
+        self._t0 = None
+        self._start = None
+        if sampler is not None:
+            sampler.stop(final=False)
 
     def end_window(self) -> WindowReading:
-        self.sync()
-        if self._t0 is None:
-            raise MeterError("end_window() called without begin_window(); start a window first")
-        end_j = self._energy_j() if self.has_counter else None
-        dt = time.perf_counter() - self._t0
+        try:
+            self.sync()
+            if self._t0 is None:
+                raise MeterError("end_window() called without begin_window(); start a window first")
+            end = self._energies_j() if self.has_counter else None
+            dt = time.perf_counter() - self._t0
+        except BaseException:
+            self.cancel_window()
+            raise
         self._t0 = None
-        samples = self._sampler.stop() if self._sampler else []
-        self._sampler = None
-        timeline = samples if self.timeline else []
+        sampler, self._sampler = self._sampler, None
+        samples = sampler.stop() if sampler else []
+        timeline = [(t, sum(p)) for t, p in samples] if self.timeline else []
+        n = len(samples)
         if self.has_counter:
-            delta = end_j - self._start_j
-            if delta < 0:
+            deltas = [b - a for a, b in zip(self._start, end)]
+            per_gpu = dict(zip(self.uuids, deltas))
+            if any(d < 0 for d in deltas):
                 return WindowReading(float("nan"), dt, self.method, False,
-                                     "energy counter went down (driver reload?); window invalid", len(samples), timeline)
-            if delta == 0:
+                                     "energy counter went down (driver reload?); window invalid", n, timeline)
+            if any(d == 0 for d in deltas):
                 warnings.warn(f"zero-energy window of {dt:.3f} s: shorter than the counter period; marked invalid")
                 return WindowReading(float("nan"), dt, self.method, False,
-                                     "counter did not advance; lengthen min_window_s", len(samples), timeline)
-            return WindowReading(delta, dt, self.method, True, "", len(samples), timeline)
-        if len(samples) < 2:
+                                     "counter did not advance; lengthen min_window_s", n, timeline)
+            return WindowReading(sum(deltas), dt, self.method, True, "", n, timeline, per_gpu)
+        if n < 2:
             return WindowReading(float("nan"), dt, self.method, False,
-                                 f"only {len(samples)} power sample(s); lengthen the window", len(samples), timeline)
-        return WindowReading(_integrate(samples), dt, self.method, True, "", len(samples), timeline)
+                                 f"only {n} power sample(s); lengthen the window", n, timeline)
+        per_gpu = {u: _integrate([(t, p[k]) for t, p in samples]) for k, u in enumerate(self.uuids)}
+        return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu)
 
     def idle_power_w(self, duration_s: float = 5.0) -> float:
         self.begin_window()
@@ -254,7 +323,7 @@ class NvmlMeter(Meter):
 
     def info(self) -> dict:
         nv, h = self.nvml, self.handle
-        out = {"meter": self.method, "gpu_name": self.name, "gpu_uuid": self.uuid,
+        out = {"meter": self.method, "gpu_name": self.name, "gpu_uuid": self.uuid, "gpu_uuids": self.uuids,
                "counter_period_s": self.counter_period_s}
         probes = {
             "driver_version": lambda: _text(nv.nvmlSystemGetDriverVersion()),
@@ -271,8 +340,7 @@ class NvmlMeter(Meter):
         return out
 
     def close(self) -> None:
-        if self._sampler:
-            self._sampler.stop()
+        self.cancel_window()
         try:
             self.nvml.nvmlShutdown()
         except self.nvml.NVMLError:
@@ -280,12 +348,12 @@ class NvmlMeter(Meter):
 
 
 class _PowerSampler:
-    """Samples a power reader [W] in a daemon thread; ``stop()`` returns (t [s], W) pairs."""
+    """Samples a power reader (each GPU's W) in a daemon thread; ``stop()`` returns (t [s], [W, ...]) pairs."""
 
     def __init__(self, read: Callable[[], float], period_s: float):
         self.read = read
         self.period_s = period_s
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._t0 = 0.0
@@ -299,11 +367,13 @@ class _PowerSampler:
         while not self._stop.wait(self.period_s):
             self.samples.append((time.perf_counter() - self._t0, self.read()))
 
-    def stop(self) -> list[tuple[float, float]]:
+    def stop(self, final: bool = True) -> list:
+        """Stop the thread (always); with ``final``, take one last sample first."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.samples.append((time.perf_counter() - self._t0, self.read()))
+        if final:
+            self.samples.append((time.perf_counter() - self._t0, self.read()))
         return self.samples
 
 

@@ -51,8 +51,11 @@ class MeasureParams(BaseModel):
     timeline: bool = False
     device: Literal["auto", "cuda", "cpu"] = "auto"
     compile: bool = True
+    attention: Literal["flex_attention", "sdpa", "eager"] = "flex_attention"
     seed: StrictInt = 0
-    backend: str = ""
+    backend: Literal["pytorch", "_autodeploy"] = "pytorch"
+    chunked_prefill: bool = False
+    tensor_parallel_size: StrictInt = Field(1, ge=1)
     _resolved: list = PrivateAttr(default_factory=list)
 
     @field_validator("batch_sizes", "input_lens", "output_lens")
@@ -94,6 +97,15 @@ class MeasureParams(BaseModel):
                 raise ValueError(
                     f"longest request {need} tokens exceeds {name!r}'s context of {ctx}; shorten input_lens/output_lens"
                 )
+            if self.engine == "trtllm":
+                from .engines.trtllm import check_supported
+
+                try:
+                    check_supported(name, geom, self.backend, ckpt)
+                except ParamsError as e:
+                    raise ValueError(str(e)) from None
+            elif self.tensor_parallel_size != 1:
+                raise ValueError("tensor_parallel_size applies to engine trtllm only; the hf engine runs on one GPU")
             self._resolved.append((name, geom, ckpt))
         return self
 
@@ -221,7 +233,8 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
             current["engine"].synchronize()
 
     # the meter opens (or fails) before anything is written
-    meter = make_meter(params.meter, sync=sync, **({"timeline": params.timeline} if params.meter == "nvml" else {}))
+    meter_kw = {"timeline": params.timeline, "gpus": engine_gpus(params)} if params.meter == "nvml" else {}
+    meter = make_meter(params.meter, sync=sync, **meter_kw)
     out = Path(params.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "params.json").write_text(json.dumps(params.model_dump(), indent=2))
@@ -254,6 +267,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
             state_path.write_text(json.dumps(provenance, indent=2, default=_jsonable))
             mid_i, mid_o = params.grid[len(params.grid) // 2]
             warm = engine.request(params.batch_sizes[0], mid_i, mid_o)
+            warm.prepare(params.warmup)
             for _ in range(params.warmup):
                 warm()
             for key in mine:
@@ -269,7 +283,10 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
                         window_energy_j=w.reading.energy_j, window_duration_s=w.reading.duration_s,
                         energy_method=w.reading.method, reason=w.reading.reason,
                         output_tokens=w.last_result.output_tokens, ttft_s=w.last_result.ttft_s,
+                        segments=w.segments,
                     )
+                    if len(w.reading.per_gpu_j) > 1:
+                        rec["gpu_energy_j"] = {u: e / w.iterations for u, e in w.reading.per_gpu_j.items()}
                     if params.timeline:
                         rec["timeline"] = w.reading.timeline
                 except EnergykitError as e:
@@ -292,9 +309,16 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
 
 def _engine_options(params: MeasureParams) -> dict:
     if params.engine == "hf":
-        return {"device": params.device, "compile": params.compile}
-    return {"max_batch_size": max(params.batch_sizes), "backend": params.backend,
+        return {"device": params.device, "compile": params.compile, "attention": params.attention}
+    return {"max_batch_size": max(params.batch_sizes), "max_input_len": max(i for i, _ in params.grid),
+            "backend": params.backend, "chunked_prefill": params.chunked_prefill,
+            "tensor_parallel_size": params.tensor_parallel_size,
             "workdir": str(Path(params.output) / "checkpoints")}
+
+
+def engine_gpus(params: MeasureParams) -> int:
+    """GPUs one engine of this sweep runs on, which the meter reads and sums."""
+    return params.tensor_parallel_size if params.engine == "trtllm" else 1
 
 
 def finalize(out: Path, params: MeasureParams | None = None) -> Path:
@@ -303,7 +327,8 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         raise EnergykitError(f"{out / LOG}: no completed window to turn into a dataset")
-    df = pd.DataFrame(ok).drop(columns=["status", "time", "timeline", "reason", "error"], errors="ignore")
+    df = pd.DataFrame(ok).drop(columns=["status", "time", "timeline", "reason", "error", "gpu_energy_j"],
+                               errors="ignore")
     df = df.drop_duplicates(list(("model", "batch_size", "input_len", "output_len", "repeat")), keep="last")
     provenance = json.loads((out / "provenance.json").read_text()) if (out / "provenance.json").exists() else {}
     labels = {m: engine_label(v) for m, v in provenance.get("engines", {}).items()}
@@ -336,7 +361,9 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
 def engine_label(versions: dict) -> str:
     """A readable engine label from recorded versions, e.g. ``hf transformers-5.17.0 compiled``."""
     if versions.get("engine") == "hf":
-        return f"hf transformers-{versions.get('transformers')} {'compiled' if versions.get('compile') else 'eager'}"
+        mode = "compiled" if versions.get("compile") else "eager"
+        attn = versions.get("attention", "sdpa")  # datasets measured before the attention choice used sdpa
+        return f"hf transformers-{versions.get('transformers')} {mode} {attn}"
     if versions.get("engine") == "trtllm":
         return f"trtllm {versions.get('tensorrt_llm')} {versions.get('backend', '')}".strip()
     return str(versions.get("engine", "unknown"))

@@ -1,26 +1,41 @@
 """The window protocol: synchronise, read, run, synchronise, read — repeated until long enough.
 
 NVML's energy counter advances in steps (every 100 ms on an H200), so a window under about 1 s
-carries up to one step of error. :func:`measure` repeats the same call inside one window until the
+carries up to one step of error. :func:`measure` repeats the request inside one window until the
 window lasts at least ``min_window_s`` and divides by the number of calls.
+
+Every call sends fresh prompts, drawn before the window opens (so that drawing them is not
+metered). For an engine :class:`~energykit.engines.Request`, one unmetered pilot call first times
+the cell and warms its shapes; then enough prompts are drawn for ``min_window_s``. If the calls
+run faster than the pilot said and the prompts run out, the window closes, more are drawn, and a
+further window continues the measurement: the readings add up (energy, duration, calls).
+
+A window always closes: if a call raises, the window is cancelled (its sampling thread stops) and
+the error goes on to the caller.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .meters import Meter, WindowReading
 
+PILOT_MARGIN = 1.25
+"""Prompts drawn for a window: this many times what the pilot call's duration says is needed."""
+
 
 @dataclass
 class Window:
-    """One measured window of ``iterations`` identical calls."""
+    """One measurement of ``iterations`` calls, in one or more consecutive meter windows."""
 
     reading: WindowReading
     iterations: int
     last_result: Any
+    segments: int = 1
+    """Meter windows the measurement took (more than one when prompts ran out)."""
 
     @property
     def energy_j(self) -> float:
@@ -33,18 +48,51 @@ class Window:
         return self.reading.duration_s / self.iterations
 
 
-def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, max_iterations: int = 10_000) -> Window:
-    """Run ``call`` repeatedly inside one meter window until it lasts ``min_window_s`` [s]."""
+def _segment(meter: Meter, call: Callable[[], Any], budget: int, t_needed_s: float, more: Callable[[], bool]):
+    """One meter window: call until ``t_needed_s`` passed, ``budget`` calls ran or ``more()`` is false."""
     meter.begin_window()
     t0 = time.perf_counter()
-    n = 0
-    result = None
+    n, result = 0, None
+    try:
+        while True:
+            result = call()
+            n += 1
+            if n >= budget or not more():
+                break
+            meter.sync()
+            if time.perf_counter() - t0 >= t_needed_s:
+                break
+    except BaseException:
+        meter.cancel_window()
+        raise
+    return meter.end_window(), n, result
+
+
+def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, max_iterations: int = 10_000) -> Window:
+    """Run ``call`` repeatedly inside meter windows until they last ``min_window_s`` [s] together.
+
+    ``call`` is an engine :class:`~energykit.engines.Request` (fresh prompts per call, prepared
+    outside the window) or any plain callable.
+    """
+    prepare = getattr(call, "prepare", None)
+    if prepare is None:
+        reading, n, result = _segment(meter, call, max_iterations, min_window_s, lambda: True)
+        return Window(reading, n, result)
+
+    prepare(1)
+    t0 = time.perf_counter()
+    call()  # pilot: times the cell, warms its shapes; not metered
+    meter.sync()
+    per_call_s = max(time.perf_counter() - t0, 1e-6)
+    reading, iterations, result, segments = None, 0, None, 0
     while True:
-        result = call()
-        n += 1
-        if n >= max_iterations:
-            break
-        meter.sync()
-        if time.perf_counter() - t0 >= min_window_s:
-            break
-    return Window(meter.end_window(), n, result)
+        left_s = min_window_s - (reading.duration_s if reading else 0.0)
+        want = min(max_iterations - iterations, max(1, math.ceil(PILOT_MARGIN * left_s / per_call_s)))
+        prepare(want - call.prepared)
+        r, n, result = _segment(meter, call, want, left_s, lambda: call.prepared > 0)
+        reading = r if reading is None else reading + r
+        iterations += n
+        segments += 1
+        per_call_s = max(r.duration_s / n, 1e-6)
+        if reading.duration_s >= min_window_s or iterations >= max_iterations:
+            return Window(reading, iterations, result, segments)

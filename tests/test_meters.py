@@ -128,3 +128,74 @@ def test_idle_power(fake_nvml):
 def test_unknown_meter():
     with pytest.raises(MeterError, match="unknown meter 'rapl'"):
         meters.make_meter("rapl")
+
+
+def test_failing_calls_close_their_windows_and_leave_no_thread(fake_nvml):
+    import threading
+
+    from energykit.engines import Request
+
+    fake_nvml(power_w=200.0, counter_period_s=0.01)
+    m = meters.NvmlMeter(timeline=True, sample_period_s=0.002, probe_counter_s=0.03)
+    before = threading.active_count()
+    calls = {"n": 0}
+
+    def boom(_prompts):
+        calls["n"] += 1
+        if calls["n"] > 1:  # the pilot passes, the first call inside the window fails
+            raise RuntimeError("CUDA out of memory")
+
+    for _ in range(2):  # two failing windows in a row
+        calls["n"] = 0
+        with pytest.raises(RuntimeError, match="out of memory"):
+            windows.measure(m, Request(lambda: object(), boom), min_window_s=0.5)
+        assert m._sampler is None and m._t0 is None
+    time.sleep(0.05)
+    assert threading.active_count() == before
+    # the meter still measures afterwards
+    w = windows.measure(m, lambda: time.sleep(0.02), min_window_s=0.1)
+    assert w.reading.valid
+
+
+def test_several_gpus_are_metered_per_gpu_and_summed(fake_nvml, monkeypatch):
+    fake_nvml(power_w=[100.0, 300.0, 50.0], gpus=3, counter_period_s=0.01)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-fake-0,GPU-fake-1,GPU-fake-2")
+    m = meters.NvmlMeter(gpus=2, probe_counter_s=0.05)
+    assert m.uuids == ["GPU-fake-0", "GPU-fake-1"] and m.info()["gpu_uuids"] == m.uuids
+    w = windows.measure(m, lambda: time.sleep(0.02), min_window_s=0.5)
+    per = w.reading.per_gpu_j
+    assert set(per) == {"GPU-fake-0", "GPU-fake-1"}
+    assert sum(per.values()) == pytest.approx(w.reading.energy_j)
+    assert per["GPU-fake-1"] / per["GPU-fake-0"] == pytest.approx(3.0, rel=0.1)
+    assert w.reading.energy_j == pytest.approx(400.0 * w.reading.duration_s, rel=0.1)
+
+
+def test_several_gpus_without_counter_integrate_each(fake_nvml, monkeypatch):
+    fake_nvml(power_w=[100.0, 300.0], gpus=2, has_counter=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.warns(UserWarning):
+        m = meters.NvmlMeter(gpus=2, sample_period_s=0.005)
+    m.begin_window()
+    time.sleep(0.2)
+    r = m.end_window()
+    assert r.per_gpu_j["GPU-fake-1"] == pytest.approx(3 * r.per_gpu_j["GPU-fake-0"], rel=0.01)
+    assert r.energy_j == pytest.approx(400.0 * r.duration_s, rel=0.05)
+
+
+def test_too_few_visible_gpus_for_the_engine(fake_nvml, monkeypatch):
+    fake_nvml(gpus=2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(MeterError, match="uses 2 GPUs"):
+        meters.NvmlMeter(gpus=2)
+
+
+def test_windows_sum_when_prompts_run_out(fake_nvml):
+    """A pilot slower than the calls: prompts run out, a second window continues, readings add up."""
+    from energykit.engines import Request
+
+    fake_nvml(power_w=100.0, counter_period_s=0.01)
+    m = meters.NvmlMeter(probe_counter_s=0.05)
+    durations = iter([0.3] + [0.01] * 1000)  # the pilot is slow (compilation), then the calls are fast
+    w = windows.measure(m, Request(lambda: None, lambda _: time.sleep(next(durations))), min_window_s=0.3)
+    assert w.segments >= 2 and w.reading.duration_s >= 0.3
+    assert w.reading.energy_j == pytest.approx(100.0 * w.reading.duration_s, abs=2 * w.segments)

@@ -1,17 +1,23 @@
 """Inference engines, imported lazily: ``hf`` (transformers/PyTorch) and ``trtllm`` (TensorRT-LLM LLM API).
 
 An engine loads one model and turns a cell (batch size, input length, output length) into a
-callable that runs one batch of requests and returns a :class:`Generation`; the sweep runner times
-and meters that callable inside windows.
+:class:`Request`: an object that prepares fresh prompts (outside any meter window) and runs one
+batch of requests per call, returning a :class:`Generation`. The sweep runner times and meters
+those calls inside windows (:func:`energykit.windows.measure`).
+
+Every call sends token ids that no earlier call sent. Engines that cache prefixes (TensorRT-LLM
+reuses KV blocks by default) would otherwise skip the prefill of a repeated prompt and understate
+the prefill terms θ1 and θ3 of the model.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-from ..errors import ParamsError
+from ..errors import EngineError, ParamsError
 
 ENGINES = ("hf", "trtllm")
 
@@ -26,18 +32,52 @@ class Generation:
     """Mean time to first token [s], where the engine reports it."""
 
 
+class Request:
+    """One cell's batch of requests, with fresh prompt token ids for every call.
+
+    Parameters
+    ----------
+    make_prompts : callable
+        Returns one batch of new random prompts (called by :meth:`prepare`, never inside a window).
+    run : callable
+        Runs one batch of prompts and returns a :class:`Generation`.
+    """
+
+    def __init__(self, make_prompts: Callable[[], Any], run: Callable[[Any], Generation]):
+        self._make = make_prompts
+        self._run = run
+        self._ready: deque = deque()
+
+    def prepare(self, n: int) -> None:
+        """Draw ``n`` batches of fresh prompts now, so that the random generator is not metered."""
+        for _ in range(int(n)):
+            self._ready.append(self._make())
+
+    @property
+    def prepared(self) -> int:
+        """Batches of prompts drawn and not yet sent."""
+        return len(self._ready)
+
+    def __call__(self) -> Generation:
+        if not self._ready:
+            raise EngineError("no fresh prompts are prepared for this call; call prepare(n) before the window opens")
+        return self._run(self._ready.popleft())
+
+
 class Engine(ABC):
     """Interface of an engine."""
 
     name = ""
+    gpus = 1
+    """GPUs the engine runs on (tensor parallelism); the meter reads that many."""
 
     @abstractmethod
     def load(self) -> None:
         """Load the model onto the device."""
 
     @abstractmethod
-    def request(self, batch_size: int, input_len: int, output_len: int) -> Callable[[], Generation]:
-        """Prepare the inputs of one cell; the returned callable runs one batch of requests."""
+    def request(self, batch_size: int, input_len: int, output_len: int) -> Request:
+        """The :class:`Request` of one cell; nothing runs until it is prepared and called."""
 
     def synchronize(self) -> None:
         """Wait for the device to finish queued work (before a meter reads its counter)."""

@@ -1,28 +1,68 @@
-"""TensorRT-LLM engine through its LLM API (PyTorch backend by default).
+"""TensorRT-LLM engine through its LLM API (PyTorch backend), written against TensorRT-LLM 1.2.
 
-Prompts are token-id lists of exactly ``input_len``; ``SamplingParams(max_tokens=output_len,
-ignore_eos=True)`` forces exactly ``output_len`` new tokens, verified per request; ``batch_size``
-requests go to one ``generate()`` call. Time to first token comes from the per-request perf
-metrics where the installed version reports them.
+What the engine sends, and why (each point is a rule of ``tensorrt_llm/llmapi/llm.py`` and
+``llm_args.py`` in 1.2):
+
+- Prompts are token-id lists of exactly ``input_len``, fresh random ids for every call and every
+  repeat, drawn before the meter window opens.
+- ``KvCacheConfig(enable_block_reuse=False)``: block reuse is on by default, and a reused prompt
+  prefix skips its prefill.
+- ``SamplingParams(end_id=…, pad_id=…, ignore_eos=True, max_tokens=output_len)``: with
+  ``skip_tokenizer_init=True`` there is no tokenizer to take ``end_id`` from, and a missing
+  ``end_id`` makes every ``generate()`` raise. ``ignore_eos`` forces exactly ``output_len`` new
+  tokens, verified per request.
+- ``load_format="dummy"``: random weights from ``config.json`` alone; a geometry needs no checkpoint.
+- ``max_num_tokens`` covers ``batch × longest input``, so a batch's prefill runs in one iteration
+  (the default, 8192, would silently split 16 × 4096 prompt tokens across iterations). With
+  ``chunked_prefill: true`` the library chunks long prefills instead, and the data records it.
+- ``LLM(return_perf_metrics=True)`` gives each request's time to first token.
+- The PyTorch backend has no model for some architectures (OPT, Falcon, Gemma-2, Granite): those are
+  refused before any GPU time (:func:`check_supported`).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
-from ..errors import EngineError, MissingExtraError
-from . import Engine, Generation
+from ..errors import EngineError, MissingExtraError, ParamsError
+from . import Engine, Generation, Request
 
 INSTALL_HINT = "its wheels come from NVIDIA's index: see https://nvidia.github.io/TensorRT-LLM/installation/linux.html"
+
+BACKENDS = ("pytorch", "_autodeploy")
+"""``LLM(backend=...)`` values of ``tensorrt_llm.LLM`` in 1.2."""
+
+PYTORCH_ARCHS = ("llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma3")
+"""Architectures with a model in the PyTorch backend (``tensorrt_llm/_torch/models/__init__.py``)."""
+
+DEFAULT_MAX_NUM_TOKENS = 8192
+"""``BaseLlmArgs.max_num_tokens`` default in 1.2."""
 
 
 def _import():
     try:
         import tensorrt_llm
+        from tensorrt_llm.llmapi import KvCacheConfig
     except ImportError:
         raise MissingExtraError("tensorrt_llm", "trtllm", INSTALL_HINT) from None
-    return tensorrt_llm
+    return tensorrt_llm, KvCacheConfig
+
+
+def check_supported(name: str, geometry: dict, backend: str = "pytorch", checkpoint: str | None = None) -> None:
+    """Refuse, in one line, a model that the chosen backend cannot run (before any GPU time)."""
+    if backend not in BACKENDS:
+        raise ParamsError(f"trtllm backend {backend!r} is not one of {', '.join(BACKENDS)} (TensorRT-LLM 1.2's LLM); "
+                          "for the TensorRT engine flow build an engine with trtllm-build first")
+    arch = geometry.get("arch", "")
+    if backend == "pytorch" and arch not in PYTORCH_ARCHS:
+        mha = "" if geometry.get("num_kv_heads") != geometry.get("num_heads") else (
+            "; for the MHA comparison use an MHA-shaped llama geometry (arch: llama, num_kv_heads = num_heads)")
+        raise ParamsError(
+            f"model {name!r}: TensorRT-LLM's PyTorch backend has no model for arch {arch!r} "
+            f"(it runs {', '.join(PYTORCH_ARCHS)}); measure it with engine: hf, or build a TensorRT engine "
+            f"with trtllm-build and use the TensorRT flow{mha}")
 
 
 def _seconds(v) -> float | None:
@@ -32,72 +72,99 @@ def _seconds(v) -> float | None:
 
 
 class TrtLlmEngine(Engine):
-    """Engine on ``tensorrt_llm.LLM``.
+    """Engine on ``tensorrt_llm.LLM`` (PyTorch backend).
 
     Parameters
     ----------
     name : str
         Model name recorded in the data.
     geometry : dict
-        Geometry; without a checkpoint a random-weight HF checkpoint is written to ``workdir``
-        (needs the ``hf`` extra).
+        Geometry; without a checkpoint its ``config.json`` is written to ``workdir`` and the
+        weights are random (``load_format="dummy"``).
     checkpoint : str, optional
-        Local HF checkpoint directory (or TensorRT engine directory).
+        Local HF checkpoint directory with weights.
     dtype : str
         Model dtype passed to ``LLM``.
     max_len : int
         Longest request, input plus output [tokens] (``max_seq_len``).
+    max_input_len : int
+        Longest prompt of the sweep [tokens].
     max_batch_size : int
         Largest batch of the sweep.
-    backend : str, optional
-        ``LLM(backend=...)``; left to the library's default (PyTorch) when empty.
+    chunked_prefill : bool
+        Let the library chunk prefills longer than ``max_num_tokens`` (recorded); off by default,
+        so that every batch's prefill runs whole.
+    tensor_parallel_size : int
+        GPUs the model is split over; the meter reads all of them.
+    backend : str
+        ``pytorch`` (default) or ``_autodeploy``.
     """
 
     name = "trtllm"
 
-    def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", max_len=2048, max_batch_size=16,
-                 backend="", workdir="checkpoints", seed=0, **_ignored):
+    def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", max_len=2048, max_input_len=None,
+                 max_batch_size=16, chunked_prefill=False, tensor_parallel_size=1, backend="pytorch",
+                 workdir="checkpoints", seed=0):
         self.model_name = name
         self.geometry = geometry
         self.checkpoint = checkpoint
         self.dtype = dtype
         self.max_len = int(max_len)
+        self.max_input_len = int(max_input_len or max_len)
         self.max_batch_size = int(max_batch_size)
-        self.backend = backend
+        self.chunked_prefill = bool(chunked_prefill)
+        self.gpus = int(tensor_parallel_size)
+        self.backend = backend or "pytorch"
         self.workdir = Path(workdir)
         self.seed = seed
         self.llm = None
+        self.max_num_tokens = (DEFAULT_MAX_NUM_TOKENS if self.chunked_prefill
+                               else max(DEFAULT_MAX_NUM_TOKENS, self.max_batch_size * self.max_input_len))
 
-    def _random_checkpoint(self) -> str:
-        from .hf import _import as import_hf
-        from ..presets import hf_config
+    def _config_dir(self) -> str:
+        """A directory holding only the geometry's ``config.json`` (weights: ``load_format="dummy"``)."""
+        from .hf_config import hf_config
 
-        torch, tf = import_hf()
         path = self.workdir / self.model_name
-        if not (path / "config.json").exists():
-            cfg = hf_config(self.geometry, self.max_len)
-            model = tf.AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, self.dtype))
-            model.save_pretrained(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = hf_config(self.geometry, self.max_len).to_dict()
+        tmp = path / "config.json.tmp"
+        tmp.write_text(json.dumps(cfg, indent=2, default=str))
+        tmp.replace(path / "config.json")
         return str(path)
 
     def load(self) -> None:
-        trt = _import()
+        check_supported(self.model_name, self.geometry, self.backend, self.checkpoint)
+        trt, KvCacheConfig = _import()
         self.trt = trt
-        ckpt = self.checkpoint or self._random_checkpoint()
-        kwargs = dict(model=ckpt, skip_tokenizer_init=True, dtype=self.dtype,
-                      max_batch_size=self.max_batch_size, max_seq_len=self.max_len)
-        if self.backend:
-            kwargs["backend"] = self.backend
-        self.llm = trt.LLM(**kwargs)
+        model = self.checkpoint or self._config_dir()
+        self.llm = trt.LLM(
+            model=model, skip_tokenizer_init=True, dtype=self.dtype, backend=self.backend,
+            load_format="auto" if self.checkpoint else "dummy",
+            tensor_parallel_size=self.gpus,
+            max_batch_size=self.max_batch_size, max_seq_len=self.max_len, max_input_len=self.max_input_len,
+            max_num_tokens=self.max_num_tokens, enable_chunked_prefill=self.chunked_prefill,
+            kv_cache_config=KvCacheConfig(enable_block_reuse=False),
+            return_perf_metrics=True,
+        )
         self.vocab_size = int(self.geometry["vocab_size"])
+        self.end_id = self.vocab_size - 1  # never stops a request: ignore_eos
+        self._rng = random.Random(self.seed + 1)  # one stream: every call and repeat gets new ids
 
-    def request(self, batch_size, input_len, output_len):
-        rng = random.Random(self.seed + input_len)
-        prompts = [[rng.randrange(self.vocab_size) for _ in range(input_len)] for _ in range(batch_size)]
-        params = self.trt.SamplingParams(max_tokens=output_len, ignore_eos=True, temperature=0.0,
-                                         detokenize=False, return_perf_metrics=True)
+    def request(self, batch_size, input_len, output_len) -> Request:
+        if not self.chunked_prefill and batch_size * input_len > self.max_num_tokens:
+            raise EngineError(f"a prefill of {batch_size}x{input_len} tokens exceeds max_num_tokens "
+                              f"{self.max_num_tokens} and would be split; raise max_batch_size/max_input_len")
+        if input_len + output_len > self.max_len:
+            raise EngineError(f"request of {input_len}+{output_len} tokens exceeds max_seq_len {self.max_len}")
+        params = self.trt.SamplingParams(max_tokens=output_len, end_id=self.end_id, pad_id=self.end_id,
+                                         ignore_eos=True, temperature=0.0, detokenize=False)
 
-        def call() -> Generation:
+        def make_prompts():
+            rng, v = self._rng, self.vocab_size
+            return [[rng.randrange(v) for _ in range(input_len)] for _ in range(batch_size)]
+
+        def run(prompts) -> Generation:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
             if len(outputs) != batch_size:
                 raise EngineError(f"sent {batch_size} requests, got {len(outputs)} outputs")
@@ -114,20 +181,22 @@ class TrtLlmEngine(Engine):
             ttft = sum(ttfts) / len(ttfts) if ttfts else float("nan")
             return Generation(output_tokens=output_len, ttft_s=ttft)
 
-        return call
+        return Request(make_prompts, run)
 
     def synchronize(self) -> None:
         # generate() returns when every request has finished; synchronise CUDA too where torch is present
         try:
             import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
         except ImportError:
-            pass
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
 
     def versions(self) -> dict:
-        return {"tensorrt_llm": getattr(self.trt, "__version__", "unknown"), "backend": self.backend or "default"}
+        return {"tensorrt_llm": getattr(self.trt, "__version__", "unknown"), "backend": self.backend,
+                "kv_cache": "paged, block reuse off", "max_num_tokens": self.max_num_tokens,
+                "chunked_prefill": self.chunked_prefill, "tensor_parallel_size": self.gpus,
+                "weights": "checkpoint" if self.checkpoint else "dummy (random, from config.json)"}
 
     def close(self) -> None:
         if self.llm is not None:
