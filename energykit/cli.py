@@ -102,7 +102,14 @@ def _extra_commands():
     return [sweep.register_cli, design.register_cli, hardware.register_cli]
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    return f"energykit: warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -34,6 +35,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import DataError
+from .state import DiskFullError, fault_point
 
 DIMS = ("model", "batch_size", "input_len", "output_len", "repeat")
 KEY = DIMS
@@ -52,6 +54,8 @@ GEOMETRY_COLUMNS = (
     "tied_embeddings",
     "params",
 )
+MAX_INT = 10**7
+"""Largest batch size, length or repeat index accepted [1e7]: beyond it a value is a typo or an overflow."""
 ENERGY_UNITS_J = {"j": 1.0, "mj": 1e-3, "kj": 1e3, "wh": 3600.0, "kwh": 3.6e6}
 DURATION_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 UNITS = {
@@ -86,10 +90,10 @@ def _unit_column(df: pd.DataFrame, quantity: str, table: dict, path: str) -> str
         )
     if len(found) > 1:
         raise DataError(f"{path}: several {quantity} columns {found}; keep exactly one")
-    unit = pattern.match(found[0]).group(1).lower()
+    unit = pattern.match(found[0]).group(1)  # case-sensitive: energy_MJ is not energy_mj
     if unit not in table:
         raise DataError(
-            f"{path}: unknown unit '{unit}' in column '{found[0]}'; use one of "
+            f"{path}: unknown unit '{unit}' in column '{found[0]}' (units are lower case and case-sensitive); use one of "
             + ", ".join(f"{quantity}_{u}" for u in table)
         )
     return found[0]
@@ -99,6 +103,28 @@ def _rows(mask: np.ndarray, first_row: int) -> str:
     idx = np.flatnonzero(mask)[:5] + first_row
     more = " …" if mask.sum() > 5 else ""
     return ", ".join(str(i) for i in idx) + more
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """One JSON object per line; a bad line is reported by its line number."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path} line {n}: not valid JSON ({e.msg}); fix or remove that line") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path} line {n}: expected a JSON object (one window), got {type(rec).__name__}")
+            rows.append(rec)
+    if not rows:
+        raise pd.errors.EmptyDataError("no rows")
+    df = pd.DataFrame(rows)
+    if "model" in df.columns:
+        df["model"] = [m if isinstance(m, str) or m is None else json.dumps(m) for m in df["model"]]
+    return df
 
 
 def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFrame:
@@ -125,25 +151,35 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     name = str(path)
     if not path.exists():
         raise DataError(f"{name}: no such file; check the path")
+    if path.is_dir():
+        raise DataError(f"{name}: is a folder; give a measurement file in it (e.g. {name}/measurements.nc)")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            df = pd.read_csv(path)
+            df = pd.read_csv(path, dtype={"model": str})
             first_row = 2  # line number of the first data row (after the header)
+            if len(df.columns) == 1 and ";" in str(df.columns[0]):
+                raise DataError(f"{name}: the columns are separated by ';'; save the file with commas "
+                                "(e.g. pandas to_csv or a spreadsheet's 'CSV (comma delimited)')")
         elif suffix in (".jsonl", ".json"):
-            df = pd.read_json(path, lines=True)
+            df = _read_jsonl(path)
             first_row = 1
         else:
             raise DataError(f"{name}: unknown file type '{suffix}'; use .csv, .jsonl or .nc")
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: the file is empty; it needs a header and one row per measured window") from None
-    except ValueError as e:
-        if path.stat().st_size == 0:
-            raise DataError(f"{name}: the file is empty; it needs one JSON object per measured window") from None
-        raise DataError(f"{name}: cannot be parsed ({str(e).splitlines()[0]}); check its format") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{name}: cannot be parsed ({str(e).splitlines()[0]}); check its format") from None
     if len(df) == 0:
         raise DataError(f"{name}: the file has no rows; it needs one row per measured window")
     df.columns = [str(c).strip() for c in df.columns]
+    if "status" in df.columns and "energy_j" in df.columns:  # the kit's own windows.jsonl: its good windows
+        df = df[df["status"] == "ok"]
+        df = df.drop_duplicates(list(KEY), keep="last").reset_index(drop=True)
+        df = df.drop(columns=[c for c in ("status", "time", "timeline", "reason", "error", "gpu_energy_j")
+                              if c in df.columns])
+        if len(df) == 0:
+            raise DataError(f"{name}: the log holds no completed window; measure first")
 
     for col in ("model", "batch_size", "input_len", "output_len", "repeat"):
         if col not in df.columns:
@@ -158,24 +194,30 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     for col in INT_DIMS:
         values = pd.to_numeric(df[col], errors="coerce")
         lower = 0 if col == "repeat" else 1
-        bad = (values.isna() | (values < lower) | (values != np.round(values))).to_numpy()
+        bad = (values.isna() | ~np.isfinite(values.astype(float)) | (values < lower) | (values > MAX_INT)
+               | (values != np.round(values))).to_numpy()
         if bad.any():
             first = df[col].to_numpy()[bad][0]
             first = first.item() if hasattr(first, "item") else first
             kind = "non-negative" if col == "repeat" else "positive"
             raise DataError(
-                f"{name}: column '{col}' row {_rows(bad, first_row)}: {first!r} is not a {kind} integer; "
+                f"{name}: column '{col}' row {_rows(bad, first_row)}: {first!r} is not a {kind} integer "
+                f"up to {MAX_INT:.0e}; "
                 f"use values such as {'0, 1, 2' if col == 'repeat' else '16, 64, 256'}"
             )
         out[col] = values.astype(np.int64)
 
-    energy = pd.to_numeric(df[e_col], errors="coerce") * ENERGY_UNITS_J[e_col.split("_", 1)[1].lower()]
+    energy = pd.to_numeric(df[e_col], errors="coerce") * ENERGY_UNITS_J[e_col.split("_", 1)[1]]
     nan = energy.isna().to_numpy()
     if nan.any() and not allow_nan_energy:
         raise DataError(
             f"{name}: column '{e_col}' row {_rows(nan, first_row)}: energy is missing or not a number; "
             "re-measure or remove those windows"
         )
+    inf = np.isinf(energy.to_numpy(dtype=float))
+    if inf.any():
+        raise DataError(f"{name}: column '{e_col}' row {_rows(inf, first_row)}: energy is infinite; "
+                        "re-measure or remove those windows")
     neg = (energy < 0).to_numpy()
     if neg.any():
         raise DataError(
@@ -184,8 +226,8 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
         )
     out["energy_j"] = energy.astype(float)
 
-    duration = pd.to_numeric(df[t_col], errors="coerce") * DURATION_UNITS_S[t_col.split("_", 1)[1].lower()]
-    bad = (duration.isna() | (duration <= 0)).to_numpy()
+    duration = pd.to_numeric(df[t_col], errors="coerce") * DURATION_UNITS_S[t_col.split("_", 1)[1]]
+    bad = (duration.isna() | (duration <= 0) | np.isinf(duration.astype(float))).to_numpy()
     if bad.any():
         raise DataError(
             f"{name}: column '{t_col}' row {_rows(bad, first_row)}: duration must be a positive number; "
@@ -280,9 +322,19 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in ds.attrs.items() if v is not None}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    need = 2 * ds.nbytes + (1 << 20)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:  # h5py can crash on a full disk: check first
+        raise DiskFullError(f"{path}: {free / 1e6:.1f} MB free, about {need / 1e6:.1f} MB needed; free space and "
+                            "rerun the same command (every finished window is kept in the log)")
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        fault_point(f"write {path.name}")  # a kill here leaves only the temp file
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DiskFullError(f"{path}: cannot write ({e.strerror or e}); free space and rerun") from None
     return path
 
 
@@ -306,6 +358,15 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
             raise DataError(
                 f"{path}: variable '{var}' has unknown unit {unit!r}; expected '{UNITS[var]}' (convert it to SI)"
             )
+    e = ds["energy_j"].values
+    bad = np.isinf(e) | (e < 0)
+    if bad.any():
+        where = {d: ds[d].values[ix].item() for d, ix in zip(ds["energy_j"].dims, np.argwhere(bad)[0])}
+        raise DataError(f"{path}: energy_j {e[bad][0]:g} J is negative or infinite at {where}; "
+                        "re-measure or remove that window")
+    t = ds["duration_s"].values
+    if (np.isinf(t) | (t <= 0)).any():
+        raise DataError(f"{path}: a duration_s is zero, negative or infinite; re-measure or remove that window")
     for k, v in list(ds.attrs.items()):
         if isinstance(v, str) and v[:1] in "{[":
             try:
@@ -318,6 +379,8 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
 def load(path: str | Path) -> xr.Dataset:
     """Load measurements from a NetCDF dataset or a tidy CSV/JSONL file."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a measurement file in it (e.g. {path}/measurements.nc)")
     if path.suffix.lower() == ".nc":
         return read_netcdf(path)
     return from_frame(read_tidy(path), source=path.name)

@@ -192,7 +192,16 @@ def _check(kind: str, loss: str) -> None:
         raise FitError(f"unknown loss {loss!r}; use 'l1' (robust relative) or 'l2' (relative least squares)")
 
 
-def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: str = "l1", max_iter: int = 50):
+def design_rank(input_len, output_len, kind: str = "sweetspot") -> int:
+    """Rank of the model's design matrix on these cells (columns scaled): 6 identifies the SweetSpot θ."""
+    X = _design(kind, input_len, output_len)
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1.0
+    return int(np.linalg.matrix_rank(X / scale, tol=1e-9))
+
+
+def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: str = "l1", max_iter: int = 50,
+              require_rank: bool = True):
     """Fit one model to cells of (input_len, output_len, energy_j).
 
     Parameters
@@ -207,6 +216,9 @@ def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: st
         Minimise absolute relative errors (iteratively re-weighted) or squared relative errors.
     max_iter : int
         Re-weighting iterations for ``loss="l1"``.
+    require_rank : bool
+        Refuse cells that cannot identify every coefficient (e.g. two input lengths for the
+        analytical model's i² and i terms). Cross-validation folds pass False.
 
     Returns
     -------
@@ -223,6 +235,11 @@ def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: st
         raise FitError("energies to fit must be finite and positive; drop cells with NaN or zero energy")
     if len(E) < n_par:
         raise FitError(f"{kind} model has {n_par} parameters but only {len(E)} cells were given; measure more cells")
+    rank = design_rank(i, o, kind)
+    if require_rank and rank < n_par:
+        raise FitError(
+            f"these {len(E)} cells ({len(set(i))} input and {len(set(o))} output lengths) cannot identify the {n_par} "
+            f"coefficients of the {kind} model (design rank {rank}); measure at least 3 input and 3 output lengths")
     coef, w = _irls(_design(kind, i, o), E, loss, max_iter)
     params = model.make_params(**{n: float(v) for n, v in zip(model.names, coef)})
     result = model.fit(E, params, input_len=i, output_len=o, weights=w)
@@ -278,7 +295,7 @@ def cross_validate(energy_j, input_len, output_len, kind="sweetspot", loss="l1",
         train = np.setdiff1d(np.arange(len(E)), test)
         if len(train) < n_par:
             continue
-        res = fit_cells(E[train], i[train], o[train], kind=kind, loss=loss)
+        res = fit_cells(E[train], i[train], o[train], kind=kind, loss=loss, require_rank=False)
         out[test] = ape_pct(res.eval(input_len=i[test], output_len=o[test]), E[test])
     return out
 

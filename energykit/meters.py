@@ -269,11 +269,19 @@ class NvmlMeter(Meter):
     # -- windows ---------------------------------------------------------------------------------
     def begin_window(self) -> None:
         self.sync()
-        if self.timeline or not self.has_counter:
-            self._sampler = _PowerSampler(self._powers_w, self.sample_period_s)
-            self._sampler.start()
-        self._t0 = time.perf_counter()
-        self._start = self._energies_j() if self.has_counter else None
+        try:
+            if self.timeline or not self.has_counter:
+                self._sampler = _PowerSampler(self._powers_w, self.sample_period_s)
+                self._sampler.start()
+            self._t0 = time.perf_counter()
+            self._start = self._energies_j() if self.has_counter else None
+        except self.nvml.NVMLError as e:
+            self.cancel_window()
+            raise self._lost(e) from e
+
+    def _lost(self, e) -> MeterError:
+        return MeterError(f"NVML stopped answering for {self.name} ({e}); the sweep stops here, every finished "
+                          "window is kept: check the driver, then rerun the same command to resume")
 
     def cancel_window(self) -> None:
         """Abandon the open window: its sampling thread stops, nothing is returned."""
@@ -290,12 +298,18 @@ class NvmlMeter(Meter):
                 raise MeterError("end_window() called without begin_window(); start a window first")
             end = self._energies_j() if self.has_counter else None
             dt = time.perf_counter() - self._t0
+        except self.nvml.NVMLError as e:
+            self.cancel_window()
+            raise self._lost(e) from e
         except BaseException:
             self.cancel_window()
             raise
         self._t0 = None
         sampler, self._sampler = self._sampler, None
-        samples = sampler.stop() if sampler else []
+        try:
+            samples = sampler.stop() if sampler else []
+        except self.nvml.NVMLError as e:
+            raise self._lost(e) from e
         timeline = [(t, sum(p)) for t, p in samples] if self.timeline else []
         n = len(samples)
         if self.has_counter:

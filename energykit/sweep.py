@@ -21,9 +21,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_validator
 
 from .dataset import from_frame, write_netcdf
-from .errors import EnergykitError, MissingExtraError, ParamsError
+from .errors import EnergykitError, MeterError, MissingExtraError, ParamsError
 from .params import read_yaml, validate
 from .presets import GEOMETRY_KEYS, resolve
+from .state import RawLog, WriterLock, atomic_write_json, jsonable, read_json, read_log
+
+_jsonable = jsonable
 
 LOG = "windows.jsonl"
 DATASET = "measurements.nc"
@@ -42,12 +45,12 @@ class MeasureParams(BaseModel):
     output_lens: list[StrictInt] = Field(min_length=1)
     cells: list[tuple[StrictInt, StrictInt]] | None = None
     repeats: StrictInt = Field(3, ge=1)
-    min_window_s: float = Field(2.0, ge=0)
+    min_window_s: float = Field(2.0, ge=0, allow_inf_nan=False)
     meter: Literal["nvml", "none"] = "nvml"
     output: str
     warmup: StrictInt = Field(3, ge=0)
-    cooldown_s: float = Field(0.0, ge=0)
-    idle_s: float = Field(5.0, ge=0)
+    cooldown_s: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
+    idle_s: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
     timeline: bool = False
     device: Literal["auto", "cuda", "cpu"] = "auto"
     compile: bool = True
@@ -106,6 +109,9 @@ class MeasureParams(BaseModel):
                     raise ValueError(str(e)) from None
             elif self.tensor_parallel_size != 1:
                 raise ValueError("tensor_parallel_size applies to engine trtllm only; the hf engine runs on one GPU")
+            if self.engine == "hf" and self.meter == "nvml" and self.device == "cpu":
+                raise ValueError("meter nvml with device cpu would meter a GPU while the model runs on the CPU; "
+                                 "use device: cuda (or auto on a GPU machine), or meter: none")
             self._resolved.append((name, geom, ckpt))
         return self
 
@@ -130,53 +136,8 @@ def load_params(path: str | Path) -> MeasureParams:
     return validate(MeasureParams, read_yaml(path), str(path))
 
 
-def read_log(path: Path) -> list[dict]:
-    """Records of a raw log; a torn last line (a crash mid-write) is ignored."""
-    if not path.exists():
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # torn write from a crash: the window in flight is lost, nothing else
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
-
-
 def _key(rec: dict) -> tuple:
     return (rec["model"], rec["batch_size"], rec["input_len"], rec["output_len"], rec["repeat"])
-
-
-class RawLog:
-    """Append-only JSONL log, flushed and fsynced after every record."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._drop_torn_tail()
-        self.f = open(path, "a", encoding="utf-8")
-
-    def _drop_torn_tail(self):
-        if self.path.exists():
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                self.path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-    def append(self, rec: dict):
-        self.f.write(json.dumps(rec, default=_jsonable) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self):
-        self.f.close()
-
-
-def _jsonable(v):
-    if hasattr(v, "item"):
-        return v.item()
-    return str(v)
 
 
 def git_commit() -> str:
@@ -216,95 +177,242 @@ def check_engine_installed(engine: str) -> None:
             raise MissingExtraError(mod, extra, hint)
 
 
+FINGERPRINT = "fingerprint.json"
+LIBRARIES = ("torch", "transformers", "tensorrt_llm", "tensorrt-llm", "nvidia-ml-py")
+
+
+def library_versions() -> dict:
+    """Installed versions of the libraries that shape a measurement (read without importing them)."""
+    from importlib import metadata
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name.replace("-", "_")] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
+    """Everything that changes what a window measures: the setup, and each model's geometry.
+
+    Cells, repeats, batch sizes and new models may be added to a folder; anything here may not change.
+    """
+    setup = {k: v for k, v in params.model_dump().items()
+             if k in ("engine", "dtype", "meter", "min_window_s", "device", "compile", "attention", "backend",
+                      "chunked_prefill", "tensor_parallel_size")}
+    setup["gpu_uuids"] = meter_info.get("gpu_uuids") or ([meter_info["gpu_uuid"]] if "gpu_uuid" in meter_info
+                                                         else ["none"])
+    setup["libraries"] = library_versions()
+    models = {name: {"geometry": geom, "checkpoint": ckpt} for name, geom, ckpt in params.resolved}
+    return {"setup": setup, "models": models}
+
+
+def fingerprint_difference(old: dict, new: dict) -> list[str]:
+    """What differs between a folder's fingerprint and this run's, as ``key: old -> new`` strings."""
+    diffs = []
+    o_setup, n_setup = old.get("setup", {}), new["setup"]
+    for k in sorted(set(o_setup) | set(n_setup)):
+        if k == "libraries":
+            lo, ln = o_setup.get(k, {}), n_setup.get(k, {})
+            diffs += [f"{lib} {lo.get(lib)} -> {ln.get(lib)}" for lib in sorted(set(lo) | set(ln))
+                      if lo.get(lib) != ln.get(lib)]
+        elif o_setup.get(k) != n_setup.get(k):
+            diffs.append(f"{k}: {o_setup.get(k)!r} -> {n_setup.get(k)!r}")
+    for m, spec in new["models"].items():
+        if m in old.get("models", {}) and old["models"][m] != spec:
+            og, ng = old["models"][m].get("geometry", {}), spec.get("geometry", {})
+            keys = sorted(k for k in set(og) | set(ng) if og.get(k) != ng.get(k))
+            what = ", ".join(f"{k} {og.get(k)!r} -> {ng.get(k)!r}" for k in keys) or "checkpoint"
+            diffs.append(f"model {m!r}: {what}")
+    return diffs
+
+
+def check_device(params: MeasureParams) -> None:
+    """Refuse to meter a GPU while the engine would run on the CPU (before anything is written)."""
+    if params.meter != "nvml" or params.engine != "hf" or params.device == "cuda":
+        return
+    import torch  # the hf extra, checked installed
+
+    if not torch.cuda.is_available():
+        raise ParamsError("device: auto resolves to the CPU here (torch sees no CUDA GPU; CUDA_VISIBLE_DEVICES="
+                          f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}), but meter: nvml would meter a GPU; "
+                          "run on a GPU machine or use meter: none")
+
+
+MIN_COUNTER_PERIODS = 5
+"""A window must span at least this many energy-counter periods (one step is then ≤ 20 % of it)."""
+
+
+def check_window(params: MeasureParams, meter) -> None:
+    period = getattr(meter, "counter_period_s", float("nan"))
+    if meter.measures_energy and period == period and params.min_window_s < MIN_COUNTER_PERIODS * period:
+        raise ParamsError(
+            f"min_window_s {params.min_window_s:g} s is under {MIN_COUNTER_PERIODS} periods of this GPU's energy "
+            f"counter ({period * 1e3:.0f} ms): one counter step would be over 20 % of a window; "
+            f"use min_window_s: {max(2.0, MIN_COUNTER_PERIODS * period):g} or more")
+
+
+class SweepFailures(EnergykitError):
+    """Windows of the sweep failed; the dataset holds the others and a rerun retries the failed ones."""
+
+
 def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> Path:
-    """Run (or resume) a sweep; returns the path of the NetCDF dataset."""
+    """Run (or resume) a sweep; returns the path of the NetCDF dataset.
+
+    Order: every check that can fail runs before anything is written — engine installed, device,
+    the folder's writer lock, the meter, the counter period against ``min_window_s``, the folder's
+    fingerprint. Then windows are measured and logged one by one; failed windows are retried by
+    the next run. Raises :class:`SweepFailures` (after writing the dataset of the good windows)
+    when windows failed.
+    """
     from tqdm.auto import tqdm
 
     check_engine_installed(params.engine)  # before anything is written or measured
+    check_device(params)
 
     from .engines import make_engine
     from .meters import make_meter
     from .windows import measure
 
+    out = Path(params.output)
+    if out.exists() and not out.is_dir():
+        raise ParamsError(f"output {out} is a file; give a folder path")
+    lock = WriterLock(out).acquire() if out.is_dir() else None  # a running writer is refused at once
     current = {"engine": None}
 
     def sync():
         if current["engine"] is not None:
             current["engine"].synchronize()
 
-    # the meter opens (or fails) before anything is written
-    meter_kw = {"timeline": params.timeline, "gpus": engine_gpus(params)} if params.meter == "nvml" else {}
-    meter = make_meter(params.meter, sync=sync, **meter_kw)
-    out = Path(params.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "params.json").write_text(json.dumps(params.model_dump(), indent=2))
-    log_path = out / LOG
-    records = read_log(log_path)
-    done = {_key(r) for r in records if r.get("status") in ("ok", "error")}
-    todo = plan(params, done)
-    state_path = out / "provenance.json"
-    provenance = json.loads(state_path.read_text()) if state_path.exists() else {}
-    if not provenance:
-        provenance = {"meter": meter.info(), "energykit_commit": git_commit(), "params_file": str(params_path),
-                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if params.idle_s > 0 and meter.measures_energy:
-            provenance["idle_power_w"] = meter.idle_power_w(params.idle_s)
-        state_path.write_text(json.dumps(provenance, indent=2, default=_jsonable))
-
-    log = RawLog(log_path)
-    bar = tqdm(total=len(todo), desc="windows", disable=not progress, unit="win")
+    meter = None
+    log = None
     try:
-        for model_name, geom, ckpt in params.resolved:
-            mine = [c for c in todo if c[0] == model_name]
-            if not mine:
-                continue
-            engine = make_engine(params.engine, name=model_name, geometry=geom, checkpoint=ckpt, dtype=params.dtype,
-                                 max_len=params.max_len, seed=params.seed,
-                                 **_engine_options(params))
-            engine.load()
-            current["engine"] = engine
-            provenance.setdefault("engines", {})[model_name] = {"engine": params.engine, **engine.versions()}
-            state_path.write_text(json.dumps(provenance, indent=2, default=_jsonable))
-            mid_i, mid_o = params.grid[len(params.grid) // 2]
-            warm = engine.request(params.batch_sizes[0], mid_i, mid_o)
-            warm.prepare(params.warmup)
-            for _ in range(params.warmup):
-                warm()
-            for key in mine:
-                _, b, i, o, r = key
-                rec = dict(zip(("model", "batch_size", "input_len", "output_len", "repeat"), key))
-                rec.update(engine=f"{params.engine}", dtype=params.dtype, gpu=provenance["meter"].get("gpu_name", "cpu"),
-                           time=time.time())
-                try:
-                    w = measure(meter, engine.request(b, i, o), params.min_window_s)
-                    rec.update(
-                        status="ok" if w.reading.valid else "invalid",
-                        energy_j=w.energy_j, duration_s=w.duration_s, iterations=w.iterations,
-                        window_energy_j=w.reading.energy_j, window_duration_s=w.reading.duration_s,
-                        energy_method=w.reading.method, reason=w.reading.reason,
-                        output_tokens=w.last_result.output_tokens, ttft_s=w.last_result.ttft_s,
-                        segments=w.segments,
-                    )
-                    if len(w.reading.per_gpu_j) > 1:
-                        rec["gpu_energy_j"] = {u: e / w.iterations for u, e in w.reading.per_gpu_j.items()}
-                    if params.timeline:
-                        rec["timeline"] = w.reading.timeline
-                except EnergykitError as e:
-                    rec.update(status="error", error=str(e))
-                except Exception as e:  # engine failure (OOM, kernel error): record it and go on
-                    rec.update(status="error", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                    engine.recover()
-                log.append(rec)
-                bar.update(1)
-                if params.cooldown_s:
-                    time.sleep(params.cooldown_s)
-            engine.close()
-            current["engine"] = None
+        meter_kw = {"timeline": params.timeline, "gpus": engine_gpus(params)} if params.meter == "nvml" else {}
+        meter = make_meter(params.meter, sync=sync, **meter_kw)
+        check_window(params, meter)
+        info = meter.info()
+        new_print = fingerprint(params, info)
+        old_print = read_json(out / FINGERPRINT)
+        diffs = fingerprint_difference(old_print, new_print) if old_print else []
+        if diffs:
+            raise ParamsError(f"{out} holds windows measured with another setup ({'; '.join(diffs)}); "
+                              "measure into a new output folder, or restore those settings")
+        if not old_print and (out / LOG).exists() and read_log(out / LOG):
+            raise ParamsError(f"{out} holds windows but no {FINGERPRINT} (measured by an older energykit); "
+                              "measure into a new output folder")
+        # the run goes ahead: from here on, state is written
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EnergykitError(f"cannot create output folder {out} ({e.strerror}); choose a writable path") from None
+        if lock is None:
+            lock = WriterLock(out).acquire()
+        lock.claim()
+        merged = {"setup": new_print["setup"], "models": {**old_print.get("models", {}), **new_print["models"]}}
+        atomic_write_json(out / FINGERPRINT, merged)
+        atomic_write_json(out / "params.json", params.model_dump())
+        log_path = out / LOG
+        records = read_log(log_path)
+        done = {_key(r) for r in records if r.get("status") == "ok"}  # failed windows are measured again
+        todo = plan(params, done)
+        state_path = out / "provenance.json"
+        provenance = read_json(state_path)
+        if not provenance:
+            provenance = {"meter": info, "energykit_commit": git_commit(), "params_file": str(params_path),
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            if params.idle_s > 0 and meter.measures_energy:
+                provenance["idle_power_w"] = meter.idle_power_w(params.idle_s)
+            atomic_write_json(state_path, provenance)
+
+        log = RawLog(log_path)
+        failed = []
+        bar = tqdm(total=len(todo), desc="windows", disable=not progress, unit="win")
+        try:
+            for model_name, geom, ckpt in params.resolved:
+                mine = [c for c in todo if c[0] == model_name]
+                if not mine:
+                    continue
+                engine = make_engine(params.engine, name=model_name, geometry=geom, checkpoint=ckpt,
+                                     dtype=params.dtype, max_len=params.max_len, seed=params.seed,
+                                     **_engine_options(params))
+                engine.load()
+                current["engine"] = engine
+                provenance.setdefault("engines", {})[model_name] = {"engine": params.engine, **engine.versions()}
+                atomic_write_json(state_path, provenance)
+                mid_i, mid_o = params.grid[len(params.grid) // 2]
+                warm = engine.request(params.batch_sizes[0], mid_i, mid_o)
+                warm.prepare(params.warmup)
+                for _ in range(params.warmup):
+                    warm()
+                for key in mine:
+                    rec = _measure_window(params, key, engine, meter, measure, provenance)
+                    log.append(rec)
+                    if rec["status"] != "ok":
+                        failed.append(rec)
+                    bar.update(1)
+                    if params.cooldown_s:
+                        time.sleep(params.cooldown_s)
+                engine.close()
+                current["engine"] = None
+        finally:
+            bar.close()
     finally:
-        bar.close()
-        log.close()
-        meter.close()
-    return finalize(out, params)
+        if log is not None:
+            log.close()
+        if meter is not None:
+            meter.close()
+        if lock is not None:
+            lock.release()
+    try:
+        path = finalize(out, params)
+    except EnergykitError:
+        if failed:
+            raise SweepFailures(_failure_summary(failed, len(todo), out)) from None
+        raise
+    if failed:
+        raise SweepFailures(_failure_summary(failed, len(todo), out))
+    return path
+
+
+def _measure_window(params, key, engine, meter, measure, provenance) -> dict:
+    """Measure one (cell, repeat) and return its log record; engine failures are recorded, not raised."""
+    _, b, i, o, r = key
+    rec = dict(zip(("model", "batch_size", "input_len", "output_len", "repeat"), key))
+    rec.update(engine=f"{params.engine}", dtype=params.dtype, gpu=provenance["meter"].get("gpu_name", "cpu"),
+               time=time.time())
+    try:
+        w = measure(meter, engine.request(b, i, o), params.min_window_s)
+        rec.update(
+            status="ok" if w.reading.valid else "invalid",
+            energy_j=w.energy_j, duration_s=w.duration_s, iterations=w.iterations,
+            window_energy_j=w.reading.energy_j, window_duration_s=w.reading.duration_s,
+            energy_method=w.reading.method, reason=w.reading.reason,
+            output_tokens=w.last_result.output_tokens, ttft_s=w.last_result.ttft_s,
+            segments=w.segments,
+        )
+        if len(w.reading.per_gpu_j) > 1:
+            rec["gpu_energy_j"] = {u: e / w.iterations for u, e in w.reading.per_gpu_j.items()}
+        if params.timeline:
+            rec["timeline"] = w.reading.timeline
+    except MeterError:
+        raise  # the meter is gone (NVML lost): stop, keeping every finished window
+    except EnergykitError as e:
+        rec.update(status="error", error=str(e))
+    except Exception as e:  # engine failure (OOM, kernel error): record it and go on
+        rec.update(status="error", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        engine.recover()
+    return rec
+
+
+def _failure_summary(failed: list[dict], planned: int, out: Path) -> str:
+    from collections import Counter
+
+    why = Counter(r.get("error") or r.get("reason") or r["status"] for r in failed)
+    top = "; ".join(f"{n}x {w[:80]}" for w, n in why.most_common(3))
+    return (f"{len(failed)} of {planned} windows failed ({top}); the dataset in {out} holds the others, "
+            "and running the same command again retries the failed ones")
 
 
 def _engine_options(params: MeasureParams) -> dict:
@@ -330,7 +438,7 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
     df = pd.DataFrame(ok).drop(columns=["status", "time", "timeline", "reason", "error", "gpu_energy_j"],
                                errors="ignore")
     df = df.drop_duplicates(list(("model", "batch_size", "input_len", "output_len", "repeat")), keep="last")
-    provenance = json.loads((out / "provenance.json").read_text()) if (out / "provenance.json").exists() else {}
+    provenance = read_json(out / "provenance.json")
     labels = {m: engine_label(v) for m, v in provenance.get("engines", {}).items()}
     df["engine"] = [labels.get(m, e) for m, e in zip(df["model"], df["engine"])]
     if params is not None:
@@ -355,7 +463,7 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
         "invalid_windows": sum(r.get("status") == "invalid" for r in records),
     }
     ds = from_frame(df, source=str(out / LOG), attrs=attrs)
-    return write_netcdf(ds, out / DATASET)
+    return write_netcdf(ds, out / DATASET)  # atomic: temp file, then rename
 
 
 def engine_label(versions: dict) -> str:
@@ -370,8 +478,15 @@ def engine_label(versions: dict) -> str:
 
 
 def cmd_measure(args) -> int:
+    import sys
+
     params = load_params(args.params)  # validated before anything is loaded or written
-    path = run(params, args.params, progress=not args.no_progress)
+    try:
+        path = run(params, args.params, progress=not args.no_progress)
+    except SweepFailures as e:
+        print(f"dataset written to {Path(params.output) / DATASET}", flush=True)
+        print(f"energykit: error: {e}", file=sys.stderr)
+        return 1
     print(f"dataset written to {path}")
     return 0
 

@@ -109,18 +109,25 @@ def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hf.HFEngine, "request", flaky)
     params = sweep.load_params(_write(tmp_path, _params(tmp_path)))
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning), pytest.raises(sweep.SweepFailures, match="2 of 8 windows failed .*out of memory"):
         sweep.run(params, progress=False)
     recs = sweep.read_log(tmp_path / "out" / sweep.LOG)
     errors = [r for r in recs if r["status"] == "error"]
     assert len(errors) == 2 and "out of memory" in errors[0]["error"]
     assert sum(r["status"] == "ok" for r in recs) == 6
+    assert (tmp_path / "out" / sweep.DATASET).exists()  # the good windows are kept as a dataset
+    # a rerun retries exactly the failed windows
+    monkeypatch.setattr(hf.HFEngine, "request", real)
+    with pytest.warns(UserWarning):
+        sweep.run(params, progress=False)
+    recs = sweep.read_log(tmp_path / "out" / sweep.LOG)
+    assert len(recs) == 10 and sum(r["status"] == "ok" for r in recs) == 8
 
 
 def test_torn_last_line_is_ignored(tmp_path):
     log = tmp_path / sweep.LOG
-    log.write_text(json.dumps({"a": 1}) + "\n" + '{"model": "x", "bat')
-    assert sweep.read_log(log) == [{"a": 1}]
+    log.write_text(json.dumps({"model": 1}) + "\n" + '{"model": "x", "bat')
+    assert sweep.read_log(log) == [{"model": 1}]
     sweep.RawLog(log).close()
     assert log.read_text().endswith("\n")
 
