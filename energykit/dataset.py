@@ -177,7 +177,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
         df = df[df["status"] == "ok"]
         df = df.drop_duplicates(list(KEY), keep="last").reset_index(drop=True)
         df = df.drop(columns=[c for c in ("status", "time", "timeline", "reason", "error", "gpu_energy_j")
-                              if c in df.columns])
+                              if c in df.columns]).rename(columns={"energy_method": "method"})
         if len(df) == 0:
             raise DataError(f"{name}: the log holds no completed window; measure first")
 

@@ -225,14 +225,27 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer, else argparse's one-line usage error (exit 2)."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; use values such as 16, 64, 256") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{v} is not positive; use values such as 16, 64, 256")
+    return v
+
+
 def register_cli(sub) -> None:
     p = sub.add_parser("predict", help="predict an unmeasured model's energy from its geometry")
     p.add_argument("--calibrate", required=True, help="measured data (.nc/.csv/.jsonl) with geometry columns")
     p.add_argument("--geometry", required=True, help="preset name, directory with config.json, or config.json")
     p.add_argument("--model", action="append", help="calibrate on this measured model only (repeatable)")
-    p.add_argument("--batch-size", type=int, help="batch size (default: the data's first)")
-    p.add_argument("--input-lens", type=int, nargs="+", help="input lengths (default: the data's)")
-    p.add_argument("--output-lens", type=int, nargs="+", help="output lengths (default: the data's)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default: the data's first)")
+    p.add_argument("--input-lens", type=positive_int, nargs="+", help="input lengths (default: the data's)")
+    p.add_argument("--output-lens", type=positive_int, nargs="+", help="output lengths (default: the data's)")
     p.add_argument("--loss", choices=["l1", "l2"], default="l1")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_predict)

@@ -12,6 +12,8 @@ and ``reports/index.html`` linking them, one line each on what it shows.
 from __future__ import annotations
 
 import html
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -57,15 +59,19 @@ def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> 
 
     declared = pm.inspect_notebook(str(nb_path))
     t0 = time.perf_counter()
-    pm.execute_notebook(
-        str(nb_path),
-        str(out_path),
-        parameters=notebook_parameters(params, declared),
-        cwd=str(root),
-        kernel_name="python3",
-        progress_bar=False,
-        log_output=False,
-    )
+    try:
+        pm.execute_notebook(
+            str(nb_path),
+            str(out_path),
+            parameters=notebook_parameters(params, declared),
+            cwd=str(root),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+        )
+    except pm.PapermillExecutionError as e:
+        raise EnergykitError(f"notebook {nb_path.name} failed in cell {e.exec_count}: {e.ename}: "
+                             f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (no report was replaced)") from None
     return time.perf_counter() - t0
 
 
@@ -122,16 +128,53 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
     for f in params.data + list(params.traces.values()) + ([params.calibrate_data] if params.calibrate_data else []):
         if not (root / f).exists():
             raise ParamsError(f"{params_path}: file {f!r} does not exist (paths are relative to {root})")
+    _check_inputs(params, params_path, root)
     out = Path(out_dir)
     if not out.is_absolute():
         out = root / out
-    out.mkdir(parents=True, exist_ok=True)
-    timings = {}
-    for nb in analysis_notebooks(root, only):
-        executed = out / nb.name
-        timings[nb.stem] = execute(nb, executed, params, root)
-        to_html(executed, out)
-        print(f"rendered {nb.stem} in {timings[nb.stem]:.1f} s", flush=True)
-    entries = [(p.stem, description(p)) for p in analysis_notebooks(root) if (out / f"{p.stem}.html").exists()]
-    write_index(out, entries, params_path.relative_to(root) if params_path.is_relative_to(root) else params_path)
+    notebooks = analysis_notebooks(root, only)
+    # build into a fresh folder and swap it in: a failure never leaves a mix of new and stale pages
+    stage = out.with_name(f".{out.name}.building-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        if out.is_dir():
+            shutil.copytree(out, stage)
+        else:
+            stage.mkdir(parents=True)
+        timings = {}
+        for nb in notebooks:
+            executed = stage / nb.name
+            timings[nb.stem] = execute(nb, executed, params, root)
+            to_html(executed, stage)
+            print(f"rendered {nb.stem} in {timings[nb.stem]:.1f} s", flush=True)
+        entries = [(p.stem, description(p)) for p in analysis_notebooks(root) if (stage / f"{p.stem}.html").exists()]
+        write_index(stage, entries, params_path.relative_to(root) if params_path.is_relative_to(root) else params_path)
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if out.exists():
+            out.rename(old)
+        stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise EnergykitError(f"cannot write the reports to {out} ({e.strerror or e}); choose a writable --out") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return timings
+
+
+def _check_inputs(params: ReportParams, params_path: Path, root: Path) -> None:
+    """Load the data and traces the notebooks will read, so that a bad file stops before any notebook runs."""
+    from .dataset import load_many
+    from .workloads import load_trace
+
+    cwd = Path.cwd()
+    try:
+        os.chdir(root)
+        ds = load_many(params.data)
+        for path in params.traces.values():
+            load_trace(path)
+    finally:
+        os.chdir(cwd)
+    models = [str(m) for m in ds["model"].values]
+    if params.workload_model and params.workload_model not in models:
+        raise ParamsError(f"{params_path}: workload_model {params.workload_model!r} is not in the data; "
+                          f"use one of {', '.join(models)}")

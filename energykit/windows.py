@@ -8,7 +8,8 @@ Every call sends fresh prompts, drawn before the window opens (so that drawing t
 metered). For an engine :class:`~energykit.engines.Request`, one unmetered pilot call first times
 the cell and warms its shapes; then enough prompts are drawn for ``min_window_s``. If the calls
 run faster than the pilot said and the prompts run out, the window closes, more are drawn, and a
-further window continues the measurement: the readings add up (energy, duration, calls).
+further window (of at least half ``min_window_s``) continues the measurement: the readings add up
+(energy, duration, calls).
 
 A window always closes: if a call raises, the window is cancelled (its sampling thread stops) and
 the error goes on to the caller.
@@ -87,6 +88,8 @@ def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, ma
     reading, iterations, result, segments = None, 0, None, 0
     while True:
         left_s = min_window_s - (reading.duration_s if reading else 0.0)
+        if reading is not None:  # a continuation spans half a window at least, never a sliver of a counter step
+            left_s = max(left_s, 0.5 * min_window_s)
         want = min(max_iterations - iterations, max(1, math.ceil(PILOT_MARGIN * left_s / per_call_s)))
         prepare(want - call.prepared)
         r, n, result = _segment(meter, call, want, left_s, lambda: call.prepared > 0)

@@ -253,3 +253,92 @@ def test_rank_deficient_design_is_refused():
     e = 1e-5 * i**2 + 0.01 * i * o / 100 + 0.1 * i + 1.0 * o + 5
     with pytest.raises(FitError, match="cannot identify"):
         fitting.fit_cells(e, i, o)
+
+
+ONE_LINE_CASES = [
+    ("fit", "folder", "is a folder"),
+    ("fit", "inf_len", "not a positive integer up to"),
+    ("fit", "huge_len", "not a positive integer up to"),
+    ("fit", "inf_energy", "energy is infinite"),
+    ("fit", "MJ", "unknown unit 'MJ'"),
+    ("fit", "semicolon", "separated by ';'"),
+    ("fit", "bad_jsonl", "line 2: not valid JSON"),
+    ("fit", "negative_nc", "is negative or infinite"),
+    ("fit", "unknown_model", "is not in the data"),
+    ("predict", "batch0", "0 is not positive"),
+    ("predict", "bad_config", "not valid JSON"),
+]
+
+
+def _case_args(case, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    good = pd.read_csv(ROOT / "data" / "h200_transformers_compiled_b16.csv")
+    csv = tmp_path / "x.csv"
+    if case == "folder":
+        return ["fit", str(tmp_path)]
+    if case in ("inf_len", "huge_len", "inf_energy", "MJ"):
+        df = good.copy()
+        if case == "inf_len":
+            df["input_len"] = df["input_len"].astype(float)
+            df.loc[0, "input_len"] = np.inf
+        elif case == "huge_len":
+            df["input_len"] = df["input_len"].astype(float)
+            df.loc[0, "input_len"] = 1e30
+        elif case == "inf_energy":
+            df.loc[0, "energy_j"] = np.inf
+        else:
+            df = df.rename(columns={"energy_j": "energy_MJ"})
+        df.to_csv(csv, index=False)
+        return ["fit", str(csv)]
+    if case == "semicolon":
+        good.to_csv(csv, index=False, sep=";")
+        return ["fit", str(csv)]
+    if case == "bad_jsonl":
+        j = tmp_path / "x.jsonl"
+        j.write_text(good.iloc[:1].to_json(orient="records", lines=True) + "{not json\n")
+        return ["fit", str(j)]
+    if case == "negative_nc":
+        ds = dataset.load(ROOT / "data" / "h200_transformers_compiled_b16.csv")
+        e = ds["energy_j"].values
+        e[np.unravel_index(np.nanargmax(e), e.shape)] = -50.0
+        dataset.write_netcdf(ds, tmp_path / "x.nc")
+        return ["fit", str(tmp_path / "x.nc")]
+    if case == "unknown_model":
+        return ["fit", str(ROOT / "data" / "h200_transformers_compiled_b16.csv"), "--model", "nope"]
+    if case == "batch0":
+        return ["predict", "--calibrate", str(ROOT / "data" / "h200_hf_energykit" / "measurements.nc"),
+                "--geometry", "qwen2-1.5b", "--batch-size", "0"]
+    if case == "bad_config":
+        (tmp_path / "config.json").write_text("{oops")
+        return ["predict", "--calibrate", str(ROOT / "data" / "h200_hf_energykit" / "measurements.nc"),
+                "--geometry", str(tmp_path / "config.json")]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("cmd, case, expect", ONE_LINE_CASES)
+def test_user_mistakes_give_one_line(tmp_path, cmd, case, expect):
+    args = _case_args(case, tmp_path)
+    p = subprocess.run([sys.executable, "-m", "energykit", *args], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert p.returncode == 2, p.stderr[-600:]
+    assert "Traceback" not in p.stderr and expect in p.stderr
+    assert len([line for line in p.stderr.splitlines() if "error" in line]) == 1
+
+
+def test_model_names_stay_strings(tmp_path):
+    import pandas as pd
+
+    df = pd.read_csv(ROOT / "data" / "h200_transformers_compiled_b16.csv")
+    df["model"] = "1.10"
+    df.to_csv(tmp_path / "m.csv", index=False)
+    ds = dataset.load(tmp_path / "m.csv")
+    assert [str(m) for m in ds["model"].values] == ["1.10"]
+
+
+def test_the_kits_own_log_loads(tmp_path):
+    out = tmp_path / "out"
+    assert _measure(_write(tmp_path / "a.yaml", _params(out))).returncode == 0
+    ds = dataset.read_tidy(out / sweep.LOG, allow_nan_energy=True)
+    assert len(ds) == WINDOWS
