@@ -18,6 +18,35 @@ FILES = ["data/h200_hf_energykit/measurements.nc", "data/h200_transformers_compi
          "data/h200_transformers_eager_b16.csv"]
 
 
+def long_tail_memory(rows: int = 200_000) -> None:
+    """Peak Python memory of loading a sparse (long-tail) file of ``rows`` windows, and of fitting it."""
+    import tracemalloc
+
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    i, o = rng.integers(1, 8000, rows), rng.integers(1, 2000, rows)
+    e = 3e-6 * i**2 + 2e-4 * i * o + 0.05 * i + 1e-4 * o**2 + 3.5 * o + 20
+    df = pd.DataFrame(dict(model="tail", batch_size=16, input_len=i, output_len=o, energy_j=e, duration_s=0.01 * o))
+    df["repeat"] = df.groupby(["input_len", "output_len"]).cumcount()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tail.csv"
+        df.to_csv(path, index=False)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        ds = dataset.load(path)
+        load_s = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    grid = dataset.dense_size(dataset.to_frame(ds))
+    print(f"long-tail file, {rows} windows: load {load_s:.2f} s, peak {peak / 1e6:.0f} MB, dataset "
+          f"{ds.nbytes / 1e6:.1f} MB ({ds.attrs['layout']}; a grid would hold {grid / 1e6:.0f} M slots per variable)")
+    t0 = time.perf_counter()
+    fitting.fit_dataset(ds, cv_folds=5)
+    print(f"long-tail file: fit with 5-fold CV {time.perf_counter() - t0:.1f} s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -42,6 +71,7 @@ def main():
             design.evaluate_design(ds, k)  # D-optimal choice + fit on k cells + held-out MAPE
             times.append(time.perf_counter() - t0)
         print(f"design + fit, budget {k} of 20 cells: median {statistics.median(times) * 1000:.0f} ms")
+    long_tail_memory()
     cal = dataset.load(ROOT / FILES[0])
     t0 = time.perf_counter()
     hw = hardware.calibrate(cal)

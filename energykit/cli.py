@@ -50,6 +50,15 @@ def cmd_fit(args) -> int:
 
     ds = load(args.data)
     fits = fit_dataset(ds, models=args.model or None, loss=args.loss, cv_folds=args.cv_folds)
+    from .dataset import outlier_windows
+
+    flagged = outlier_windows(ds)
+    if len(flagged):
+        worst = flagged.iloc[flagged["deviation_pct"].abs().argmax()]
+        print(f"energykit: warning: {len(flagged)} window(s) depart from their cell's other repeats by more than "
+              f"5 % (worst: {worst['model']} i={worst['input_len']} o={worst['output_len']} repeat {worst['repeat']}, "
+              f"{worst['deviation_pct']:+.0f} %); the l1 fit is robust to them — see energykit.dataset.outlier_windows",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(fit_json(fits), indent=2))
         return 0

@@ -273,23 +273,50 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     return out
 
 
-def from_frame(df: pd.DataFrame, *, source: str = "", attrs: dict | None = None) -> xr.Dataset:
-    """Build the measurement Dataset from a validated tidy frame (see :func:`read_tidy`)."""
+DENSE_LIMIT = 4
+"""A dense (grid) layout may hold at most this many slots per measured window (plus 100,000)."""
+
+
+def dense_size(df: pd.DataFrame) -> int:
+    """Slots of the full product of every distinct value of the five dimensions."""
+    return int(np.prod([df[d].nunique() for d in DIMS], dtype=float))
+
+
+def is_stacked(ds: xr.Dataset) -> bool:
+    """True for the stacked layout (one ``window`` dimension) of long-tail data."""
+    return "window" in ds.dims
+
+
+def from_frame(df: pd.DataFrame, *, source: str = "", attrs: dict | None = None,
+               layout: str = "auto") -> xr.Dataset:
+    """Build the measurement Dataset from a validated tidy frame (see :func:`read_tidy`).
+
+    ``layout="dense"`` indexes windows by the five dimensions :data:`DIMS` (a grid of cells);
+    ``"stacked"`` keeps one ``window`` dimension with the five as coordinates, so that memory
+    follows the rows of long-tail data; ``"auto"`` stacks when the grid would hold more than
+    :data:`DENSE_LIMIT` slots per window.
+    """
     per_model = [c for c in PROVENANCE_COLUMNS + GEOMETRY_COLUMNS if c in df.columns]
     window_cols = [c for c in df.columns if c not in per_model and c not in KEY]
-    ds = df.set_index(list(KEY))[window_cols].to_xarray()
-    models = ds["model"].values
-    first = df.drop_duplicates("model").set_index("model")
-    for col in per_model:
-        values = first.loc[models, col].to_numpy()
-        if col in GEOMETRY_COLUMNS and col != "arch":
-            values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
-        else:
-            values = values.astype(str)
-        ds = ds.assign_coords({col: ("model", values)})
+    if layout == "auto":
+        layout = "stacked" if dense_size(df) > DENSE_LIMIT * len(df) + 100_000 else "dense"
+    if layout == "stacked":
+        ds = _stacked(df, per_model, window_cols)
+    else:
+        ds = df.set_index(list(KEY))[window_cols].to_xarray()
+        models = ds["model"].values
+        first = df.drop_duplicates("model").set_index("model")
+        for col in per_model:
+            values = first.loc[models, col].to_numpy()
+            if col in GEOMETRY_COLUMNS and col != "arch":
+                values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
+            else:
+                values = values.astype(str)
+            ds = ds.assign_coords({col: ("model", values)})
     for var in ds.data_vars:
         if ds[var].dtype == object:
             ds[var] = ds[var].fillna("").astype(str)
+    ds.attrs["layout"] = layout
     for name in list(ds.variables):
         if name in UNITS:
             ds[name].attrs["units"] = UNITS[name]
@@ -308,6 +335,85 @@ def from_frame(df: pd.DataFrame, *, source: str = "", attrs: dict | None = None)
     if attrs:
         ds.attrs.update(attrs)
     return ds
+
+
+def _stacked(df: pd.DataFrame, per_model: list[str], window_cols: list[str]) -> xr.Dataset:
+    df = df.reset_index(drop=True)
+    coords = {d: ("window", df[d].to_numpy() if d != "model" else df[d].astype(str).to_numpy()) for d in DIMS}
+    for col in per_model:
+        values = df[col]
+        values = pd.to_numeric(values, errors="coerce") if col in GEOMETRY_COLUMNS and col != "arch" else values.astype(str)
+        coords[col] = ("window", values.to_numpy())
+    return xr.Dataset({c: ("window", df[c].to_numpy()) for c in window_cols}, coords=coords)
+
+
+def model_names(ds: xr.Dataset) -> list[str]:
+    """The models of a dataset, in order, once each (either layout)."""
+    return list(dict.fromkeys(str(m) for m in ds["model"].values))
+
+
+def batch_sizes(ds: xr.Dataset, model: str | None = None) -> list[int]:
+    """The batch sizes measured (for one model), sorted."""
+    if not is_stacked(ds):
+        return sorted(int(b) for b in ds["batch_size"].values)
+    b = ds["batch_size"].values if model is None else ds["batch_size"].values[ds["model"].values.astype(str) == model]
+    return sorted({int(x) for x in b})
+
+
+def model_value(ds: xr.Dataset, model: str, name: str, default=None):
+    """A per-model coordinate (engine, gpu, dtype, geometry column) of one model (either layout)."""
+    if name not in ds.coords:
+        return default
+    if is_stacked(ds):
+        hit = np.flatnonzero(ds["model"].values.astype(str) == model)
+        if not len(hit):
+            return default
+        v = ds[name].values[hit[0]]
+    else:
+        v = ds[name].sel(model=model).values
+    return v.item() if hasattr(v, "item") else v
+
+
+def measured_cells(ds: xr.Dataset, model: str | None = None, batch_size: int | None = None) -> pd.DataFrame:
+    """Repeat means of the cells with a positive measured energy, as a frame (either layout).
+
+    Columns: model, batch_size, input_len, output_len, energy_j [J], energy_j_std [J],
+    duration_s [s], n_repeats. The one home of "the measured cells" for fits and designs.
+    """
+    df = to_frame(ds)
+    if model is not None:
+        df = df[df["model"].astype(str) == str(model)]
+    if batch_size is not None:
+        df = df[df["batch_size"] == int(batch_size)]
+    df = df.dropna(subset=["energy_j"])
+    g = df.groupby(["model", "batch_size", "input_len", "output_len"], sort=True)
+    out = g.agg(energy_j=("energy_j", "mean"), energy_j_std=("energy_j", "std"),
+                duration_s=("duration_s", "mean"), n_repeats=("energy_j", "size")).reset_index()
+    return out[out["energy_j"] > 0].reset_index(drop=True)
+
+
+OUTLIER_REL = 0.05
+"""A window is an outlier when it is this far (relative) from its cell's median and 4 robust spreads."""
+
+
+def outlier_windows(ds: xr.Dataset) -> pd.DataFrame:
+    """Windows whose energy departs from the median of their cell's repeats (cells of ≥ 3 repeats).
+
+    A window is flagged when ``|E − median| > max(5 % · median, 4 · 1.4826 · MAD)``. Returns the
+    flagged windows with ``deviation_pct``; they stay in the data (the fits are robust), but a
+    report or a user can see and drop them.
+    """
+    df = to_frame(ds).dropna(subset=["energy_j"])
+    cell = ["model", "batch_size", "input_len", "output_len"]
+    g = df.groupby(cell)["energy_j"]
+    med = g.transform("median")
+    mad = (df["energy_j"] - med).abs().groupby([df[c] for c in cell]).transform("median")
+    n = g.transform("size")
+    dev = (df["energy_j"] - med).abs()
+    flag = (n >= 3) & (dev > np.maximum(OUTLIER_REL * med, 4 * 1.4826 * mad))
+    out = df.loc[flag, cell + ["repeat", "energy_j"]].copy()
+    out["deviation_pct"] = 100 * (df.loc[flag, "energy_j"] - med[flag]) / med[flag]
+    return out.reset_index(drop=True)
 
 
 def _version() -> str:
@@ -394,6 +500,8 @@ def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
     """
     if len(datasets) == 1:
         return datasets[0]
+    if any(is_stacked(d) for d in datasets):
+        return _combine_stacked(datasets)
     seen: dict[str, str] = {}
     renamed = []
     for ds in datasets:
@@ -415,6 +523,29 @@ def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
     return out
 
 
+def _combine_stacked(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
+    """Combine when one dataset is long-tail: through tidy frames, renaming clashing models as above."""
+    frames, seen = [], {}
+    for ds in datasets:
+        df = to_frame(ds)
+        for col in PROVENANCE_COLUMNS + GEOMETRY_COLUMNS:
+            if col in ds.coords:
+                df[col] = df["model"].astype(str).map({m: model_value(ds, m, col) for m in model_names(ds)})
+        rename = {}
+        for m in model_names(ds):
+            eng = str(model_value(ds, m, "engine", ds.attrs.get("engine", "unknown")))
+            if m in seen:
+                if seen[m] == eng:
+                    raise DataError(f"model '{m}' with engine '{eng}' occurs in two datasets; merge or rename them")
+                rename[m] = f"{m} [{eng}]"
+            seen[rename.get(m, m)] = eng
+        df["model"] = df["model"].astype(str).replace(rename)
+        frames.append(df)
+    out = from_frame(pd.concat(frames, ignore_index=True), layout="stacked")
+    out.attrs["source"] = ", ".join(d.attrs.get("source", "") for d in datasets)
+    return out
+
+
 def _coord(ds: xr.Dataset, name: str) -> list[str]:
     if name in ds.coords:
         return [str(v) for v in ds[name].values]
@@ -431,6 +562,10 @@ def load_many(paths: Iterable[str | Path]) -> xr.Dataset:
 
 def to_frame(ds: xr.Dataset) -> pd.DataFrame:
     """Tidy frame of the measured windows (rows with no energy and no duration dropped)."""
+    if is_stacked(ds):
+        cols = [v for v in ds.data_vars if ds[v].dims == ("window",)]
+        df = ds[cols].reset_coords()[list(DIMS) + cols].to_dataframe().reset_index(drop=True)
+        return df.dropna(subset=["duration_s"]).reset_index(drop=True)
     cols = [v for v in ds.data_vars if set(ds[v].dims) == set(DIMS)]
     df = ds[cols].to_dataframe().reset_index()
     return df.dropna(subset=["duration_s"]).reset_index(drop=True)
@@ -440,8 +575,21 @@ def cell_means(ds: xr.Dataset) -> xr.Dataset:
     """Mean and spread over ``repeat`` of energy and duration per cell.
 
     Returns a Dataset over (model, batch_size, input_len, output_len) with ``energy_j``,
-    ``energy_j_std``, ``duration_s``, ``duration_s_std`` and ``n_repeats``.
+    ``energy_j_std``, ``duration_s``, ``duration_s_std`` and ``n_repeats``. A stacked (long-tail)
+    dataset is put on that grid only when the grid stays small; otherwise use :func:`measured_cells`.
     """
+    if is_stacked(ds):
+        cells = to_frame(ds).groupby(["model", "batch_size", "input_len", "output_len"])
+        frame = pd.DataFrame({"energy_j": cells["energy_j"].mean(), "energy_j_std": cells["energy_j"].std(),
+                              "duration_s": cells["duration_s"].mean(), "duration_s_std": cells["duration_s"].std(),
+                              "n_repeats": cells["energy_j"].count()})
+        size = int(np.prod([frame.index.get_level_values(k).nunique() for k in range(4)], dtype=float))
+        if size > DENSE_LIMIT * len(frame) + 100_000:
+            raise DataError(f"this dataset is long-tail: {len(frame)} measured cells would fill a grid of {size} "
+                            "slots; maps and grids need a designed grid of lengths — fit it, or bin its lengths")
+        out = frame.to_xarray()
+        out["n_repeats"] = out["n_repeats"].fillna(0).astype(int)
+        return _cell_units(out, ds)
     out = xr.Dataset(
         {
             "energy_j": ds["energy_j"].mean("repeat", skipna=True),
@@ -451,6 +599,10 @@ def cell_means(ds: xr.Dataset) -> xr.Dataset:
             "n_repeats": ds["energy_j"].notnull().sum("repeat"),
         }
     )
+    return _cell_units(out, ds)
+
+
+def _cell_units(out: xr.Dataset, ds: xr.Dataset) -> xr.Dataset:
     for v in ("energy_j", "energy_j_std"):
         out[v].attrs["units"] = "J"
     for v in ("duration_s", "duration_s_std"):
@@ -461,12 +613,11 @@ def cell_means(ds: xr.Dataset) -> xr.Dataset:
 
 def geometry(ds: xr.Dataset, model: str) -> dict:
     """The geometry coordinates of one model as a plain dict (missing ones omitted)."""
-    sel = ds.sel(model=model)
     out = {}
     for col in GEOMETRY_COLUMNS:
         if col in ds.coords:
-            v = sel[col].item()
-            if isinstance(v, float) and np.isnan(v):
+            v = model_value(ds, model, col)
+            if v is None or (isinstance(v, float) and np.isnan(v)):
                 continue
             out[col] = v if col == "arch" else int(v)
     return out

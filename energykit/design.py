@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .dataset import cell_means
+from .dataset import batch_sizes, measured_cells, model_names
 from .errors import ParamsError
 from .fitting import THETA, ape_pct, fit_cells
 
@@ -80,12 +80,10 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1") -> pd.DataFra
     Returns one row per (model, batch_size) with the cells and ``heldout_mape_pct``, the MAPE on
     the measured cells that were not chosen (NaN when every cell was chosen).
     """
-    means = cell_means(ds)
     rows = []
-    for m in ds["model"].values:
-        for b in ds["batch_size"].values:
-            df = means["energy_j"].sel(model=m, batch_size=b).to_dataframe().reset_index().dropna(subset=["energy_j"])
-            df = df[df["energy_j"] > 0]
+    for m in model_names(ds):
+        for b in batch_sizes(ds, m):
+            df = measured_cells(ds, m, b)
             if df.empty:
                 continue
             cells = d_optimal(df[["input_len", "output_len"]].to_numpy(), budget)

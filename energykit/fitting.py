@@ -29,7 +29,7 @@ import pandas as pd
 import xarray as xr
 from scipy.optimize import nnls
 
-from .dataset import cell_means
+from .dataset import batch_sizes, cell_means, measured_cells, model_names
 from .errors import FitError
 
 THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
@@ -358,10 +358,8 @@ class ModelFit:
         return float(np.nanmean(self.cv_ape_pct)) if np.isfinite(self.cv_ape_pct).any() else float("nan")
 
 
-def _cells(means: xr.Dataset, model: str, batch_size: int) -> pd.DataFrame:
-    sel = means.sel(model=model, batch_size=batch_size)
-    df = sel[["energy_j", "duration_s"]].to_dataframe().reset_index()
-    return df.dropna(subset=["energy_j"]).query("energy_j > 0")[["input_len", "output_len", "energy_j", "duration_s"]]
+def _cells(ds: xr.Dataset, model: str, batch_size: int) -> pd.DataFrame:
+    return measured_cells(ds, model, batch_size)[["input_len", "output_len", "energy_j", "duration_s"]]
 
 
 class FitSet:
@@ -467,16 +465,15 @@ def fit_dataset(
         Seed of the fold shuffle.
     """
     _check("sweetspot", loss)
-    names = [str(m) for m in ds["model"].values]
+    names = model_names(ds)
     wanted = list(models) if models is not None else names
     for m in wanted:
         if m not in names:
             raise FitError(f"model {m!r} is not in the data; available: {', '.join(names)}")
-    means = cell_means(ds)
     fits = {}
     for m in wanted:
-        for b in ds["batch_size"].values:
-            cells = _cells(means, m, int(b))
+        for b in batch_sizes(ds, m):
+            cells = _cells(ds, m, int(b))
             if cells.empty:
                 continue
             if len(cells) < len(THETA):

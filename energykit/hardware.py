@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .dataset import cell_means, geometry
+from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
 from .fitting import THETA, _design, _irls, ape_pct
 from .physics import cell_work
@@ -54,14 +54,13 @@ def features(geom: dict, batch_size, input_len, output_len, dtype: str = "bfloat
 
 
 def _dtype(ds: xr.Dataset, model: str) -> str:
-    d = str(ds["dtype"].sel(model=model).values) if "dtype" in ds.coords else str(ds.attrs.get("dtype", "bfloat16"))
+    d = str(model_value(ds, model, "dtype", ds.attrs.get("dtype", "bfloat16")))
     return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(d, d if d in
                                                                            ("bfloat16", "float16", "float32") else "bfloat16")
 
 
 def _cells(ds: xr.Dataset, model: str) -> pd.DataFrame:
-    m = cell_means(ds)["energy_j"].sel(model=model).to_dataframe().reset_index()
-    return m.dropna(subset=["energy_j"]).query("energy_j > 0")
+    return measured_cells(ds, model)
 
 
 @dataclass
@@ -107,13 +106,13 @@ class HardwareModel:
 
 def calibrate(ds: xr.Dataset, models=None, loss: str = "l1") -> HardwareModel:
     """Fit the coefficients on the measured cells of ``models`` (all with geometry by default)."""
-    names = [str(m) for m in ds["model"].values] if models is None else list(models)
+    names = model_names(ds) if models is None else list(models)
     missing = [c for c in NEEDED if c not in ds.coords]
     if missing:
         raise FitError(f"the data lack geometry columns {missing}; add them to calibrate the hardware model")
     for key in ("gpu", "engine"):
         if key in ds.coords:
-            values = {str(ds[key].sel(model=m).values) for m in names}
+            values = {str(model_value(ds, m, key)) for m in names}
             if len(values) > 1:
                 raise FitError(f"calibration models span several {key}s {sorted(values)}; "
                                f"calibrate on one {key} at a time (choose models)")
@@ -127,17 +126,19 @@ def calibrate(ds: xr.Dataset, models=None, loss: str = "l1") -> HardwareModel:
     if not X:
         raise FitError("no measured cells to calibrate on")
     X, E = np.vstack(X), np.concatenate(E)
+    if len(E) <= len(COEFFICIENTS):
+        raise FitError(f"{len(E)} measured cell(s) cannot calibrate {len(COEFFICIENTS)} hardware coefficients with an "
+                       f"interval (no residual is left to bootstrap); measure at least {len(COEFFICIENTS) + 1} cells")
     coef, _ = _irls(X, E, loss)
-    gpu = str(ds["gpu"].sel(model=names[0]).values) if "gpu" in ds.coords else ""
-    engine = str(ds["engine"].sel(model=names[0]).values) if "engine" in ds.coords else ""
+    gpu = str(model_value(ds, names[0], "gpu", ""))
+    engine = str(model_value(ds, names[0], "engine", ""))
     return HardwareModel(dict(zip(COEFFICIENTS, map(float, coef))), names, loss, gpu, engine, X, E)
 
 
 def leave_one_model_out(ds: xr.Dataset, loss: str = "l1") -> pd.DataFrame:
     """For each (gpu, engine) group of two or more models: calibrate on the others, predict this one."""
-    names = [str(m) for m in ds["model"].values]
-    key = [(str(ds["gpu"].sel(model=m).values) if "gpu" in ds.coords else "",
-            str(ds["engine"].sel(model=m).values) if "engine" in ds.coords else "") for m in names]
+    names = model_names(ds)
+    key = [(str(model_value(ds, m, "gpu", "")), str(model_value(ds, m, "engine", ""))) for m in names]
     rows = []
     for m, k in zip(names, key):
         others = [n for n, kk in zip(names, key) if kk == k and n != m]

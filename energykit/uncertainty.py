@@ -20,7 +20,7 @@ LEVEL = 0.95
 
 
 def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: str, n: int, seed: int = 0) -> np.ndarray:
-    """Refitted coefficients (n, k) of a non-negative linear relative-error fit ``X @ coef ≈ observed``.
+    r"""Refitted coefficients (n, k) of a non-negative linear relative-error fit ``X @ coef ≈ observed``.
 
     Each draw sets :math:`E^* = \hat E (1 + v r)` with Rademacher ``v`` and the fitted relative
     residuals ``r``, then refits with the same loss.

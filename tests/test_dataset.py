@@ -134,3 +134,52 @@ def test_cell_means_match_pandas():
     df = pd.read_csv(COMPILED).groupby(["input_len", "output_len"]).energy_j.agg(["mean", "std"])
     got = m["energy_j"].sel(model="llama3.2-1b-shape", batch_size=16).to_pandas().stack()
     np.testing.assert_allclose(got.sort_index().to_numpy(), df["mean"].sort_index().to_numpy())
+
+
+def _long_tail_frame(rows: int, seed: int = 0):
+    """Windows at long-tail lengths (as in production traces): almost every cell distinct."""
+    rng = np.random.default_rng(seed)
+    i = rng.integers(1, 8000, rows)
+    o = rng.integers(1, 2000, rows)
+    e = 3e-6 * i**2 + 2e-4 * i * o + 0.05 * i + 1e-4 * o**2 + 3.5 * o + 20
+    df = pd.DataFrame(dict(model="tail", batch_size=16, input_len=i, output_len=o,
+                           energy_j=e * (1 + 0.01 * rng.standard_normal(rows)), duration_s=0.01 * o))
+    df["repeat"] = df.groupby(["input_len", "output_len"]).cumcount()  # a cell met twice is a second repeat
+    return df
+
+
+def test_long_tail_data_is_stacked_and_stays_small(tmp_path):
+    from energykit import fitting
+
+    df = _long_tail_frame(20_000)
+    path = tmp_path / "tail.csv"
+    df.to_csv(path, index=False)
+    ds = dataset.load(path)
+    assert dataset.is_stacked(ds) and ds.sizes["window"] == 20_000
+    assert ds.nbytes < 200 * 20_000  # in proportion to the rows; the grid would be ~ 8000 x 2000 slots
+    assert dataset.model_names(ds) == ["tail"] and dataset.batch_sizes(ds) == [16]
+    cells = dataset.measured_cells(ds, "tail")
+    assert len(cells) == len(df.drop_duplicates(["input_len", "output_len"]))
+    fits = fitting.fit_dataset(ds, cv_folds=2)
+    assert fits.get("tail").mape_pct < 2.0
+    with pytest.raises(DataError, match="long-tail"):
+        dataset.cell_means(ds)
+    # a grid stays dense, and combining a grid with long-tail data stacks both
+    grid = dataset.load(COMPILED)
+    assert not dataset.is_stacked(grid)
+    both = dataset.combine([grid, ds])
+    assert dataset.is_stacked(both) and set(dataset.model_names(both)) == {"llama3.2-1b-shape", "tail"}
+    assert dataset.geometry(both, "llama3.2-1b-shape")["num_layers"] == 16
+
+
+def test_outlier_windows_are_flagged():
+    from conftest import synthetic_frame
+
+    ds = dataset.load(COMPILED)
+    assert len(dataset.outlier_windows(ds)) == 0  # two repeats per cell: nothing to judge against
+    df = synthetic_frame(repeats=4, noise=0.01)
+    assert len(dataset.outlier_windows(dataset.from_frame(df))) == 0
+    hit = (df["input_len"] == 64) & (df["output_len"] == 16) & (df["repeat"] == 3)
+    df.loc[hit, "energy_j"] *= 1.5
+    flagged = dataset.outlier_windows(dataset.from_frame(df))
+    assert len(flagged) == 1 and flagged.iloc[0]["repeat"] == 3 and flagged.iloc[0]["deviation_pct"] > 40

@@ -342,3 +342,14 @@ def test_the_kits_own_log_loads(tmp_path):
     assert _measure(_write(tmp_path / "a.yaml", _params(out))).returncode == 0
     ds = dataset.read_tidy(out / sweep.LOG, allow_nan_energy=True)
     assert len(ds) == WINDOWS
+
+
+def test_calibration_on_one_cell_gives_no_interval(tmp_path):
+    import pandas as pd
+
+    from energykit import hardware
+
+    df = pd.read_csv(ROOT / "data" / "h200_transformers_compiled_b16.csv").query("input_len == 64 and output_len == 16")
+    df.to_csv(tmp_path / "one.csv", index=False)
+    with pytest.raises(FitError, match="cannot calibrate .* with an interval"):
+        hardware.calibrate(dataset.load(tmp_path / "one.csv"))
