@@ -48,3 +48,43 @@ def test_measure_notebook_runs_tiny_cpu_sweep(tmp_path):
                         parameters={"params_file": "params/measure_cpu_tiny.yaml", "output": str(out)},
                         cwd=str(ROOT), kernel_name="python3", progress_bar=False)
     assert (out / "measurements.nc").exists() and (out / "windows.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_failing_notebook_is_one_line_and_replaces_no_report(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+    import yaml
+
+    df = pd.read_csv(ROOT / "data" / "h200_transformers_compiled_b16.csv")
+    df[["model", "batch_size", "input_len", "output_len", "repeat", "energy_j", "duration_s"]].to_csv(
+        tmp_path / "nogeom.csv", index=False)  # 05_planning cannot calibrate without geometry
+    params = yaml.safe_load((ROOT / "params" / "report.yaml").read_text())
+    params["calibrate_data"] = str(tmp_path / "nogeom.csv")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "05_planning.html").write_text("the previous report")
+    p = subprocess.run([sys.executable, "-m", "energykit", "report", "--params", str(tmp_path / "p.yaml"),
+                        "--out", str(out), "--only", "05_planning"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("energykit: error:")]
+    assert len(errors) == 1 and "05_planning.ipynb failed" in errors[0], p.stderr[-1000:]
+    assert (out / "05_planning.html").read_text() == "the previous report"
+    assert [x.name for x in tmp_path.iterdir() if ".building" in x.name or ".old" in x.name] == []
+
+
+def test_bad_workload_model_stops_before_any_notebook(tmp_path):
+    import yaml
+
+    from energykit.errors import ParamsError
+
+    params = yaml.safe_load((ROOT / "params" / "report.yaml").read_text())
+    params["workload_model"] = "no-such-model"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="workload_model 'no-such-model' is not in the data"):
+        report.build(tmp_path / "p.yaml", tmp_path / "reports")
+    assert not (tmp_path / "reports").exists()
