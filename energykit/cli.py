@@ -1,7 +1,8 @@
-"""Command line: ``python -m energykit {fit,report,measure,...}``.
+"""Command line: ``python -m energykit {fit,report,measure,design,predict}``.
 
-User mistakes (bad files, bad params, missing extras) print one line on stderr and exit with code 2,
-without a traceback.
+The one thin layer over the package: every sub-command lives here and imports its module only when
+it runs, so ``energykit --help`` starts without numpy, xarray or lmfit. User mistakes (bad files,
+bad params, missing extras) print one line on stderr and exit with code 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -10,17 +11,31 @@ import argparse
 import json
 import math
 import sys
+import warnings
 
 from .errors import EnergykitError
+
+__all__ = ["main", "build_parser"]
 
 
 def _finite(x: float):
     return x if math.isfinite(x) else None
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer, else argparse's one-line usage error (exit 2)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; use values such as 16, 64, 256") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{v} is not positive; use values such as 16, 64, 256")
+    return v
+
+
 def fit_json(fits) -> dict:
     """The ``fit --json`` object: per model its accuracy, θ, standard errors and ``o*`` per input length."""
-    from .sweetspots import o_star
+    from .fitting import o_star
 
     out = {}
     multi = {m for m, _ in fits.keys if sum(1 for mm, _ in fits.keys if mm == m) > 1}
@@ -45,13 +60,13 @@ def fit_json(fits) -> dict:
 
 
 def cmd_fit(args) -> int:
-    from .dataset import load
+    import pandas as pd
+
+    from .dataset import load, outlier_windows
     from .fitting import fit_dataset
 
     ds = load(args.data)
     fits = fit_dataset(ds, models=args.model or None, loss=args.loss, cv_folds=args.cv_folds)
-    from .dataset import outlier_windows
-
     flagged = outlier_windows(ds)
     if len(flagged):
         worst = flagged.iloc[flagged["deviation_pct"].abs().argmax()]
@@ -62,8 +77,6 @@ def cmd_fit(args) -> int:
     if args.json:
         print(json.dumps(fit_json(fits), indent=2))
         return 0
-    import pandas as pd
-
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(fits.summary().round(3).to_string(index=False))
         print()
@@ -78,6 +91,85 @@ def cmd_report(args) -> int:
 
     timings = build(args.params, args.out, args.only or None)
     print(f"reports written to {args.out}/index.html ({sum(timings.values()):.1f} s)")
+    return 0
+
+
+def cmd_measure(args) -> int:
+    from pathlib import Path
+
+    from .params import load_measure_params
+    from .sweep import DATASET, SweepFailures, run
+
+    params = load_measure_params(args.params)  # validated before anything is loaded or written
+    try:
+        path = run(params, args.params, progress=not args.no_progress)
+    except SweepFailures as e:
+        print(f"dataset written to {Path(params.output) / DATASET}", flush=True)
+        print(f"energykit: error: {e}", file=sys.stderr)
+        return 1
+    print(f"dataset written to {path}")
+    return 0
+
+
+def cmd_design(args) -> int:
+    from .dataset import load
+    from .design import evaluate_design
+
+    table = evaluate_design(load(args.data), args.budget)
+    if args.json:
+        multi = table["model"].duplicated(keep=False)
+        out = {}
+        for (_, r), dup in zip(table.iterrows(), multi):
+            name = f"{r['model']} (batch {r['batch_size']})" if dup else r["model"]
+            out[name] = {"cells": r["cells"], "heldout_cells": r["heldout_cells"],
+                         "heldout_mape_pct": None if math.isnan(r["heldout_mape_pct"]) else r["heldout_mape_pct"]}
+        print(json.dumps({"budget": args.budget, "models": out}, indent=2))
+    else:
+        print(table[["model", "batch_size", "heldout_cells", "heldout_mape_pct", "cells"]].to_string(index=False))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from .dataset import load, to_frame
+    from .fitting import around, interval, o_star
+    from .hardware import calibrate, leave_one_model_out, prediction_table
+    from .presets import resolve
+
+    ds = load(args.calibrate)
+    name, geom, _ = resolve(args.geometry)
+    hw = calibrate(ds, args.model or None, args.loss)
+    frame = to_frame(ds)
+    b = args.batch_size or int(frame["batch_size"].min())
+    ins = args.input_lens or sorted({int(v) for v in frame["input_len"]})
+    outs = args.output_lens or sorted({int(v) for v in frame["output_len"]})
+    table = prediction_table(hw, geom, b, ins, outs)
+    theta = hw.theta(geom, b)
+    draws = hw.draws(100)
+    ostar_draws = np.array([o_star(hw.theta(geom, b, coef=c), np.asarray(ins, float)) for c in draws])
+    ostar = {}
+    for k, i in enumerate(ins):
+        est = float(o_star(theta, i))
+        lo, hi = around(est, *interval(ostar_draws[:, k]))
+        ostar[str(i)] = {"value": est, "low": float(lo), "high": float(hi)}
+    lomo = leave_one_model_out(ds, args.loss, hw.calibrated_on) if len(hw.calibrated_on) > 1 else pd.DataFrame()
+    if args.json:
+        out = {
+            "geometry": name, "batch_size": b, "calibrated_on": hw.calibrated_on, "gpu": hw.gpu, "engine": hw.engine,
+            "coefficients": hw.coef, "theta": theta,
+            "o_star": ostar,
+            "leave_one_model_out_mape_pct": {r["model"]: r["mape_pct"] for _, r in lomo.iterrows()},
+            "cells": table.to_dict(orient="records"),
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{name}: predicted from {', '.join(hw.calibrated_on)} ({hw.gpu}, {hw.engine}), batch {b}")
+    print(table.round(3).to_string(index=False))
+    if not lomo.empty:
+        print("\nleave-one-model-out on the calibration set:")
+        print(lomo.round(2).to_string(index=False))
     return 0
 
 
@@ -99,16 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", help="render only this notebook (repeatable), e.g. 02_fit")
     r.set_defaults(func=cmd_report)
 
-    for register in _extra_commands():
-        register(sub)
+    m = sub.add_parser("measure", help="run (or resume) a measurement sweep from a params file")
+    m.add_argument("params", help="YAML file: engine, models, dtype, batch_sizes, input_lens, output_lens, ...")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.set_defaults(func=cmd_measure)
+
+    d = sub.add_parser("design", help="choose K cells to measure (D-optimal) and check them on measured data")
+    d.add_argument("data", help="NetCDF dataset or tidy CSV/JSONL of measured windows")
+    d.add_argument("--budget", type=int, required=True, help="number of cells to measure (>= 6)")
+    d.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    d.set_defaults(func=cmd_design)
+
+    q = sub.add_parser("predict", help="predict an unmeasured model's energy from its geometry")
+    q.add_argument("--calibrate", required=True, help="measured data (.nc/.csv/.jsonl) with geometry columns")
+    q.add_argument("--geometry", required=True, help="preset name, directory with config.json, or config.json")
+    q.add_argument("--model", action="append", help="calibrate on this measured model only (repeatable)")
+    q.add_argument("--batch-size", type=positive_int, help="batch size (default: the data's first)")
+    q.add_argument("--input-lens", type=positive_int, nargs="+", help="input lengths (default: the data's)")
+    q.add_argument("--output-lens", type=positive_int, nargs="+", help="output lengths (default: the data's)")
+    q.add_argument("--loss", choices=["l1", "l2"], default="l1")
+    q.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    q.set_defaults(func=cmd_predict)
     return p
-
-
-def _extra_commands():
-    """Sub-commands that live with their concern (measurement, planning)."""
-    from . import design, hardware, sweep
-
-    return [sweep.register_cli, design.register_cli, hardware.register_cli]
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -116,8 +220,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv=None) -> int:
-    import warnings
-
     warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -25,7 +25,6 @@ geometry (opt.)           :data:`GEOMETRY_COLUMNS`, constant per model
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -35,242 +34,12 @@ import pandas as pd
 import xarray as xr
 
 from .errors import DataError
+from .iotools import read_netcdf, read_tidy
 from .state import DiskFullError, fault_point
 
-DIMS = ("model", "batch_size", "input_len", "output_len", "repeat")
+from .schema import DIMS, GEOMETRY_COLUMNS, GLOSSARY, PROVENANCE_COLUMNS, UNITS
+
 KEY = DIMS
-INT_DIMS = ("batch_size", "input_len", "output_len", "repeat")
-PROVENANCE_COLUMNS = ("engine", "gpu", "dtype")
-GEOMETRY_COLUMNS = (
-    "arch",
-    "num_layers",
-    "hidden_size",
-    "num_heads",
-    "num_kv_heads",
-    "head_dim",
-    "intermediate_size",
-    "ffn_gated",
-    "vocab_size",
-    "tied_embeddings",
-    "params",
-)
-MAX_INT = 10**7
-"""Largest batch size, length or repeat index accepted [1e7]: beyond it a value is a typo or an overflow."""
-ENERGY_UNITS_J = {"j": 1.0, "mj": 1e-3, "kj": 1e3, "wh": 3600.0, "kwh": 3.6e6}
-DURATION_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-UNITS = {
-    "energy_j": "J",
-    "duration_s": "s",
-    "output_tokens": "tokens",
-    "input_len": "tokens",
-    "output_len": "tokens",
-    "batch_size": "sequences",
-    "iterations": "calls",
-    "ttft_s": "s",
-    "window_energy_j": "J",
-    "window_duration_s": "s",
-    "idle_power_w": "W",
-}
-GLOSSARY = {
-    "energy_j": "energy of one generate() call on the whole batch, whole board, idle included",
-    "duration_s": "wall time of one generate() call, device synchronised before and after",
-    "output_tokens": "new tokens actually produced per sequence",
-    "iterations": "identical generate() calls inside one meter window (energy_j is per call)",
-}
-
-
-def _unit_column(df: pd.DataFrame, quantity: str, table: dict, path: str) -> str:
-    """Find the one ``<quantity>_<unit>`` column and check its unit."""
-    pattern = re.compile(rf"^{quantity}_([A-Za-z]+)$")
-    found = [c for c in df.columns if pattern.match(c)]
-    if not found:
-        raise DataError(
-            f"{path}: missing column '{quantity}_<unit>' (for example '{quantity}_{next(iter(table))}'); "
-            f"add it with one of the units {', '.join(table)}"
-        )
-    if len(found) > 1:
-        raise DataError(f"{path}: several {quantity} columns {found}; keep exactly one")
-    unit = pattern.match(found[0]).group(1)  # case-sensitive: energy_MJ is not energy_mj
-    if unit not in table:
-        raise DataError(
-            f"{path}: unknown unit '{unit}' in column '{found[0]}' (units are lower case and case-sensitive); use one of "
-            + ", ".join(f"{quantity}_{u}" for u in table)
-        )
-    return found[0]
-
-
-def _rows(mask: np.ndarray, first_row: int) -> str:
-    idx = np.flatnonzero(mask)[:5] + first_row
-    more = " …" if mask.sum() > 5 else ""
-    return ", ".join(str(i) for i in idx) + more
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    """One JSON object per line; a bad line is reported by its line number."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {n}: not valid JSON ({e.msg}); fix or remove that line") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path} line {n}: expected a JSON object (one window), got {type(rec).__name__}")
-            rows.append(rec)
-    if not rows:
-        raise pd.errors.EmptyDataError("no rows")
-    df = pd.DataFrame(rows)
-    if "model" in df.columns:
-        df["model"] = [m if isinstance(m, str) or m is None else json.dumps(m) for m in df["model"]]
-    return df
-
-
-def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFrame:
-    """Read and validate a tidy CSV or JSONL file of measured windows.
-
-    Parameters
-    ----------
-    path : str or Path
-        ``.csv`` (header in the first line) or ``.jsonl`` / ``.json`` (one object per line).
-    allow_nan_energy : bool
-        Accept NaN energies (a sweep run with ``meter: none``); otherwise NaN is an error.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per window with columns ``energy_j`` [J] and ``duration_s`` [s] in SI units.
-
-    Raises
-    ------
-    DataError
-        With a one-line message naming the file, the column or row, and the fix.
-    """
-    path = Path(path)
-    name = str(path)
-    if not path.exists():
-        raise DataError(f"{name}: no such file; check the path")
-    if path.is_dir():
-        raise DataError(f"{name}: is a folder; give a measurement file in it (e.g. {name}/measurements.nc)")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            df = pd.read_csv(path, dtype={"model": str})
-            first_row = 2  # line number of the first data row (after the header)
-            if len(df.columns) == 1 and ";" in str(df.columns[0]):
-                raise DataError(f"{name}: the columns are separated by ';'; save the file with commas "
-                                "(e.g. pandas to_csv or a spreadsheet's 'CSV (comma delimited)')")
-        elif suffix in (".jsonl", ".json"):
-            df = _read_jsonl(path)
-            first_row = 1
-        else:
-            raise DataError(f"{name}: unknown file type '{suffix}'; use .csv, .jsonl or .nc")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{name}: the file is empty; it needs a header and one row per measured window") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{name}: cannot be parsed ({str(e).splitlines()[0]}); check its format") from None
-    if len(df) == 0:
-        raise DataError(f"{name}: the file has no rows; it needs one row per measured window")
-    df.columns = [str(c).strip() for c in df.columns]
-    if "status" in df.columns and "energy_j" in df.columns:  # the kit's own windows.jsonl: its good windows
-        df = df[df["status"] == "ok"]
-        df = df.drop_duplicates(list(KEY), keep="last").reset_index(drop=True)
-        df = df.drop(columns=[c for c in ("status", "time", "timeline", "reason", "error", "gpu_energy_j")
-                              if c in df.columns]).rename(columns={"energy_method": "method"})
-        if len(df) == 0:
-            raise DataError(f"{name}: the log holds no completed window; measure first")
-
-    for col in ("model", "batch_size", "input_len", "output_len", "repeat"):
-        if col not in df.columns:
-            raise DataError(f"{name}: missing column '{col}'; every row needs {', '.join(DIMS)}")
-    e_col = _unit_column(df, "energy", ENERGY_UNITS_J, name)
-    t_col = _unit_column(df, "duration", DURATION_UNITS_S, name)
-
-    out = pd.DataFrame({"model": df["model"].astype(str)})
-    if out["model"].str.strip().eq("").any() or df["model"].isna().any():
-        bad = df["model"].isna().to_numpy() | out["model"].str.strip().eq("").to_numpy()
-        raise DataError(f"{name}: column 'model' is empty in row {_rows(bad, first_row)}; name every model")
-    for col in INT_DIMS:
-        values = pd.to_numeric(df[col], errors="coerce")
-        lower = 0 if col == "repeat" else 1
-        bad = (values.isna() | ~np.isfinite(values.astype(float)) | (values < lower) | (values > MAX_INT)
-               | (values != np.round(values))).to_numpy()
-        if bad.any():
-            first = df[col].to_numpy()[bad][0]
-            first = first.item() if hasattr(first, "item") else first
-            kind = "non-negative" if col == "repeat" else "positive"
-            raise DataError(
-                f"{name}: column '{col}' row {_rows(bad, first_row)}: {first!r} is not a {kind} integer "
-                f"up to {MAX_INT:.0e}; "
-                f"use values such as {'0, 1, 2' if col == 'repeat' else '16, 64, 256'}"
-            )
-        out[col] = values.astype(np.int64)
-
-    energy = pd.to_numeric(df[e_col], errors="coerce") * ENERGY_UNITS_J[e_col.split("_", 1)[1]]
-    nan = energy.isna().to_numpy()
-    if nan.any() and not allow_nan_energy:
-        raise DataError(
-            f"{name}: column '{e_col}' row {_rows(nan, first_row)}: energy is missing or not a number; "
-            "re-measure or remove those windows"
-        )
-    inf = np.isinf(energy.to_numpy(dtype=float))
-    if inf.any():
-        raise DataError(f"{name}: column '{e_col}' row {_rows(inf, first_row)}: energy is infinite; "
-                        "re-measure or remove those windows")
-    neg = (energy < 0).to_numpy()
-    if neg.any():
-        raise DataError(
-            f"{name}: column '{e_col}' row {_rows(neg, first_row)}: energy {energy[neg].iloc[0]:g} is negative; "
-            "energy must be >= 0 — re-measure or remove those windows"
-        )
-    out["energy_j"] = energy.astype(float)
-
-    duration = pd.to_numeric(df[t_col], errors="coerce") * DURATION_UNITS_S[t_col.split("_", 1)[1]]
-    bad = (duration.isna() | (duration <= 0) | np.isinf(duration.astype(float))).to_numpy()
-    if bad.any():
-        raise DataError(
-            f"{name}: column '{t_col}' row {_rows(bad, first_row)}: duration must be a positive number; "
-            "re-measure or remove those windows"
-        )
-    out["duration_s"] = duration.astype(float)
-
-    if "output_tokens" in df.columns:
-        tokens = pd.to_numeric(df["output_tokens"], errors="coerce")
-        bad = (tokens.isna() | (tokens < 0)).to_numpy()
-        if bad.any():
-            raise DataError(
-                f"{name}: column 'output_tokens' row {_rows(bad, first_row)}: must be a non-negative integer"
-            )
-        out["output_tokens"] = tokens.astype(float)
-    else:
-        out["output_tokens"] = out["output_len"].astype(float)
-
-    dup = out.duplicated(list(KEY), keep=False).to_numpy()
-    if dup.any():
-        key = out.loc[dup, list(KEY)].iloc[0].to_dict()
-        raise DataError(
-            f"{name}: duplicate rows {_rows(dup, first_row)} for the same window {key}; "
-            "give each window its own 'repeat' index or remove the duplicate"
-        )
-
-    for col in PROVENANCE_COLUMNS + GEOMETRY_COLUMNS:
-        if col in df.columns:
-            out[col] = df[col]
-            varies = out.groupby("model")[col].nunique(dropna=False) > 1
-            if varies.any():
-                raise DataError(
-                    f"{name}: column '{col}' varies within model '{varies.idxmax()}'; "
-                    "split the file by that column or give the models distinct names"
-                )
-    for col in PROVENANCE_COLUMNS:
-        if col not in out.columns:
-            out[col] = "unknown"
-    extras = [c for c in df.columns if c not in out.columns and c not in (e_col, t_col)]
-    for col in extras:
-        out[col] = df[col]
-    out.attrs["source"] = path.name
-    return out
 
 
 DENSE_LIMIT = 4
@@ -289,7 +58,7 @@ def is_stacked(ds: xr.Dataset) -> bool:
 
 def from_frame(df: pd.DataFrame, *, source: str = "", attrs: dict | None = None,
                layout: str = "auto") -> xr.Dataset:
-    """Build the measurement Dataset from a validated tidy frame (see :func:`read_tidy`).
+    """Build the measurement Dataset from a validated tidy frame (see :func:`energykit.iotools.read_tidy`).
 
     ``layout="dense"`` indexes windows by the five dimensions :data:`DIMS` (a grid of cells);
     ``"stacked"`` keeps one ``window`` dimension with the five as coordinates, so that memory
@@ -444,52 +213,14 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     return path
 
 
-def read_netcdf(path: str | Path) -> xr.Dataset:
-    """Read a measurement Dataset written by :func:`write_netcdf`, checking dims and units."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file; check the path")
-    try:
-        ds = xr.load_dataset(path, engine="h5netcdf")
-    except Exception as e:  # h5py raises OSError/ValueError variants for non-NetCDF files
-        raise DataError(f"{path}: not a readable NetCDF file ({type(e).__name__}); check the file") from e
-    missing = [d for d in DIMS if d not in ds.dims]
-    if missing:
-        raise DataError(f"{path}: missing dimension(s) {missing}; an energykit dataset has dims {list(DIMS)}")
-    for var in ("energy_j", "duration_s"):
-        if var not in ds:
-            raise DataError(f"{path}: missing data variable '{var}'")
-        unit = ds[var].attrs.get("units")
-        if unit != UNITS[var]:
-            raise DataError(
-                f"{path}: variable '{var}' has unknown unit {unit!r}; expected '{UNITS[var]}' (convert it to SI)"
-            )
-    e = ds["energy_j"].values
-    bad = np.isinf(e) | (e < 0)
-    if bad.any():
-        where = {d: ds[d].values[ix].item() for d, ix in zip(ds["energy_j"].dims, np.argwhere(bad)[0])}
-        raise DataError(f"{path}: energy_j {e[bad][0]:g} J is negative or infinite at {where}; "
-                        "re-measure or remove that window")
-    t = ds["duration_s"].values
-    if (np.isinf(t) | (t <= 0)).any():
-        raise DataError(f"{path}: a duration_s is zero, negative or infinite; re-measure or remove that window")
-    for k, v in list(ds.attrs.items()):
-        if isinstance(v, str) and v[:1] in "{[":
-            try:
-                ds.attrs[k] = json.loads(v)
-            except json.JSONDecodeError:
-                pass
-    return ds
-
-
 def load(path: str | Path) -> xr.Dataset:
     """Load measurements from a NetCDF dataset or a tidy CSV/JSONL file."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; give a measurement file in it (e.g. {path}/measurements.nc)")
     if path.suffix.lower() == ".nc":
-        return read_netcdf(path)
-    return from_frame(read_tidy(path), source=path.name)
+        return read_netcdf(path)[0]
+    return from_frame(read_tidy(path)[0], source=path.name)
 
 
 def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:

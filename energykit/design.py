@@ -99,30 +99,3 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1") -> pd.DataFra
                          "heldout_cells": int(len(held)), "heldout_mape_pct": heldout,
                          "params": {k: float(v.value) for k, v in fit.params.items()}})
     return pd.DataFrame(rows)
-
-
-def cmd_design(args) -> int:
-    import json
-
-    from .dataset import load
-
-    table = evaluate_design(load(args.data), args.budget)
-    if args.json:
-        multi = table["model"].duplicated(keep=False)
-        out = {}
-        for (_, r), dup in zip(table.iterrows(), multi):
-            name = f"{r['model']} (batch {r['batch_size']})" if dup else r["model"]
-            out[name] = {"cells": r["cells"], "heldout_cells": r["heldout_cells"],
-                         "heldout_mape_pct": None if np.isnan(r["heldout_mape_pct"]) else r["heldout_mape_pct"]}
-        print(json.dumps({"budget": args.budget, "models": out}, indent=2))
-    else:
-        print(table[["model", "batch_size", "heldout_cells", "heldout_mape_pct", "cells"]].to_string(index=False))
-    return 0
-
-
-def register_cli(sub) -> None:
-    d = sub.add_parser("design", help="choose K cells to measure (D-optimal) and check them on measured data")
-    d.add_argument("data", help="NetCDF dataset or tidy CSV/JSONL of measured windows")
-    d.add_argument("--budget", type=int, required=True, help="number of cells to measure (>= 6)")
-    d.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    d.set_defaults(func=cmd_design)

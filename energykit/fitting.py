@@ -1,6 +1,6 @@
 """Fit the SweetSpot analytical energy model and the linear baseline with lmfit.
 
-The analytical model (DESIGN.md §2; Pizzini Cavagna et al., arXiv:2602.05695) collects the
+The analytical model (Pizzini Cavagna et al., arXiv:2602.05695; the derivation is in the README) collects the
 Transformer's prefill and decode work by powers of the input length ``i`` and output length ``o``:
 
 .. math::
@@ -29,7 +29,7 @@ import pandas as pd
 import xarray as xr
 from scipy.optimize import nnls
 
-from .dataset import batch_sizes, cell_means, measured_cells, model_names
+from .dataset import batch_sizes, measured_cells, model_names
 from .errors import FitError
 
 THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
@@ -96,6 +96,45 @@ def sweetspot_energy(input_len, output_len, theta1=0.0, theta2=0.0, theta3=0.0, 
     return theta1 * i * i + theta2 * i * o + theta3 * i + theta4 * o * o + theta5 * o + theta0
 
 
+def o_star(params: dict, input_len):
+    """Output length that minimises energy per output token at a fixed input length [tokens].
+
+    .. math::
+
+        o^*(i) = \\sqrt{\\frac{\\theta_1 i^2 + \\theta_3 i + \\theta_0}{\\theta_4}}
+
+    Short outputs cannot amortise the prefill and the fixed cost, long outputs pay growing KV-cache
+    reads (arXiv:2602.05695).
+
+    Parameters
+    ----------
+    params : dict
+        θ (``theta0`` … ``theta5``): scalars, or arrays that broadcast against ``input_len``
+        (e.g. bootstrap draws of shape (n, 1)).
+    input_len : array_like
+        Input length ``i`` [tokens].
+
+    Returns
+    -------
+    array_like
+        ``o*`` [tokens]; ``inf`` where ``θ4 = 0`` (efficiency then rises with output length).
+
+    Examples
+    --------
+    >>> float(o_star({"theta1": 0.0, "theta3": 0.0, "theta0": 100.0, "theta4": 1.0}, 64))
+    10.0
+    >>> o_star({"theta1": 0.0, "theta3": 0.0, "theta0": 100.0, "theta4": np.array([[1.0], [0.0]])}, [64, 128])
+    array([[10., 10.],
+           [inf, inf]])
+    """
+    i = np.asarray(input_len, dtype=float)
+    num = params["theta1"] * i**2 + params["theta3"] * i + params["theta0"]
+    t4 = np.asarray(params["theta4"], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(t4 > 0, np.sqrt(num / np.where(t4 > 0, t4, 1.0)), np.inf)
+    return out
+
+
 def linear_energy(input_len, output_len, a=0.0, b=0.0, c=0.0):
     """Linear-in-lengths baseline :math:`E = a i + b o + c` [J] (``a``, ``b`` in J/token, ``c`` in J).
 
@@ -107,7 +146,8 @@ def linear_energy(input_len, output_len, a=0.0, b=0.0, c=0.0):
     return a * input_len + b * output_len + c
 
 
-def _design(kind: str, input_len, output_len) -> np.ndarray:
+def design_matrix(kind: str, input_len, output_len) -> np.ndarray:
+    """Columns of the model's terms at the given cells: ``[i², i·o, i, o², o, 1]`` or ``[i, o, 1]``."""
     i = np.asarray(input_len, dtype=float)
     o = np.asarray(output_len, dtype=float)
     if kind == "sweetspot":
@@ -123,7 +163,7 @@ def _nnls_weighted(X: np.ndarray, E: np.ndarray, w: np.ndarray) -> np.ndarray:
     return coef / scale
 
 
-def _irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative relative-error fit: (θ, final weights).
 
     ``l2`` weights residuals by 1/E; ``l1`` re-weights iteratively by 1/(E·sqrt|r|) so that the
@@ -143,6 +183,48 @@ def _irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) ->
     return coef, w
 
 
+LEVEL = 0.95
+"""Confidence level of every interval the kit reports."""
+
+
+def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: str, n: int, seed: int = 0) -> np.ndarray:
+    r"""Refitted coefficients (n, k) of a non-negative linear relative-error fit ``X @ coef ≈ observed``.
+
+    Each draw perturbs every cell by its own fitted relative residual times a random sign
+    (Rademacher weights; Wu 1986, Liu 1988), :math:`E^* = \hat E (1 + v r)`, and refits with the
+    same loss. The spread carries the measurement noise and what the model does not explain,
+    works with one repeat, and respects θ ≥ 0.
+    """
+    rng = np.random.default_rng(seed)
+    e_hat = X @ coef
+    rel = (observed - e_hat) / e_hat
+    out = np.empty((n, len(coef)))
+    for k in range(n):
+        e_star = np.maximum(e_hat * (1 + rng.choice([-1.0, 1.0], size=len(rel)) * rel), 1e-12)
+        out[k] = irls(X, e_star, loss)[0]
+    return out
+
+
+def interval(samples, level: float = LEVEL, axis: int = 0):
+    """Percentile interval of ``samples`` along ``axis``: (low, high).
+
+    Quantiles are sample values (no interpolation), so infinite draws (``o*`` where θ4 = 0) stay
+    infinite instead of turning into NaN.
+    """
+    a = (1 - level) / 2
+    q = dict(axis=axis, method="inverted_cdf")
+    return np.nanquantile(samples, a, **q), np.nanquantile(samples, 1 - a, **q)
+
+
+def around(estimate, low, high):
+    """Extend a percentile interval to contain the point estimate.
+
+    Where a coefficient sits on its θ ≥ 0 bound the bootstrap distribution is one-sided and its
+    percentile interval can miss the estimate; the reported interval then reaches the estimate.
+    """
+    return np.minimum(low, estimate), np.maximum(high, estimate)
+
+
 class _NonNegativeLinearModel(lmfit.Model):
     kind = ""
     names: tuple = ()
@@ -157,7 +239,7 @@ class _NonNegativeLinearModel(lmfit.Model):
         """Exact non-negative weighted least squares solution as starting values."""
         data = np.asarray(data, dtype=float)
         w = np.ones_like(data) if weights is None else np.asarray(weights, dtype=float)
-        coef = _nnls_weighted(_design(self.kind, input_len, output_len), data, w)
+        coef = _nnls_weighted(design_matrix(self.kind, input_len, output_len), data, w)
         params = self.make_params(**{n: float(v) for n, v in zip(self.names, coef)})
         return lmfit.models.update_param_vals(params, self.prefix, **kws)
 
@@ -194,7 +276,7 @@ def _check(kind: str, loss: str) -> None:
 
 def design_rank(input_len, output_len, kind: str = "sweetspot") -> int:
     """Rank of the model's design matrix on these cells (columns scaled): 6 identifies the SweetSpot θ."""
-    X = _design(kind, input_len, output_len)
+    X = design_matrix(kind, input_len, output_len)
     scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
     return int(np.linalg.matrix_rank(X / scale, tol=1e-9))
@@ -240,11 +322,9 @@ def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: st
         raise FitError(
             f"these {len(E)} cells ({len(set(i))} input and {len(set(o))} output lengths) cannot identify the {n_par} "
             f"coefficients of the {kind} model (design rank {rank}); measure at least 3 input and 3 output lengths")
-    coef, w = _irls(_design(kind, i, o), E, loss, max_iter)
+    coef, w = irls(design_matrix(kind, i, o), E, loss, max_iter)
     params = model.make_params(**{n: float(v) for n, v in zip(model.names, coef)})
-    result = model.fit(E, params, input_len=i, output_len=o, weights=w)
-    result.loss = loss
-    return result
+    return model.fit(E, params, input_len=i, output_len=o, weights=w)
 
 
 def ape_pct(pred, obs) -> np.ndarray:
@@ -318,6 +398,29 @@ class ModelFit:
     output_len: np.ndarray
     energy_j: np.ndarray
     cv_ape_pct: np.ndarray = field(repr=False)
+    loss: str = "l1"
+    _draws: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def draws(self, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
+        """Wild-bootstrap draws of the parameters: ``{name: array of shape (n, 1)}`` (cached per n, seed).
+
+        The trailing axis of length 1 lets draws broadcast against arrays of lengths.
+        """
+        if (n, seed) not in self._draws:
+            names = THETA if self.kind == "sweetspot" else LINEAR
+            X = design_matrix(self.kind, self.input_len, self.output_len)
+            coef = np.array([self.params[name] for name in names])
+            out = wild_bootstrap(X, self.energy_j, coef, self.loss, n, seed)
+            self._draws[(n, seed)] = {name: out[:, [j]] for j, name in enumerate(names)}
+        return self._draws[(n, seed)]
+
+    def predict_interval(self, input_len, output_len, n: int = 200, level: float = LEVEL):
+        """Predicted energy [J] at the given lengths with its interval: (estimate, low, high)."""
+        i = np.atleast_1d(np.asarray(input_len, dtype=float))
+        o = np.atleast_1d(np.asarray(output_len, dtype=float))
+        samples = predict_energy(self.kind, self.draws(n), i[None, :], o[None, :])
+        est = self.predict(i, o)
+        return (est, *around(est, *interval(samples, level)))
 
     @property
     def params(self) -> dict[str, float]:
@@ -485,7 +588,7 @@ def fit_dataset(
             for kind in MODELS:
                 res = fit_cells(E, i, o, kind=kind, loss=loss)
                 cv = cross_validate(E, i, o, kind=kind, loss=loss, k=cv_folds, seed=seed)
-                fits[(m, int(b), kind)] = ModelFit(m, int(b), kind, res, i, o, E, cv)
+                fits[(m, int(b), kind)] = ModelFit(m, int(b), kind, res, i, o, E, cv, loss)
     if not fits:
         raise FitError("no cell with a positive measured energy; nothing to fit")
     return FitSet(fits, loss, cv_folds)

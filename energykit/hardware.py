@@ -32,14 +32,14 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import THETA, _design, _irls, ape_pct
+from .fitting import THETA, ape_pct, around, design_matrix, interval, irls, predict_energy, wild_bootstrap
 from .physics import cell_work
-from .uncertainty import around, interval, wild_bootstrap
+from .schema import GEOMETRY_KEYS
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
                 "step_j_per_layer", "request_j")
-NEEDED = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-          "vocab_size")
+NEEDED = tuple(k for k in GEOMETRY_KEYS if k not in ("arch", "ffn_gated", "tied_embeddings"))
+"""Geometry columns the calibration needs as coordinates of the data."""
 
 
 def features(geom: dict, batch_size, input_len, output_len, dtype: str = "bfloat16") -> np.ndarray:
@@ -86,7 +86,7 @@ class HardwareModel:
         i, o = np.meshgrid([64.0, 512.0, 2048.0, 4096.0], [16.0, 128.0, 512.0, 1024.0], indexing="ij")
         i, o = i.ravel(), o.ravel()
         E = self.predict(geom, batch_size, i, o, dtype, coef)
-        theta, *_ = np.linalg.lstsq(_design("sweetspot", i, o), E, rcond=None)
+        theta, *_ = np.linalg.lstsq(design_matrix("sweetspot", i, o), E, rcond=None)
         return {n: float(max(v, 0.0)) for n, v in zip(THETA, theta)}
 
     def draws(self, n: int = 200, seed: int = 0) -> list[dict]:
@@ -129,15 +129,16 @@ def calibrate(ds: xr.Dataset, models=None, loss: str = "l1") -> HardwareModel:
     if len(E) <= len(COEFFICIENTS):
         raise FitError(f"{len(E)} measured cell(s) cannot calibrate {len(COEFFICIENTS)} hardware coefficients with an "
                        f"interval (no residual is left to bootstrap); measure at least {len(COEFFICIENTS) + 1} cells")
-    coef, _ = _irls(X, E, loss)
+    coef, _ = irls(X, E, loss)
     gpu = str(model_value(ds, names[0], "gpu", ""))
     engine = str(model_value(ds, names[0], "engine", ""))
     return HardwareModel(dict(zip(COEFFICIENTS, map(float, coef))), names, loss, gpu, engine, X, E)
 
 
-def leave_one_model_out(ds: xr.Dataset, loss: str = "l1") -> pd.DataFrame:
-    """For each (gpu, engine) group of two or more models: calibrate on the others, predict this one."""
-    names = model_names(ds)
+def leave_one_model_out(ds: xr.Dataset, loss: str = "l1", models=None) -> pd.DataFrame:
+    """For each (gpu, engine) group of two or more of ``models`` (all by default): calibrate on the
+    others, predict this one."""
+    names = model_names(ds) if models is None else list(models)
     key = [(str(model_value(ds, m, "gpu", "")), str(model_value(ds, m, "engine", ""))) for m in names]
     rows = []
     for m, k in zip(names, key):
@@ -186,78 +187,10 @@ def prediction_table(hw: HardwareModel, geom: dict, batch_size: int, input_lens,
                          "tokens_per_j_low": batch_size * o / hi, "tokens_per_j_high": batch_size * o / lo})
 
 
-def cmd_predict(args) -> int:
-    import json
-
-    from .dataset import load
-    from .presets import resolve
-    from .sweetspots import o_star
-
-    ds = load(args.calibrate)
-    name, geom, _ = resolve(args.geometry)
-    hw = calibrate(ds, args.model or None, args.loss)
-    b = args.batch_size or int(ds["batch_size"].values[0])
-    ins = args.input_lens or [int(v) for v in ds["input_len"].values]
-    outs = args.output_lens or [int(v) for v in ds["output_len"].values]
-    table = prediction_table(hw, geom, b, ins, outs)
-    theta = hw.theta(geom, b)
-    ostar_draws = np.array([[float(o_star(hw.theta(geom, b, coef=c), i)) for i in ins] for c in hw.draws(100)])
-    ostar = {}
-    for k, i in enumerate(ins):
-        est = float(o_star(theta, i))
-        lo, hi = around(est, *interval(ostar_draws[:, k]))
-        ostar[str(i)] = {"value": est, "low": float(lo), "high": float(hi)}
-    lomo = leave_one_model_out(ds.sel(model=hw.calibrated_on), args.loss) if len(hw.calibrated_on) > 1 else pd.DataFrame()
-    if args.json:
-        out = {
-            "geometry": name, "batch_size": b, "calibrated_on": hw.calibrated_on, "gpu": hw.gpu, "engine": hw.engine,
-            "coefficients": hw.coef, "theta": theta,
-            "o_star": ostar,
-            "leave_one_model_out_mape_pct": {r["model"]: r["mape_pct"] for _, r in lomo.iterrows()},
-            "cells": table.to_dict(orient="records"),
-        }
-        print(json.dumps(out, indent=2))
-        return 0
-    print(f"{name}: predicted from {', '.join(hw.calibrated_on)} ({hw.gpu}, {hw.engine}), batch {b}")
-    print(table.round(3).to_string(index=False))
-    if not lomo.empty:
-        print("\nleave-one-model-out on the calibration set:")
-        print(lomo.round(2).to_string(index=False))
-    return 0
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a positive integer, else argparse's one-line usage error (exit 2)."""
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; use values such as 16, 64, 256") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{v} is not positive; use values such as 16, 64, 256")
-    return v
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser("predict", help="predict an unmeasured model's energy from its geometry")
-    p.add_argument("--calibrate", required=True, help="measured data (.nc/.csv/.jsonl) with geometry columns")
-    p.add_argument("--geometry", required=True, help="preset name, directory with config.json, or config.json")
-    p.add_argument("--model", action="append", help="calibrate on this measured model only (repeatable)")
-    p.add_argument("--batch-size", type=positive_int, help="batch size (default: the data's first)")
-    p.add_argument("--input-lens", type=positive_int, nargs="+", help="input lengths (default: the data's)")
-    p.add_argument("--output-lens", type=positive_int, nargs="+", help="output lengths (default: the data's)")
-    p.add_argument("--loss", choices=["l1", "l2"], default="l1")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.set_defaults(func=cmd_predict)
-
-
 def policy_savings_interval(hw: HardwareModel, geom: dict, batch_size: int, trace: pd.DataFrame, policies,
                             dtype: str = "bfloat16", n: int = 100) -> pd.DataFrame:
     """Savings of each policy on a trace for a *predicted* model, with 95 % intervals over the
     calibration's bootstrap draws (each draw prices the trace before and after with the same θ)."""
-    from .fitting import predict_energy
-
     i0 = trace["input_len"].to_numpy(float)
     o0 = trace["output_len"].to_numpy(float)
     thetas = [hw.theta(geom, batch_size, dtype)] + [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]

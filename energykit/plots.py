@@ -9,7 +9,8 @@ import seaborn as sns
 import xarray as xr
 
 from .fitting import FitSet, ModelFit
-from .sweetspots import o_star, sweet_region
+from .sweetspots import sweet_region
+from .uncertainty import o_star_interval
 
 
 def _ax(ax):
@@ -57,8 +58,6 @@ def efficiency_heatmap(
             if extrapolated is not None and bool(extrapolated.sel(input_len=i, output_len=o)):
                 ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="white", lw=0))
     if fit is not None:
-        from .uncertainty import o_star_interval
-
         xs = np.arange(len(ins)) + 0.5
         ostar, lo, hi = o_star_interval(fit, np.asarray(ins, dtype=float))
         # heatmap rows are categorical: place o* by interpolating log(o) over the row centres
@@ -83,12 +82,11 @@ def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
     ax = _ax(ax)
     palette = sns.color_palette("crest", n_colors=len(np.unique(fit.input_len)))
     o_line = np.geomspace(fit.output_len.min(), fit.output_len.max(), 100)
-    from .uncertainty import predict_interval
 
     for color, i in zip(palette, np.unique(fit.input_len)):
         sel = fit.input_len == i
         ax.plot(fit.output_len[sel], fit.energy_j[sel], "o", color=color, label=f"i={i}")
-        est, lo, hi = predict_interval(fit, np.full_like(o_line, float(i)), o_line)
+        est, lo, hi = fit.predict_interval(np.full_like(o_line, float(i)), o_line)
         ax.plot(o_line, est, "-", color=color)
         ax.fill_between(o_line, lo, hi, color=color, alpha=0.25, lw=0)
         if raw is not None:
@@ -105,13 +103,12 @@ def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
 
 def parity(fits: FitSet, kind: str = "sweetspot", ax=None):
     """Predicted (with 95 % intervals) vs measured energy for every fitted model, with y = x."""
-    from .uncertainty import predict_interval
 
     ax = _ax(ax)
     lo, hi = np.inf, 0
     for m, b in fits.keys:
         f = fits.get(m, b, kind)
-        pred, p_lo, p_hi = predict_interval(f, f.input_len, f.output_len)
+        pred, p_lo, p_hi = f.predict_interval(f.input_len, f.output_len)
         ax.errorbar(f.energy_j, pred, yerr=[pred - p_lo, p_hi - pred], fmt="o", alpha=0.8, capsize=2,
                     label=f"{m} (MAPE {f.mape_pct:.1f} %)")
         lo, hi = min(lo, f.energy_j.min(), pred.min()), max(hi, f.energy_j.max(), pred.max())
@@ -150,8 +147,6 @@ def trace_density(trace: pd.DataFrame, fit: ModelFit | None = None, title: str =
     sns.histplot(t, x="input_len", y="output_len", log_scale=(True, True), bins=40, cbar=True, ax=ax,
                  cbar_kws={"label": "requests"})
     if fit is not None:
-        from .uncertainty import o_star_interval
-
         i = np.geomspace(max(t["input_len"].min(), 1), t["input_len"].max(), 100)
         est, lo, hi = o_star_interval(fit, i)
         ax.plot(i, est, "r-", lw=2, label="o*(i) (fitted)")

@@ -10,15 +10,12 @@ the same energy as the released checkpoint.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import ParamsError
+from .iotools import read_hf_config
+from .schema import GEOMETRY_KEYS
 
-GEOMETRY_KEYS = (
-    "arch", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
-    "intermediate_size", "ffn_gated", "vocab_size", "tied_embeddings",
-)
 
 
 def _g(arch, L, d, nq, nkv, dh, ffn, gated, V, tied, ctx, **extra):
@@ -46,37 +43,6 @@ PRESETS: dict[str, dict] = {
 ALIASES = {k + "-shape": k for k in PRESETS}  # names used in shared/data
 
 
-def from_hf_config(cfg: dict) -> dict:
-    """Geometry from a Hugging Face ``config.json`` mapping."""
-    arch = cfg.get("model_type", "unknown")
-    d = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
-    nq = cfg.get("num_attention_heads") or cfg.get("n_head")
-    L = cfg.get("num_hidden_layers") or cfg.get("n_layer")
-    if not (d and nq and L):
-        raise ParamsError("config.json lacks hidden_size / num_attention_heads / num_hidden_layers; give a model's config")
-    if arch == "falcon":
-        nkv = 1 if cfg.get("multi_query", True) and not cfg.get("new_decoder_architecture") else cfg.get("num_kv_heads", nq)
-    else:
-        nkv = cfg.get("num_key_value_heads") or nq
-    ffn = cfg.get("intermediate_size") or cfg.get("ffn_dim") or cfg.get("ffn_hidden_size") or 4 * d
-    geom = dict(
-        arch=arch, num_layers=L, hidden_size=d, num_heads=nq, num_kv_heads=nkv,
-        head_dim=cfg.get("head_dim") or d // nq, intermediate_size=ffn,
-        ffn_gated=0 if arch in ("opt", "falcon", "gpt2", "gpt_neox") else 1,
-        vocab_size=_need(cfg, "vocab_size"), tied_embeddings=int(cfg.get("tie_word_embeddings", True)),
-        max_position_embeddings=cfg.get("max_position_embeddings", 2048),
-    )
-    if cfg.get("sliding_window") and arch.startswith("gemma"):
-        geom["sliding_window"] = cfg["sliding_window"]
-    return geom
-
-
-def _need(cfg: dict, key: str):
-    if key not in cfg:
-        raise ParamsError(f"config.json lacks {key}; give a model's full config")
-    return cfg[key]
-
-
 def resolve(spec) -> tuple[str, dict, str | None]:
     """(name, geometry, checkpoint_dir or None) from a preset name, a directory/config.json or a mapping."""
     if isinstance(spec, dict):
@@ -100,14 +66,9 @@ def resolve(spec) -> tuple[str, dict, str | None]:
     path = Path(spec)
     cfg_path = path / "config.json" if path.is_dir() else path
     if cfg_path.name == "config.json" and cfg_path.exists():
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ParamsError(f"{cfg_path}: not valid JSON ({getattr(e, 'msg', e)}); fix the file or use a preset") from None
-        if not isinstance(cfg, dict):
-            raise ParamsError(f"{cfg_path}: expected a JSON object of model settings; fix the file or use a preset")
+        geom, _ = read_hf_config(cfg_path)
         ckpt = str(path) if path.is_dir() and any(path.glob("*.safetensors")) else None
-        return path.name if path.is_dir() else cfg_path.parent.name, from_hf_config(cfg), ckpt
+        return path.name if path.is_dir() else cfg_path.parent.name, geom, ckpt
     raise ParamsError(
         f"unknown model {spec!r}; use a preset ({', '.join(PRESETS)}), a directory with config.json, or an inline mapping"
     )

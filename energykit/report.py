@@ -17,7 +17,9 @@ import shutil
 import time
 from pathlib import Path
 
+from .dataset import load_many
 from .errors import EnergykitError, ParamsError
+from .iotools import read_trace
 from .params import ReportParams, load_report_params, notebook_parameters
 
 ANALYSIS_GLOB = "0[2-9]_*.ipynb"
@@ -163,15 +165,12 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
 
 def _check_inputs(params: ReportParams, params_path: Path, root: Path) -> None:
     """Load the data and traces the notebooks will read, so that a bad file stops before any notebook runs."""
-    from .dataset import load_many
-    from .workloads import load_trace
-
     cwd = Path.cwd()
     try:
         os.chdir(root)
         ds = load_many(params.data)
         for path in params.traces.values():
-            load_trace(path)
+            read_trace(path)
     finally:
         os.chdir(cwd)
     models = [str(m) for m in ds["model"].values]

@@ -107,29 +107,6 @@ def read_json(path: Path) -> dict:
     return data
 
 
-def read_log(path: Path) -> list[dict]:
-    """Records of a raw log; a torn last line (a crash mid-write) is ignored."""
-    if not path.exists():
-        return []
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a window log; give the windows.jsonl file")
-    out = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.endswith("\n"):
-                break  # torn write from a crash: the window in flight is lost, nothing else
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path} line {n}: not a JSON window record; remove that line "
-                                "(the kit never writes one)") from None
-            if not isinstance(rec, dict) or "model" not in rec:
-                raise DataError(f"{path} line {n}: not a window record (a JSON object with model, lengths and "
-                                "status); remove that line")
-            out.append(rec)
-    return out
-
-
 class RawLog:
     """Append-only JSONL log, flushed and fsynced after every record."""
 

@@ -9,135 +9,29 @@ with its error and the sweep goes on. At the end the log becomes ``OUTPUT/measur
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Literal, Union
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_validator
 
 from .dataset import from_frame, write_netcdf
 from .errors import EnergykitError, MeterError, MissingExtraError, ParamsError
-from .params import read_yaml, validate
-from .presets import GEOMETRY_KEYS, resolve
-from .state import RawLog, WriterLock, atomic_write_json, jsonable, read_json, read_log
+from .iotools import read_window_log
+from .params import MeasureParams
+from .schema import DIMS, GEOMETRY_KEYS
+from .state import RawLog, WriterLock, atomic_write_json, jsonable, read_json
 
-_jsonable = jsonable
 
 LOG = "windows.jsonl"
 DATASET = "measurements.nc"
 
 
-class MeasureParams(BaseModel):
-    """Parameters of a sweep (``params/measure_*.yaml``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    engine: Literal["hf", "trtllm"]
-    models: list[Union[str, dict[str, Any]]] = Field(min_length=1)
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    batch_sizes: list[StrictInt] = Field(min_length=1)
-    input_lens: list[StrictInt] = Field(min_length=1)
-    output_lens: list[StrictInt] = Field(min_length=1)
-    cells: list[tuple[StrictInt, StrictInt]] | None = None
-    repeats: StrictInt = Field(3, ge=1)
-    min_window_s: float = Field(2.0, ge=0, allow_inf_nan=False)
-    meter: Literal["nvml", "none"] = "nvml"
-    output: str
-    warmup: StrictInt = Field(3, ge=0)
-    cooldown_s: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
-    idle_s: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
-    timeline: bool = False
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    compile: bool = True
-    attention: Literal["flex_attention", "sdpa", "eager"] = "flex_attention"
-    seed: StrictInt = 0
-    backend: Literal["pytorch", "_autodeploy"] = "pytorch"
-    chunked_prefill: bool = False
-    tensor_parallel_size: StrictInt = Field(1, ge=1)
-    _resolved: list = PrivateAttr(default_factory=list)
-
-    @field_validator("batch_sizes", "input_lens", "output_lens")
-    @classmethod
-    def _positive(cls, v):
-        bad = [x for x in v if x <= 0]
-        if bad:
-            raise ValueError(f"must be positive integers; got {bad[0]}. Use values such as 16, 64, 256")
-        if len(set(v)) != len(v):
-            raise ValueError("lists each length once; remove the duplicate")
-        return v
-
-    @field_validator("cells")
-    @classmethod
-    def _cells(cls, v):
-        if v is not None:
-            bad = [c for c in v if c[0] <= 0 or c[1] <= 0]
-            if bad:
-                raise ValueError(f"cells are [input_len, output_len] pairs of positive integers; got {list(bad[0])}")
-        return v
-
-    @model_validator(mode="after")
-    def _models(self):
-        seen = set()
-        self._resolved = []
-        for spec in self.models:
-            try:
-                name, geom, ckpt = resolve(spec)
-            except ParamsError as e:
-                raise ValueError(str(e)) from None
-            if name in seen:
-                raise ValueError(f"model {name!r} is listed twice")
-            seen.add(name)
-            need = self.max_len
-            ctx = geom.get("max_position_embeddings", 0)
-            # checkpoints and inline geometries have a fixed context; random-weight presets extend
-            # their position tables to the sweep's longest request, as the shared H200 data did
-            if (ckpt or isinstance(spec, dict)) and need > ctx:
-                raise ValueError(
-                    f"longest request {need} tokens exceeds {name!r}'s context of {ctx}; shorten input_lens/output_lens"
-                )
-            if self.engine == "trtllm":
-                from .engines.trtllm import check_supported
-
-                try:
-                    check_supported(name, geom, self.backend, ckpt)
-                except ParamsError as e:
-                    raise ValueError(str(e)) from None
-            elif self.tensor_parallel_size != 1:
-                raise ValueError("tensor_parallel_size applies to engine trtllm only; the hf engine runs on one GPU")
-            if self.engine == "hf" and self.meter == "nvml" and self.device == "cpu":
-                raise ValueError("meter nvml with device cpu would meter a GPU while the model runs on the CPU; "
-                                 "use device: cuda (or auto on a GPU machine), or meter: none")
-            self._resolved.append((name, geom, ckpt))
-        return self
-
-    @property
-    def grid(self) -> list[tuple[int, int]]:
-        """(input_len, output_len) cells: the design's ``cells`` or the full grid."""
-        if self.cells is not None:
-            return [tuple(c) for c in self.cells]
-        return [(i, o) for i in self.input_lens for o in self.output_lens]
-
-    @property
-    def max_len(self) -> int:
-        return max(i + o for i, o in self.grid)
-
-    @property
-    def resolved(self) -> list[tuple[str, dict, str | None]]:
-        return self._resolved
-
-
-def load_params(path: str | Path) -> MeasureParams:
-    """Read and validate a sweep parameter file; nothing is loaded or written."""
-    return validate(MeasureParams, read_yaml(path), str(path))
-
-
-def _key(rec: dict) -> tuple:
-    return (rec["model"], rec["batch_size"], rec["input_len"], rec["output_len"], rec["repeat"])
+def window_key(rec: dict) -> tuple:
+    """(model, batch_size, input_len, output_len, repeat) of a log record."""
+    return tuple(rec[d] for d in DIMS)
 
 
 def git_commit() -> str:
@@ -299,7 +193,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
         if diffs:
             raise ParamsError(f"{out} holds windows measured with another setup ({'; '.join(diffs)}); "
                               "measure into a new output folder, or restore those settings")
-        if not old_print and (out / LOG).exists() and read_log(out / LOG):
+        if not old_print and (out / LOG).exists() and read_window_log(out / LOG)[0]:
             raise ParamsError(f"{out} holds windows but no {FINGERPRINT} (measured by an older energykit); "
                               "measure into a new output folder")
         # the run goes ahead: from here on, state is written
@@ -314,8 +208,8 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
         atomic_write_json(out / FINGERPRINT, merged)
         atomic_write_json(out / "params.json", params.model_dump())
         log_path = out / LOG
-        records = read_log(log_path)
-        done = {_key(r) for r in records if r.get("status") == "ok"}  # failed windows are measured again
+        records = read_window_log(log_path)[0]
+        done = {window_key(r) for r in records if r.get("status") == "ok"}  # failed windows are measured again
         todo = plan(params, done)
         state_path = out / "provenance.json"
         provenance = read_json(state_path)
@@ -379,7 +273,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
 def _measure_window(params, key, engine, meter, measure, provenance) -> dict:
     """Measure one (cell, repeat) and return its log record; engine failures are recorded, not raised."""
     _, b, i, o, r = key
-    rec = dict(zip(("model", "batch_size", "input_len", "output_len", "repeat"), key))
+    rec = dict(zip(DIMS, key))
     rec.update(engine=f"{params.engine}", dtype=params.dtype, gpu=provenance["meter"].get("gpu_name", "cpu"),
                time=time.time())
     try:
@@ -431,13 +325,13 @@ def engine_gpus(params: MeasureParams) -> int:
 
 def finalize(out: Path, params: MeasureParams | None = None) -> Path:
     """Turn the raw log of ``out`` into ``out/measurements.nc`` (one record per (cell, repeat))."""
-    records = read_log(out / LOG)
+    records = read_window_log(out / LOG)[0]
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         raise EnergykitError(f"{out / LOG}: no completed window to turn into a dataset")
     df = pd.DataFrame(ok).drop(columns=["status", "time", "timeline", "reason", "error", "gpu_energy_j"],
                                errors="ignore")
-    df = df.drop_duplicates(list(("model", "batch_size", "input_len", "output_len", "repeat")), keep="last")
+    df = df.drop_duplicates(list(DIMS), keep="last")
     provenance = read_json(out / "provenance.json")
     labels = {m: engine_label(v) for m, v in provenance.get("engines", {}).items()}
     df["engine"] = [labels.get(m, e) for m, e in zip(df["model"], df["engine"])]
@@ -475,24 +369,3 @@ def engine_label(versions: dict) -> str:
     if versions.get("engine") == "trtllm":
         return f"trtllm {versions.get('tensorrt_llm')} {versions.get('backend', '')}".strip()
     return str(versions.get("engine", "unknown"))
-
-
-def cmd_measure(args) -> int:
-    import sys
-
-    params = load_params(args.params)  # validated before anything is loaded or written
-    try:
-        path = run(params, args.params, progress=not args.no_progress)
-    except SweepFailures as e:
-        print(f"dataset written to {Path(params.output) / DATASET}", flush=True)
-        print(f"energykit: error: {e}", file=sys.stderr)
-        return 1
-    print(f"dataset written to {path}")
-    return 0
-
-
-def register_cli(sub) -> None:
-    m = sub.add_parser("measure", help="run (or resume) a measurement sweep from a params file")
-    m.add_argument("params", help="YAML file: engine, models, dtype, batch_sizes, input_lens, output_lens, ...")
-    m.add_argument("--no-progress", action="store_true", help="no progress bar")
-    m.set_defaults(func=cmd_measure)

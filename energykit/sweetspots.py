@@ -20,7 +20,8 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from .dataset import cell_means
-from .fitting import FitSet, ModelFit, sweetspot_energy
+from .fitting import FitSet, ModelFit, o_star, predict_energy, sweetspot_energy
+from .uncertainty import apply, o_star_interval, theta_table
 
 PAPER_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
 """Input and output lengths of the paper's grid [tokens] (arXiv:2602.05695)."""
@@ -62,15 +63,13 @@ def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_d
     A cell is extrapolated when either length lies outside the range that the fit was measured on.
     ``tokens_per_j_low``/``_high`` come from the bootstrap of :mod:`energykit.uncertainty`.
     """
-    from .uncertainty import predict_interval
-
     i = xr.DataArray(np.asarray(input_lens, dtype=int), dims="input_len", name="input_len")
     o = xr.DataArray(np.asarray(output_lens, dtype=int), dims="output_len", name="output_len")
     i = i.assign_coords(input_len=i.values)
     o = o.assign_coords(output_len=o.values)
     E = fit.predict(i, o)
     ii, oo = xr.broadcast(i, o)
-    _, lo, hi = predict_interval(fit, ii.values.ravel(), oo.values.ravel(), n_draws)
+    _, lo, hi = fit.predict_interval(ii.values.ravel(), oo.values.ravel(), n_draws)
     e_lo = xr.DataArray(lo.reshape(ii.shape), coords=ii.coords, dims=ii.dims)
     e_hi = xr.DataArray(hi.reshape(ii.shape), coords=ii.coords, dims=ii.dims)
     out = xr.Dataset(
@@ -99,37 +98,8 @@ def extrapolated(fit: ModelFit, input_len, output_len):
     return (input_len < i_lo) | (input_len > i_hi) | (output_len < o_lo) | (output_len > o_hi)
 
 
-def o_star(params: dict, input_len):
-    """Output length that minimises energy per output token at a fixed input length [tokens].
-
-    .. math::
-
-        o^*(i) = \\sqrt{\\frac{\\theta_1 i^2 + \\theta_3 i + \\theta_0}{\\theta_4}}
-
-    Parameters
-    ----------
-    params : dict
-        Fitted θ (``theta0`` … ``theta5``).
-    input_len : array_like
-        Input length ``i`` [tokens].
-
-    Returns
-    -------
-    array_like
-        ``o*`` [tokens]; ``inf`` where ``θ4 = 0`` (efficiency then rises with output length).
-
-    Examples
-    --------
-    >>> float(o_star({"theta1": 0.0, "theta3": 0.0, "theta0": 100.0, "theta4": 1.0}, 64))
-    10.0
-    """
-    num = params["theta1"] * np.square(input_len) + params["theta3"] * np.asarray(input_len) + params["theta0"]
-    with np.errstate(divide="ignore"):
-        return np.sqrt(num / params["theta4"]) if params["theta4"] > 0 else np.full(np.shape(input_len), np.inf)
-
-
 def o_star_numeric(params: dict, input_len: float, o_max: float = 1e7) -> float:
-    """Numeric minimiser of energy per output token over ``o`` in [1, o_max] (checks :func:`o_star`)."""
+    """Numeric minimiser of energy per output token over ``o`` in [1, o_max] (checks :func:`~energykit.fitting.o_star`)."""
 
     def per_token(log_o):
         o = np.exp(log_o)
@@ -159,8 +129,6 @@ def best_cell(tokens_per_j: xr.DataArray) -> tuple[int, int, float]:
 
 def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFrame:
     """``o*(i)`` per model: closed form with its 95 % bootstrap interval, and the numeric optimum."""
-    from .uncertainty import o_star_interval
-
     rows = []
     for m, b in fits.keys:
         f = fits.get(m, b)
@@ -191,8 +159,6 @@ def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFr
 def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID, n_draws: int = 200) -> pd.DataFrame:
     """Best/worst efficiency ratios per model: on the measured grid and on the paper's grid (fitted,
     with its 95 % bootstrap interval)."""
-    from .uncertainty import apply
-
     meas = measured_map(ds)
     rows = []
     for m, b in fits.keys:
@@ -231,13 +197,10 @@ def region_probability(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_G
 
     Cells near 1 are in the region whatever the fit's uncertainty; cells between are uncertain.
     """
-    from .fitting import predict_energy
-    from .uncertainty import draws
-
     i = np.asarray(input_lens, dtype=float)
     o = np.asarray(output_lens, dtype=float)
     ii, oo = np.meshgrid(i, o, indexing="ij")
-    d = {k: v[:, :, None] for k, v in draws(fit, n_draws).items()}  # (n, 1, 1)
+    d = {k: v[:, :, None] for k, v in fit.draws(n_draws).items()}  # (n, 1, 1)
     tpj = fit.batch_size * oo[None] / predict_energy(fit.kind, d, ii[None], oo[None])
     best = tpj.max(axis=(1, 2), keepdims=True)
     share = (tpj >= (1 - within_pct / 100.0) * best).mean(axis=0)
@@ -261,8 +224,6 @@ def attention_table(ds: xr.Dataset, fits: FitSet, bytes_per_element: int = 2) ->
     need = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "params")
     if not all(c in ds.coords for c in need):
         return pd.DataFrame()
-    from .uncertainty import theta_table
-
     meas = measured_map(ds)["tokens_per_j"]
     models = [m for m, _ in fits.keys]
     common = meas.sel(model=models).notnull().all("model")

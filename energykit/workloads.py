@@ -13,47 +13,16 @@ Assumptions (stated again next to every number in the reports):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, ParamsError
-from .fitting import ModelFit
+from .errors import ParamsError
+from .fitting import ModelFit, around, interval, predict_energy
 from .sweetspots import extrapolated
 
-TRACE_COLUMNS = {"ContextTokens": "input_len", "GeneratedTokens": "output_len"}
 J_PER_KWH = 3.6e6
-
-
-def load_trace(path: str | Path) -> pd.DataFrame:
-    """Read a request trace with columns ``ContextTokens``/``GeneratedTokens`` (Azure format) or
-    ``input_len``/``output_len``; returns ``input_len`` and ``output_len`` [tokens] per request.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such trace file; check the path")
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the trace is empty; it needs one row per request") from None
-    df = df.rename(columns=TRACE_COLUMNS)
-    for col in ("input_len", "output_len"):
-        if col not in df.columns:
-            raise DataError(
-                f"{path}: missing column '{col}'; a trace needs ContextTokens/GeneratedTokens or input_len/output_len"
-            )
-        v = pd.to_numeric(df[col], errors="coerce")
-        bad = v.isna() | (v < 0)
-        if bad.any():
-            raise DataError(f"{path}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 2} is not a non-negative integer")
-        df[col] = v.astype(np.int64)
-    if len(df) == 0:
-        raise DataError(f"{path}: the trace has no requests")
-    out = df[["input_len", "output_len"]].copy()
-    out.attrs["source"] = path.name
-    return out
 
 
 def request_energy_j(fit: ModelFit, input_len, output_len):
@@ -140,10 +109,7 @@ def measured_range_best(fit: ModelFit, n: int = 200) -> float:
 
 def _total_draws(fit: ModelFit, i, o, n_draws: int) -> np.ndarray:
     """Total trace energy [J] under each bootstrap draw of the fit."""
-    from .fitting import predict_energy
-    from .uncertainty import draws
-
-    d = draws(fit, n_draws)
+    d = fit.draws(n_draws)
     return (predict_energy(fit.kind, d, np.asarray(i, float)[None, :], np.asarray(o, float)[None, :])
             / fit.batch_size).sum(axis=1)
 
@@ -151,8 +117,6 @@ def _total_draws(fit: ModelFit, i, o, n_draws: int) -> np.ndarray:
 def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, n_draws: int = 200) -> dict:
     """Totals of one trace under one fit: requests, energy [kWh] with its 95 % interval, J/request,
     tokens/J, shares near the sweet spot and extrapolated."""
-    from .uncertainty import around, interval
-
     t = trace_energy(fit, trace, within_pct)
     total = t["energy_j"].sum()
     lo, hi = around(total, *interval(_total_draws(fit, t["input_len"], t["output_len"], n_draws)))
@@ -181,8 +145,6 @@ def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy
     trace before and after the policy with the same θ); ``energy_per_token_change_pct`` compares
     joules per delivered output token (a cap saves energy but delivers fewer tokens).
     """
-    from .uncertainty import around, interval
-
     i0 = trace["input_len"].to_numpy()
     o0 = trace["output_len"].to_numpy()
     e0 = request_energy_j(fit, i0, o0)

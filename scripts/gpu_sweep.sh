@@ -35,7 +35,8 @@ echo "sweep exit $? after $(( $(date +%s) - start )) s"; tail -5 "$OUT/sweep.log
 python3 -c "
 from pathlib import Path
 from energykit import sweep
-p = sweep.load_params('$params')
+from energykit.params import load_measure_params
+p = load_measure_params('$params')
 print('dataset', sweep.finalize(Path(p.output), p))
 "
 cp runs/h200_hf/windows.jsonl runs/h200_hf/measurements.nc runs/h200_hf/provenance.json "$OUT/" 2>/dev/null

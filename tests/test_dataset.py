@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from energykit.iotools import read_tidy, read_trace, read_window_log
 from energykit import dataset
 from energykit.errors import DataError
 
@@ -36,7 +37,7 @@ def test_netcdf_round_trip(tmp_path):
     ds = dataset.load(COMPILED)
     ds.attrs["params"] = {"a": 1}
     path = dataset.write_netcdf(ds, tmp_path / "x.nc")
-    back = dataset.read_netcdf(path)
+    back = dataset.load(path)
     xr.testing.assert_allclose(ds["energy_j"], back["energy_j"])
     assert back.attrs["params"] == {"a": 1}
     assert list(back["arch"].values) == list(ds["arch"].values)

@@ -16,6 +16,9 @@ import time
 import pytest
 import yaml
 
+from energykit.iotools import read_tidy, read_trace, read_window_log
+from energykit.errors import ParamsError
+from energykit.params import load_measure_params
 from energykit import dataset, fitting, sweep
 from energykit.errors import FitError
 from energykit.state import FAULT_ENV
@@ -69,8 +72,8 @@ def _snapshot(folder):
 
 
 def _check_complete(out):
-    recs = sweep.read_log(out / sweep.LOG)
-    ok = [sweep._key(r) for r in recs if r["status"] == "ok"]
+    recs = read_window_log(out / sweep.LOG)[0]
+    ok = [sweep.window_key(r) for r in recs if r["status"] == "ok"]
     assert len(ok) == len(set(ok)) == WINDOWS, "each (cell, repeat) measured exactly once"
     ds = dataset.load(out / sweep.DATASET)
     assert int(ds["energy_j"].notnull().sum() + ds["energy_j"].isnull().sum()) >= WINDOWS
@@ -102,7 +105,7 @@ def test_kill_at_every_write_loses_no_finished_window(tmp_path):
         after = _complete_lines(out / sweep.LOG)
         report["lost"] += sum(1 for line in before if line not in after)
         _check_complete(out)
-        ok = [sweep._key(r) for r in sweep.read_log(out / sweep.LOG) if r["status"] == "ok"]
+        ok = [sweep.window_key(r) for r in read_window_log(out / sweep.LOG)[0] if r["status"] == "ok"]
         report["duplicates"] += len(ok) - len(set(ok))
         k += 1
         assert k < 40
@@ -129,8 +132,8 @@ def test_second_writer_is_refused_at_once(tmp_path):
     finally:
         proc.wait(timeout=300)
     assert proc.returncode == 0
-    recs = sweep.read_log(out / sweep.LOG)
-    keys = [sweep._key(r) for r in recs]
+    recs = read_window_log(out / sweep.LOG)[0]
+    keys = [sweep.window_key(r) for r in recs]
     assert len(keys) == len(set(keys)) == 8
 
 
@@ -155,7 +158,7 @@ def test_adding_cells_repeats_and_models_resumes(tmp_path):
     other = dict(TINY, name="tiny2", num_layers=3)
     p = _measure(_write(tmp_path / "b.yaml", _params(out, repeats=3, input_lens=[8, 16], models=[TINY, other])))
     assert p.returncode == 0, p.stderr
-    recs = sweep.read_log(out / sweep.LOG)
+    recs = read_window_log(out / sweep.LOG)[0]
     assert len(recs) == 2 * 2 * 3 * 2  # two models, 4 cells, 3 repeats, nothing twice
     assert json.loads((out / "fingerprint.json").read_text())["models"].keys() == {"tiny", "tiny2"}
 
@@ -171,10 +174,10 @@ def test_meter_change_is_refused(tmp_path, monkeypatch):
     geom = dict(TINY, name="tiny-trt")
     base = _params(out, engine="trtllm", models=[geom], device="auto")
     with pytest.warns(UserWarning):
-        sweep.run(sweep.load_params(_write(tmp_path / "a.yaml", base)), progress=False)
+        sweep.run(load_measure_params(_write(tmp_path / "a.yaml", base)), progress=False)
     before = _snapshot(out)
-    params = sweep.load_params(_write(tmp_path / "b.yaml", dict(base, meter="nvml", min_window_s=0.1)))
-    with pytest.raises(sweep.ParamsError, match="meter: 'none' -> 'nvml'"):
+    params = load_measure_params(_write(tmp_path / "b.yaml", dict(base, meter="nvml", min_window_s=0.5)))
+    with pytest.raises(ParamsError, match="meter: 'none' -> 'nvml'"):
         sweep.run(params, progress=False)
     assert _snapshot(out) == before
 
@@ -195,9 +198,9 @@ def test_short_windows_for_the_counter_are_refused(tmp_path, monkeypatch):
     FakeTensorRTLLM().install(monkeypatch)
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(counter_period_s=0.1))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    params = sweep.load_params(_write(tmp_path / "a.yaml", _params(tmp_path / "out", engine="trtllm", meter="nvml",
+    params = load_measure_params(_write(tmp_path / "a.yaml", _params(tmp_path / "out", engine="trtllm", meter="nvml",
                                                                    min_window_s=0.1, models=[dict(TINY)])))
-    with pytest.raises(sweep.ParamsError, match=r"min_window_s 0.1 s is under 5 periods .* use min_window_s: 2"):
+    with pytest.raises(ParamsError, match=r"min_window_s 0.1 s is under 5 periods .* use min_window_s: 2"):
         sweep.run(params, progress=False)
     assert not (tmp_path / "out").exists()
 
@@ -219,10 +222,10 @@ def test_nvml_lost_mid_sweep_stops_with_one_line_and_keeps_windows(tmp_path, mon
         return real(handle)
 
     fake.nvmlDeviceGetTotalEnergyConsumption = flaky
-    p = _params(tmp_path / "out", engine="trtllm", meter="nvml", min_window_s=0.1, repeats=10, models=[dict(TINY)])
+    p = _params(tmp_path / "out", engine="trtllm", meter="nvml", min_window_s=0.5, repeats=10, models=[dict(TINY)])
     with pytest.raises(MeterError, match="NVML stopped answering .* rerun"):
-        sweep.run(sweep.load_params(_write(tmp_path / "a.yaml", p)), progress=False)
-    recs = sweep.read_log(tmp_path / "out" / sweep.LOG)
+        sweep.run(load_measure_params(_write(tmp_path / "a.yaml", p)), progress=False)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
     assert len(recs) == 3 and all(r["status"] == "ok" for r in recs)
 
 
@@ -238,8 +241,8 @@ def test_disk_full_keeps_every_finished_window(tmp_path):
         params = _write(tmp_path / "a.yaml", _params(out, repeats=200, timeline=False))
         p = _measure(params)
         assert p.returncode == 2 and "no space left" in _error_line(p.stderr)
-        recs = sweep.read_log(out / sweep.LOG)  # every complete line is intact
-        assert recs and len({sweep._key(r) for r in recs}) == len(recs)
+        recs = read_window_log(out / sweep.LOG)[0]  # every complete line is intact
+        assert recs and len({sweep.window_key(r) for r in recs}) == len(recs)
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
@@ -340,7 +343,7 @@ def test_model_names_stay_strings(tmp_path):
 def test_the_kits_own_log_loads(tmp_path):
     out = tmp_path / "out"
     assert _measure(_write(tmp_path / "a.yaml", _params(out))).returncode == 0
-    ds = dataset.read_tidy(out / sweep.LOG, allow_nan_energy=True)
+    ds = read_tidy(out / sweep.LOG, allow_nan_energy=True)[0]
     assert len(ds) == WINDOWS
 
 

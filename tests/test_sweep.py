@@ -9,6 +9,8 @@ import time
 import pytest
 import yaml
 
+from energykit.iotools import read_tidy, read_trace, read_window_log
+from energykit.params import load_measure_params
 from energykit import dataset, sweep
 from energykit.errors import ParamsError
 
@@ -61,7 +63,7 @@ def test_malformed_params_exit_2_one_line_nothing_written(tmp_path, over, match)
         del p["output"]
     path = _write(tmp_path, p)
     with pytest.raises(ParamsError, match=re.escape(match)):
-        sweep.load_params(path)
+        load_measure_params(path)
     from energykit.cli import main
 
     assert main(["measure", str(path)]) == 2
@@ -79,17 +81,17 @@ def test_malformed_params_cli_subprocess(tmp_path):
 def test_bad_yaml_and_missing_file(tmp_path):
     (tmp_path / "b.yaml").write_text("engine: [hf\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
-        sweep.load_params(tmp_path / "b.yaml")
+        load_measure_params(tmp_path / "b.yaml")
     with pytest.raises(ParamsError, match="no such params file"):
-        sweep.load_params(tmp_path / "none.yaml")
+        load_measure_params(tmp_path / "none.yaml")
 
 
 def test_sweep_runs_and_builds_dataset(tmp_path):
     pytest.importorskip("transformers")
-    params = sweep.load_params(_write(tmp_path, _params(tmp_path)))
+    params = load_measure_params(_write(tmp_path, _params(tmp_path)))
     with pytest.warns(UserWarning, match="energy is NaN"):
         path = sweep.run(params, progress=False)
-    ds = dataset.read_netcdf(path)
+    ds = dataset.load(path)
     assert int(ds["duration_s"].notnull().sum()) == 2 * 2 * 2
     assert (ds["output_tokens"].values == ds["output_len"].values[None, None, None, :, None]).all()
     assert ds.attrs["params"]["engine"] == "hf"
@@ -108,10 +110,10 @@ def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
         return real(self, b, i, o)
 
     monkeypatch.setattr(hf.HFEngine, "request", flaky)
-    params = sweep.load_params(_write(tmp_path, _params(tmp_path)))
+    params = load_measure_params(_write(tmp_path, _params(tmp_path)))
     with pytest.warns(UserWarning), pytest.raises(sweep.SweepFailures, match="2 of 8 windows failed .*out of memory"):
         sweep.run(params, progress=False)
-    recs = sweep.read_log(tmp_path / "out" / sweep.LOG)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
     errors = [r for r in recs if r["status"] == "error"]
     assert len(errors) == 2 and "out of memory" in errors[0]["error"]
     assert sum(r["status"] == "ok" for r in recs) == 6
@@ -120,14 +122,14 @@ def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(hf.HFEngine, "request", real)
     with pytest.warns(UserWarning):
         sweep.run(params, progress=False)
-    recs = sweep.read_log(tmp_path / "out" / sweep.LOG)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
     assert len(recs) == 10 and sum(r["status"] == "ok" for r in recs) == 8
 
 
 def test_torn_last_line_is_ignored(tmp_path):
     log = tmp_path / sweep.LOG
     log.write_text(json.dumps({"model": 1}) + "\n" + '{"model": "x", "bat')
-    assert sweep.read_log(log) == [{"model": 1}]
+    assert read_window_log(log)[0] == [{"model": 1}]
     sweep.RawLog(log).close()
     assert log.read_text().endswith("\n")
 
@@ -148,15 +150,15 @@ def test_sigkill_then_resume_one_record_per_window(tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    first = sweep.read_log(log)
+    first = read_window_log(log)[0]
     assert 8 <= len(first) < 36, "the kill must land partway through the sweep"
     assert not (tmp_path / "out" / sweep.DATASET).exists()
     done = _cli("measure", str(path), "--no-progress")
     assert done.returncode == 0, done.stderr
-    recs = sweep.read_log(log)
+    recs = read_window_log(log)[0]
     keys = [(r["model"], r["batch_size"], r["input_len"], r["output_len"], r["repeat"]) for r in recs]
     assert len(keys) == len(set(keys)) == 4 * 3 * 3
-    ds = dataset.read_netcdf(tmp_path / "out" / sweep.DATASET)
+    ds = dataset.load(tmp_path / "out" / sweep.DATASET)
     assert int(ds["duration_s"].notnull().sum()) == 36
 
 
@@ -171,17 +173,17 @@ def test_missing_engine_extra_refused_before_anything_is_written(tmp_path, monke
 
 def test_design_cells_restrict_the_sweep(tmp_path):
     pytest.importorskip("transformers")
-    params = sweep.load_params(_write(tmp_path, _params(tmp_path, cells=[[8, 2], [16, 4]], repeats=1)))
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, cells=[[8, 2], [16, 4]], repeats=1)))
     assert params.grid == [(8, 2), (16, 4)] and params.max_len == 20
     with pytest.warns(UserWarning):
         sweep.run(params, progress=False)
-    recs = sweep.read_log(tmp_path / "out" / sweep.LOG)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
     assert sorted((r["input_len"], r["output_len"]) for r in recs) == [(8, 2), (16, 4)]
 
 
 def test_bad_design_cells(tmp_path):
     with pytest.raises(ParamsError, match=r"cells are \[input_len, output_len\] pairs"):
-        sweep.load_params(_write(tmp_path, _params(tmp_path, cells=[[8, 0]])))
+        load_measure_params(_write(tmp_path, _params(tmp_path, cells=[[8, 0]])))
 
 
 def test_no_gpu_with_nvml_meter_writes_nothing(tmp_path, monkeypatch):

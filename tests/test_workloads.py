@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from energykit.iotools import read_tidy, read_trace, read_window_log
 from energykit import dataset, fitting, workloads
 from energykit.errors import DataError, ParamsError
 
@@ -14,7 +15,7 @@ def fit():
 
 
 def test_load_azure_trace():
-    t = workloads.load_trace(DATA / "azure_llm_inference_trace_2023_code.csv")
+    t = read_trace(DATA / "azure_llm_inference_trace_2023_code.csv")[0]
     assert len(t) == 8819
     assert list(t.columns) == ["input_len", "output_len"]
 
@@ -45,6 +46,6 @@ def test_extrapolation_and_sweet_spot_flags(fit):
 def test_bad_trace(tmp_path):
     (tmp_path / "t.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="missing column 'input_len'"):
-        workloads.load_trace(tmp_path / "t.csv")
+        read_trace(tmp_path / "t.csv")[0]
     with pytest.raises(ParamsError, match="positive"):
         workloads.truncate_inputs(0)

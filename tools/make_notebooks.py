@@ -274,13 +274,13 @@ traces = {"code": "data/azure_llm_inference_trace_2023_code.csv", "conv": "data/
 truncate_inputs = [2048, 1024]  # policies: truncate inputs above each length
 cap_outputs = [256, 128]  # policies: cap outputs at each length
 """),
-    ("code", SETUP + "from energykit import workloads\n"),
+    ("code", SETUP + "from energykit import iotools, workloads\n"),
     ("code", """
 ds = dataset.load_many(data)
 fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
 name = workload_model or fits.keys[0][0]
 fit = fits.get(name)
-loaded = {k: workloads.load_trace(v) for k, v in traces.items()}
+loaded = {k: iotools.read_trace(v)[0] for k, v in traces.items()}
 print(f"pricing with {name} at batch size {fit.batch_size}; measured inputs {fit.input_len.min()}–{fit.input_len.max()}, "
       f"outputs {fit.output_len.min()}–{fit.output_len.max()} tokens")
 """),
@@ -358,18 +358,18 @@ output = ""  # override the params file's output directory (empty: keep it)
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from energykit import dataset, sweep
+from energykit import dataset, params as params_schema, sweep
 
 sns.set_theme(context="notebook", style="whitegrid")
 %matplotlib inline
 """),
     ("code", """
-params = sweep.load_params(params_file)
+params = params_schema.load_measure_params(params_file)
 if output:
     params = params.model_copy(update={"output": output})
-    params = sweep.MeasureParams.model_validate(params.model_dump())
+    params = params_schema.MeasureParams.model_validate(params.model_dump())
 path = sweep.run(params, params_file)
-ds = dataset.read_netcdf(path)
+ds = dataset.load(path)
 ds
 """),
     ("md", "## Windows and their spread over repeats"),
@@ -411,7 +411,7 @@ traces = {"code": "data/azure_llm_inference_trace_2023_code.csv", "conv": "data/
 truncate_inputs = [2048, 1024]  # policies: truncate inputs above each length
 cap_outputs = [256, 128]  # policies: cap outputs at each length
 """),
-    ("code", SETUP + "from energykit import design, hardware, presets, uncertainty, workloads\n"),
+    ("code", SETUP + "from energykit import design, hardware, iotools, presets, uncertainty, workloads\n"),
     ("md", r"""
 ## 1. What will this model cost on my GPU?
 
@@ -487,7 +487,7 @@ rows = []
 for name in predict_geometries:
     gname, geom, _ = presets.resolve(name)
     for tname, path in traces.items():
-        t = workloads.load_trace(path)
+        t = iotools.read_trace(path)[0]
         rows.append(hardware.policy_savings_interval(hw, geom, B, t, policies).assign(model=gname, trace=tname))
 saved = pd.concat(rows)
 saved.set_index(["model", "trace", "policy"])

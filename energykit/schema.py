@@ -1,0 +1,50 @@
+"""The kit's vocabulary, written once: dimension names, units, the glossary and the geometry columns.
+
+Every other module takes these names from here. Quantities carry their SI unit in their name
+(``energy_j``, ``duration_s``, ``tokens_per_j``) and in ``attrs["units"]``; vendor units (NVML's
+mJ and mW) are converted at the device boundary in :mod:`energykit.meters`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DIMS", "INT_DIMS", "PROVENANCE_COLUMNS", "GEOMETRY_KEYS", "GEOMETRY_COLUMNS", "ENERGY_UNITS_J",
+           "DURATION_UNITS_S", "UNITS", "GLOSSARY"]
+
+DIMS = ("model", "batch_size", "input_len", "output_len", "repeat")
+"""Dimensions of a measurement dataset: one measured window per (model, batch_size, input_len, output_len, repeat)."""
+INT_DIMS = DIMS[1:]
+"""The integer dimensions (everything but ``model``)."""
+PROVENANCE_COLUMNS = ("engine", "gpu", "dtype")
+"""Per-model provenance columns of a tidy file."""
+GEOMETRY_KEYS = (
+    "arch", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
+    "intermediate_size", "ffn_gated", "vocab_size", "tied_embeddings",
+)
+"""A model geometry: what energy depends on (see :mod:`energykit.presets`)."""
+GEOMETRY_COLUMNS = GEOMETRY_KEYS + ("params",)
+"""Geometry columns of a tidy file: the geometry plus its parameter count."""
+ENERGY_UNITS_J = {"j": 1.0, "mj": 1e-3, "kj": 1e3, "wh": 3600.0, "kwh": 3.6e6}
+"""Joules per unit of an ``energy_<unit>`` column (units are case-sensitive)."""
+DURATION_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+"""Seconds per unit of a ``duration_<unit>`` column."""
+UNITS = {
+    "energy_j": "J",
+    "duration_s": "s",
+    "output_tokens": "tokens",
+    "input_len": "tokens",
+    "output_len": "tokens",
+    "batch_size": "sequences",
+    "iterations": "calls",
+    "ttft_s": "s",
+    "window_energy_j": "J",
+    "window_duration_s": "s",
+    "idle_power_w": "W",
+}
+"""``attrs["units"]`` of each variable and coordinate."""
+GLOSSARY = {
+    "energy_j": "energy of one generate() call on the whole batch, whole board, idle included",
+    "duration_s": "wall time of one generate() call, device synchronised before and after",
+    "output_tokens": "new tokens actually produced per sequence",
+    "iterations": "identical generate() calls inside one meter window (energy_j is per call)",
+}
+"""``attrs["long_name"]`` of the main variables."""
