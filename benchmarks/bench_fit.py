@@ -47,12 +47,26 @@ def long_tail_memory(rows: int = 200_000) -> None:
     print(f"long-tail file: fit with 5-fold CV {time.perf_counter() - t0:.1f} s")
 
 
+def cli_start(repeats: int = 5) -> None:
+    """Wall time of ``python -m energykit --help`` (the CLI imports nothing heavy to print it)."""
+    import subprocess
+    import sys
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "energykit", "--help"], capture_output=True, check=True, cwd=ROOT)
+        times.append(time.perf_counter() - t0)
+    print(f"energykit --help: median {statistics.median(times) * 1000:.0f} ms over {repeats} (goal < 500 ms)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    cli_start()
     for f in FILES:
         ds = dataset.load(ROOT / f)
         for m in ds["model"].values:

@@ -5,7 +5,7 @@ requests (or the mean of several identical calls inside one meter window). Windo
 the five dimensions :data:`DIMS`; the data variables carry SI units in ``attrs["units"]`` and the
 dataset carries its provenance (GPU, engine, dtype, source files) in its attributes.
 
-Tidy files (CSV or JSONL, one row per window) use the columns of ``shared/data/h200_*.csv``:
+Tidy files (CSV or JSONL, one row per window) use the columns of ``data/h200_*.csv``:
 
 ========================  ==================================================================
 column                    meaning
@@ -33,11 +33,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import __version__
 from .errors import DataError
 from .iotools import read_netcdf, read_tidy
 from .state import DiskFullError, fault_point
 
 from .schema import DIMS, GEOMETRY_COLUMNS, GLOSSARY, PROVENANCE_COLUMNS, UNITS
+
+__all__ = ["KEY", "DENSE_LIMIT", "dense_size", "is_stacked", "from_frame", "model_names", "batch_sizes",
+           "model_value", "measured_cells", "OUTLIER_REL", "outlier_windows", "write_netcdf", "load",
+           "combine", "load_many", "to_frame", "cell_means", "geometry"]
 
 KEY = DIMS
 
@@ -186,8 +191,6 @@ def outlier_windows(ds: xr.Dataset) -> pd.DataFrame:
 
 
 def _version() -> str:
-    from . import __version__
-
     return __version__
 
 

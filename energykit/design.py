@@ -19,6 +19,8 @@ from .dataset import batch_sizes, measured_cells, model_names
 from .errors import ParamsError
 from .fitting import THETA, ape_pct, fit_cells
 
+__all__ = ["DECODE_TO_PREFILL_COST", "d_optimal", "evaluate_design"]
+
 DECODE_TO_PREFILL_COST = 8.0
 
 

@@ -4,6 +4,9 @@ Every error a user can cause is one of these, with a one-line message that names
 and how to fix it. The CLI prints that line on stderr and exits with code 2.
 """
 
+__all__ = ["EnergykitError", "DataError", "ParamsError", "FitError", "MissingExtraError", "MeterError",
+           "EngineError"]
+
 
 class EnergykitError(Exception):
     """Base class: a problem the user can fix; its message is one line."""

@@ -32,6 +32,12 @@ from scipy.optimize import nnls
 from .dataset import batch_sizes, measured_cells, model_names
 from .errors import FitError
 
+__all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetspot_energy", "o_star",
+           "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
+           "SweetSpotModel", "LinearBaselineModel", "MODELS", "design_rank", "fit_cells", "ape_pct",
+           "mape_pct", "r2", "kfold_indices", "cross_validate", "predict_energy", "ModelFit", "FitSet",
+           "fit_dataset"]
+
 THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
 LINEAR = ("a", "b", "c")
 THETA_UNITS = {

@@ -1,7 +1,7 @@
 """Hardware-level energy model: θ from a few GPU/engine coefficients and the model's geometry.
 
 Every θ of the analytical model is a product of an architecture count and a hardware or engine
-coefficient (DESIGN.md §2). Writing the energy of a request batch as
+coefficient (the SweetSpot derivation, arXiv:2602.05695). Writing the energy of a request batch as
 
 .. math::
 
@@ -35,6 +35,9 @@ from .errors import FitError
 from .fitting import THETA, ape_pct, around, design_matrix, interval, irls, predict_energy, wild_bootstrap
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
+
+__all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "calibrate", "leave_one_model_out",
+           "coefficient_table", "theta_interval_table", "prediction_table", "policy_savings_interval"]
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
                 "step_j_per_layer", "request_j")

@@ -17,6 +17,9 @@ from typing import Callable
 
 from .errors import MeterError
 
+__all__ = ["COUNTER", "POWER_INSTANT", "POWER_AVERAGE", "NONE", "WindowReading", "Meter", "NullMeter",
+           "visible_devices", "visible_device", "NvmlMeter", "METERS", "make_meter"]
+
 COUNTER = "nvml_energy_counter"
 POWER_INSTANT = "nvml_power_instant_integrated"
 POWER_AVERAGE = "nvml_power_average_integrated"

@@ -18,6 +18,9 @@ from .engines.trtllm import check_supported
 from .errors import ParamsError
 from .presets import resolve
 
+__all__ = ["read_yaml", "one_line", "validate", "ReportParams", "load_report_params", "notebook_parameters",
+           "MeasureParams", "load_measure_params"]
+
 
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing file or a non-mapping is a :class:`ParamsError`."""

@@ -1,6 +1,6 @@
 """Work per inference phase from a model's geometry: parameters, FLOPs and bytes moved.
 
-Notation (DESIGN.md §2): ``B`` sequences, ``L`` layers, ``d`` hidden size, ``n_q``/``n_kv`` query
+Notation (arXiv:2602.05695, as summarised in README.md): ``B`` sequences, ``L`` layers, ``d`` hidden size, ``n_q``/``n_kv`` query
 and key/value heads of dimension ``d_h``, ``N`` non-embedding parameters, ``V`` vocabulary,
 ``β`` bytes per element.
 
@@ -26,6 +26,9 @@ attend to at most ``sliding_window`` positions; they are every other layer.
 from __future__ import annotations
 
 import numpy as np
+
+__all__ = ["BYTES_PER_ELEMENT", "layer_params", "embedding_params", "param_count", "non_embedding_params",
+           "cell_work", "kv_bytes_per_token"]
 
 BYTES_PER_ELEMENT = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1}
 

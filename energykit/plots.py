@@ -12,6 +12,9 @@ from .fitting import FitSet, ModelFit
 from .sweetspots import sweet_region
 from .uncertainty import o_star_interval
 
+__all__ = ["efficiency_heatmap", "fit_curves", "parity", "residuals", "trace_density", "policy_bars",
+           "region_probability_heatmap"]
+
 
 def _ax(ax):
     if ax is None:

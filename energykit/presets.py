@@ -1,6 +1,6 @@
 """Model geometries: presets for the paper's families, a local ``config.json``, or an inline mapping.
 
-A geometry uses the columns of the measured files (``shared/data/README.md``): ``arch``,
+A geometry uses the columns of the measured files (``data/README.md``): ``arch``,
 ``num_layers``, ``hidden_size``, ``num_heads``, ``num_kv_heads``, ``head_dim``,
 ``intermediate_size``, ``ffn_gated``, ``vocab_size``, ``tied_embeddings``, plus
 ``max_position_embeddings`` (the context) and, for Gemma-2, ``sliding_window``.
@@ -15,6 +15,8 @@ from pathlib import Path
 from .errors import ParamsError
 from .iotools import read_hf_config
 from .schema import GEOMETRY_KEYS
+
+__all__ = ["PRESETS", "ALIASES", "resolve"]
 
 
 
@@ -40,7 +42,7 @@ PRESETS: dict[str, dict] = {
     "granite3-2b": _g("granite", 40, 2048, 32, 8, 64, 8192, 1, 49155, 1, 4096),
     "granite3-8b": _g("granite", 40, 4096, 32, 8, 128, 12800, 1, 49155, 1, 4096),
 }
-ALIASES = {k + "-shape": k for k in PRESETS}  # names used in shared/data
+ALIASES = {k + "-shape": k for k in PRESETS}  # names used in data/h200_transformers_*.csv
 
 
 def resolve(spec) -> tuple[str, dict, str | None]:

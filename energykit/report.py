@@ -17,10 +17,17 @@ import shutil
 import time
 from pathlib import Path
 
+import nbformat
+import papermill as pm
+from nbconvert import HTMLExporter
+
 from .dataset import load_many
 from .errors import EnergykitError, ParamsError
 from .iotools import read_trace
 from .params import ReportParams, load_report_params, notebook_parameters
+
+__all__ = ["ANALYSIS_GLOB", "repo_root", "analysis_notebooks", "description", "execute", "to_html",
+           "write_index", "build"]
 
 ANALYSIS_GLOB = "0[2-9]_*.ipynb"
 
@@ -49,16 +56,12 @@ def analysis_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
 
 def description(nb_path: Path) -> str:
     """The one-line description stored in a notebook's metadata (``energykit.description``)."""
-    import nbformat
-
     nb = nbformat.read(nb_path, as_version=4)
     return nb.metadata.get("energykit", {}).get("description", "")
 
 
 def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> float:
     """Run one notebook with papermill; returns its wall time [s]."""
-    import papermill as pm
-
     declared = pm.inspect_notebook(str(nb_path))
     t0 = time.perf_counter()
     try:
@@ -79,9 +82,6 @@ def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> 
 
 def to_html(executed: Path, out_dir: Path) -> tuple[Path, Path]:
     """Render the full and the no-code HTML of an executed notebook."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
     nb = nbformat.read(executed, as_version=4)
     full = out_dir / f"{executed.stem}.html"
     nocode = out_dir / f"{executed.stem}.nocode.html"

@@ -26,6 +26,9 @@ from pathlib import Path
 
 from .errors import DataError, EnergykitError
 
+__all__ = ["FAULT_ENV", "fault_point", "DiskFullError", "atomic_write_text", "atomic_write_json",
+           "fsync_dir", "jsonable", "read_json", "RawLog", "WriterLock"]
+
 FAULT_ENV = "ENERGYKIT_FAULT_KILL_AT"
 _writes = 0
 

@@ -13,16 +13,30 @@ import os
 import random
 import subprocess
 import time
+import importlib.util
+import sys
+from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .dataset import from_frame, write_netcdf
+from .engines import make_engine
 from .errors import EnergykitError, MeterError, MissingExtraError, ParamsError
 from .iotools import read_window_log
+from .meters import make_meter
 from .params import MeasureParams
+from .physics import param_count
 from .schema import DIMS, GEOMETRY_KEYS
-from .state import RawLog, WriterLock, atomic_write_json, jsonable, read_json
+from .state import RawLog, WriterLock, atomic_write_json, read_json
+from .windows import measure
+
+__all__ = ["LOG", "DATASET", "window_key", "git_commit", "plan", "ENGINE_MODULES", "check_engine_installed",
+           "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
+           "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
+           "finalize", "engine_label"]
 
 
 LOG = "windows.jsonl"
@@ -61,9 +75,6 @@ ENGINE_MODULES = {"hf": (("torch", "transformers"), "hf", ""),
 
 def check_engine_installed(engine: str) -> None:
     """Fail in one line, naming the pip extra, when the engine's libraries are not installed."""
-    import importlib.util
-    import sys
-
     modules, extra, hint = ENGINE_MODULES[engine]
     for mod in modules:
         present = sys.modules[mod] is not None if mod in sys.modules else importlib.util.find_spec(mod) is not None
@@ -77,8 +88,6 @@ LIBRARIES = ("torch", "transformers", "tensorrt_llm", "tensorrt-llm", "nvidia-ml
 
 def library_versions() -> dict:
     """Installed versions of the libraries that shape a measurement (read without importing them)."""
-    from importlib import metadata
-
     out = {}
     for name in LIBRARIES:
         try:
@@ -161,14 +170,8 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
     the next run. Raises :class:`SweepFailures` (after writing the dataset of the good windows)
     when windows failed.
     """
-    from tqdm.auto import tqdm
-
     check_engine_installed(params.engine)  # before anything is written or measured
     check_device(params)
-
-    from .engines import make_engine
-    from .meters import make_meter
-    from .windows import measure
 
     out = Path(params.output)
     if out.exists() and not out.is_dir():
@@ -301,8 +304,6 @@ def _measure_window(params, key, engine, meter, measure, provenance) -> dict:
 
 
 def _failure_summary(failed: list[dict], planned: int, out: Path) -> str:
-    from collections import Counter
-
     why = Counter(r.get("error") or r.get("reason") or r["status"] for r in failed)
     top = "; ".join(f"{n}x {w[:80]}" for w, n in why.most_common(3))
     return (f"{len(failed)} of {planned} windows failed ({top}); the dataset in {out} holds the others, "
@@ -339,8 +340,6 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
         geoms = {name: geom for name, geom, _ in params.resolved}
         for col in GEOMETRY_KEYS:
             df[col] = df["model"].map(lambda m: geoms.get(m, {}).get(col))
-        from .physics import param_count
-
         df["params"] = df["model"].map(lambda m: param_count(geoms[m]) if m in geoms else None)
     meter = provenance.get("meter", {})
     attrs = {

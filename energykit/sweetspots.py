@@ -23,6 +23,10 @@ from .dataset import cell_means
 from .fitting import FitSet, ModelFit, o_star, predict_energy, sweetspot_energy
 from .uncertainty import apply, o_star_interval, theta_table
 
+__all__ = ["PAPER_GRID", "tokens_per_j", "energy_per_token_j", "measured_map", "fitted_map", "extrapolated",
+           "o_star_numeric", "sweet_region", "best_worst_ratio", "best_cell", "o_star_table", "ratio_table",
+           "region_probability", "attention_kind", "attention_table"]
+
 PAPER_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
 """Input and output lengths of the paper's grid [tokens] (arXiv:2602.05695)."""
 

@@ -22,6 +22,11 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = ["FakeNVMLError", "FakeNVMLErrorNotSupported", "FakeNvml", "fake_api_names", "TRTLLM_BASE_ARGS",
+           "TRTLLM_TORCH_ARGS", "TRTLLM_TENSORRT_ONLY_ARGS", "TRTLLM_PYTORCH_ARCHITECTURES",
+           "TOKENS_PER_BLOCK", "FakeSamplingParams", "FakeKvCacheConfig", "FakeRequestError",
+           "FakeTensorRTLLM"]
+
 
 class FakeNVMLError(Exception):
     """Stands for ``pynvml.NVMLError``."""

@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 from .meters import Meter, WindowReading
 
+__all__ = ["PILOT_MARGIN", "Window", "measure"]
+
 PILOT_MARGIN = 1.25
 """Prompts drawn for a window: this many times what the pilot call's duration says is needed."""
 

@@ -22,6 +22,9 @@ from .errors import ParamsError
 from .fitting import ModelFit, around, interval, predict_energy
 from .sweetspots import extrapolated
 
+__all__ = ["J_PER_KWH", "request_energy_j", "Policy", "truncate_inputs", "cap_outputs", "combine_policies",
+           "policies_from_params", "trace_energy", "measured_range_best", "trace_summary", "policy_savings"]
+
 J_PER_KWH = 3.6e6
 
 

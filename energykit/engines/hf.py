@@ -24,7 +24,10 @@ import inspect
 import warnings
 
 from ..errors import EngineError, MissingExtraError
-from . import Engine, Generation, Request
+from .base import Engine, Generation, Request
+from .hf_config import hf_config
+
+__all__ = ["ATTENTIONS", "BLOCK_SIZE", "import_torch", "HFEngine"]
 
 ATTENTIONS = ("flex_attention", "sdpa", "eager")
 BLOCK_SIZE = 128
@@ -113,8 +116,6 @@ class HFEngine(Engine):
 
     def load(self) -> None:
         torch, tf = import_torch()
-        from .hf_config import hf_config
-
         self.torch = torch
         dev = self.device_name
         if dev == "auto":

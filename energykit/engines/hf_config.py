@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ..errors import ParamsError
 
+__all__ = ["ARCHITECTURES", "hf_config"]
+
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma2": "Gemma2ForCausalLM",
     "granite": "GraniteForCausalLM", "opt": "OPTForCausalLM", "falcon": "FalconForCausalLM",

@@ -27,7 +27,11 @@ import random
 from pathlib import Path
 
 from ..errors import EngineError, MissingExtraError, ParamsError
-from . import Engine, Generation, Request
+from .base import Engine, Generation, Request
+from .hf_config import hf_config
+
+__all__ = ["INSTALL_HINT", "BACKENDS", "PYTORCH_ARCHS", "DEFAULT_MAX_NUM_TOKENS", "check_supported",
+           "TrtLlmEngine"]
 
 INSTALL_HINT = "its wheels come from NVIDIA's index: see https://nvidia.github.io/TensorRT-LLM/installation/linux.html"
 
@@ -123,8 +127,6 @@ class TrtLlmEngine(Engine):
 
     def _config_dir(self) -> str:
         """A directory holding only the geometry's ``config.json`` (weights: ``load_format="dummy"``)."""
-        from .hf_config import hf_config
-
         path = self.workdir / self.model_name
         path.mkdir(parents=True, exist_ok=True)
         cfg = hf_config(self.geometry, self.max_len).to_dict()

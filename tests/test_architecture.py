@@ -1,0 +1,129 @@
+"""The layer rules of ARCHITECTURE.md, enforced on the source (AST), and the public API."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+PKG = ROOT / "energykit"
+LAYERS = {
+    "schema": 0, "errors": 0,
+    "iotools": 1, "state": 1, "physics": 1,
+    "presets": 2, "dataset": 2, "meters": 2, "engines": 2,
+    "fitting": 3, "windows": 3, "params": 3,
+    "uncertainty": 4,
+    "sweetspots": 5, "design": 5, "hardware": 5,
+    "workloads": 6,
+    "plots": 7, "report": 7, "sweep": 7,
+    "testing": 8,
+    "cli": 9, "__main__": 10,
+}
+LAZY_ALLOWED = {"torch", "transformers", "tensorrt_llm", "submitit", "pynvml"}
+"""Heavy or hardware libraries that may be imported inside a function (everywhere)."""
+
+
+def _modules():
+    for p in sorted(PKG.rglob("*.py")):
+        rel = p.relative_to(PKG).with_suffix("")
+        parts = rel.parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield p, ".".join(parts)
+
+
+def _targets(node, own: str):
+    """energykit modules (dotted, relative to the package) an import statement reaches."""
+    if isinstance(node, ast.Import):
+        return [a.name.removeprefix("energykit.") for a in node.names if a.name.startswith("energykit")]
+    if node.level == 0:
+        return [node.module.removeprefix("energykit.")] if (node.module or "").startswith("energykit") else []
+    base = own.split(".") if own else []
+    is_pkg = (PKG / Path(*base) / "__init__.py").exists() if base else True
+    anchor = base if is_pkg else base[:-1]
+    anchor = anchor[: len(anchor) - (node.level - 1)] if node.level > 1 else anchor
+    if node.module:
+        return [".".join(anchor + node.module.split("."))]
+    return [".".join(anchor + [a.name]) for a in node.names]
+
+
+def _layer(mod: str) -> int:
+    top = mod.split(".")[0] if mod else ""
+    return LAYERS[top]
+
+
+def test_every_module_has_a_layer():
+    missing = [m for _, m in _modules() if m and m.split(".")[0] not in LAYERS]
+    assert not missing, f"give these modules a layer in ARCHITECTURE.md and this test: {missing}"
+
+
+def test_imports_run_one_way():
+    bad = []
+    for path, mod in _modules():
+        if not mod:
+            continue  # the package's __init__ (lazy re-exports only)
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for target in _targets(node, mod):
+                if target in ("", "__version__") or target.endswith(".__version__"):
+                    continue  # the version constant of the package
+                if target.split(".")[0] == mod.split(".")[0] and "." in target + mod:
+                    continue  # inside a sub-package (engines/*)
+                if _layer(target) >= _layer(mod):
+                    bad.append(f"{mod} (layer {_layer(mod)}) imports {target} (layer {_layer(target)})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_imports_inside_functions_except_heavy_libraries_and_the_cli():
+    bad = []
+    for path, mod in _modules():
+        if mod in ("cli",):
+            continue
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    roots = {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom):
+                    roots = {"." if node.level else (node.module or "").split(".")[0]}
+                else:
+                    continue
+                if not roots <= LAZY_ALLOWED:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} in {fn.name}: {sorted(roots)}")
+    assert not bad, "\n".join(bad)
+
+
+def test_o_star_is_computed_in_one_place():
+    hits = [str(p.relative_to(ROOT)) for p, _ in _modules() if "def o_star(" in p.read_text()]
+    assert hits == ["energykit/fitting.py"]
+
+
+def test_modules_state_their_public_api():
+    missing = [m for p, m in _modules() if m not in ("", "__main__") and "__all__" not in p.read_text()]
+    assert not missing
+
+
+def test_import_is_light_and_the_api_is_lazy():
+    code = ("import sys, energykit; assert 'xarray' not in sys.modules and 'numpy' not in sys.modules; "
+            "import energykit as ek; f = ek.o_star; assert 'numpy' in sys.modules; print(sorted(ek.__all__)[:3])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    import energykit
+
+    for name in energykit.__all__:
+        assert getattr(energykit, name) is not None
+
+
+def test_help_imports_no_science_stack():
+    code = ("import sys; sys.argv = ['energykit', '--help']\nimport runpy\ntry:\n    runpy.run_module('energykit', "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nheavy = [m for m in ('numpy', 'xarray', 'lmfit', "
+            "'pydantic', 'matplotlib') if m in sys.modules]\nassert not heavy, heavy\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
