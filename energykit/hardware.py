@@ -32,12 +32,12 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import THETA, ape_pct, around, design_matrix, interval, irls, predict_energy, wild_bootstrap
+from .fitting import THETA, ape_pct, around, design_matrix, interval, irls, wild_bootstrap
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
 
 __all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "calibrate", "leave_one_model_out",
-           "coefficient_table", "theta_interval_table", "prediction_table", "policy_savings_interval"]
+           "coefficient_table", "theta_interval_table", "prediction_table"]
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
                 "step_j_per_layer", "request_j")
@@ -188,22 +188,3 @@ def prediction_table(hw: HardwareModel, geom: dict, batch_size: int, input_lens,
     return pd.DataFrame({"input_len": i.astype(int), "output_len": o.astype(int), "energy_j": est,
                          "energy_j_low": lo, "energy_j_high": hi, "tokens_per_j": batch_size * o / est,
                          "tokens_per_j_low": batch_size * o / hi, "tokens_per_j_high": batch_size * o / lo})
-
-
-def policy_savings_interval(hw: HardwareModel, geom: dict, batch_size: int, trace: pd.DataFrame, policies,
-                            dtype: str = "bfloat16", n: int = 100) -> pd.DataFrame:
-    """Savings of each policy on a trace for a *predicted* model, with 95 % intervals over the
-    calibration's bootstrap draws (each draw prices the trace before and after with the same θ)."""
-    i0 = trace["input_len"].to_numpy(float)
-    o0 = trace["output_len"].to_numpy(float)
-    thetas = [hw.theta(geom, batch_size, dtype)] + [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
-    base = np.array([predict_energy("sweetspot", t, i0, o0).sum() for t in thetas])
-    rows = []
-    for p in policies:
-        i1, o1 = (np.asarray(x, float) for x in p.apply(i0, o0))
-        after = np.array([predict_energy("sweetspot", t, i1, o1).sum() for t in thetas])
-        saving = 100 * (1 - after / base)
-        lo, hi = around(saving[0], *interval(saving[1:]))
-        rows.append({"policy": p.name, "saving_pct": saving[0], "saving_pct_low": float(lo),
-                     "saving_pct_high": float(hi), "assumption": p.assumption})
-    return pd.DataFrame(rows)

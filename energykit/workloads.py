@@ -20,10 +20,12 @@ import pandas as pd
 
 from .errors import ParamsError
 from .fitting import ModelFit, around, interval, predict_energy
+from .hardware import HardwareModel
 from .sweetspots import extrapolated
 
 __all__ = ["J_PER_KWH", "request_energy_j", "Policy", "truncate_inputs", "cap_outputs", "combine_policies",
-           "policies_from_params", "trace_energy", "measured_range_best", "trace_summary", "policy_savings"]
+           "policies_from_params", "trace_energy", "measured_range_best", "trace_summary", "policy_savings",
+           "predicted_policy_savings"]
 
 J_PER_KWH = 3.6e6
 
@@ -148,26 +150,53 @@ def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy
     trace before and after the policy with the same θ); ``energy_per_token_change_pct`` compares
     joules per delivered output token (a cap saves energy but delivers fewer tokens).
     """
+    def totals(i, o):
+        return request_energy_j(fit, i, o).sum(), _total_draws(fit, i, o, n_draws)
+
+    table = _policy_table(totals, trace, policies)
+    table.insert(len(table.columns) - 1, "extrapolated_pct",
+                 [100.0 * np.mean(extrapolated(fit, *p.apply(trace["input_len"].to_numpy(), trace["output_len"].to_numpy())))
+                  for p in policies])
+    return table
+
+
+def predicted_policy_savings(hw: HardwareModel, geom: dict, batch_size: int, trace: pd.DataFrame, policies,
+                             dtype: str = "bfloat16", n: int = 100) -> pd.DataFrame:
+    """Savings of each policy on a trace for a *predicted* model (:mod:`energykit.hardware`), with 95 %
+    intervals over the calibration's bootstrap draws (each draw prices the trace before and after
+    with the same θ)."""
+    est = hw.theta(geom, batch_size, dtype)
+    draws = [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
+
+    def totals(i, o):
+        i, o = np.asarray(i, float), np.asarray(o, float)
+        return (predict_energy("sweetspot", est, i, o).sum(),
+                np.array([predict_energy("sweetspot", t, i, o).sum() for t in draws]))
+
+    table = _policy_table(totals, trace, policies)
+    return table[["policy", "saving_pct", "saving_pct_low", "saving_pct_high", "assumption"]]
+
+
+def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Policy]) -> pd.DataFrame:
+    """Savings of each policy from ``totals(i, o) -> (total energy, its bootstrap draws)``."""
     i0 = trace["input_len"].to_numpy()
     o0 = trace["output_len"].to_numpy()
-    e0 = request_energy_j(fit, i0, o0)
-    base_total, base_tokens = e0.sum(), o0.sum()
-    base_draws = _total_draws(fit, i0, o0, n_draws)
+    base_total, base_draws = totals(i0, o0)
+    base_tokens = o0.sum()
     rows = []
     for p in policies:
         i1, o1 = p.apply(i0, o0)
-        e1 = request_energy_j(fit, i1, o1)
-        saving = 100.0 * (1 - e1.sum() / base_total)
-        after_draws = _total_draws(fit, i1, o1, n_draws)
+        after, after_draws = totals(i1, o1)
+        saving = 100.0 * (1 - after / base_total)
         s_lo, s_hi = around(saving, *interval(100.0 * (1 - after_draws / base_draws)))
-        k_lo, k_hi = around(e1.sum(), *interval(after_draws))
-        per_token = 100.0 * ((e1.sum() / o1.sum()) / (base_total / base_tokens) - 1)
+        k_lo, k_hi = around(after, *interval(after_draws))
+        per_token = 100.0 * ((after / o1.sum()) / (base_total / base_tokens) - 1)
         t_lo, t_hi = around(per_token, *interval(100.0 * ((after_draws / o1.sum()) / (base_draws / base_tokens) - 1)))
         rows.append(
             {
                 "policy": p.name,
                 "requests_changed_pct": 100.0 * np.mean((i1 != i0) | (o1 != o0)),
-                "energy_kwh": e1.sum() / J_PER_KWH,
+                "energy_kwh": after / J_PER_KWH,
                 "energy_kwh_low": k_lo / J_PER_KWH,
                 "energy_kwh_high": k_hi / J_PER_KWH,
                 "saving_pct": saving,
@@ -177,7 +206,6 @@ def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy
                 "energy_per_token_change_pct": per_token,
                 "energy_per_token_change_pct_low": t_lo,
                 "energy_per_token_change_pct_high": t_hi,
-                "extrapolated_pct": 100.0 * np.mean(extrapolated(fit, i1, o1)),
                 "assumption": p.assumption,
             }
         )

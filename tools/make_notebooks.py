@@ -488,7 +488,7 @@ for name in predict_geometries:
     gname, geom, _ = presets.resolve(name)
     for tname, path in traces.items():
         t = iotools.read_trace(path)[0]
-        rows.append(hardware.policy_savings_interval(hw, geom, B, t, policies).assign(model=gname, trace=tname))
+        rows.append(workloads.predicted_policy_savings(hw, geom, B, t, policies).assign(model=gname, trace=tname))
 saved = pd.concat(rows)
 saved.set_index(["model", "trace", "policy"])
 """),
