@@ -1,4 +1,4 @@
-"""Command line: ``python -m energykit {fit,report,measure,design,predict}``.
+"""Command line: ``python -m energykit {fit,report,measure,plan,status,merge,design,predict}``.
 
 The one thin layer over the package: every sub-command lives here and imports its module only when
 it runs, so ``energykit --help`` starts without numpy, xarray or lmfit. User mistakes (bad files,
@@ -100,14 +100,58 @@ def cmd_measure(args) -> int:
     from .params import load_measure_params
     from .sweep import DATASET, SweepFailures, run
 
+    from .shards import shard_from_env
+
     params = load_measure_params(args.params)  # validated before anything is loaded or written
+    shard = shard_from_env(args.shard)
     try:
-        path = run(params, args.params, progress=not args.no_progress)
+        path = run(params, args.params, progress=not args.no_progress, shard=shard)
     except SweepFailures as e:
         print(f"dataset written to {Path(params.output) / DATASET}", flush=True)
         print(f"energykit: error: {e}", file=sys.stderr)
         return 1
     print(f"dataset written to {path}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .params import load_measure_params
+    from .shards import plan_shards
+
+    params = load_measure_params(args.params)
+    shards = plan_shards(params, args.shards)
+    if args.json:
+        print(json.dumps({"shards": [{"index": s.index, "models": s.models, "windows": len(s.windows),
+                                      "cost": s.cost, "cells": [list(w) for w in s.windows]} for s in shards]},
+                         indent=2))
+        return 0
+    total = sum(s.cost for s in shards) or 1.0
+    for s in shards:
+        print(f"shard {s.index}/{s.count}: {len(s.windows)} windows, {100 * s.cost / total:.1f} % of the cost, "
+              f"models {', '.join(s.models)}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .sweep import status
+
+    print(status(args.outputs).to_string(index=False))
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from .params import load_measure_params
+    from .sweep import merge
+
+    params = load_measure_params(args.params) if args.params else None
+    path, report = merge(args.outputs, args.o, params)
+    print(f"merged {report['windows']} windows from {report['folders']} folder(s) into {path} "
+          f"({report['retried']} retried window(s) kept at their last good attempt"
+          + (f"; {report['missing']} of {report['planned']} planned windows missing" if params else "") + ")")
+    if report.get("missing"):
+        print(f"energykit: error: {report['missing']} planned windows are missing; run the missing shards "
+              "(energykit status lists them)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -194,7 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", help="run (or resume) a measurement sweep from a params file")
     m.add_argument("params", help="YAML file: engine, models, dtype, batch_sizes, input_lens, output_lens, ...")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.add_argument("--shard", help="measure shard K of N (K/N, 0-based); default from SLURM_ARRAY_TASK_ID/COUNT "
+                                   "or JOB_COMPLETION_INDEX with ENERGYKIT_SHARDS")
     m.set_defaults(func=cmd_measure)
+
+    pl = sub.add_parser("plan", help="split a sweep into N shards (disjoint, covering, grouped by model, balanced)")
+    pl.add_argument("params", help="the sweep's YAML file")
+    pl.add_argument("--shards", type=positive_int, required=True, help="number of shards (GPUs)")
+    pl.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    pl.set_defaults(func=cmd_plan)
+
+    st = sub.add_parser("status", help="done, failed and missing windows per shard folder")
+    st.add_argument("outputs", nargs="+", help="sweep output folders (or shard folders)")
+    st.set_defaults(func=cmd_status)
+
+    mg = sub.add_parser("merge", help="merge shard folders into one dataset (one record per cell and repeat)")
+    mg.add_argument("outputs", nargs="+", help="sweep output folders (or shard folders)")
+    mg.add_argument("-o", required=True, help="the merged NetCDF file")
+    mg.add_argument("--params", help="the sweep's YAML file, to report missing windows")
+    mg.set_defaults(func=cmd_merge)
 
     d = sub.add_parser("design", help="choose K cells to measure (D-optimal) and check them on measured data")
     d.add_argument("data", help="NetCDF dataset or tidy CSV/JSONL of measured windows")

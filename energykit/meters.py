@@ -332,6 +332,28 @@ class NvmlMeter(Meter):
         per_gpu = {u: _integrate([(t, p[k]) for t, p in samples]) for k, u in enumerate(self.uuids)}
         return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu)
 
+    def check_exclusive(self) -> None:
+        """Refuse a MIG slice, or a GPU another process is computing on (its energy would be counted)."""
+        nv = self.nvml
+        for h, uuid in zip(self.handles, self.uuids):
+            if uuid.startswith("MIG-"):
+                raise MeterError(f"{uuid} is a MIG slice: its energy counter covers the whole GPU; measure on a whole GPU")
+            try:
+                current, _pending = nv.nvmlDeviceGetMigMode(h)
+            except nv.NVMLError:
+                current = 0  # no MIG support on this GPU
+            if current:
+                raise MeterError(f"GPU {uuid} has MIG enabled: energy cannot be told apart per slice; "
+                                 "measure on a GPU with MIG disabled")
+            try:
+                procs = nv.nvmlDeviceGetComputeRunningProcesses(h)
+            except nv.NVMLError:
+                continue
+            others = sorted({p.pid for p in procs if p.pid != os.getpid()})
+            if others:
+                raise MeterError(f"GPU {uuid} is in use by process(es) {', '.join(map(str, others))}: their energy "
+                                 "would be counted; wait for them or choose a free GPU")
+
     def idle_power_w(self, duration_s: float = 5.0) -> float:
         self.begin_window()
         time.sleep(duration_s)

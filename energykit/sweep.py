@@ -14,6 +14,8 @@ import random
 import subprocess
 import time
 import importlib.util
+import socket
+import math
 import sys
 from collections import Counter
 from importlib import metadata
@@ -24,16 +26,17 @@ from tqdm.auto import tqdm
 
 from .dataset import from_frame, write_netcdf
 from .engines import make_engine
-from .errors import EnergykitError, MeterError, MissingExtraError, ParamsError
+from .errors import DataError, EnergykitError, MeterError, MissingExtraError, ParamsError
 from .iotools import read_window_log
 from .meters import make_meter
 from .params import MeasureParams
 from .physics import param_count
 from .schema import DIMS, GEOMETRY_KEYS
+from .shards import all_windows, shard_folder, shard_of
 from .state import RawLog, WriterLock, atomic_write_json, read_json
 from .windows import measure
 
-__all__ = ["LOG", "DATASET", "window_key", "git_commit", "plan", "ENGINE_MODULES", "check_engine_installed",
+__all__ = ["LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "ENGINE_MODULES", "check_engine_installed",
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
            "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
            "finalize", "engine_label"]
@@ -83,6 +86,7 @@ def check_engine_installed(engine: str) -> None:
 
 
 FINGERPRINT = "fingerprint.json"
+HOST = socket.gethostname()
 LIBRARIES = ("torch", "transformers", "tensorrt_llm", "tensorrt-llm", "nvidia-ml-py")
 
 
@@ -161,7 +165,8 @@ class SweepFailures(EnergykitError):
     """Windows of the sweep failed; the dataset holds the others and a rerun retries the failed ones."""
 
 
-def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> Path:
+def run(params: MeasureParams, params_path: str = "", progress: bool = True,
+        shard: tuple[int, int] | None = None) -> Path:
     """Run (or resume) a sweep; returns the path of the NetCDF dataset.
 
     Order: every check that can fail runs before anything is written — engine installed, device,
@@ -169,11 +174,19 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
     fingerprint. Then windows are measured and logged one by one; failed windows are retried by
     the next run. Raises :class:`SweepFailures` (after writing the dataset of the good windows)
     when windows failed.
+
+    With ``shard=(K, N)`` only shard K of the plan of :func:`energykit.shards.plan_shards` is measured,
+    into ``OUTPUT/shard-K-of-N``; each window records its host, GPU, shard and attempt.
     """
     check_engine_installed(params.engine)  # before anything is written or measured
     check_device(params)
 
     out = Path(params.output)
+    my_shard = None
+    if shard is not None:
+        my_shard = shard_of(params, *shard)
+        out = shard_folder(out, *shard)
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA indices = nvidia-smi/NVML indices
     if out.exists() and not out.is_dir():
         raise ParamsError(f"output {out} is a file; give a folder path")
     lock = WriterLock(out).acquire() if out.is_dir() else None  # a running writer is refused at once
@@ -189,6 +202,8 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
         meter_kw = {"timeline": params.timeline, "gpus": engine_gpus(params)} if params.meter == "nvml" else {}
         meter = make_meter(params.meter, sync=sync, **meter_kw)
         check_window(params, meter)
+        if hasattr(meter, "check_exclusive"):
+            meter.check_exclusive()
         info = meter.info()
         new_print = fingerprint(params, info)
         old_print = read_json(out / FINGERPRINT)
@@ -214,6 +229,15 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
         records = read_window_log(log_path)[0]
         done = {window_key(r) for r in records if r.get("status") == "ok"}  # failed windows are measured again
         todo = plan(params, done)
+        attempts = {}
+        for r in records:
+            attempts[window_key(r)] = attempts.get(window_key(r), 0) + 1
+        if my_shard is not None:
+            wanted = set(my_shard.windows)
+            todo = [w for w in todo if w in wanted]
+            atomic_write_json(out / "shard.json", {"index": my_shard.index, "count": my_shard.count,
+                                                   "cost": my_shard.cost,
+                                                   "windows": [list(w) for w in my_shard.windows]})
         state_path = out / "provenance.json"
         provenance = read_json(state_path)
         if not provenance:
@@ -245,6 +269,9 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True) -> 
                     warm()
                 for key in mine:
                     rec = _measure_window(params, key, engine, meter, measure, provenance)
+                    rec.update(host=HOST, gpu_uuid=provenance["meter"].get("gpu_uuid", "cpu"),
+                               shard=f"{my_shard.index}/{my_shard.count}" if my_shard else "",
+                               attempt=attempts.get(key, 0) + 1)
                     log.append(rec)
                     if rec["status"] != "ok":
                         failed.append(rec)
@@ -324,16 +351,27 @@ def engine_gpus(params: MeasureParams) -> int:
     return params.tensor_parallel_size if params.engine == "trtllm" else 1
 
 
+LOG_ONLY = ("status", "time", "timeline", "reason", "error", "gpu_energy_j", "shard_folder")
+"""Log fields that do not go into a dataset."""
+
+
 def finalize(out: Path, params: MeasureParams | None = None) -> Path:
     """Turn the raw log of ``out`` into ``out/measurements.nc`` (one record per (cell, repeat))."""
     records = read_window_log(out / LOG)[0]
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         raise EnergykitError(f"{out / LOG}: no completed window to turn into a dataset")
-    df = pd.DataFrame(ok).drop(columns=["status", "time", "timeline", "reason", "error", "gpu_energy_j"],
-                               errors="ignore")
-    df = df.drop_duplicates(list(DIMS), keep="last")
-    provenance = read_json(out / "provenance.json")
+    df = pd.DataFrame(ok).drop_duplicates(list(DIMS), keep="last")
+    df, attrs = dataset_frame(df, read_json(out / "provenance.json"), params)
+    attrs.update(errors=sum(r.get("status") == "error" for r in records),
+                 invalid_windows=sum(r.get("status") == "invalid" for r in records))
+    ds = from_frame(df, source=str(out / LOG), attrs=attrs)
+    return write_netcdf(ds, out / DATASET)  # atomic: temp file, then rename
+
+
+def dataset_frame(df: pd.DataFrame, provenance: dict, params: MeasureParams | None = None) -> tuple[pd.DataFrame, dict]:
+    """Good log records as a tidy frame (engine labels, geometry columns) and the dataset's attributes."""
+    df = df.drop(columns=list(LOG_ONLY), errors="ignore")
     labels = {m: engine_label(v) for m, v in provenance.get("engines", {}).items()}
     df["engine"] = [labels.get(m, e) for m, e in zip(df["model"], df["engine"])]
     if params is not None:
@@ -352,11 +390,8 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
         "engine_versions": provenance.get("engines", {}),
         "energykit_commit": provenance.get("energykit_commit", ""),
         "params": params.model_dump() if params is not None else {},
-        "errors": sum(r.get("status") == "error" for r in records),
-        "invalid_windows": sum(r.get("status") == "invalid" for r in records),
     }
-    ds = from_frame(df, source=str(out / LOG), attrs=attrs)
-    return write_netcdf(ds, out / DATASET)  # atomic: temp file, then rename
+    return df, attrs
 
 
 def engine_label(versions: dict) -> str:
@@ -368,3 +403,63 @@ def engine_label(versions: dict) -> str:
     if versions.get("engine") == "trtllm":
         return f"trtllm {versions.get('tensorrt_llm')} {versions.get('backend', '')}".strip()
     return str(versions.get("engine", "unknown"))
+
+
+def _shard_folders(outputs) -> list[Path]:
+    found = []
+    for out in map(Path, outputs):
+        if not out.exists():
+            raise DataError(f"{out}: no such output folder; check the path")
+        if (out / "windows.jsonl").exists():
+            found.append(out)
+        found += sorted(p for p in out.glob("shard-*-of-*") if (p / "windows.jsonl").exists())
+    if not found:
+        raise DataError(f"no windows.jsonl under {', '.join(map(str, outputs))}; give sweep or shard folders")
+    return found
+
+
+def merge(outputs, destination: str | Path, params: MeasureParams | None = None) -> tuple[Path, dict]:
+    """One dataset from shard folders: one record per (cell, repeat), the last good attempt.
+
+    Returns the NetCDF path and a completeness report: windows found, retried, and — when the
+    sweep's params are given — missing ones.
+    """
+    folders = _shard_folders(outputs)
+    records = []
+    for f in folders:
+        for rec in read_window_log(f / "windows.jsonl")[0]:
+            records.append(dict(rec, shard_folder=f.name))
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        raise DataError(f"no completed window in {len(folders)} folder(s); measure first")
+    df = pd.DataFrame(ok).sort_values("time", kind="stable")
+    retried = int(df.duplicated(list(DIMS)).sum())
+    df = df.drop_duplicates(list(DIMS), keep="last")
+    provenance = {f.name: read_json(f / "provenance.json") for f in folders}
+    frame, attrs = dataset_frame(df, next(iter(provenance.values())), params)
+    gpus = sorted({str(g) for g in frame["gpu"]}) if "gpu" in frame else []
+    attrs.update({"shards": sorted(provenance), "shard_provenance": provenance, "gpus": gpus,
+                  "retried_windows": retried})
+    ds = from_frame(frame, source=", ".join(f.name for f in folders), attrs=attrs)
+    path = write_netcdf(ds, destination)
+    report = {"folders": len(folders), "windows": len(df), "retried": retried, "gpus": gpus}
+    if params is not None:
+        want = set(all_windows(params))
+        have = {tuple(k) for k in df[list(DIMS)].itertuples(index=False)}
+        report["missing"] = len(want - have)
+        report["planned"] = len(want)
+    return path, report
+
+
+def status(outputs) -> pd.DataFrame:
+    """Per shard folder: planned, done, failed and missing windows."""
+    rows = []
+    for f in _shard_folders(outputs):
+        recs = read_window_log(f / "windows.jsonl")[0]
+        ok = {tuple(r[d] for d in DIMS) for r in recs if r.get("status") == "ok"}
+        failed = {tuple(r[d] for d in DIMS) for r in recs if r.get("status") != "ok"} - ok
+        planned = read_json(f / "shard.json").get("windows")
+        planned = {tuple(w) for w in planned} if planned else None
+        rows.append({"folder": str(f), "planned": len(planned) if planned else math.nan, "done": len(ok),
+                     "failed": len(failed), "missing": len(planned - ok) if planned else math.nan})
+    return pd.DataFrame(rows)

@@ -81,6 +81,8 @@ class FakeNvml:
         self.calls: list[str] = []
         self.counter_reads = 0
         self.initialised = False
+        self.busy_pids: dict = {}
+        self.mig = False
 
     def _log(self, name):
         self.calls.append(name)
@@ -146,6 +148,14 @@ class FakeNvml:
             out.append(_FieldValue(self.NVML_SUCCESS if ok else self.NVML_ERROR_NOT_SUPPORTED,
                                    types.SimpleNamespace(uiVal=int(self._power(handle) * 1000) if ok else 0)))
         return out
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        """Processes computing on the GPU: ``busy_pids`` (a dict index -> pids) set by a test."""
+        return [types.SimpleNamespace(pid=pid, usedGpuMemory=1 << 30) for pid in self.busy_pids.get(handle[1], [])]
+
+    def nvmlDeviceGetMigMode(self, handle):
+        """(current, pending) MIG mode; ``mig`` set by a test."""
+        return (1, 1) if self.mig else (0, 0)
 
     def nvmlSystemGetDriverVersion(self):
         return "580.159.04"

@@ -1,0 +1,151 @@
+"""Sharded sweeps: the plan's properties, shards from the environment, and shard/merge equivalence."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energykit import dataset, shards, sweep
+from energykit.errors import ParamsError
+from energykit.iotools import read_window_log
+from energykit.params import MeasureParams, load_measure_params
+
+from conftest import ROOT
+
+TINY = dict(name="tiny", arch="llama", num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
+            intermediate_size=64, ffn_gated=1, vocab_size=128, tied_embeddings=1, max_position_embeddings=512)
+
+
+def _params(**over):
+    p = dict(engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8, 16],
+             output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output="out")
+    p.update(over)
+    return p
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_models=st.integers(1, 3), n_in=st.integers(1, 4), n_out=st.integers(1, 4), repeats=st.integers(1, 3),
+       batches=st.lists(st.sampled_from([1, 4, 16]), min_size=1, max_size=2, unique=True), data=st.data())
+def test_plan_is_disjoint_covering_and_deterministic(n_models, n_in, n_out, repeats, batches, data):
+    models = [dict(TINY, name=f"m{k}", num_layers=2 + k) for k in range(n_models)]
+    p = MeasureParams.model_validate(_params(models=models, input_lens=[8 * 2**k for k in range(n_in)],
+                                             output_lens=[2 * 2**k for k in range(n_out)], repeats=repeats,
+                                             batch_sizes=batches))
+    every = shards.all_windows(p)
+    count = data.draw(st.integers(1, len(every)))
+    plan = shards.plan_shards(p, count)
+    assert len(plan) == count and all(s.windows for s in plan)
+    flat = [w for s in plan for w in s.windows]
+    assert len(flat) == len(set(flat)) == len(every) and set(flat) == set(every)
+    assert shards.plan_shards(p, count) == plan
+    # grouped by model: models spread over at most (count + models - 1) shard slots in total
+    assert sum(len(s.models) for s in plan) <= count + n_models - 1
+    # balanced: no shard exceeds the ideal share by more than the costliest window
+    ideal = sum(s.cost for s in plan) / count
+    worst = max(b * (i + o) for _, b, i, o, _ in every)
+    assert max(s.cost for s in plan) <= ideal + worst + 1e-9
+
+
+def test_shard_from_environment(monkeypatch):
+    for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "JOB_COMPLETION_INDEX",
+              "ENERGYKIT_SHARDS"):
+        monkeypatch.delenv(k, raising=False)
+    assert shards.shard_from_env(None) is None
+    assert shards.shard_from_env("1/4") == (1, 4)
+    with pytest.raises(ParamsError, match="use K/N"):
+        shards.shard_from_env("one of four")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    assert shards.shard_from_env(None) == (2, 4)
+    for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    with pytest.raises(ParamsError, match="ENERGYKIT_SHARDS"):
+        shards.shard_from_env(None)
+    monkeypatch.setenv("ENERGYKIT_SHARDS", "2")
+    assert shards.shard_from_env(None) == (1, 2)
+    p = MeasureParams.model_validate(_params())
+    with pytest.raises(ParamsError, match="0..1"):
+        shards.shard_of(p, 2, 2)
+
+
+def _measure(params_path, *extra, env=None):
+    return subprocess.run([sys.executable, "-m", "energykit", "measure", str(params_path), "--no-progress", *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+
+
+def _keys(ds):
+    frame = dataset.to_frame(ds)
+    return sorted(map(tuple, frame[list(dataset.DIMS)].itertuples(index=False)))
+
+
+def test_two_shards_merge_into_the_unsharded_dataset_even_after_a_kill(tmp_path):
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(yaml.safe_dump(_params(output=str(tmp_path / "whole"))))
+    assert _measure(whole).returncode == 0
+    sharded = tmp_path / "sharded.yaml"
+    sharded.write_text(yaml.safe_dump(_params(output=str(tmp_path / "sharded"), cooldown_s=0.5)))
+    # shard 0 is killed part-way (SIGKILL), shard 1 runs through; then shard 0 is rerun
+    proc = subprocess.Popen([sys.executable, "-m", "energykit", "measure", str(sharded), "--shard", "0/2",
+                             "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log0 = tmp_path / "sharded" / "shard-0-of-2" / sweep.LOG
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log0.exists() and log0.read_text().count("\n") >= 1):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -9
+    assert _measure(sharded, "--shard", "1/2").returncode == 0
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="2")  # K/N from Slurm's variables
+    assert _measure(sharded, env=env).returncode == 0
+    st_ = subprocess.run([sys.executable, "-m", "energykit", "status", str(tmp_path / "sharded")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert st_.returncode == 0 and "shard-0-of-2" in st_.stdout and "shard-1-of-2" in st_.stdout
+    merged = tmp_path / "merged.nc"
+    p = subprocess.run([sys.executable, "-m", "energykit", "merge", str(tmp_path / "sharded"), "-o", str(merged),
+                        "--params", str(sharded)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "0 of 8 planned windows missing" in p.stdout
+    a = dataset.load(tmp_path / "whole" / sweep.DATASET)
+    b = dataset.load(merged)
+    assert _keys(a) == _keys(b) and len(_keys(b)) == 8  # the same (cell, repeat) records, none twice
+    recs = read_window_log(log0)[0] + read_window_log(tmp_path / "sharded" / "shard-1-of-2" / sweep.LOG)[0]
+    assert {r["shard"] for r in recs} == {"0/2", "1/2"} and all(r["host"] and r["attempt"] >= 1 for r in recs)
+    assert b.attrs["shards"] == ["shard-0-of-2", "shard-1-of-2"]
+
+
+def test_merge_reports_missing_windows(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(_params(output=str(tmp_path / "out"))))
+    assert _measure(p, "--shard", "0/2").returncode == 0
+    r = subprocess.run([sys.executable, "-m", "energykit", "merge", str(tmp_path / "out"), "-o",
+                        str(tmp_path / "m.nc"), "--params", str(p)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 1 and "planned windows are missing" in r.stderr
+
+
+def test_busy_gpu_and_mig_are_refused(monkeypatch):
+    from energykit import meters
+    from energykit.errors import MeterError
+    from energykit.testing import FakeNvml
+
+    fake = FakeNvml(counter_period_s=0.01)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    m = meters.NvmlMeter(probe_counter_s=0.02)
+    m.check_exclusive()
+    fake.busy_pids = {0: [4242]}
+    with pytest.raises(MeterError, match="in use by process.*4242"):
+        m.check_exclusive()
+    fake.busy_pids = {0: [os.getpid()]}  # this process itself does not count
+    m.check_exclusive()
+    fake.mig = True
+    with pytest.raises(MeterError, match="MIG"):
+        m.check_exclusive()
