@@ -185,6 +185,10 @@ def cmd_predict(args) -> int:
     ds = load(args.calibrate)
     name, geom, _ = resolve(args.geometry)
     hw = calibrate(ds, args.model or None, args.loss)
+    if not hw.identified:
+        print(f"energykit: warning: the calibration cells identify only {hw.rank} of 6 hardware coefficients "
+              f"(calibrated on {', '.join(hw.calibrated_on)}); the prediction rests on an arbitrary split between "
+              "them — calibrate on more models of different geometry", file=sys.stderr)
     frame = to_frame(ds)
     b = args.batch_size or int(frame["batch_size"].min())
     ins = args.input_lens or sorted({int(v) for v in frame["input_len"]})
@@ -202,7 +206,7 @@ def cmd_predict(args) -> int:
     if args.json:
         out = {
             "geometry": name, "batch_size": b, "calibrated_on": hw.calibrated_on, "gpu": hw.gpu, "engine": hw.engine,
-            "coefficients": hw.coef, "theta": theta,
+            "coefficients": hw.coef, "identified": hw.identified, "design_rank": hw.rank, "theta": theta,
             "o_star": ostar,
             "leave_one_model_out_mape_pct": {r["model"]: r["mape_pct"] for _, r in lomo.iterrows()},
             "cells": table.to_dict(orient="records"),

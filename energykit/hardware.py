@@ -79,6 +79,18 @@ class HardwareModel:
     _E: np.ndarray = field(default=None, repr=False)
     _draws: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def rank(self) -> int:
+        """Rank of the calibration's feature matrix (columns scaled); below 6 some coefficients are not identified."""
+        scale = np.abs(self._X).max(axis=0)
+        scale[scale == 0] = 1.0
+        return int(np.linalg.matrix_rank(self._X / scale, tol=1e-9))
+
+    @property
+    def identified(self) -> bool:
+        """True when the calibration cells identify every coefficient (one model alone never does)."""
+        return self.rank == len(COEFFICIENTS)
+
     def predict(self, geom: dict, batch_size, input_len, output_len, dtype="bfloat16", coef=None):
         """Energy of one request batch [J] for a geometry at the given lengths."""
         c = np.array([(coef or self.coef)[k] for k in COEFFICIENTS])

@@ -99,3 +99,24 @@ def test_predict_cli_json(capsys, tmp_path):
 def test_predict_cli_unknown_geometry(capsys):
     assert main(["predict", "--calibrate", str(EAGER), "--geometry", "gpt-9"]) == 2
     assert "unknown model 'gpt-9'" in capsys.readouterr().err
+
+
+def test_one_model_calibration_is_flagged_not_identified():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from energykit import dataset, hardware
+
+    ds = dataset.load(ROOT / "data" / "h200_hf_energykit" / "measurements.nc")
+    assert hardware.calibrate(ds).identified
+    one = hardware.calibrate(ds, ["llama3.2-1b"])
+    assert not one.identified and one.rank == 5
+    p = subprocess.run([sys.executable, "-m", "energykit", "predict", "--calibrate",
+                        str(ROOT / "data" / "h200_hf_energykit" / "measurements.nc"), "--model", "llama3.2-1b",
+                        "--geometry", "qwen2-1.5b", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0 and "identify only 5 of 6" in p.stderr
+    import json
+
+    assert json.loads(p.stdout)["identified"] is False
