@@ -28,7 +28,7 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev: $(VENV)/.core
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e '.[dev,hf]'
+	$(BIN)/python -m pip install -q -e '.[dev,hf,slurm]'
 	@touch $@
 
 setup: $(VENV)/.core ## create .venv and install energykit (core)

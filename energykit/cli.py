@@ -1,4 +1,4 @@
-"""Command line: ``python -m energykit {fit,report,measure,plan,status,merge,design,predict}``.
+"""Command line: ``python -m energykit {fit,report,measure,plan,submit,status,merge,design,predict}``.
 
 The one thin layer over the package: every sub-command lives here and imports its module only when
 it runs, so ``energykit --help`` starts without numpy, xarray or lmfit. User mistakes (bad files,
@@ -155,6 +155,20 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from .submit import submit
+
+    jobs = submit(args.params, args.shards, partition=args.partition, time_min=args.time,
+                  gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, folder=args.folder,
+                  wait=args.wait, retry=args.retry, progress=not args.no_progress)
+    if not jobs:
+        print("nothing to submit: every shard is complete")
+        return 0
+    print(f"submitted {len(jobs)} shard(s) as Slurm array job {jobs[0].job_id.split('_')[0]}"
+          + (" — all finished" if args.wait else "; follow with: energykit status OUTPUT"))
+    return 0
+
+
 def cmd_design(args) -> int:
     from .dataset import load
     from .design import evaluate_design
@@ -251,6 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--shards", type=positive_int, required=True, help="number of shards (GPUs)")
     pl.add_argument("--json", action="store_true", help="one JSON object on stdout")
     pl.set_defaults(func=cmd_plan)
+
+    sb = sub.add_parser("submit", help="submit the shards as one Slurm array job (submitit), one GPU each")
+    sb.add_argument("params", help="the sweep's YAML file")
+    sb.add_argument("--shards", type=positive_int, required=True, help="number of shards (array tasks)")
+    sb.add_argument("--partition", help="Slurm partition")
+    sb.add_argument("--time", type=positive_int, default=60, help="time limit per shard [min] (default 60)")
+    sb.add_argument("--gpus-per-task", type=positive_int, default=1, help="GPUs per shard (default 1)")
+    sb.add_argument("--cpus-per-task", type=positive_int, help="CPUs per shard")
+    sb.add_argument("--folder", help="submitit's log folder (default OUTPUT/slurm)")
+    sb.add_argument("--wait", action="store_true", help="wait for every shard, with a progress bar")
+    sb.add_argument("--retry", action="store_true", help="resubmit only shards with missing or failed windows")
+    sb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sb.set_defaults(func=cmd_submit)
 
     st = sub.add_parser("status", help="done, failed and missing windows per shard folder")
     st.add_argument("outputs", nargs="+", help="sweep output folders (or shard folders)")

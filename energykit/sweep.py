@@ -270,6 +270,9 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                 for key in mine:
                     rec = _measure_window(params, key, engine, meter, measure, provenance)
                     rec.update(host=HOST, gpu_uuid=provenance["meter"].get("gpu_uuid", "cpu"),
+                               cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                               slurm_job=os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "")),
+                               slurm_task=os.environ.get("SLURM_ARRAY_TASK_ID", ""),
                                shard=f"{my_shard.index}/{my_shard.count}" if my_shard else "",
                                attempt=attempts.get(key, 0) + 1)
                     log.append(rec)
@@ -438,6 +441,8 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
     provenance = {f.name: read_json(f / "provenance.json") for f in folders}
     frame, attrs = dataset_frame(df, next(iter(provenance.values())), params)
     gpus = sorted({str(g) for g in frame["gpu"]}) if "gpu" in frame else []
+    if len(gpus) > 1:  # shards on different GPU models: never average them; one entry per (model, GPU)
+        frame["model"] = frame["model"].astype(str) + " [" + frame["gpu"].astype(str) + "]"
     attrs.update({"shards": sorted(provenance), "shard_provenance": provenance, "gpus": gpus,
                   "retried_windows": retried})
     ds = from_frame(frame, source=", ".join(f.name for f in folders), attrs=attrs)

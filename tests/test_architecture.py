@@ -19,7 +19,7 @@ LAYERS = {
     "sweetspots": 5, "design": 5, "hardware": 5,
     "workloads": 6,
     "plots": 7, "report": 7, "sweep": 7,
-    "testing": 8,
+    "testing": 8, "submit": 8,
     "cli": 9, "__main__": 10,
 }
 LAZY_ALLOWED = {"torch", "transformers", "tensorrt_llm", "submitit", "pynvml"}

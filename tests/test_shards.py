@@ -149,3 +149,19 @@ def test_busy_gpu_and_mig_are_refused(monkeypatch):
     fake.mig = True
     with pytest.raises(MeterError, match="MIG"):
         m.check_exclusive()
+
+
+def test_merge_keeps_different_gpu_models_apart(tmp_path):
+    import json
+
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(_params(output=str(tmp_path / "out"))))
+    for k in (0, 1):
+        assert _measure(p, "--shard", f"{k}/2").returncode == 0
+    log1 = tmp_path / "out" / "shard-1-of-2" / sweep.LOG
+    lines = [json.loads(x) for x in log1.read_text().splitlines()]
+    log1.write_text("".join(json.dumps(dict(r, gpu="NVIDIA H100")) + "\n" for r in lines))
+    path, report = sweep.merge([tmp_path / "out"], tmp_path / "m.nc", load_measure_params(p))
+    ds = dataset.load(path)
+    assert report["gpus"] == ["NVIDIA H100", "cpu"]
+    assert set(dataset.model_names(ds)) == {"tiny [NVIDIA H100]", "tiny [cpu]"}

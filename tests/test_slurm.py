@@ -1,0 +1,69 @@
+"""End to end on a real Slurm: ``energykit submit`` of a 2-shard sweep, merged and checked.
+
+Needs a running single-node Slurm with two GPUs as generic resources (``bash scripts/slurm_local.sh
+start``, which ``.ci/run`` does) and ``SLURM_CONF`` pointing at it; skipped otherwise.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from energykit import dataset, sweep
+from energykit.iotools import read_window_log
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slurm
+
+TINY = dict(name="tiny", arch="llama", num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
+            intermediate_size=64, ffn_gated=1, vocab_size=128, tied_embeddings=1, max_position_embeddings=512)
+
+
+def _slurm_ready() -> str:
+    if not os.environ.get("SLURM_CONF") or not shutil.which("sbatch"):
+        return "no running Slurm (start one with: bash scripts/slurm_local.sh start; export SLURM_CONF=...)"
+    p = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    if p.returncode or "idle" not in p.stdout and "mix" not in p.stdout:
+        return f"Slurm is not ready (sinfo: {p.stdout.strip() or p.stderr.strip()})"
+    return ""
+
+
+@pytest.fixture
+def slurm():
+    why = _slurm_ready()
+    if why:
+        pytest.skip(why)
+    pytest.importorskip("submitit")
+
+
+def test_submit_two_shards_on_two_gpus_and_merge(slurm, tmp_path):
+    params = tmp_path / "p.yaml"
+    out = tmp_path / "out"
+    params.write_text(yaml.safe_dump(dict(
+        engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8, 16],
+        output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output=str(out))))
+    p = subprocess.run([sys.executable, "-m", "energykit", "submit", str(params), "--shards", "2", "--wait",
+                        "--no-progress", "--time", "5"], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-2000:]
+    assert "submitted 2 shard(s) as Slurm array job" in p.stdout
+    recs = []
+    for k in range(2):
+        recs += read_window_log(out / f"shard-{k}-of-2" / sweep.LOG)[0]
+    tasks = {(r["shard"], r["slurm_task"], r["cuda_visible_devices"]) for r in recs}
+    for shard, task, gpu in sorted(tasks):
+        print(f"slurm: shard {shard} ran as array task {task} of job {recs[0]['slurm_job']} on GPU index {gpu}")
+    assert {t[0] for t in tasks} == {"0/2", "1/2"} and len({t[1] for t in tasks}) == 2
+    assert len({t[2] for t in tasks}) == 2 and all(t[2] in ("0", "1") for t in tasks)  # two GPUs, one each
+    merged = tmp_path / "merged.nc"
+    m = subprocess.run([sys.executable, "-m", "energykit", "merge", str(out), "-o", str(merged), "--params",
+                        str(params)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert m.returncode == 0 and "0 of 8 planned windows missing" in m.stdout, m.stdout + m.stderr
+    ds = dataset.load(merged)
+    assert int(ds["duration_s"].notnull().sum()) == 8
+    again = subprocess.run([sys.executable, "-m", "energykit", "submit", str(params), "--shards", "2", "--retry"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert again.returncode == 0 and "nothing to submit" in again.stdout
