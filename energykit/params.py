@@ -123,6 +123,8 @@ class MeasureParams(BaseModel):
     backend: Literal["pytorch", "_autodeploy"] = "pytorch"
     chunked_prefill: bool = False
     tensor_parallel_size: StrictInt = Field(1, ge=1)
+    plan_timing: str = ""
+    """An earlier sweep's dataset: shards are balanced by its measured seconds instead of tokens moved."""
     _resolved: list = PrivateAttr(default_factory=list)
 
     @field_validator("batch_sizes", "input_lens", "output_lens")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
 from pathlib import Path
 
+from .dataset import load, measured_cells
 from .errors import ParamsError
 from .params import MeasureParams
 
-__all__ = ["Shard", "all_windows", "plan_shards", "shard_of", "shard_from_env", "shard_folder"]
+__all__ = ["Shard", "all_windows", "plan_shards", "timing_from", "shard_of", "shard_from_env", "shard_folder"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,11 @@ def plan_shards(params: MeasureParams, count: int, seconds: dict | None = None) 
         Measured seconds per (model, batch_size, input_len, output_len) from an earlier sweep;
         without it a window costs its tokens moved, ``B·(i + o)``.
 
-    The plan depends only on the parameters: the same params give the same shards.
+    The plan depends only on the parameters: the same params give the same shards. With
+    ``plan_timing`` in the params, an earlier sweep's measured seconds per cell weigh the windows.
     """
+    if seconds is None and params.plan_timing:
+        seconds = timing_from(params.plan_timing)
     if count < 1:
         raise ParamsError(f"shards must be a positive integer; got {count}")
     windows = all_windows(params)
@@ -74,6 +79,15 @@ def plan_shards(params: MeasureParams, count: int, seconds: dict | None = None) 
     costs = [_cost(w, seconds) for w in ordered]
     cuts = _balanced_cuts(costs, count)
     return [Shard(k, count, tuple(ordered[a:b]), float(sum(costs[a:b]))) for k, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+
+
+def timing_from(path: str | Path) -> dict:
+    """Seconds per window by (model, batch_size, input_len, output_len) from an earlier sweep's data."""
+    cells = measured_cells(load(path))
+    seconds = {(str(r.model), int(r.batch_size), int(r.input_len), int(r.output_len)): float(r.duration_s)
+               for r in cells.itertuples()}
+    seconds["mean"] = float(cells["duration_s"].mean()) if len(cells) else 1.0
+    return seconds
 
 
 def _balanced_cuts(costs: list[float], pieces: int) -> list[int]:

@@ -165,3 +165,15 @@ def test_merge_keeps_different_gpu_models_apart(tmp_path):
     ds = dataset.load(path)
     assert report["gpus"] == ["NVIDIA H100", "cpu"]
     assert set(dataset.model_names(ds)) == {"tiny [NVIDIA H100]", "tiny [cpu]"}
+
+
+def test_plan_can_balance_by_an_earlier_sweeps_seconds(tmp_path):
+    import pandas as pd
+
+    rows = [dict(model="tiny", batch_size=2, input_len=i, output_len=o, repeat=0, energy_j=1.0,
+                 duration_s=10.0 if (i, o) == (16, 4) else 1.0) for i in (8, 16) for o in (2, 4)]
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    p = MeasureParams.model_validate(_params(plan_timing=str(tmp_path / "t.csv"), repeats=1))
+    plan = shards.plan_shards(p, 2)
+    heavy = [s for s in plan if ("tiny", 2, 16, 4, 0) in s.windows][0]
+    assert heavy.windows == (("tiny", 2, 16, 4, 0),) and heavy.cost == 10.0  # the slow cell alone
