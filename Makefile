@@ -9,8 +9,8 @@ PARAMS ?= params/report.yaml
 # CPU build of PyTorch for the tests of the `hf` engine; on a GPU machine see environment-gpu.yml.
 TORCH_SPEC ?= torch==2.13.0
 
-NOTEBOOKS := $(wildcard notebooks/0[2-9]_*.ipynb)
-REPORTS := $(patsubst notebooks/%.ipynb,reports/%.html,$(NOTEBOOKS))
+NOTEBOOKS := $(wildcard notebooks/0[2-9]_*.py)
+REPORTS := $(patsubst notebooks/%.py,reports/%.html,$(NOTEBOOKS))
 SRC := $(wildcard energykit/*.py energykit/*/*.py)
 DATA := $(wildcard data/*.csv data/*/*.nc)
 
@@ -36,7 +36,7 @@ setup: $(VENV)/.core ## create .venv and install energykit (core)
 report: $(REPORTS) ## execute the analysis notebooks and render reports/index.html
 	@echo "open reports/index.html"
 
-reports/%.html: notebooks/%.ipynb $(PARAMS) $(SRC) $(DATA) | $(VENV)/.core
+reports/%.html: notebooks/%.py $(PARAMS) $(SRC) $(DATA) | $(VENV)/.core
 	$(BIN)/python -m energykit report --params $(PARAMS) --only $*
 
 test: $(VENV)/.dev ## run the test suite
@@ -45,15 +45,15 @@ test: $(VENV)/.dev ## run the test suite
 bench: $(VENV)/.dev ## time the fits and the report build (benchmarks/)
 	$(BIN)/python benchmarks/bench_fit.py
 
-lab: $(VENV)/.core ## open JupyterLab on the notebooks
+lab: $(VENV)/.core ## open JupyterLab on the notebooks (the .py sources, paired with .ipynb by jupytext)
 	$(BIN)/jupyter lab notebooks/
 
 measure: $(VENV)/.core ## run a measurement sweep: make measure PARAMS=params/measure_cpu_tiny.yaml
 	@case "$(PARAMS)" in params/report.yaml) echo "make measure needs PARAMS=params/measure_<name>.yaml" >&2; exit 2;; esac
 	$(BIN)/python -m energykit measure $(PARAMS)
 
-lint: $(VENV)/.core ## check that notebooks are committed without outputs
-	$(BIN)/python tools/check_notebooks.py notebooks/*.ipynb
+lint: $(VENV)/.core ## check the notebook sources (jupytext scripts, defaults = params/report.yaml, no outputs)
+	$(BIN)/python tools/check_notebooks.py notebooks/*.py
 
 clean: ## remove reports and caches (keeps .venv)
 	rm -rf reports .pytest_cache .benchmarks

@@ -1,6 +1,6 @@
 """Execute the analysis notebooks headless (papermill) and render them to HTML (nbconvert).
 
-For each notebook ``notebooks/NN_name.ipynb`` this writes, under ``reports/``:
+For each notebook source ``notebooks/NN_name.py`` (a jupytext percent script) this writes, under ``reports/``:
 
 - ``NN_name.ipynb``: the executed copy, with the injected parameters;
 - ``NN_name.html``: the full report (code and outputs, figures embedded);
@@ -11,12 +11,14 @@ and ``reports/index.html`` linking them, one line each on what it shows.
 
 from __future__ import annotations
 
+import ast
 import html
 import os
 import shutil
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter
@@ -27,9 +29,10 @@ from .iotools import read_trace
 from .params import ReportParams, load_report_params, notebook_parameters
 
 __all__ = ["ANALYSIS_GLOB", "repo_root", "analysis_notebooks", "description", "execute", "to_html",
-           "write_index", "build"]
+           "write_index", "build", "read_source", "notebook_defaults"]
 
-ANALYSIS_GLOB = "0[2-9]_*.ipynb"
+ANALYSIS_GLOB = "0[2-9]_*.py"
+"""Notebook sources: jupytext percent scripts, paired with .ipynb in JupyterLab (jupytext.toml)."""
 
 
 def repo_root() -> Path:
@@ -54,19 +57,35 @@ def analysis_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
     return nbs
 
 
+def read_source(nb_path: Path) -> nbformat.NotebookNode:
+    """A notebook from its jupytext percent script (or an .ipynb)."""
+    return jupytext.read(nb_path)
+
+
 def description(nb_path: Path) -> str:
     """The one-line description stored in a notebook's metadata (``energykit.description``)."""
-    nb = nbformat.read(nb_path, as_version=4)
-    return nb.metadata.get("energykit", {}).get("description", "")
+    return read_source(nb_path).metadata.get("energykit", {}).get("description", "")
+
+
+def notebook_defaults(nb_path: Path) -> dict:
+    """The default values of a notebook's ``parameters`` cell (what stepping through it in Lab uses)."""
+    cell = next(c for c in read_source(nb_path).cells if "parameters" in c.metadata.get("tags", []))
+    out = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
 
 
 def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> float:
     """Run one notebook with papermill; returns its wall time [s]."""
-    declared = pm.inspect_notebook(str(nb_path))
+    source = out_path.with_name(f".{nb_path.stem}.source.ipynb")
+    nbformat.write(read_source(nb_path), source)  # the .py source as a notebook for papermill
+    declared = pm.inspect_notebook(str(source))
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(
-            str(nb_path),
+            str(source),
             str(out_path),
             parameters=notebook_parameters(params, declared),
             cwd=str(root),
@@ -77,6 +96,8 @@ def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> 
     except pm.PapermillExecutionError as e:
         raise EnergykitError(f"notebook {nb_path.name} failed in cell {e.exec_count}: {e.ename}: "
                              f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (no report was replaced)") from None
+    finally:
+        source.unlink(missing_ok=True)
     return time.perf_counter() - t0
 
 
@@ -145,7 +166,7 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
             stage.mkdir(parents=True)
         timings = {}
         for nb in notebooks:
-            executed = stage / nb.name
+            executed = stage / f"{nb.stem}.ipynb"
             timings[nb.stem] = execute(nb, executed, params, root)
             to_html(executed, stage)
             print(f"rendered {nb.stem} in {timings[nb.stem]:.1f} s", flush=True)

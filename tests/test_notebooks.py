@@ -10,15 +10,46 @@ from energykit import report
 from conftest import ROOT
 
 
-def test_notebooks_committed_without_outputs():
-    for nb_path in (ROOT / "notebooks").glob("*.ipynb"):
-        nb = nbformat.read(nb_path, as_version=4)
+def test_notebook_sources_are_jupytext_scripts_with_one_parameters_cell():
+    sources = sorted((ROOT / "notebooks").glob("*.py"))
+    assert [p.stem for p in sources] == ["01_measure", "02_fit", "03_sweetspots", "04_workloads", "05_planning"]
+    for path in sources:
+        nb = report.read_source(path)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, nb_path.name
-        assert nb.cells.index(tagged[0]) <= 2, "the parameters cell comes first among code cells"
-        for c in nb.cells:
-            if c.cell_type == "code":
-                assert not c.outputs and not c.execution_count, nb_path.name
+        assert len(tagged) == 1, path.name
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code[0] is tagged[0], "the parameters cell comes first among code cells"
+        assert report.description(path), f"{path.name} lacks energykit.description in its header"
+
+
+def test_notebook_defaults_equal_the_report_params():
+    """Stepping through a notebook in JupyterLab reproduces the report."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params" / "report.yaml").read_text())
+    for path in report.analysis_notebooks(ROOT):
+        defaults = report.notebook_defaults(path)
+        assert defaults, path.name
+        for key, value in defaults.items():
+            assert key in params and params[key] == value, f"{path.name}: {key} = {value!r}, report.yaml: {params.get(key)!r}"
+
+
+def test_no_notebook_is_tracked_as_ipynb():
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], capture_output=True, text=True, cwd=ROOT)
+    assert tracked.returncode != 0 or tracked.stdout.strip() == ""
+
+
+def test_editing_a_source_changes_what_the_report_executes(tmp_path):
+    import shutil
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    path = src / "02_fit.py"
+    shutil.copy(ROOT / "notebooks" / "02_fit.py", path)
+    path.write_text(path.read_text().replace("# # Fitting the SweetSpot energy model", "# # Fitting, edited"))
+    assert report.read_source(path).cells[0].source.startswith("# Fitting, edited")
 
 
 @pytest.mark.slow
@@ -44,7 +75,8 @@ def test_measure_notebook_runs_tiny_cpu_sweep(tmp_path):
     import papermill as pm
 
     out = tmp_path / "sweep"
-    pm.execute_notebook(str(ROOT / "notebooks" / "01_measure.ipynb"), str(tmp_path / "01.ipynb"),
+    nbformat.write(report.read_source(ROOT / "notebooks" / "01_measure.py"), tmp_path / "01_in.ipynb")
+    pm.execute_notebook(str(tmp_path / "01_in.ipynb"), str(tmp_path / "01.ipynb"),
                         parameters={"params_file": "params/measure_cpu_tiny.yaml", "output": str(out)},
                         cwd=str(ROOT), kernel_name="python3", progress_bar=False)
     assert (out / "measurements.nc").exists() and (out / "windows.jsonl").exists()
@@ -72,7 +104,7 @@ def test_failing_notebook_is_one_line_and_replaces_no_report(tmp_path):
                        timeout=600)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     errors = [line for line in p.stderr.splitlines() if line.startswith("energykit: error:")]
-    assert len(errors) == 1 and "05_planning.ipynb failed" in errors[0], p.stderr[-1000:]
+    assert len(errors) == 1 and "05_planning.py failed" in errors[0], p.stderr[-1000:]
     assert (out / "05_planning.html").read_text() == "the previous report"
     assert [x.name for x in tmp_path.iterdir() if ".building" in x.name or ".old" in x.name] == []
 

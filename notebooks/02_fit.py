@@ -1,0 +1,153 @@
+# ---
+# jupyter:
+#   energykit:
+#     description: "fits the SweetSpot analytical model and the linear baseline to measured\
+#       \ energy: \u03B8, MAPE, cross-validation, parity"
+#   jupytext:
+#     notebook_metadata_filter: energykit,kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Fitting the SweetSpot energy model
+#
+# How much energy does one LLM request cost as a function of its input length $i$ and output length
+# $o$? This notebook fits the analytical model of Pizzini Cavagna et al. (*Determining Energy
+# Efficiency Sweet Spots in Production LLM Inference*, arXiv:2602.05695) to measured energy and
+# compares it with the usual linear estimate.
+
+# %% tags=["parameters"]
+data = ["data/h200_hf_energykit/measurements.nc"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
+loss = "l1"  # "l1": robust relative loss (default); "l2": relative least squares
+cv_folds = 5  # folds of the cross-validation over cells
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from energykit import dataset, fitting, plots, sweetspots
+
+sns.set_theme(context="notebook", style="whitegrid")
+pd.set_option("display.precision", 4)
+# %matplotlib inline
+
+# %% [markdown]
+# ## The measurements
+#
+# One *window* is one `generate()` call on a batch of $B$ requests of identical lengths; `energy_j`
+# is the board energy of that call from the NVML total-energy counter (idle included). The dataset is
+# indexed by `model`, `batch_size`, `input_len`, `output_len` and `repeat`.
+
+# %%
+ds = dataset.load_many(data)
+raw = dataset.to_frame(ds)
+print(ds.attrs.get("source"), "|", ds.attrs.get("gpu"), "|", ds.attrs.get("engine"))
+ds
+
+# %%
+means = dataset.cell_means(ds)
+spread = (100 * means["energy_j_std"] / means["energy_j"]).to_dataframe(name="repeat_spread_pct")
+spread = spread.join(means["duration_s"].to_dataframe()[["duration_s"]]).dropna()
+ax = sns.scatterplot(data=spread.reset_index(), x="duration_s", y="repeat_spread_pct", hue="model")
+ax.set(xscale="log", xlabel="window duration [s]", ylabel="repeat spread (std/mean) [%]",
+       title="short windows carry NVML counter-step noise");
+
+# %% [markdown]
+# ## Where the model comes from
+#
+# Notation: $B$ sequences, $L$ layers, hidden size $d$, $n_q$/$n_{kv}$ query/key-value heads of
+# dimension $d_h$, $N$ non-embedding parameters, vocabulary $V$, $\beta$ bytes per element.
+#
+# **Prefill** of $i$ tokens is compute-bound:
+# $\mathrm{FLOPs}_\mathrm{prefill} \approx B\,(2 N i + 2 L n_q d_h i^2)$ — the weight GEMMs and causal attention.
+#
+# **Decode** at context length $c$ is memory-bound at small batch:
+# $\mathrm{FLOPs} \approx B\,(2N + 4 L n_q d_h c + 2 d V)$ and
+# $\mathrm{bytes} \approx \beta (N + dV) + B \cdot 2 L n_{kv} d_h \beta c$ — every step reads the weights
+# once and the KV cache of every sequence.
+#
+# Over $o$ decode steps the context runs from $i$ to $i+o-1$, so
+# $\sum c = o\,i + o(o-1)/2$. Energy is dynamic energy per FLOP and per byte plus static power
+# times time, and the phase times have the same polynomial shape. Collecting powers:
+#
+# $$E(i,o) = \theta_1 i^2 + \theta_2\, i o + \theta_3 i + \theta_4 o^2 + \theta_5 o + \theta_0,\qquad \theta_k \ge 0$$
+#
+# | term | origin |
+# |---|---|
+# | $\theta_1 i^2$ | prefill causal attention |
+# | $\theta_3 i$ | prefill weight GEMMs |
+# | $\theta_2 i o$, $\theta_4 o^2$ | decode attention and KV-cache reads ($\theta_4 \approx \theta_2/2$) |
+# | $\theta_5 o$ | per-step weight reads and per-step overheads |
+# | $\theta_0$ | fixed cost per request batch |
+#
+# The baseline is $E = a i + b o + c$. Both are fitted per model and batch size on the repeat means,
+# weighted by $1/E$ so that the fit minimises relative error; with `loss="l1"` the weights are
+# re-weighted iteratively so that the fit minimises the mean absolute relative error, which keeps
+# counter-step outliers of short windows from dominating.
+
+# %%
+fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+summary = fits.summary()
+summary
+
+# %% [markdown]
+# `mape_pct` is the in-sample mean absolute percentage error over cells, `cv_mape_pct` the same for
+# cells predicted by a fit that did not see them ($k$-fold over cells), `baseline_*` the linear model.
+
+# %% [markdown]
+# θ with lmfit's standard error and a 95 % interval from a wild bootstrap of the fit (each draw
+# perturbs every cell by its own relative residual with a random sign and refits; see
+# `energykit.uncertainty`). A θ on its bound (0) has no standard error.
+
+# %%
+from energykit import uncertainty
+
+theta = pd.concat(
+    [uncertainty.theta_table(fits.get(m, b)).assign(model=m, batch_size=b) for m, b in fits.keys]
+).set_index(["model", "batch_size", "param"])
+theta["units"] = [fitting.THETA_UNITS[p] for p in theta.index.get_level_values("param")]
+theta.style.format("{:.4g}", subset=["value", "stderr", "ci_low", "ci_high"])
+
+# %%
+pd.Series(fitting.THETA_MEANING, name="term").to_frame()
+
+# %% [markdown]
+# ## Measured points and fitted curves
+#
+# Points: repeat means; dots: single windows; lines: the analytical model, with its 95 % band.
+
+# %%
+for m, b in fits.keys:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    r = raw[(raw["model"] == m) & (raw["batch_size"] == b)]
+    plots.fit_curves(fits.get(m, b, "sweetspot"), r, ax=axes[0])
+    plots.fit_curves(fits.get(m, b, "linear"), r, ax=axes[1])
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# ## Parity and residuals
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+plots.parity(fits, "sweetspot", ax=axes[0])
+plots.parity(fits, "linear", ax=axes[1])
+plots.residuals(fits, ax=axes[2])
+plt.tight_layout()
+
+# %% [markdown]
+# ## Accuracy: analytical model vs linear baseline
+
+# %%
+acc = summary.melt(id_vars="model", value_vars=["mape_pct", "cv_mape_pct", "baseline_mape_pct", "baseline_cv_mape_pct"],
+                   var_name="metric", value_name="percent")
+ax = sns.barplot(data=acc, x="percent", y="model", hue="metric")
+ax.set(xlabel="MAPE [%]", ylabel="", title="lower is better");

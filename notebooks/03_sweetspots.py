@@ -1,0 +1,131 @@
+# ---
+# jupyter:
+#   energykit:
+#     description: efficiency maps (tokens/J), the sweet-spot region, o*(i), best/worst
+#       ratios and GQA vs MHA
+#   jupytext:
+#     notebook_metadata_filter: energykit,kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Sweet spots: where tokens per joule peak
+#
+# Efficiency is output tokens per joule, $\eta = B o / E(i,o)$. For a fixed input the energy per
+# output token is minimised at
+#
+# $$o^*(i) = \sqrt{\frac{\theta_1 i^2 + \theta_3 i + \theta_0}{\theta_4}}$$
+#
+# Short outputs cannot amortise the prefill and the fixed cost; long outputs pay growing KV-cache
+# reads. The *sweet-spot region* is every cell within `sweet_pct` % of the best efficiency.
+
+# %% tags=["parameters"]
+data = ["data/h200_hf_energykit/measurements.nc"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
+loss = "l1"  # fit loss: "l1" (robust relative) or "l2"
+cv_folds = 5  # folds of the cross-validation
+sweet_pct = 10.0  # a cell is in the sweet-spot region when within this % of the best efficiency
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from energykit import dataset, fitting, plots, sweetspots
+
+sns.set_theme(context="notebook", style="whitegrid")
+pd.set_option("display.precision", 4)
+# %matplotlib inline
+
+# %%
+ds = dataset.load_many(data)
+fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+measured = sweetspots.measured_map(ds)
+
+# %% [markdown]
+# ## Measured efficiency, with the fitted $o^*(i)$
+#
+# Red boxes: the sweet-spot region; dashed line: $o^*(i)$ from the fit.
+
+# %%
+for m, b in fits.keys:
+    fig, axes = plt.subplots(1, 2, figsize=(16, 6))
+    plots.efficiency_heatmap(measured["tokens_per_j"].sel(model=m, batch_size=b), fits.get(m, b), sweet_pct,
+                             title=f"{m}: measured tokens/J", ax=axes[0])
+    fm = sweetspots.fitted_map(fits.get(m, b), sweetspots.PAPER_GRID, sweetspots.PAPER_GRID)
+    plots.efficiency_heatmap(fm["tokens_per_j"], fits.get(m, b), sweet_pct, extrapolated=fm["extrapolated"],
+                             low=fm["tokens_per_j_low"], high=fm["tokens_per_j_high"],
+                             title=f"{m}: fitted on the paper's grid [95 % interval] (hatched: extrapolated)", ax=axes[1])
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# ## How sure is the sweet-spot region?
+#
+# Share of bootstrap draws of the fit in which each cell of the paper's grid lies within `sweet_pct` %
+# of the best efficiency: 1 means in the region whatever the fit's uncertainty.
+
+# %%
+fig, axes = plt.subplots(1, len(fits.keys), figsize=(7 * len(fits.keys), 5), squeeze=False)
+for ax, (m, b) in zip(axes[0], fits.keys):
+    share = sweetspots.region_probability(fits.get(m, b), within_pct=sweet_pct)
+    plots.region_probability_heatmap(share, title=m, ax=ax)
+plt.tight_layout()
+
+# %% [markdown]
+# ## Energy per output token
+#
+# The same maps as joules per output token (lower is better).
+
+# %%
+jpt = measured["energy_per_token_j"].to_dataframe().reset_index().dropna()
+g = sns.relplot(data=jpt, x="output_len", y="energy_per_token_j", hue="input_len", col="model", kind="line",
+                marker="o", palette="crest", col_wrap=3, height=3.5)
+g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="J per output token");
+
+# %% [markdown]
+# ## $o^*(i)$: closed form vs numeric optimum
+#
+# Both must agree; `o_star_low`/`o_star_high` is the 95 % bootstrap interval; `o_star_extrapolated` marks optima outside the measured outputs.
+
+# %%
+ostar = sweetspots.o_star_table(fits)
+ostar["rel_diff"] = (ostar["o_star"] - ostar["o_star_numeric"]).abs() / ostar["o_star"]
+assert (ostar["rel_diff"].dropna() < 1e-4).all(), "closed-form o* disagrees with the numeric optimum"
+ostar
+
+# %% [markdown]
+# ## Best vs worst
+#
+# The paper reports up to 33.41x between the best and worst cells of its 64–4096 grid on an H100 with
+# TensorRT-LLM. Below: the ratio on the measured grid (measured values) and on the paper's grid
+# (fitted, with its 95 % interval; cells outside the measured range are extrapolated and counted).
+
+# %%
+sweetspots.ratio_table(ds, fits)
+
+# %% [markdown]
+# ## GQA vs MHA
+#
+# Grouped-query attention shares each key/value head among several query heads, so the KV cache that
+# every decode step reads is smaller: $2 L n_{kv} d_h \beta$ bytes per token. Models of similar size
+# measured with the same engine are compared on the cells they share (geometric mean of tokens/J).
+
+# %%
+att = sweetspots.attention_table(ds, fits)
+att
+
+# %%
+if not att.empty:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    sns.barplot(data=att, y="model", x="kv_bytes_per_token", hue="attention", ax=axes[0])
+    sns.barplot(data=att, y="model", x="geomean_tokens_per_j", hue="attention", ax=axes[1])
+    axes[0].set(xlabel="KV-cache bytes per token", ylabel="")
+    axes[1].set(xlabel="geometric-mean tokens/J on shared cells", ylabel="")
+    plt.tight_layout()
