@@ -39,6 +39,13 @@ sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
 # %matplotlib inline
 
+# %%
+from energykit import summary
+
+ds = dataset.load_many(data)
+fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+summary.show(*summary.fit_results(ds, fits))
+
 # %% [markdown]
 # ## The measurements
 #
@@ -47,10 +54,12 @@ pd.set_option("display.precision", 4)
 # indexed by `model`, `batch_size`, `input_len`, `output_len` and `repeat`.
 
 # %%
-ds = dataset.load_many(data)
 raw = dataset.to_frame(ds)
 print(ds.attrs.get("source"), "|", ds.attrs.get("gpu"), "|", ds.attrs.get("engine"))
-ds
+raw.groupby("model").agg(windows=("energy_j", "size"), cells=("input_len", lambda s: len(set(zip(s, raw.loc[s.index, "output_len"])))),
+                         inputs=("input_len", lambda s: f"{s.min()}–{s.max()}"),
+                         outputs=("output_len", lambda s: f"{s.min()}–{s.max()}"),
+                         repeats=("repeat", "nunique"))
 
 # %%
 means = dataset.cell_means(ds)
@@ -94,7 +103,6 @@ ax.set(xscale="log", xlabel="window duration [s]", ylabel="repeat spread (std/me
 # counter-step outliers of short windows from dominating.
 
 # %%
-fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
 summary = fits.summary()
 summary
 
@@ -124,7 +132,7 @@ pd.Series(fitting.THETA_MEANING, name="term").to_frame()
 #
 # Points: repeat means; dots: single windows; lines: the analytical model, with its 95 % band.
 
-# %%
+# %% tags=["main-figure"]
 for m, b in fits.keys:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     r = raw[(raw["model"] == m) & (raw["batch_size"] == b)]

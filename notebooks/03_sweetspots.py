@@ -48,6 +48,10 @@ ds = dataset.load_many(data)
 fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
 measured = sweetspots.measured_map(ds)
 
+from energykit import summary
+
+summary.show(*summary.sweetspot_results(ds, fits, sweet_pct))
+
 # %% [markdown]
 # ## Measured efficiency, with the fitted $o^*(i)$
 #

@@ -55,6 +55,10 @@ fit = fits.get(name)
 loaded = {k: iotools.read_trace(v)[0] for k, v in traces.items()}
 print(f"pricing with {name} at batch size {fit.batch_size}; measured inputs {fit.input_len.min()}–{fit.input_len.max()}, "
       f"outputs {fit.output_len.min()}–{fit.output_len.max()} tokens")
+from energykit import summary
+
+policies = workloads.policies_from_params(truncate_inputs, cap_outputs)
+summary.show(*summary.workload_results(fit, loaded, policies, sweet_pct))
 
 # %% [markdown]
 # **Assumptions.** Each request is served as it was measured: in a batch of $B$ concurrent sequences of
@@ -97,7 +101,6 @@ ax.set(xlabel="energy per request [J]", title="dashed: mean per request, shaded:
 # says how many). The assumption of each policy stands next to its numbers.
 
 # %%
-policies = workloads.policies_from_params(truncate_inputs, cap_outputs)
 savings = pd.concat([workloads.policy_savings(fit, t, policies).assign(trace=k) for k, t in loaded.items()])
 savings.set_index(["trace", "policy"])
 

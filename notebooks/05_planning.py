@@ -45,6 +45,13 @@ pd.set_option("display.precision", 4)
 # %matplotlib inline
 from energykit import design, hardware, iotools, presets, uncertainty, workloads
 
+# %%
+from energykit import summary
+
+cal = dataset.load(calibrate_data)
+lomo = hardware.leave_one_model_out(cal, loss)
+summary.show(*summary.planning_results(lomo))
+
 # %% [markdown]
 # ## 1. What will this model cost on my GPU?
 #
@@ -58,13 +65,11 @@ from energykit import design, hardware, iotools, presets, uncertainty, workloads
 # its θ and its sweet spots. The leave-one-model-out table says how well that transfers.
 
 # %%
-cal = dataset.load(calibrate_data)
 hw = hardware.calibrate(cal, loss=loss)
 print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
 hardware.coefficient_table(hw)
 
 # %%
-lomo = hardware.leave_one_model_out(cal, loss)
 lomo
 
 # %%
