@@ -108,6 +108,9 @@ def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> 
 
 MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
 """``$$display$$`` and ``$inline$`` LaTeX in markdown cells."""
+FIT_TABLES = ("<style>.jp-OutputArea-output table, .jp-RenderedHTMLCommon table {display: block; max-width: 100%; "
+              "overflow-x: auto;}</style>")
+"""Wide tables scroll inside the page instead of running off it."""
 CDN_SCRIPT = re.compile(r"<script[^>]*src=\"https?://[^\"]*(?:mathjax|require)[^\"]*\"[^>]*>\s*</script>", re.I)
 
 
@@ -134,8 +137,8 @@ def to_html(executed: Path, out_dir: Path) -> tuple[Path, Path]:
     full = out_dir / f"{executed.stem}.html"
     nocode = out_dir / f"{executed.stem}.nocode.html"
     for path, exporter in ((full, HTMLExporter()), (nocode, HTMLExporter(exclude_input=True))):
-        body = exporter.from_notebook_node(nb)[0]
-        path.write_text(CDN_SCRIPT.sub("", body), encoding="utf-8")
+        body = CDN_SCRIPT.sub("", exporter.from_notebook_node(nb)[0]).replace("</head>", FIT_TABLES + "</head>", 1)
+        path.write_text(body, encoding="utf-8")
     return full, nocode
 
 
