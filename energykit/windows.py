@@ -92,6 +92,8 @@ def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, ma
         left_s = min_window_s - (reading.duration_s if reading else 0.0)
         if reading is not None:  # a continuation spans half a window at least, never a sliver of a counter step
             left_s = max(left_s, 0.5 * min_window_s)
+            if max_iterations - iterations < math.ceil(left_s / per_call_s):
+                return Window(reading, iterations, result, segments)  # the call budget cannot fill it
         want = min(max_iterations - iterations, max(1, math.ceil(PILOT_MARGIN * left_s / per_call_s)))
         prepare(want - call.prepared)
         r, n, result = _segment(meter, call, want, left_s, lambda: call.prepared > 0)

@@ -199,3 +199,15 @@ def test_windows_sum_when_prompts_run_out(fake_nvml):
     w = windows.measure(m, Request(lambda: None, lambda _: time.sleep(next(durations))), min_window_s=0.3)
     assert w.segments >= 2 and w.reading.duration_s >= 0.3
     assert w.reading.energy_j == pytest.approx(100.0 * w.reading.duration_s, abs=2 * w.segments)
+
+
+def test_no_sliver_window_when_the_call_budget_runs_out(fake_nvml):
+    """At max_iterations the measurement stops; it never opens a window too short for the counter."""
+    from energykit.engines import Request
+
+    fake_nvml(power_w=100.0, counter_period_s=0.01)
+    m = meters.NvmlMeter(probe_counter_s=0.05)
+    durations = iter([0.2] + [0.001] * 1000)  # slow pilot, fast calls
+    w = windows.measure(m, Request(lambda: None, lambda _: time.sleep(next(durations))), min_window_s=0.3,
+                        max_iterations=50)
+    assert w.iterations == 50 and w.segments == 1 and w.reading.valid
