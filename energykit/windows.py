@@ -5,8 +5,8 @@ carries up to one step of error. :func:`measure` repeats the request inside one 
 window lasts at least ``min_window_s`` and divides by the number of calls.
 
 Every call sends fresh prompts, drawn before the window opens (so that drawing them is not
-metered). For an engine :class:`~energykit.engines.Request`, one unmetered pilot call first times
-the cell and warms its shapes; then enough prompts are drawn for ``min_window_s``. If the calls
+metered). For an engine :class:`~energykit.engines.Request`, two unmetered pilot calls first warm
+the cell's shapes and time it; then enough prompts are drawn for ``min_window_s``. If the calls
 run faster than the pilot said and the prompts run out, the window closes, more are drawn, and a
 further window (of at least half ``min_window_s``) continues the measurement: the readings add up
 (energy, duration, calls).
@@ -27,7 +27,11 @@ from .meters import Meter, WindowReading
 __all__ = ["PILOT_MARGIN", "Window", "measure"]
 
 PILOT_MARGIN = 1.25
-"""Prompts drawn for a window: this many times what the pilot call's duration says is needed."""
+"""Prompts drawn for a window: this many times what the pilot calls' duration says is needed."""
+PILOT_CALLS = 2
+"""Unmetered calls before a window: the first warms the cell's shapes, the faster one times it."""
+MAX_DISCARDED = 3
+"""Windows cut short by too few prompts and too short for the counter that are measured again."""
 
 
 @dataclass
@@ -75,19 +79,22 @@ def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, ma
     """Run ``call`` repeatedly inside meter windows until they last ``min_window_s`` [s] together.
 
     ``call`` is an engine :class:`~energykit.engines.Request` (fresh prompts per call, prepared
-    outside the window) or any plain callable.
+    outside the window) or any plain callable. Windows that ended early because the prompts ran out,
+    too short for the energy counter to move, are measured again (at most :data:`MAX_DISCARDED`).
     """
     prepare = getattr(call, "prepare", None)
     if prepare is None:
         reading, n, result = _segment(meter, call, max_iterations, min_window_s, lambda: True)
         return Window(reading, n, result)
 
-    prepare(1)
-    t0 = time.perf_counter()
-    call()  # pilot: times the cell, warms its shapes; not metered
-    meter.sync()
-    per_call_s = max(time.perf_counter() - t0, 1e-6)
-    reading, iterations, result, segments = None, 0, None, 0
+    prepare(PILOT_CALLS)
+    per_call_s = float("inf")
+    for _ in range(PILOT_CALLS):  # pilots: time the cell, warm its shapes; not metered
+        t0 = time.perf_counter()
+        call()
+        meter.sync()
+        per_call_s = min(per_call_s, max(time.perf_counter() - t0, 1e-6))
+    reading, iterations, result, segments, discarded = None, 0, None, 0, 0
     while True:
         left_s = min_window_s - (reading.duration_s if reading else 0.0)
         if reading is not None:  # a continuation spans half a window at least, never a sliver of a counter step
@@ -97,9 +104,12 @@ def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, ma
         want = min(max_iterations - iterations, max(1, math.ceil(PILOT_MARGIN * left_s / per_call_s)))
         prepare(want - call.prepared)
         r, n, result = _segment(meter, call, want, left_s, lambda: call.prepared > 0)
+        per_call_s = max(r.duration_s / n, 1e-6)
+        if not r.valid and r.duration_s < left_s and discarded < MAX_DISCARDED:
+            discarded += 1  # prompts ran out before the counter moved: measure that stretch again
+            continue
         reading = r if reading is None else reading + r
         iterations += n
         segments += 1
-        per_call_s = max(r.duration_s / n, 1e-6)
         if reading.duration_s >= min_window_s or iterations >= max_iterations:
             return Window(reading, iterations, result, segments)
