@@ -34,7 +34,7 @@ from .errors import FitError
 
 __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetspot_energy", "o_star",
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
-           "SweetSpotModel", "LinearBaselineModel", "MODELS", "design_rank", "fit_cells", "ape_pct",
+           "SweetSpotModel", "LinearBaselineModel", "MODELS", "column_rank", "design_rank", "fit_cells", "ape_pct",
            "mape_pct", "r2", "kfold_indices", "cross_validate", "predict_energy", "ModelFit", "FitSet",
            "fit_dataset"]
 
@@ -280,12 +280,16 @@ def _check(kind: str, loss: str) -> None:
         raise FitError(f"unknown loss {loss!r}; use 'l1' (robust relative) or 'l2' (relative least squares)")
 
 
-def design_rank(input_len, output_len, kind: str = "sweetspot") -> int:
-    """Rank of the model's design matrix on these cells (columns scaled): 6 identifies the SweetSpot θ."""
-    X = design_matrix(kind, input_len, output_len)
+def column_rank(X: np.ndarray) -> int:
+    """Rank of a feature matrix with each column scaled to its largest magnitude (numerical rank)."""
     scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
     return int(np.linalg.matrix_rank(X / scale, tol=1e-9))
+
+
+def design_rank(input_len, output_len, kind: str = "sweetspot") -> int:
+    """Rank of the model's design matrix on these cells (columns scaled): 6 identifies the SweetSpot θ."""
+    return column_rank(design_matrix(kind, input_len, output_len))
 
 
 def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: str = "l1", max_iter: int = 50,

@@ -32,7 +32,7 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import THETA, ape_pct, around, design_matrix, interval, irls, wild_bootstrap
+from .fitting import THETA, ape_pct, around, column_rank, design_matrix, interval, irls, wild_bootstrap
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
 
@@ -82,9 +82,7 @@ class HardwareModel:
     @property
     def rank(self) -> int:
         """Rank of the calibration's feature matrix (columns scaled); below 6 some coefficients are not identified."""
-        scale = np.abs(self._X).max(axis=0)
-        scale[scale == 0] = 1.0
-        return int(np.linalg.matrix_rank(self._X / scale, tol=1e-9))
+        return column_rank(self._X)
 
     @property
     def identified(self) -> bool:

@@ -16,7 +16,7 @@ from IPython.display import Markdown, display
 from .dataset import model_value
 from .fitting import FitSet, ModelFit
 from .sweetspots import PAPER_GRID, attention_kind, fitted_map, ratio_table
-from .workloads import Policy, policy_savings, trace_energy, trace_summary
+from .workloads import Policy, policy_savings, trace_summary
 
 __all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "show", "fit_results", "sweetspot_results", "workload_results",
            "planning_results", "dataset_line"]
@@ -104,7 +104,7 @@ def workload_results(fit: ModelFit, traces: dict, policies: list[Policy], sweet_
     lines, numbers = [], {}
     for name, t in traces.items():
         s = trace_summary(fit, t, sweet_pct)
-        out = 100.0 * trace_energy(fit, t, sweet_pct)["extrapolated"].mean()
+        out = s["extrapolated_pct"]
         sav = policy_savings(fit, t, policies)
         best = sav.loc[sav["energy_per_token_change_pct"].idxmin()]
         lines.append(f"| {name} | {s['mean_energy_per_request_j']:.1f} J | {1 / s['tokens_per_j']:.3f} J | "
