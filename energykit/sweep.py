@@ -18,6 +18,7 @@ import socket
 import math
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from .shards import all_windows, shard_folder, shard_of
 from .state import RawLog, WriterLock, atomic_write_json, read_json
 from .windows import measure
 
-__all__ = ["LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "ENGINE_MODULES", "check_engine_installed",
+__all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "ENGINE_MODULES", "check_engine_installed",
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
            "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
            "finalize", "engine_label"]
@@ -249,12 +250,14 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
 
         log = RawLog(log_path)
         failed = []
+        timing = []
         bar = tqdm(total=len(todo), desc="windows", disable=not progress, unit="win")
         try:
             for model_name, geom, ckpt in params.resolved:
                 mine = [c for c in todo if c[0] == model_name]
                 if not mine:
                     continue
+                t_model = time.perf_counter()
                 engine = make_engine(params.engine, name=model_name, geometry=geom, checkpoint=ckpt,
                                      dtype=params.dtype, max_len=params.max_len, seed=params.seed,
                                      **_engine_options(params))
@@ -267,6 +270,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                 warm.prepare(params.warmup)
                 for _ in range(params.warmup):
                     warm()
+                t_ready = time.perf_counter()
                 for key in mine:
                     rec = _measure_window(params, key, engine, meter, measure, provenance)
                     rec.update(host=HOST, gpu_uuid=provenance["meter"].get("gpu_uuid", "cpu"),
@@ -283,6 +287,11 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                         time.sleep(params.cooldown_s)
                 engine.close()
                 current["engine"] = None
+                timing.append(ModelTiming(model_name, param_count(geom), len(mine), t_ready - t_model,
+                                          time.perf_counter() - t_ready))
+                left = [(m, g) for m, g, _ in params.resolved if any(c[0] == m for c in todo)]
+                left = [(m, g, sum(c[0] == m for c in todo)) for m, g in left[left.index((model_name, geom)) + 1:]]
+                tqdm.write(timing_line(timing[0], timing[-1], left), file=sys.stderr)
         finally:
             bar.close()
     finally:
@@ -331,6 +340,46 @@ def _measure_window(params, key, engine, meter, measure, provenance) -> dict:
         rec.update(status="error", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         engine.recover()
     return rec
+
+
+@dataclass
+class ModelTiming:
+    """Seconds one model of a sweep took: loading, compiling and warming up, then its windows."""
+
+    model: str
+    params: int
+    windows: int
+    ready_s: float
+    measure_s: float
+
+
+def remaining_estimate_s(first: ModelTiming, left: list[tuple[str, dict, int]]) -> float:
+    """Seconds the models ``left`` [(name, geometry, windows)] should take, from the first model's.
+
+    Decode at a fixed batch reads the weights every step, so a window's time is scaled by the
+    parameter count; loading and compiling take the first model's time again.
+
+    >>> from energykit.presets import resolve
+    >>> _, geom, _ = resolve("llama3.2-1b")
+    >>> first = ModelTiming("a", param_count(geom) // 2, 10, ready_s=30.0, measure_s=60.0)
+    >>> round(remaining_estimate_s(first, [("b", geom, 5)]))  # 30 s + 60 s x 2 (params) x 0.5 (windows)
+    90
+    """
+    total = 0.0
+    for _, geom, windows in left:
+        scale = param_count(geom) / max(first.params, 1) * windows / max(first.windows, 1)
+        total += first.ready_s + first.measure_s * scale
+    return total
+
+
+def timing_line(first: ModelTiming, last: ModelTiming, left: list[tuple[str, dict, int]]) -> str:
+    """One line after each model: its windows and seconds, and the estimate for the models left."""
+    line = (f"{last.model}: {last.windows} windows in {last.measure_s:.0f} s "
+            f"(+{last.ready_s:.0f} s to load, compile and warm up)")
+    if left:
+        line += (f"; estimate for the {len(left)} model(s) left, from {first.model}: "
+                 f"~{remaining_estimate_s(first, left):.0f} s")
+    return line
 
 
 def _failure_summary(failed: list[dict], planned: int, out: Path) -> str:

@@ -6,6 +6,9 @@ same prompts length with a short and a long output; their difference removes the
 What the bytes predict with context-proportional attention: the step-time rise from 64 to 4096 is
 about 6x larger for OPT-1.3B (196 KB of KV per token) than for Llama-3.2-1B (32 KB); with sdpa over
 a static cache it stays flat. Writes gpu_check.json/.csv under OUT and prints a table.
+Each row is appended to gpu_check.csv as it is measured, so a run stopped early keeps what it did.
+The static cache holds --max-len positions (default 4352, as params/measure_paper_families.yaml, so
+that a sweep on the same machine reuses the compiled decode graphs).
 Usage: python scripts/gpu_check.py OUT [--models llama3.2-1b opt-1.3b] [--attention sdpa flex_attention]
 """
 
@@ -36,6 +39,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=["llama3.2-1b", "opt-1.3b"])
     ap.add_argument("--attention", nargs="+", default=["sdpa", "flex_attention"])
     ap.add_argument("--min-window-s", type=float, default=1.0)
+    ap.add_argument("--max-len", type=int, default=4352)
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +51,7 @@ def main() -> int:
         for attention in a.attention:
             t_load = time.time()
             eng = make_engine("hf", name=name, geometry=geom, dtype="bfloat16", device="cuda", compile=True,
-                              attention=attention, max_len=max(CONTEXTS) + O_LONG)
+                              attention=attention, max_len=max(a.max_len, max(CONTEXTS) + O_LONG))
             try:
                 eng.load()
             except Exception as e:  # report and go on with the next combination
@@ -69,6 +73,9 @@ def main() -> int:
                            windows_valid=all(x.reading.valid for x in w.values()))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                import pandas as pd
+
+                pd.DataFrame(rows).to_csv(out / "gpu_check.csv", index=False)
             holder.pop("e")
             eng.close()
     meter_info = meter.info()
@@ -78,7 +85,6 @@ def main() -> int:
         import pandas as pd
 
         df = pd.DataFrame(rows)
-        df.to_csv(out / "gpu_check.csv", index=False)
         print(df.pivot_table(index=["model", "attention"], columns="context", values="ms_per_step").round(2))
         rise = df.pivot_table(index=["model", "attention"], columns="context", values="ms_per_step")
         rise = (rise[max(CONTEXTS)] - rise[min(CONTEXTS)]).rename("rise_ms_64_to_4096")

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The paper-families sweep (issue #12) in one bounded device run:
+#   python -m energykit measure params/measure_paper_families.yaml, stopped after SWEEP_S seconds if
+#   it runs long (the raw log is crash-safe: every finished window is kept, and a second run resumes),
+#   then the log turned into measurements.nc and everything copied to $OUT.
+# Usage (repo root, on the GPU machine): OUT=/some/dir SWEEP_S=480 bash scripts/gpu_paper.sh
+# COMPILE=false sweeps with eager decoding. Wheels for packages the GPU image lacks may be in .whl/.
+set -u
+OUT=${OUT:-runs/gpu_out}
+SWEEP_S=${SWEEP_S:-480}
+PARAMS=${PARAMS:-params/measure_paper_families.yaml}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site/pydantic ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader | tee "$OUT/nvidia-smi.csv"
+if [ "${COMPILE:-true}" = false ]; then sed 's/^compile: true/compile: false/' "$PARAMS" > /tmp/sweep.yaml; PARAMS=/tmp/sweep.yaml; fi
+out=$(python3 -c "from energykit.params import load_measure_params as l; print(l('$PARAMS').output)") || exit 1
+start=$(date +%s)
+timeout -k 5 "$SWEEP_S" python3 -m energykit measure "$PARAMS" --no-progress 2>&1 | tee "$OUT/sweep.log"
+echo "sweep exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
+python3 -c "
+from pathlib import Path
+from energykit import sweep
+from energykit.params import load_measure_params
+print('dataset', sweep.finalize(Path('$out'), load_measure_params('$PARAMS')))
+" 2>&1 | tail -2
+for f in windows.jsonl measurements.nc provenance.json fingerprint.json params.json; do cp "$out/$f" "$OUT/" 2>/dev/null; done
+ls -la "$OUT"
