@@ -27,7 +27,7 @@ from ..errors import EngineError, MissingExtraError
 from .base import Engine, Generation, Request
 from .hf_config import hf_config
 
-__all__ = ["ATTENTIONS", "BLOCK_SIZE", "import_torch", "HFEngine"]
+__all__ = ["ATTENTIONS", "BLOCK_SIZE", "RECOMPILE_LIMIT", "import_torch", "raise_recompile_limits", "HFEngine"]
 
 ATTENTIONS = ("flex_attention", "sdpa", "eager")
 BLOCK_SIZE = 128
@@ -69,6 +69,28 @@ def _uncompiled_flex_attention() -> None:
 
         create_block_mask._energykit_cpu = True
         masking_utils.create_block_mask = create_block_mask
+
+
+RECOMPILE_LIMIT = 256
+"""Compiled variants dynamo keeps per function before it silently runs the function uncompiled."""
+
+
+def raise_recompile_limits(torch) -> None:
+    """Let dynamo keep a compiled variant for every shape a sweep uses.
+
+    transformers compiles flex attention with ``dynamic=False`` even when decoding is not compiled,
+    so every prompt length, the decode step and every geometry of the sweep add one variant of the
+    same function. Past dynamo's default limit (8) it falls back, without an error, to *unfused*
+    flex attention, which materialises the full score matrix: on an H100 (2026-11-26) this limit
+    was hit in the second model of the paper-families sweep. Decode graphs also differ per batch size.
+    """
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(cfg, knob):
+            setattr(cfg, knob, max(getattr(cfg, knob), RECOMPILE_LIMIT))
 
 
 class HFEngine(Engine):
@@ -147,14 +169,8 @@ class HFEngine(Engine):
         self.cache_cls = tf.StaticCache
         # one prompt stream for the whole sweep: every call and every repeat gets new token ids
         self._prompt_gen = torch.Generator(device="cpu").manual_seed(self.seed + 1)
-        if self.device.type == "cuda" and self.compile:
-            # decode graphs differ per batch size; flex attention adds its block-mask graph
-            import torch._dynamo
-
-            cfg = torch._dynamo.config
-            for knob in ("recompile_limit", "cache_size_limit"):
-                if hasattr(cfg, knob):
-                    setattr(cfg, knob, max(getattr(cfg, knob), 64))
+        if self.compile or self.attention == "flex_attention":
+            raise_recompile_limits(torch)
 
     def _cache(self, batch_size: int):
         """One static cache per batch size, allocated once for the longest request."""
