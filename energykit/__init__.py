@@ -23,7 +23,7 @@ SUBMODULES = (
 )
 FUNCTIONS = {
     "load": "dataset", "load_many": "dataset", "combine": "dataset", "measured_cells": "dataset",
-    "fit_dataset": "fitting", "o_star": "fitting", "sweetspot_energy": "fitting",
+    "fit_dataset": "fitting", "load_fits": "fitting", "o_star": "fitting", "sweetspot_energy": "fitting",
     "fitted_map": "sweetspots", "measured_map": "sweetspots",
     "policy_savings": "workloads", "trace_summary": "workloads",
     "calibrate": "hardware", "resolve": "presets",

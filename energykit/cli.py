@@ -63,7 +63,7 @@ def cmd_fit(args) -> int:
     import pandas as pd
 
     from .dataset import load, outlier_windows
-    from .fitting import fit_dataset
+    from .fitting import DRAWS, fit_dataset
 
     ds = load(args.data)
     fits = fit_dataset(ds, models=args.model or None, loss=args.loss, cv_folds=args.cv_folds)
@@ -73,6 +73,10 @@ def cmd_fit(args) -> int:
         print(f"energykit: warning: {len(flagged)} window(s) depart from their cell's other repeats by more than "
               f"5 % (worst: {worst['model']} i={worst['input_len']} o={worst['output_len']} repeat {worst['repeat']}, "
               f"{worst['deviation_pct']:+.0f} %); the l1 fit is robust to them — see energykit.dataset.outlier_windows",
+              file=sys.stderr)
+    if args.save:
+        path = fits.save(args.save, source={"data": [args.data]})
+        print(f"energykit: fits with {DRAWS} bootstrap draws saved to {path} (load with energykit.load_fits)",
               file=sys.stderr)
     if args.json:
         print(json.dumps(fit_json(fits), indent=2))
@@ -245,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     f.add_argument("--loss", choices=["l1", "l2"], default="l1", help="robust (l1, default) or squared relative loss")
     f.add_argument("--cv-folds", type=int, default=5, help="folds of the cross-validation (default 5)")
+    f.add_argument("--save", metavar="PATH", help="store the fits, bootstrap draws included, as a NetCDF file "
+                   "(read it with energykit.load_fits, or give it to the reports as fit_file)")
     f.set_defaults(func=cmd_fit)
 
     r = sub.add_parser("report", help="execute the analysis notebooks and render HTML into reports/")

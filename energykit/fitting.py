@@ -20,7 +20,9 @@ counter step (5–40 % seen on an H200), a heavy-tailed noise that a squared los
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import lmfit
@@ -36,7 +38,7 @@ __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetsp
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
            "SweetSpotModel", "LinearBaselineModel", "MODELS", "column_rank", "design_rank", "fit_cells", "ape_pct",
            "mape_pct", "r2", "kfold_indices", "cross_validate", "predict_energy", "ModelFit", "FitSet",
-           "fit_dataset"]
+           "fit_dataset", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE"]
 
 THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
 LINEAR = ("a", "b", "c")
@@ -60,6 +62,10 @@ THETA_MEANING = {
     "theta0": "fixed cost per request batch",
 }
 LOSSES = ("l1", "l2")
+DRAWS = 200
+"""Bootstrap draws stored with a fit (what the reports' intervals use)."""
+IDENTIFIED_SHARE = 0.5
+"""A coefficient on its θ ≥ 0 bound in the fit, or in at least this share of bootstrap draws, is not identified."""
 
 
 def sweetspot_energy(input_len, output_len, theta1=0.0, theta2=0.0, theta3=0.0, theta4=0.0, theta5=0.0, theta0=0.0):
@@ -432,6 +438,21 @@ class ModelFit:
         est = self.predict(i, o)
         return (est, *around(est, *interval(samples, level)))
 
+    def at_bound_share(self, n: int = 200) -> dict[str, float]:
+        """Share of bootstrap draws in which each coefficient sits on its θ ≥ 0 bound."""
+        return {name: float(np.mean(d[:, 0] <= 0.0)) for name, d in self.draws(n).items()}
+
+    def identified(self, n: int = 200) -> dict[str, bool]:
+        """Whether the cells identify each coefficient: off its θ ≥ 0 bound in the fit and in most draws.
+
+        A coefficient fitted at zero, or at zero in at least :data:`IDENTIFIED_SHARE` of the draws, is
+        "not identified by these cells": the data cannot tell it from zero (the bootstrap, centred
+        on a fit at the bound, puts about half its draws there), and what derives from it
+        (``o*`` from θ4) has no meaningful value.
+        """
+        return {name: share < IDENTIFIED_SHARE and self.params[name] > 0.0
+                for name, share in self.at_bound_share(n).items()}
+
     @property
     def params(self) -> dict[str, float]:
         """Fitted parameters by name (θ in J/token^k)."""
@@ -469,6 +490,13 @@ class ModelFit:
     @property
     def cv_mape_pct(self) -> float:
         return float(np.nanmean(self.cv_ape_pct)) if np.isfinite(self.cv_ape_pct).any() else float("nan")
+
+
+class SavedResult:
+    """What a stored fit keeps of lmfit's ``ModelResult``: the parameters with bounds and errors."""
+
+    def __init__(self, params: lmfit.Parameters):
+        self.params = params
 
 
 def _cells(ds: xr.Dataset, model: str, batch_size: int) -> pd.DataFrame:
@@ -538,6 +566,13 @@ class FitSet:
             )
         return pd.DataFrame(rows)
 
+    def save(self, path, n_draws: int = DRAWS, source: dict | None = None) -> Path:
+        """Store every fit, bootstrap draws included, as a versioned NetCDF artifact; see :func:`load_fits`.
+
+        ``source`` (e.g. ``{"data": "data/x.nc"}``) is kept in the file's attributes.
+        """
+        return _save(self, path, n_draws, source)
+
     def to_xarray(self) -> xr.Dataset:
         """θ and their standard errors as a Dataset over (model, batch_size, param)."""
         df = self.table().query("kind == 'sweetspot'")
@@ -553,6 +588,101 @@ class FitSet:
         ds["units"] = ("param", [THETA_UNITS[p] for p in ds["param"].values])
         ds.attrs["loss"] = self.loss
         return ds
+
+
+FITS_FORMAT = "energykit-fits"
+FITS_VERSION = 1
+"""Version of the stored fit artifact (:meth:`FitSet.save`); a reader refuses other versions."""
+
+
+def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = None) -> Path:
+    """Write every fit of ``fitset`` with its cells, cross-validation errors and bootstrap draws."""
+    names = list(THETA) + list(LINEAR)
+    keys = sorted(fitset.fits)
+    value = np.full((len(keys), len(names)), np.nan)
+    stderr = np.full_like(value, np.nan)
+    draws = np.full((len(keys), n_draws, len(names)), np.nan)
+    cell_fit, cells = [], {"input_len": [], "output_len": [], "energy_j": [], "cv_ape_pct": []}
+    for k, key in enumerate(keys):
+        f = fitset.fits[key]
+        for name, v in f.params.items():
+            j = names.index(name)
+            value[k, j], stderr[k, j] = v, f.stderr[name]
+            draws[k, :, j] = f.draws(n_draws)[name][:, 0]
+        cell_fit += [k] * len(f.energy_j)
+        for col, arr in (("input_len", f.input_len), ("output_len", f.output_len), ("energy_j", f.energy_j),
+                         ("cv_ape_pct", f.cv_ape_pct)):
+            cells[col] += list(np.asarray(arr, dtype=float))
+    ds = xr.Dataset(
+        {
+            "value": (("fit", "param"), value),
+            "stderr": (("fit", "param"), stderr),
+            "draws": (("fit", "draw", "param"), draws),
+            "cell_fit": ("cell", np.asarray(cell_fit, dtype=np.int64)),
+            **{col: ("cell", np.asarray(v)) for col, v in cells.items()},
+        },
+        coords={"param": names, "fit_model": ("fit", [m for m, _, _ in keys]),
+                "fit_batch_size": ("fit", np.asarray([b for _, b, _ in keys], dtype=np.int64)),
+                "fit_kind": ("fit", [kd for _, _, kd in keys])},
+        attrs={"format": FITS_FORMAT, "version": FITS_VERSION, "loss": fitset.loss, "cv_folds": fitset.cv_folds,
+               "n_draws": n_draws, "seed": 0, **{f"source_{k}": json.dumps([str(x) for x in v]) if isinstance(v, (list, tuple)) else str(v)
+                  for k, v in (source or {}).items()}},
+    )
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    ds.to_netcdf(tmp, engine="h5netcdf")
+    tmp.replace(path)
+    return path
+
+
+def load_fits(path, **expect) -> "FitSet":
+    """Read a fit artifact written by :meth:`FitSet.save` (or ``energykit fit --save``); nothing is refitted.
+
+    The fits come back with their parameters, standard errors, cells, cross-validation errors and
+    the stored bootstrap draws, so intervals equal those of the fit that was saved. Keyword
+    arguments (``loss="l1"``, ``cv_folds=5``, ``data=[...]``) must match what the file was fitted
+    with, else a one-line error says which differs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FitError(f"fit file {path} does not exist; write one with: energykit fit DATA --save {path}")
+    try:
+        ds = xr.load_dataset(path, engine="h5netcdf")
+    except (OSError, ValueError) as e:
+        raise FitError(f"{path} is not a readable fit file ({e}); write it again with energykit fit --save") from None
+    if ds.attrs.get("format") != FITS_FORMAT or int(ds.attrs.get("version", -1)) != FITS_VERSION:
+        raise FitError(f"{path} is not an energykit fit file of version {FITS_VERSION} "
+                       f"(format {ds.attrs.get('format')!r}, version {ds.attrs.get('version')!r}); "
+                       "write it again with energykit fit --save")
+    for key, want in expect.items():
+        have = ds.attrs.get(key, ds.attrs.get(f"source_{key}"))
+        if isinstance(want, (list, tuple)):
+            want = json.dumps([str(w) for w in want])
+        if str(have) != str(want):
+            raise FitError(f"{path} was fitted with {key}={have}, not {want}; fit again "
+                           f"(energykit fit DATA --save {path}) or leave fit_file empty")
+    n_draws = int(ds.attrs["n_draws"])
+    names = [str(p) for p in ds["param"].values]
+    cell_fit = ds["cell_fit"].values
+    fits = {}
+    for k in range(ds.sizes["fit"]):
+        kind = str(ds["fit_kind"].values[k])
+        model = MODELS[kind]
+        pars = lmfit.Parameters()
+        draws = {}
+        for name in model.names:
+            j = names.index(name)
+            pars.add(name, value=float(ds["value"].values[k, j]), min=0.0)
+            err = float(ds["stderr"].values[k, j])
+            pars[name].stderr = None if np.isnan(err) else err
+            draws[name] = ds["draws"].values[k, :, [j]].T.copy()
+        mine = cell_fit == k
+        key = (str(ds["fit_model"].values[k]), int(ds["fit_batch_size"].values[k]), kind)
+        f = ModelFit(*key, SavedResult(pars), ds["input_len"].values[mine], ds["output_len"].values[mine],
+                     ds["energy_j"].values[mine], ds["cv_ape_pct"].values[mine], str(ds.attrs["loss"]))
+        f._draws[(n_draws, 0)] = draws
+        fits[key] = f
+    return FitSet(fits, str(ds.attrs["loss"]), int(ds.attrs["cv_folds"]))
 
 
 def fit_dataset(

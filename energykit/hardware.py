@@ -32,7 +32,8 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import THETA, ape_pct, around, column_rank, design_matrix, interval, irls, wild_bootstrap
+from .fitting import (IDENTIFIED_SHARE, THETA, ape_pct, around, column_rank, design_matrix, interval, irls,
+                      wild_bootstrap)
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
 
@@ -169,12 +170,18 @@ def leave_one_model_out(ds: xr.Dataset, loss: str = "l1", models=None) -> pd.Dat
 
 
 def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
-    """Calibrated coefficients with 95 % bootstrap intervals."""
+    """Calibrated coefficients with 95 % bootstrap intervals.
+
+    ``identified`` is False for a coefficient on its ≥ 0 bound in the fit or in most draws (see
+    :data:`energykit.fitting.IDENTIFIED_SHARE`): the calibration models do not pin it down.
+    """
     d = hw.draws(n)
     rows = []
     for k in COEFFICIENTS:
-        lo, hi = around(hw.coef[k], *interval(np.array([c[k] for c in d])))
-        rows.append({"coefficient": k, "value": hw.coef[k], "ci_low": float(lo), "ci_high": float(hi)})
+        draws = np.array([c[k] for c in d])
+        lo, hi = around(hw.coef[k], *interval(draws))
+        rows.append({"coefficient": k, "value": hw.coef[k], "ci_low": float(lo), "ci_high": float(hi),
+                     "identified": bool(hw.coef[k] > 0.0 and np.mean(draws <= 0.0) < IDENTIFIED_SHARE)})
     return pd.DataFrame(rows).set_index("coefficient")
 
 

@@ -67,6 +67,7 @@ class ReportParams(BaseModel):
     data: list[str] = Field(min_length=1, description="measured files (.nc, .csv, .jsonl), combined along model")
     loss: Literal["l1", "l2"] = "l1"
     cv_folds: int = Field(5, ge=2)
+    fit_file: str = Field("", description="fits stored by energykit fit --save; empty: each page fits the data")
     sweet_pct: float = Field(10.0, gt=0, lt=100)
     workload_model: str = ""
     traces: dict[str, str] = Field(default_factory=dict)

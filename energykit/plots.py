@@ -12,8 +12,25 @@ from .fitting import FitSet, ModelFit
 from .sweetspots import sweet_region
 from .uncertainty import o_star_interval
 
-__all__ = ["efficiency_heatmap", "fit_curves", "parity", "residuals", "trace_density", "policy_bars",
+__all__ = ["log_range", "clip_band", "efficiency_heatmap", "fit_curves", "parity", "residuals", "trace_density", "policy_bars",
            "region_probability_heatmap"]
+
+
+def log_range(values, margin: float = 2.0) -> tuple[float, float]:
+    """Axis limits of a log axis around the positive finite ``values``: their range widened by ``margin``."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(v.min() / margin), float(v.max() * margin)
+
+
+def clip_band(low, high, y_range) -> tuple[np.ndarray, np.ndarray]:
+    """An interval band clipped to the plotted range, so that a bound near 0 or infinity cannot stretch the axes.
+
+    >>> clip_band([1e-12, 5.0], [20.0, float("inf")], (1.0, 100.0))
+    (array([1., 5.]), array([ 20., 100.]))
+    """
+    lo, hi = y_range
+    return np.clip(np.asarray(low, dtype=float), lo, hi), np.clip(np.asarray(high, dtype=float), lo, hi)
 
 
 def _ax(ax):
@@ -60,7 +77,10 @@ def efficiency_heatmap(
                 ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, edgecolor="red", lw=2.5))
             if extrapolated is not None and bool(extrapolated.sel(input_len=i, output_len=o)):
                 ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="white", lw=0))
-    if fit is not None:
+    if fit is not None and not fit.identified()["theta4"]:
+        ax.text(0.02, 0.02, "o*(i): n/a (θ4 not identified by these cells)", transform=ax.transAxes, fontsize=8,
+                color="white", bbox={"facecolor": "grey", "alpha": 0.8})
+    elif fit is not None:
         xs = np.arange(len(ins)) + 0.5
         ostar, lo, hi = o_star_interval(fit, np.asarray(ins, dtype=float))
         # heatmap rows are categorical: place o* by interpolating log(o) over the row centres
@@ -85,18 +105,20 @@ def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
     ax = _ax(ax)
     palette = sns.color_palette("crest", n_colors=len(np.unique(fit.input_len)))
     o_line = np.geomspace(fit.output_len.min(), fit.output_len.max(), 100)
+    y_range = log_range(fit.energy_j)
 
     for color, i in zip(palette, np.unique(fit.input_len)):
         sel = fit.input_len == i
-        ax.plot(fit.output_len[sel], fit.energy_j[sel], "o", color=color, label=f"i={i}")
+        ax.plot(fit.output_len[sel], fit.energy_j[sel], "o", color=color, label=f"i={int(i)}")
         est, lo, hi = fit.predict_interval(np.full_like(o_line, float(i)), o_line)
         ax.plot(o_line, est, "-", color=color)
-        ax.fill_between(o_line, lo, hi, color=color, alpha=0.25, lw=0)
+        ax.fill_between(o_line, *clip_band(lo, hi, y_range), color=color, alpha=0.25, lw=0)
         if raw is not None:
             r = raw[(raw["input_len"] == i)]
             ax.plot(r["output_len"], r["energy_j"], ".", color=color, alpha=0.5, ms=4)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_ylim(*y_range)
     ax.set_xlabel("output length o [tokens]")
     ax.set_ylabel("energy per batch E [J]")
     ax.set_title(f"{fit.model}: measured (points) vs {fit.kind} fit (lines, 95 % band)")
@@ -108,16 +130,19 @@ def parity(fits: FitSet, kind: str = "sweetspot", ax=None):
     """Predicted (with 95 % intervals) vs measured energy for every fitted model, with y = x."""
 
     ax = _ax(ax)
-    lo, hi = np.inf, 0
+    measured = np.concatenate([fits.get(m, b, kind).energy_j for m, b in fits.keys])
+    y_range = log_range(measured)
     for m, b in fits.keys:
         f = fits.get(m, b, kind)
         pred, p_lo, p_hi = f.predict_interval(f.input_len, f.output_len)
-        ax.errorbar(f.energy_j, pred, yerr=[pred - p_lo, p_hi - pred], fmt="o", alpha=0.8, capsize=2,
-                    label=f"{m} (MAPE {f.mape_pct:.1f} %)")
-        lo, hi = min(lo, f.energy_j.min(), pred.min()), max(hi, f.energy_j.max(), pred.max())
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        p_lo, p_hi = clip_band(p_lo, p_hi, y_range)
+        ax.errorbar(f.energy_j, pred, yerr=[np.maximum(pred - p_lo, 0), np.maximum(p_hi - pred, 0)], fmt="o",
+                    alpha=0.8, capsize=2, label=f"{m} (MAPE {f.mape_pct:.1f} %)")
+    ax.plot(y_range, y_range, "k--", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xlim(*y_range)
+    ax.set_ylim(*y_range)
     ax.set_xlabel("measured E [J]")
     ax.set_ylabel("predicted E [J]")
     ax.set_title(f"parity, {kind} model")
@@ -151,9 +176,11 @@ def trace_density(trace: pd.DataFrame, fit: ModelFit | None = None, title: str =
                  cbar_kws={"label": "requests"})
     if fit is not None:
         i = np.geomspace(max(t["input_len"].min(), 1), t["input_len"].max(), 100)
-        est, lo, hi = o_star_interval(fit, i)
-        ax.plot(i, est, "r-", lw=2, label="o*(i) (fitted)")
-        ax.fill_between(i, lo, hi, color="red", alpha=0.2, lw=0, label="o*(i) 95 % interval")
+        est, lo, hi = o_star_interval(fit, i)  # NaN (nothing drawn) where θ4 is not identified
+        ax.plot(i, est, "r-", lw=2, label="o*(i) (fitted)" if np.isfinite(est).any() else "o*(i): n/a (θ4 not identified)")
+        y_range = (max(t["output_len"].min(), 1) / 2, t["output_len"].max() * 2)
+        ax.fill_between(i, *clip_band(lo, hi, y_range), color="red", alpha=0.2, lw=0, label="o*(i) 95 % interval")
+        ax.set_ylim(*y_range)
         ax.add_patch(
             plt.Rectangle(
                 (fit.input_len.min(), fit.output_len.min()),

@@ -29,10 +29,11 @@ from nbconvert.filters import markdown2html
 
 from .dataset import load_many
 from .errors import EnergykitError, ParamsError
+from .fitting import fit_dataset, load_fits
 from .iotools import read_trace
 from .params import ReportParams, load_report_params, notebook_parameters
 
-__all__ = ["ANALYSIS_GLOB", "repo_root", "analysis_notebooks", "description", "execute", "to_html",
+__all__ = ["ANALYSIS_GLOB", "FIT_FILE", "fit_once", "repo_root", "analysis_notebooks", "description", "execute", "to_html",
            "write_index", "build", "read_source", "notebook_defaults",
            "mathml", "key_results"]
 
@@ -199,7 +200,8 @@ section{{border-top:1px solid #ddd;margin-top:1.2em}}
 </style></head>
 <body><h1>energykit reports</h1>
 <p><b>Data:</b> {html.escape(data)} · <b>params:</b> <code>{html.escape(str(params_path))}</code> ·
-<b>built:</b> {time.strftime("%Y-%m-%d %H:%M")} · <b>commit:</b> {html.escape(_commit(root or Path.cwd()))}</p>
+<b>built:</b> {time.strftime("%Y-%m-%d %H:%M")} · <b>commit:</b> {html.escape(_commit(root or Path.cwd()))} ·
+<b>fits:</b> <a href="{FIT_FILE}">{FIT_FILE}</a> (fitted once, read by every page; <code>energykit.load_fits</code>)</p>
 <p>The paper (Pizzini Cavagna et al., arXiv:2602.05695; TensorRT-LLM on an H100, 13 models): mean MAPE
 1.79 %, best/worst efficiency up to 33.41x, GQA above MHA. Each page below opens with the same numbers
 for these measurements. Rendered by <code>make report</code>; never edited by hand.</p>
@@ -213,8 +215,36 @@ phase splitting", ISCA 2024 (CC-BY 4.0).</p>
     return path
 
 
+FIT_FILE = "fits.nc"
+"""The report build's one fit of the data (every page loads it), stored beside the pages."""
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def fit_once(params: ReportParams, path: Path, root: Path) -> float:
+    """Fit the report's data once, bootstrap draws included, and store it at ``path``; returns seconds.
+
+    A ``fit_file`` given in the parameters is copied instead (and checked against loss, folds and data).
+    """
+    t0 = time.perf_counter()
+    cwd = Path.cwd()
+    try:
+        os.chdir(root)
+        if params.fit_file:
+            load_fits(params.fit_file, loss=params.loss, cv_folds=params.cv_folds, data=params.data)
+            shutil.copyfile(params.fit_file, path)
+        else:
+            fit_dataset(load_many(params.data), loss=params.loss, cv_folds=params.cv_folds).save(
+                path, source={"data": params.data})
+    finally:
+        os.chdir(cwd)
+    return time.perf_counter() - t0
+
+
 def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = "reports", only=None) -> dict:
-    """Execute and render the analysis notebooks; returns {notebook: seconds}.
+    """Fit once, then execute and render the analysis notebooks; returns {"fit" or notebook: seconds}.
 
     Parameters are validated before any notebook runs. Notebooks whose names are in ``only`` are
     run; the index always lists every notebook that has a rendered report in ``out_dir``.
@@ -240,10 +270,12 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
             shutil.copytree(out, stage)
         else:
             stage.mkdir(parents=True)
-        timings = {}
+        timings = {"fit": fit_once(params, stage / FIT_FILE, root)}
+        print(f"fitted once in {timings['fit']:.1f} s: {FIT_FILE}", flush=True)
+        shared = params.model_copy(update={"fit_file": _relative(stage / FIT_FILE, root)})
         for nb in notebooks:
             executed = stage / f"{nb.stem}.ipynb"
-            timings[nb.stem] = execute(nb, executed, params, root)
+            timings[nb.stem] = execute(nb, executed, shared, root)
             to_html(executed, stage)
             print(f"rendered {nb.stem} in {timings[nb.stem]:.1f} s", flush=True)
         entries = [(p.stem, description(p)) for p in analysis_notebooks(root) if (stage / f"{p.stem}.html").exists()]

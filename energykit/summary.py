@@ -16,15 +16,83 @@ from IPython.display import Markdown, display
 from .dataset import model_value
 from .fitting import FitSet, ModelFit
 from .sweetspots import PAPER_GRID, attention_kind, fitted_map, ratio_table
-from .workloads import Policy, policy_savings, trace_summary
 
-__all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "show", "fit_results", "sweetspot_results", "workload_results",
+__all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "UNBOUNDED_FACTOR", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
            "planning_results", "dataset_line"]
 
 PAPER_MAPE_PCT = 1.79
 """Mean MAPE of the analytical model over the paper's 13 models [%]."""
 PAPER_BEST_WORST = 33.41
 """The paper's largest best/worst efficiency ratio on its 64–4096 grid."""
+
+
+UNBOUNDED_FACTOR = 1e6
+"""An interval bound farther than this factor from its estimate is shown as "unbounded"."""
+
+
+def fmt(value, digits: int = 4) -> str:
+    """One number for a report table: ``digits`` significant figures, "n/a" for NaN, "unbounded" for ±inf.
+
+    >>> fmt(1234.5678), fmt(0.000123456), fmt(float("nan")), fmt(float("inf")), fmt(16)
+    ('1235', '0.0001235', 'n/a', 'unbounded', '16')
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if not isinstance(value, (float, np.floating)):
+        return str(value)
+    v = float(value)
+    if np.isnan(v):
+        return "n/a"
+    if np.isinf(v):
+        return "unbounded"
+    return f"{v:.{digits}g}"
+
+
+def _with_interval(est, low, high, digits: int) -> str:
+    if not np.isfinite(est):
+        return fmt(est, digits)
+    scale = max(abs(float(est)), abs(float(low)) if np.isfinite(low) else 0.0)
+    high = float(high)
+    top = "unbounded" if not np.isfinite(high) or (scale > 0 and high > UNBOUNDED_FACTOR * scale) else fmt(high, digits)
+    return f"{fmt(est, digits)} [{fmt(low, digits)}, {top}]"
+
+
+def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model") -> pd.DataFrame:
+    """A result table as a reader sees it: each interval in one column, rounded, as text.
+
+    Columns ``x``, ``x_low``, ``x_high`` become one column ``x [95 %]`` reading ``est [low, high]``
+    (likewise ``value``/``ci_low``/``ci_high``); numbers keep ``digits`` significant figures; NaN
+    reads "n/a" (e.g. ``o*`` where θ4 is not identified); an infinite upper bound, or one more than
+    :data:`UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
+    so that headers wrap. ``index`` columns (present ones) become the row labels.
+
+    >>> t = table(pd.DataFrame({"model": ["a"], "o_star": [130.8], "o_star_low": [110.3],
+    ...                         "o_star_high": [float("inf")], "n": [3]}))
+    >>> t.to_dict("records")
+    [{'o star [95 %]': '130.8 [110.3, unbounded]', 'n': '3'}]
+    >>> _with_interval(0.0, 0.0, 3.015, 4), _with_interval(4.2, 3.4, 1.02e15, 4)
+    ('0 [0, 3.015]', '4.2 [3.4, unbounded]')
+    """
+    out = pd.DataFrame(index=df.index)
+    pairs = {c: (f"{c}_low", f"{c}_high") for c in df.columns if f"{c}_low" in df and f"{c}_high" in df}
+    if {"value", "ci_low", "ci_high"} <= set(df.columns):
+        pairs["value"] = ("ci_low", "ci_high")
+    bounds = {b for lo_hi in pairs.values() for b in lo_hi}
+    for c in df.columns:
+        if c in bounds:
+            continue
+        if c in pairs:
+            lo, hi = pairs[c]
+            out[f"{c} [95 %]"] = [_with_interval(e, a, b, digits) for e, a, b in zip(df[c], df[lo], df[hi])]
+        else:
+            out[c] = [fmt(v, digits) if not isinstance(v, str) else v for v in df[c]]
+    keys = [k for k in ([index] if isinstance(index, str) else (index or [])) if k in out.columns]
+    if keys:
+        out = out.set_index(keys)
+    out.columns = [c.replace("_", " ") for c in out.columns]
+    return out
 
 
 def show(text: str, numbers: dict) -> None:
@@ -99,13 +167,16 @@ def _attention_verdict(ds: xr.Dataset, fits: FitSet) -> str:
             + caveat)
 
 
-def workload_results(fit: ModelFit, traces: dict, policies: list[Policy], sweet_pct: float = 10.0) -> tuple[str, dict]:
-    """04_workloads: energy per request and per token, share outside the measured grid, policy savings."""
+def workload_results(fit: ModelFit, summaries: dict[str, dict], savings: dict[str, pd.DataFrame]) -> tuple[str, dict]:
+    """04_workloads: energy per request and per token, share outside the measured grid, policy savings.
+
+    ``summaries`` and ``savings`` are each trace's :func:`~energykit.workloads.trace_summary` and
+    :func:`~energykit.workloads.policy_savings`, computed once by the page and shown again in its tables.
+    """
     lines, numbers = [], {}
-    for name, t in traces.items():
-        s = trace_summary(fit, t, sweet_pct)
+    for name, s in summaries.items():
         out = s["extrapolated_pct"]
-        sav = policy_savings(fit, t, policies)
+        sav = savings[name]
         best = sav.loc[sav["energy_per_token_change_pct"].idxmin()]
         lines.append(f"| {name} | {s['mean_energy_per_request_j']:.1f} J | {1 / s['tokens_per_j']:.3f} J | "
                      f"{out:.0f} % | {best['policy']}: {best['saving_pct']:+.1f} % total, "

@@ -20,7 +20,7 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from .dataset import cell_means
-from .fitting import FitSet, ModelFit, o_star, predict_energy, sweetspot_energy
+from .fitting import FitSet, ModelFit, predict_energy, sweetspot_energy
 from .uncertainty import apply, o_star_interval, theta_table
 
 __all__ = ["PAPER_GRID", "tokens_per_j", "energy_per_token_j", "measured_map", "fitted_map", "extrapolated",
@@ -137,9 +137,9 @@ def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFr
     for m, b in fits.keys:
         f = fits.get(m, b)
         lens = sorted(set(f.input_len.tolist())) if input_lens is None else input_lens
-        _, lows, highs = o_star_interval(f, lens, n_draws)
-        for i, lo, hi in zip(lens, lows, highs):
-            closed = float(o_star(f.params, i))
+        ests, lows, highs = o_star_interval(f, lens, n_draws)  # NaN where θ4 is not identified
+        for i, est, lo, hi in zip(lens, ests, lows, highs):
+            closed = float(est)
             rows.append(
                 {
                     "model": m,
@@ -148,13 +148,14 @@ def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFr
                     "o_star": closed,
                     "o_star_low": float(lo),
                     "o_star_high": float(hi),
-                    "o_star_numeric": o_star_numeric(f.params, i) if np.isfinite(closed) else np.inf,
+                    "o_star_numeric": o_star_numeric(f.params, i) if np.isfinite(closed) else closed,
                     "tokens_per_j_at_o_star": (
                         b * closed / sweetspot_energy(i, closed, **f.params) if np.isfinite(closed) else np.nan
                     ),
                     "o_star_extrapolated": bool(
                         not np.isfinite(closed) or closed < f.output_len.min() or closed > f.output_len.max()
                     ),
+                    "theta4_identified": bool(not np.isnan(closed)),
                 }
             )
     return pd.DataFrame(rows)

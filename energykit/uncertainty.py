@@ -20,16 +20,25 @@ __all__ = ["theta_table", "o_star_interval", "apply"]
 def theta_table(fit: ModelFit, n: int = 200, level: float = LEVEL) -> pd.DataFrame:
     """θ with lmfit standard errors and bootstrap intervals, one row per parameter."""
     d = fit.draws(n)
+    known = fit.identified(n)
     rows = []
     for name, value in fit.params.items():
         lo, hi = around(value, *interval(d[name][:, 0], level))
-        rows.append({"param": name, "value": value, "stderr": fit.stderr[name], "ci_low": lo, "ci_high": hi})
+        rows.append({"param": name, "value": value, "stderr": fit.stderr[name], "ci_low": lo, "ci_high": hi,
+                     "identified": known[name]})
     return pd.DataFrame(rows)
 
 
 def o_star_interval(fit: ModelFit, input_len, n: int = 200, level: float = LEVEL):
-    """``o*(i)`` [tokens] with its interval: (estimate, low, high); inf where θ4 = 0 in a draw."""
+    """``o*(i)`` [tokens] with its interval: (estimate, low, high).
+
+    All NaN ("n/a") when the cells do not identify θ4 (it is zero in most draws): ``o*`` then has
+    no meaningful value. The upper bound is inf when θ4 = 0 in more than the interval's tail of draws.
+    """
     i = np.atleast_1d(np.asarray(input_len, dtype=float))
+    if not fit.identified(n)["theta4"]:
+        nan = np.full(i.shape, np.nan)
+        return nan, nan.copy(), nan.copy()
     samples = o_star(fit.draws(n), i[None, :])
     est = o_star(fit.params, i)
     return (est, *around(est, *interval(samples, level)))

@@ -27,6 +27,7 @@
 data = ["data/h200_hf_energykit/measurements.nc"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
 loss = "l1"  # "l1": robust relative loss (default); "l2": relative least squares
 cv_folds = 5  # folds of the cross-validation over cells
+fit_file = ""  # fits stored by `energykit fit --save` (make report passes one); empty: fit here
 
 # %%
 import matplotlib.pyplot as plt
@@ -43,7 +44,8 @@ pd.set_option("display.precision", 4)
 from energykit import summary
 
 ds = dataset.load_many(data)
-fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
+        else fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds))
 summary.show(*summary.fit_results(ds, fits))
 
 # %% [markdown]
@@ -103,8 +105,7 @@ ax.set(xscale="log", xlabel="window duration [s]", ylabel="repeat spread (std/me
 # counter-step outliers of short windows from dominating.
 
 # %%
-summary = fits.summary()
-summary
+summary.table(fits.summary())
 
 # %% [markdown]
 # `mape_pct` is the in-sample mean absolute percentage error over cells, `cv_mape_pct` the same for
@@ -113,7 +114,8 @@ summary
 # %% [markdown]
 # θ with lmfit's standard error and a 95 % interval from a wild bootstrap of the fit (each draw
 # perturbs every cell by its own relative residual with a random sign and refits; see
-# `energykit.uncertainty`). A θ on its bound (0) has no standard error.
+# `energykit.uncertainty`). A θ on its bound (0) has no standard error; one on its bound in most
+# draws is *not identified by these cells* (`identified: no`), and what derives from it reads "n/a".
 
 # %%
 from energykit import uncertainty
@@ -122,7 +124,7 @@ theta = pd.concat(
     [uncertainty.theta_table(fits.get(m, b)).assign(model=m, batch_size=b) for m, b in fits.keys]
 ).set_index(["model", "batch_size", "param"])
 theta["units"] = [fitting.THETA_UNITS[p] for p in theta.index.get_level_values("param")]
-theta.style.format("{:.4g}", subset=["value", "stderr", "ci_low", "ci_high"])
+summary.table(theta.reset_index(), index=["model", "batch_size", "param"])
 
 # %%
 pd.Series(fitting.THETA_MEANING, name="term").to_frame()
@@ -155,7 +157,7 @@ plt.tight_layout()
 # ## Accuracy: analytical model vs linear baseline
 
 # %%
-acc = summary.melt(id_vars="model", value_vars=["mape_pct", "cv_mape_pct", "baseline_mape_pct", "baseline_cv_mape_pct"],
+acc = fits.summary().melt(id_vars="model", value_vars=["mape_pct", "cv_mape_pct", "baseline_mape_pct", "baseline_cv_mape_pct"],
                    var_name="metric", value_name="percent")
 ax = sns.barplot(data=acc, x="percent", y="model", hue="metric")
 ax.set(xlabel="MAPE [%]", ylabel="", title="lower is better");

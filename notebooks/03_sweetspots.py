@@ -30,6 +30,7 @@
 data = ["data/h200_hf_energykit/measurements.nc"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
 loss = "l1"  # fit loss: "l1" (robust relative) or "l2"
 cv_folds = 5  # folds of the cross-validation
+fit_file = ""  # fits stored by `energykit fit --save` (make report passes one); empty: fit here
 sweet_pct = 10.0  # a cell is in the sweet-spot region when within this % of the best efficiency
 
 # %%
@@ -45,7 +46,8 @@ pd.set_option("display.precision", 4)
 
 # %%
 ds = dataset.load_many(data)
-fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
+        else fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds))
 measured = sweetspots.measured_map(ds)
 
 from energykit import summary
@@ -96,13 +98,15 @@ g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="J per
 # %% [markdown]
 # ## $o^*(i)$: closed form vs numeric optimum
 #
-# Both must agree; `o_star_low`/`o_star_high` is the 95 % bootstrap interval; `o_star_extrapolated` marks optima outside the measured outputs.
+# Both must agree; in brackets the 95 % bootstrap interval ("unbounded" where θ4 is zero in more than
+# 2.5 % of the draws); "n/a" where the cells do not identify θ4; `o star extrapolated` marks optima
+# outside the measured outputs.
 
 # %%
 ostar = sweetspots.o_star_table(fits)
 ostar["rel_diff"] = (ostar["o_star"] - ostar["o_star_numeric"]).abs() / ostar["o_star"]
 assert (ostar["rel_diff"].dropna() < 1e-4).all(), "closed-form o* disagrees with the numeric optimum"
-ostar
+summary.table(ostar.drop(columns=["rel_diff", "batch_size"]), index=["model", "input_len"])
 
 # %% [markdown]
 # ## Best vs worst
@@ -112,7 +116,7 @@ ostar
 # (fitted, with its 95 % interval; cells outside the measured range are extrapolated and counted).
 
 # %%
-sweetspots.ratio_table(ds, fits)
+summary.table(sweetspots.ratio_table(ds, fits).drop(columns=["batch_size"]))
 
 # %% [markdown]
 # ## GQA vs MHA
@@ -123,7 +127,7 @@ sweetspots.ratio_table(ds, fits)
 
 # %%
 att = sweetspots.attention_table(ds, fits)
-att
+summary.table(att)
 
 # %%
 if not att.empty:

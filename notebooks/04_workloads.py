@@ -29,6 +29,7 @@
 data = ["data/h200_hf_energykit/measurements.nc"]  # measured files (.nc, .csv, .jsonl), relative to the repo root
 loss = "l1"  # fit loss: "l1" (robust relative) or "l2"
 cv_folds = 5  # folds of the cross-validation
+fit_file = ""  # fits stored by `energykit fit --save` (make report passes one); empty: fit here
 sweet_pct = 10.0  # "near the sweet spot": efficiency within this % of the best
 workload_model = "llama3.2-1b"  # model whose fit prices the traces (empty: the first model in the data)
 traces = {"code": "data/azure_llm_inference_trace_2023_code.csv", "conv": "data/azure_llm_inference_trace_2023_conv.csv"}  # name: file
@@ -49,7 +50,8 @@ from energykit import iotools, workloads
 
 # %%
 ds = dataset.load_many(data)
-fits = fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds)
+fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
+        else fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds))
 name = workload_model or fits.keys[0][0]
 fit = fits.get(name)
 loaded = {k: iotools.read_trace(v)[0] for k, v in traces.items()}
@@ -58,7 +60,10 @@ print(f"pricing with {name} at batch size {fit.batch_size}; measured inputs {fit
 from energykit import summary
 
 policies = workloads.policies_from_params(truncate_inputs, cap_outputs)
-summary.show(*summary.workload_results(fit, loaded, policies, sweet_pct))
+# each trace is priced once (with its bootstrap intervals); the key results and the tables below share it
+summaries = {k: workloads.trace_summary(fit, t, sweet_pct) for k, t in loaded.items()}
+savings_by_trace = {k: workloads.policy_savings(fit, t, policies) for k, t in loaded.items()}
+summary.show(*summary.workload_results(fit, summaries, savings_by_trace))
 
 # %% [markdown]
 # **Assumptions.** Each request is served as it was measured: in a batch of $B$ concurrent sequences of
@@ -73,10 +78,10 @@ for ax, (k, t) in zip(axes[0], loaded.items()):
 plt.tight_layout()
 
 # %% [markdown]
-# Totals carry their 95 % bootstrap interval (`_low`, `_high`).
+# Totals with their 95 % bootstrap interval in brackets.
 
 # %%
-pd.DataFrame([{"trace": k, **workloads.trace_summary(fit, t, sweet_pct)} for k, t in loaded.items()])
+summary.table(pd.DataFrame([{"trace": k, **s} for k, s in summaries.items()]), index="trace")
 
 # %% [markdown]
 # ## Energy per request
@@ -86,8 +91,7 @@ pd.DataFrame([{"trace": k, **workloads.trace_summary(fit, t, sweet_pct)} for k, 
 # %%
 per = pd.concat([workloads.trace_energy(fit, t, sweet_pct).assign(trace=k) for k, t in loaded.items()])
 ax = sns.histplot(data=per, x="energy_j", hue="trace", log_scale=True, element="step", stat="density", common_norm=False)
-for color, (k, t) in zip(sns.color_palette(), loaded.items()):
-    s = workloads.trace_summary(fit, t, sweet_pct)
+for color, (k, s) in zip(sns.color_palette(), summaries.items()):
     ax.axvline(s["mean_energy_per_request_j"], color=color, ls="--")
     ax.axvspan(s["mean_energy_per_request_j_low"], s["mean_energy_per_request_j_high"], color=color, alpha=0.2)
 ax.set(xlabel="energy per request [J]", title="dashed: mean per request, shaded: its 95 % interval");
@@ -95,14 +99,14 @@ ax.set(xlabel="energy per request [J]", title="dashed: mean per request, shaded:
 # %% [markdown]
 # ## Policies
 #
-# `saving_pct` compares total energy (`saving_pct_low`/`_high`: 95 % bootstrap interval, each draw
-# prices the trace before and after with the same θ); `energy_per_token_change_pct` compares joules per *delivered*
+# `saving pct` compares total energy (in brackets its 95 % bootstrap interval: each draw prices the
+# trace before and after with the same θ); `energy per token change pct` compares joules per *delivered*
 # output token (a cap saves energy partly by delivering fewer tokens, and `output_tokens_kept_pct`
 # says how many). The assumption of each policy stands next to its numbers.
 
 # %%
-savings = pd.concat([workloads.policy_savings(fit, t, policies).assign(trace=k) for k, t in loaded.items()])
-savings.set_index(["trace", "policy"])
+savings = pd.concat([sav.assign(trace=k) for k, sav in savings_by_trace.items()])
+summary.table(savings, index=["trace", "policy"])
 
 # %%
 fig, axes = plt.subplots(1, len(loaded), figsize=(8 * len(loaded), 4.5), squeeze=False)

@@ -46,6 +46,8 @@ pd.set_option("display.precision", 4)
 from energykit import design, hardware, iotools, presets, uncertainty, workloads
 
 # %%
+from IPython.display import Markdown, display
+
 from energykit import summary
 
 cal = dataset.load(calibrate_data)
@@ -67,10 +69,14 @@ summary.show(*summary.planning_results(lomo))
 # %%
 hw = hardware.calibrate(cal, loss=loss)
 print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
-hardware.coefficient_table(hw)
+if not hw.identified:
+    display(Markdown(f"**These calibration models identify {hw.rank} of the 6 hardware coefficients.** A coefficient "
+                     "marked `identified: no` sits on its bound (0); the estimates then sit at one end of their "
+                     "intervals, and predictions below are a rough guide. Measure a third geometry to identify all six."))
+summary.table(hardware.coefficient_table(hw).reset_index(), index="coefficient")
 
 # %%
-lomo
+summary.table(lomo)
 
 # %%
 B = int(cal["batch_size"].values[0])
@@ -79,15 +85,17 @@ outs = [int(v) for v in cal["output_len"].values]
 for name in predict_geometries:
     gname, geom, _ = presets.resolve(name)
     table = hardware.prediction_table(hw, geom, B, ins, outs)
-    display(hardware.theta_interval_table(hw, geom, B).style.set_caption(f"{gname}: predicted θ [95 % interval]")
-            .format("{:.4g}"))
+    display(Markdown(f"**{gname}: predicted θ [95 % interval]**"))
+    display(summary.table(hardware.theta_interval_table(hw, geom, B).reset_index(), index="param"))
     grid = table.set_index(["output_len", "input_len"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     annot = grid.apply(lambda r: f"{r.tokens_per_j:.2f}\n[{r.tokens_per_j_low:.2f}, {r.tokens_per_j_high:.2f}]", axis=1)
     sns.heatmap(grid["tokens_per_j"].unstack().sort_index(ascending=False),
                 annot=annot.unstack().sort_index(ascending=False), fmt="", cmap="viridis", ax=ax,
                 cbar_kws={"label": "predicted tokens/J"})
-    ax.set(title=f"{gname}: predicted tokens/J with 95 % interval", xlabel="input length i", ylabel="output length o")
+    caveat = "" if hw.identified else f"\ncalibration rank {hw.rank} of 6: a rough guide, not a measurement"
+    ax.set(title=f"{gname}: predicted tokens/J with 95 % interval{caveat}", xlabel="input length i",
+           ylabel="output length o")
     plt.show()
 
 # %% [markdown]
@@ -106,7 +114,7 @@ ax.set(xlabel="cells measured (k)", ylabel="MAPE on the cells not measured [%]")
 
 # %%
 k = 8 if 8 in design_budgets else design_budgets[0]
-curve.query("budget == @k")[["model", "heldout_cells", "heldout_mape_pct", "cells"]]
+summary.table(curve.query("budget == @k")[["model", "heldout_cells", "heldout_mape_pct", "cells"]])
 
 # %% [markdown]
 # Put the chosen pairs in a sweep's params as `cells: [[i, o], ...]` and `energykit measure`
@@ -128,7 +136,7 @@ for name in predict_geometries:
         t = iotools.read_trace(path)[0]
         rows.append(workloads.predicted_policy_savings(hw, geom, B, t, policies).assign(model=gname, trace=tname))
 saved = pd.concat(rows)
-saved.set_index(["model", "trace", "policy"])
+summary.table(saved, index=["model", "trace", "policy"])
 
 # %%
 g = sns.FacetGrid(saved, col="trace", row="model", height=3.2, aspect=2, sharey=False)

@@ -73,7 +73,7 @@ def test_sdpa_decode_spans_the_whole_static_cache(monkeypatch):
         assert seen and all(mask is not None and mask.shape[-1] == CACHE for _, mask in seen)
 
 
-def test_flex_keeps_a_compiled_variant_per_shape_of_the_sweep(monkeypatch):
+def test_flex_keeps_a_compiled_variant_per_shape_of_the_sweep():
     """transformers compiles flex attention per shape (dynamic=False) even with ``compile: false``;
     past dynamo's limit it silently runs unfused (full score matrix). Seen on an H100, 2026-11-26,
     in the paper-families sweep's second model. Every prompt length, plus the decode step, of every
@@ -82,11 +82,11 @@ def test_flex_keeps_a_compiled_variant_per_shape_of_the_sweep(monkeypatch):
 
     from energykit.params import load_measure_params
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # dynamo's default
-    eng = make_engine("hf", name="gqa", geometry=GQA, dtype="float32", device="cpu", max_len=CACHE,
-                      attention="flex_attention", compile=False)
-    eng.load()
-    eng.close()
     p = load_measure_params("params/measure_paper_families.yaml")
     variants = len(p.resolved) * (len({i for i, _ in p.grid}) + 1)
-    assert torch._dynamo.config.recompile_limit >= variants > 8
+    with torch._dynamo.config.patch(recompile_limit=8):  # dynamo's default; restored on exit
+        eng = make_engine("hf", name="gqa", geometry=GQA, dtype="float32", device="cpu", max_len=CACHE,
+                          attention="flex_attention", compile=False)
+        eng.load()
+        eng.close()
+        assert torch._dynamo.config.recompile_limit >= variants > 8

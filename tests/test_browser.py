@@ -2,7 +2,7 @@
 
 Checks each page and the landing page: no console error or failed request, every image loaded,
 formulas rendered (no raw ``$…$`` left in the visible text), and no table running past the page
-width. Skipped where Chromium or Playwright is missing (``.ci/run`` installs both).
+width or fitting it only by scrolling sideways. Skipped where Chromium or Playwright is missing (``.ci/run`` installs both).
 """
 
 import shutil
@@ -46,10 +46,13 @@ def test_pages_render_offline_in_chromium(built):
             raw_math = page.evaluate("() => (document.body.innerText.match(/\\$[^$\\n]{1,80}\\$/g) || []).slice(0, 3)")
             wide = page.evaluate("() => [...document.querySelectorAll('table')]"
                                  ".filter(t => t.getBoundingClientRect().right > window.innerWidth + 1).length")
+            # a table that only fits by scrolling sideways hides its right-hand columns from the reader
+            scrolled = page.evaluate("() => [...document.querySelectorAll('table')]"
+                                     ".filter(t => t.scrollWidth > t.clientWidth + 1).length")
             mathml = page.evaluate("() => document.querySelectorAll('math').length")
-            if errors or broken or raw_math or wide:
+            if errors or broken or raw_math or wide or scrolled:
                 problems.append(f"{name}: errors {errors[:2]}, broken images {broken}, raw math {raw_math}, "
-                                f"tables past the page {wide}")
+                                f"tables past the page {wide}, tables scrolling sideways {scrolled}")
             if name.startswith("02_fit"):
                 assert mathml > 5, "the model's formulas render as MathML"
             page.close()

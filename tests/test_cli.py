@@ -27,6 +27,17 @@ def test_fit_table(capsys):
     assert "mape_pct" in out and "llama3.2-1b-shape" in out
 
 
+def test_fit_save_stores_what_load_fits_reads(capsys, tmp_path):
+    from energykit import load_fits
+
+    path = tmp_path / "fits.nc"
+    assert main(["fit", str(COMPILED), "--json", "--save", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out)["models"]["llama3.2-1b-shape"]
+    fit = load_fits(path, data=[str(COMPILED)]).get("llama3.2-1b-shape")
+    assert fit.params == pytest.approx(printed["params"])
+    assert fit.mape_pct == pytest.approx(printed["mape_pct"])
+
+
 def test_fit_select_model(capsys, synthetic_csv):
     assert main(["fit", str(synthetic_csv), "--model", "synthetic", "--json"]) == 0
     assert list(json.loads(capsys.readouterr().out)["models"]) == ["synthetic"]

@@ -104,3 +104,69 @@ def test_to_xarray_has_units():
     x = fits.to_xarray()
     assert set(x["param"].values) == set(fitting.THETA)
     assert str(x["units"].sel(param="theta0").values) == "J"
+
+
+# --- the stored fit (one fit per report build, read by every page) ---------------------------------
+
+def test_saved_fits_load_without_refitting_and_give_the_same_numbers(tmp_path, monkeypatch):
+    ds = dataset.from_frame(synthetic_frame(noise=0.01, repeats=2, seed=3))
+    fits = fitting.fit_dataset(ds)
+    path = fits.save(tmp_path / "fits.nc", source={"data": ["x.nc"]})
+    monkeypatch.setattr(fitting, "irls", lambda *a, **k: pytest.fail("loading refitted"))
+    loaded = fitting.load_fits(path, loss="l1", cv_folds=5, data=["x.nc"])
+    assert loaded.summary().equals(fits.summary())
+    for key, f in fits.fits.items():
+        g = loaded.fits[key]
+        assert g.params == f.params
+        np.testing.assert_array_equal(g.draws()["theta5" if f.kind == "sweetspot" else "b"],
+                                      f.draws()["theta5" if f.kind == "sweetspot" else "b"])
+        np.testing.assert_allclose(g.predict_interval([100, 3000], [20, 900]),
+                                   f.predict_interval([100, 3000], [20, 900]))
+        assert g.identified() == f.identified()
+
+
+def test_a_stored_fit_of_other_settings_or_version_is_refused_in_one_line(tmp_path):
+    import xarray as xr
+
+    fits = fitting.fit_dataset(dataset.from_frame(synthetic_frame(noise=0.01, repeats=1, seed=4)))
+    path = fits.save(tmp_path / "fits.nc", source={"data": ["a.nc"]})
+    with pytest.raises(FitError, match=r"fitted with loss=l1, not l2"):
+        fitting.load_fits(path, loss="l2")
+    with pytest.raises(FitError, match=r"fitted with data="):
+        fitting.load_fits(path, data=["b.nc"])
+    ds = xr.load_dataset(path)
+    ds.attrs["version"] = 99
+    ds.to_netcdf(tmp_path / "v99.nc")
+    with pytest.raises(FitError, match="version 1"):
+        fitting.load_fits(tmp_path / "v99.nc")
+    with pytest.raises(FitError, match="does not exist; write one with: energykit fit"):
+        fitting.load_fits(tmp_path / "missing.nc")
+
+
+# --- identification under the θ >= 0 bounds ------------------------------------------------------
+
+def test_a_coefficient_the_cells_cannot_see_is_not_identified_and_o_star_is_na():
+    """Energy whose o² term the data would make negative leaves θ4 on its bound in most draws: o* must
+    read n/a, not inf or an absurd number."""
+    from energykit import summary, sweetspots, uncertainty
+
+    truth = {**TRUE_THETA, "theta4": -2e-5}
+    frame = synthetic_frame(noise=0.01, repeats=2, seed=5, theta=truth)
+    fit = fitting.fit_dataset(dataset.from_frame(frame)).get("synthetic")
+    assert fit.params["theta4"] == 0.0 and fit.at_bound_share()["theta4"] > 0.25
+    assert fit.identified()["theta4"] is False and fit.identified()["theta5"] is True
+    est, lo, hi = uncertainty.o_star_interval(fit, [64, 1024])
+    assert np.isnan(est).all() and np.isnan(lo).all() and np.isnan(hi).all()
+    shown = summary.table(sweetspots.o_star_table(fitting.fit_dataset(dataset.from_frame(frame))))
+    assert set(shown["o star [95 %]"]) == {"n/a"}
+    theta = uncertainty.theta_table(fit).set_index("param")
+    assert not theta.loc["theta4", "identified"] and theta.loc["theta2", "identified"]
+
+
+def test_identified_coefficients_keep_their_o_star():
+    fit = fitting.fit_dataset(dataset.from_frame(synthetic_frame(noise=0.005, repeats=2, seed=6))).get("synthetic")
+    from energykit import uncertainty
+
+    assert fit.identified()["theta4"]
+    est, lo, hi = uncertainty.o_star_interval(fit, [64, 1024])
+    assert np.all((lo <= est) & (est <= hi)) and np.isfinite(est).all()

@@ -1,11 +1,13 @@
 """The analysis notebooks execute through papermill on the bundled data and render to HTML."""
 
+import html
 import json
+import re
 
 import nbformat
 import pytest
 
-from energykit import report
+from energykit import fitting, report
 
 from conftest import ROOT
 
@@ -52,12 +54,49 @@ def test_editing_a_source_changes_what_the_report_executes(tmp_path):
     assert report.read_source(path).cells[0].source.startswith("# Fitting, edited")
 
 
+INTERVAL = re.compile(r"(-?[\d.]+(?:e[+-]?\d+)?) \[(-?[\d.]+(?:e[+-]?\d+)?), (-?[\d.]+(?:e[+-]?\d+)?|unbounded)\]")
+LARGEST = 1e10
+"""No reported number may exceed this: 1e6 times the largest quantity of the bundled data (~1e4 J)."""
+
+
+def check_reported_numbers(page: str, name: str) -> None:
+    """Every ``est [low, high]`` holds its estimate; no table cell is infinite, NaN-as-text or absurd."""
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", page, re.S)]
+    assert cells, name
+    for text in cells:
+        for est, lo, hi in INTERVAL.findall(text):
+            assert float(lo) <= float(est) and (hi == "unbounded" or float(est) <= float(hi)), f"{name}: {text}"
+        assert not re.search(r"\b(inf|-inf|nan|NaN|Infinity)\b", text), f"{name}: {text}"
+        for number in re.findall(r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?", text):
+            assert abs(float(number)) <= LARGEST, f"{name}: {text}"
+    headers = re.findall(r"<th[^>]*>(.*?)</th>", page, re.S)
+    assert not [h for h in headers if h.strip().endswith(("_low", "_high", "ci_low", "ci_high"))], name
+
+
+def test_reported_number_check_catches_what_misleads():
+    good = "<td>4.79 [4.79, 6.7]</td><td>0 [0, unbounded]</td><td>n/a</td><th>x [95 %]</th>"
+    check_reported_numbers(good, "good")
+    for bad in ("<td>4.79 [5.1, 6.7]</td>", "<td>inf</td>", "<td>3.4 [3.4, 1.02e+15]</td>", "<td>1</td><th>x_low</th>"):
+        with pytest.raises(AssertionError):
+            check_reported_numbers(bad, "bad")
+
+
 @pytest.mark.slow
 def test_report_renders_every_notebook(tmp_path):
     timings = report.build(ROOT / "params" / "report.yaml", tmp_path)
-    assert set(timings) == {p.stem for p in report.analysis_notebooks(ROOT)}
+    assert set(timings) == {"fit"} | {p.stem for p in report.analysis_notebooks(ROOT)}
+    del timings["fit"]
     index = (tmp_path / "index.html").read_text()
+    # fitted once: the stored fits sit beside the pages, and every page that fits was handed them
+    fits = fitting.load_fits(tmp_path / report.FIT_FILE, loss="l1", cv_folds=5,
+                             data=["data/h200_hf_energykit/measurements.nc"])
+    assert fits.keys
+    for stem in ("02_fit", "03_sweetspots", "04_workloads"):
+        injected = next(c for c in nbformat.read(tmp_path / f"{stem}.ipynb", 4).cells
+                        if "injected-parameters" in c.metadata.get("tags", []))
+        assert "fit_file = " in injected.source and report.FIT_FILE in injected.source, stem
     for stem in timings:
+        check_reported_numbers((tmp_path / f"{stem}.nocode.html").read_text(), stem)
         full = (tmp_path / f"{stem}.html").read_text()
         nocode = (tmp_path / f"{stem}.nocode.html").read_text()
         assert "data:image/png;base64" in full, stem  # figures embedded

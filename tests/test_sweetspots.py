@@ -15,7 +15,7 @@ from conftest import COMPILED, EAGER, TRUE_THETA
 )
 def test_closed_form_o_star_equals_numeric(t1, t2, t3, t4, t5, t0, i):
     p = dict(theta1=t1, theta2=t2, theta3=t3, theta4=t4, theta5=t5, theta0=t0)
-    closed = float(sweetspots.o_star(p, i))
+    closed = float(fitting.o_star(p, i))
     assert sweetspots.o_star_numeric(p, i) == pytest.approx(closed, rel=1e-4)
 
 
@@ -24,12 +24,12 @@ def test_o_star_brute_force_on_integer_grid():
     for i in (64, 1024, 4096):
         per_token = fitting.sweetspot_energy(i, o, **TRUE_THETA) / o
         brute = o[np.argmin(per_token)]
-        assert abs(brute - sweetspots.o_star(TRUE_THETA, i)) <= 1.0
+        assert abs(brute - fitting.o_star(TRUE_THETA, i)) <= 1.0
 
 
 def test_o_star_infinite_without_theta4():
     p = dict(TRUE_THETA, theta4=0.0)
-    assert np.isinf(sweetspots.o_star(p, 128))
+    assert np.isinf(fitting.o_star(p, 128))
 
 
 def test_region_and_ratio():
