@@ -202,17 +202,20 @@ LEVEL = 0.95
 def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: str, n: int, seed: int = 0) -> np.ndarray:
     r"""Refitted coefficients (n, k) of a non-negative linear relative-error fit ``X @ coef ≈ observed``.
 
-    Each draw perturbs every cell by its own fitted relative residual times a random sign
-    (Rademacher weights; Wu 1986, Liu 1988), :math:`E^* = \hat E (1 + v r)`, and refits with the
-    same loss. The spread carries the measurement noise and what the model does not explain,
-    works with one repeat, and respects θ ≥ 0.
+    Each draw perturbs every cell by its own fitted residual times a random sign (Rademacher
+    weights; Wu 1986, Liu 1988) on the log scale, :math:`E^* = \hat E\,(E / \hat E)^{v}`, and refits
+    with the same loss. The spread carries the measurement noise and what the model does not
+    explain, works with one repeat, and respects θ ≥ 0. To first order this is
+    :math:`\hat E (1 + v r)` with the relative residual ``r``; on the log scale a cell measured at
+    twice its fit is mirrored to half its fit, never to zero or below, so that large residuals
+    (noisy short windows) cannot drive a draw, and the interval's lower bound, to ~0.
     """
     rng = np.random.default_rng(seed)
     e_hat = X @ coef
-    rel = (observed - e_hat) / e_hat
+    log_ratio = np.log(np.maximum(observed, 1e-300) / np.maximum(e_hat, 1e-300))
     out = np.empty((n, len(coef)))
     for k in range(n):
-        e_star = np.maximum(e_hat * (1 + rng.choice([-1.0, 1.0], size=len(rel)) * rel), 1e-12)
+        e_star = e_hat * np.exp(rng.choice([-1.0, 1.0], size=len(log_ratio)) * log_ratio)
         out[k] = irls(X, e_star, loss)[0]
     return out
 

@@ -121,7 +121,7 @@ def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
     ax.set_ylim(*y_range)
     ax.set_xlabel("output length o [tokens]")
     ax.set_ylabel("energy per batch E [J]")
-    ax.set_title(f"{fit.model}: measured (points) vs {fit.kind} fit (lines, 95 % band)")
+    ax.set_title(f"{fit.model}\nmeasured (points) vs {fit.kind} fit (lines, 95 % band)", fontsize=10)
     ax.legend(fontsize=8, ncol=2)
     return ax
 

@@ -2,7 +2,7 @@
 
 The draws belong to the fit (:meth:`energykit.fitting.ModelFit.draws`; the resampling is
 :func:`energykit.fitting.wild_bootstrap`): each perturbs every cell's mean energy by its own fitted
-relative residual times a random sign, :math:`E^*_k = \\hat E_k (1 + v_k r_k)`, and refits. Any
+residual times a random sign on the log scale, :math:`E^*_k = \\hat E_k (E_k / \\hat E_k)^{v_k}`, and refits. Any
 quantity computed from θ — ``o*(i)``, a best/worst ratio, a sweet-spot region, workload savings —
 gets its interval as percentiles over the draws; lmfit's ``stderr`` is reported beside θ.
 """

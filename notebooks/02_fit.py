@@ -113,9 +113,9 @@ summary.table(fits.summary())
 
 # %% [markdown]
 # θ with lmfit's standard error and a 95 % interval from a wild bootstrap of the fit (each draw
-# perturbs every cell by its own relative residual with a random sign and refits; see
-# `energykit.uncertainty`). A θ on its bound (0) has no standard error; one on its bound in most
-# draws is *not identified by these cells* (`identified: no`), and what derives from it reads "n/a".
+# perturbs every cell by its own residual with a random sign, on the log scale, and refits; see
+# `energykit.uncertainty`). A θ on its bound (0) has no standard error; one fitted on its bound or
+# on it in most draws is *not identified by these cells* (`identified: no`), and what derives from it reads "n/a".
 
 # %%
 from energykit import uncertainty

@@ -170,3 +170,18 @@ def test_identified_coefficients_keep_their_o_star():
     assert fit.identified()["theta4"]
     est, lo, hi = uncertainty.o_star_interval(fit, [64, 1024])
     assert np.all((lo <= est) & (est <= hi)) and np.isfinite(est).all()
+
+
+def test_a_cell_far_off_its_fit_cannot_drag_the_interval_to_zero():
+    """A noisy window measured at 3x its fit: with E* = Ê(1 + v·r) half the draws would put that cell at
+    -2Ê (clipped to ~0), refits collapse and the lower bound reaches ~0 (the 02_fit bands to 1e-12). On
+    the log scale the cell is mirrored to Ê/3 instead."""
+    i, o = _grid()
+    E = fitting.sweetspot_energy(i, o, **TRUE_THETA)
+    E[3] *= 3.0
+    res = fitting.fit_cells(E, i, o)
+    coef = np.array([res.params[n].value for n in fitting.THETA])
+    X = fitting.design_matrix("sweetspot", i, o)
+    draws = fitting.wild_bootstrap(X, E, coef, "l1", 200, seed=1)
+    pred = draws @ X.T
+    assert (pred > 0.2 * (X @ coef)).all()
