@@ -69,11 +69,14 @@ summary.show(*summary.planning_results(lomo))
 # %%
 hw = hardware.calibrate(cal, loss=loss)
 print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
-if not hw.identified:
-    display(Markdown(f"**These calibration models identify {hw.rank} of the 6 hardware coefficients.** A coefficient "
-                     "marked `identified: no` sits on its bound (0); the estimates then sit at one end of their "
-                     "intervals, and predictions below are a rough guide. Measure a third geometry to identify all six."))
-summary.table(hardware.coefficient_table(hw).reset_index(), index="coefficient")
+coef = hardware.coefficient_table(hw)
+unknown = [c for c in coef.index if not coef.loc[c, "identified"]]
+if unknown or not hw.identified:
+    display(Markdown(f"**These calibration models do not identify {len(unknown)} of the 6 hardware coefficients** "
+                     f"({', '.join(unknown)}; design rank {hw.rank} of 6). Each sits on its bound (0) in the fit or "
+                     "in most bootstrap draws, so the predictions below are a rough guide, with skewed intervals. "
+                     "Measuring more geometries (other layer counts, KV heads and sizes) identifies them."))
+summary.table(coef.reset_index(), index="coefficient")
 
 # %%
 summary.table(lomo)
@@ -93,7 +96,7 @@ for name in predict_geometries:
     sns.heatmap(grid["tokens_per_j"].unstack().sort_index(ascending=False),
                 annot=annot.unstack().sort_index(ascending=False), fmt="", cmap="viridis", ax=ax,
                 cbar_kws={"label": "predicted tokens/J"})
-    caveat = "" if hw.identified else f"\ncalibration rank {hw.rank} of 6: a rough guide, not a measurement"
+    caveat = "" if not (unknown or not hw.identified) else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
     ax.set(title=f"{gname}: predicted tokens/J with 95 % interval{caveat}", xlabel="input length i",
            ylabel="output length o")
     plt.show()
