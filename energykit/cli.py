@@ -33,6 +33,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def _cell(text: str) -> tuple[int, int]:
+    """``INPUT:OUTPUT`` of a command-line cell."""
+    try:
+        i, o = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cell {text!r} is not INPUT:OUTPUT, e.g. 256:32") from None
+    if i <= 0 or o <= 0:
+        raise argparse.ArgumentTypeError(f"cell {text!r} needs positive lengths, e.g. 256:32")
+    return i, o
+
+
 def fit_json(fits) -> dict:
     """The ``fit --json`` object: per model its accuracy, θ, standard errors and ``o*`` per input length."""
     from .fitting import o_star
@@ -63,7 +74,7 @@ def cmd_fit(args) -> int:
     import pandas as pd
 
     from .dataset import load, outlier_windows
-    from .fitting import DRAWS, fit_dataset
+    from .fitting import DRAWS, fit_dataset, validation_table
 
     ds = load(args.data)
     fits = fit_dataset(ds, models=args.model or None, loss=args.loss, cv_folds=args.cv_folds)
@@ -78,8 +89,14 @@ def cmd_fit(args) -> int:
         path = fits.save(args.save, source={"data": [args.data]})
         print(f"energykit: fits with {DRAWS} bootstrap draws saved to {path} (load with energykit.load_fits)",
               file=sys.stderr)
+    validation = None
+    if args.validate:
+        validation = validation_table(ds, args.validate, models=args.model or None, loss=args.loss)
     if args.json:
-        print(json.dumps(fit_json(fits), indent=2))
+        out = fit_json(fits)
+        if validation is not None:
+            out["validation"] = validation.to_dict("records")
+        print(json.dumps(out, indent=2))
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(fits.summary().round(3).to_string(index=False))
@@ -87,6 +104,9 @@ def cmd_fit(args) -> int:
         t = fits.table().query("kind == 'sweetspot'")
         cols = ["model", "batch_size"] + [c for c in t.columns if c.startswith("theta")]
         print(t[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        if validation is not None:
+            print("\nvalidation cells (left out of the fit):")
+            print(validation.round(3).to_string(index=False))
     return 0
 
 
@@ -249,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     f.add_argument("--loss", choices=["l1", "l2"], default="l1", help="robust (l1, default) or squared relative loss")
     f.add_argument("--cv-folds", type=int, default=5, help="folds of the cross-validation (default 5)")
+    f.add_argument("--validate", nargs="+", type=_cell, metavar="I:O",
+                   help="validation cells (input:output) left out of a second fit and predicted, e.g. 256:32 512:128")
     f.add_argument("--save", metavar="PATH", help="store the fits, bootstrap draws included, as a NetCDF file "
                    "(read it with energykit.load_fits, or give it to the reports as fit_file)")
     f.set_defaults(func=cmd_fit)

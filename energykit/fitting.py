@@ -38,7 +38,7 @@ __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetsp
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
            "SweetSpotModel", "LinearBaselineModel", "MODELS", "column_rank", "design_rank", "fit_cells", "ape_pct",
            "mape_pct", "r2", "kfold_indices", "cross_validate", "predict_energy", "ModelFit", "FitSet",
-           "fit_dataset", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE"]
+           "fit_dataset", "validation_table", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE"]
 
 THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
 LINEAR = ("a", "b", "c")
@@ -591,6 +591,33 @@ class FitSet:
         ds["units"] = ("param", [THETA_UNITS[p] for p in ds["param"].values])
         ds.attrs["loss"] = self.loss
         return ds
+
+
+def validation_table(ds: xr.Dataset, cells, models: Iterable[str] | None = None, loss: str = "l1") -> pd.DataFrame:
+    """Fit each model without the validation ``cells`` [(input_len, output_len)] and predict them.
+
+    One row per (model, batch_size): the cells fitted and validated, and the analytical model's
+    MAPE and max APE on the validation cells, which the fit never saw (the check of a design that
+    keeps a few cells back, e.g. ``params/measure_paper_families.yaml``).
+    """
+    keep = {(int(i), int(o)) for i, o in cells}
+    rows = []
+    for m in (list(models) if models is not None else model_names(ds)):
+        for b in batch_sizes(ds, m):
+            c = _cells(ds, m, int(b))
+            held = np.array([(int(i), int(o)) in keep for i, o in zip(c["input_len"], c["output_len"])], dtype=bool)
+            if not held.any():
+                raise FitError(f"none of the validation cells {sorted(keep)} was measured for {m!r}; "
+                               "name cells of the dataset as INPUT:OUTPUT")
+            fitted = c[~held]
+            res = fit_cells(fitted["energy_j"], fitted["input_len"], fitted["output_len"], loss=loss)
+            params = {n: float(v.value) for n, v in res.params.items()}
+            ape = ape_pct(predict_energy("sweetspot", params, c["input_len"][held].to_numpy(),
+                                         c["output_len"][held].to_numpy()), c["energy_j"][held].to_numpy())
+            rows.append({"model": m, "batch_size": int(b), "cells_fitted": int((~held).sum()),
+                         "cells_validated": int(held.sum()), "validation_mape_pct": float(np.mean(ape)),
+                         "validation_max_ape_pct": float(np.max(ape))})
+    return pd.DataFrame(rows)
 
 
 FITS_FORMAT = "energykit-fits"

@@ -38,6 +38,15 @@ def test_fit_save_stores_what_load_fits_reads(capsys, tmp_path):
     assert fit.mape_pct == pytest.approx(printed["mape_pct"])
 
 
+def test_fit_validate_reports_the_left_out_cells(capsys):
+    assert main(["fit", str(COMPILED), "--json", "--validate", "256:64", "1024:256"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["validation"]
+    assert row["cells_validated"] == 2 and 0 <= row["validation_mape_pct"] < 10
+    with pytest.raises(SystemExit):
+        main(["fit", str(COMPILED), "--validate", "256x64"])
+    assert "is not INPUT:OUTPUT" in capsys.readouterr().err
+
+
 def test_fit_select_model(capsys, synthetic_csv):
     assert main(["fit", str(synthetic_csv), "--model", "synthetic", "--json"]) == 0
     assert list(json.loads(capsys.readouterr().out)["models"]) == ["synthetic"]

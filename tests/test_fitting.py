@@ -185,3 +185,17 @@ def test_a_cell_far_off_its_fit_cannot_drag_the_interval_to_zero():
     draws = fitting.wild_bootstrap(X, E, coef, "l1", 200, seed=1)
     pred = draws @ X.T
     assert (pred > 0.2 * (X @ coef)).all()
+
+
+def test_validation_cells_are_left_out_of_the_fit_and_predicted():
+    frame = synthetic_frame(noise=0.0, repeats=1, seed=7)
+    frame.loc[(frame["input_len"] == 1024) & (frame["output_len"] == 64), "energy_j"] *= 1.5  # one cell off
+    ds = dataset.from_frame(frame)
+    t = fitting.validation_table(ds, [(1024, 64), (256, 256)])
+    row = t.iloc[0]
+    assert (row["cells_fitted"], row["cells_validated"]) == (len(GRID_I) * len(GRID_O) - 2, 2)
+    # the clean cell is predicted exactly, the perturbed one misses by 1 - 1/1.5 = 33.3 %
+    assert row["validation_max_ape_pct"] == pytest.approx(100 / 3, rel=1e-3)
+    assert row["validation_mape_pct"] == pytest.approx(100 / 6, rel=1e-3)
+    with pytest.raises(FitError, match="none of the validation cells"):
+        fitting.validation_table(ds, [(3, 3)])
