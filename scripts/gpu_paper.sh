@@ -5,7 +5,11 @@
 #   then the log turned into measurements.nc and everything copied to $OUT.
 # Usage (repo root, on the GPU machine): OUT=/some/dir SWEEP_S=480 bash scripts/gpu_paper.sh
 # COMPILE=false sweeps with eager decoding (noisy: see README). RESUME_FROM=folder continues an earlier
-# run's sweep folder (e.g. one committed under data/); a changed setup is refused by its fingerprint. Wheels for packages the GPU image lacks may be in .whl/.
+# run's sweep folder (e.g. one committed under data/); a changed setup is refused by its fingerprint.
+# SHARD=K/N measures shard K of N only (grouped by model, balanced by tokens): with compiled decode
+# (about 130 s of compilation per model and shard on an H100) the five models need three device
+# sessions, SHARD=0/3, 1/3 and 2/3 (each compiles 2-3 models, ~8 min estimated; `energykit plan
+# params/measure_paper_families.yaml --shards 3` lists them); then: python -m energykit merge ... Wheels for packages the GPU image lacks may be in .whl/.
 set -u
 OUT=${OUT:-runs/gpu_out}
 SWEEP_S=${SWEEP_S:-480}
@@ -18,11 +22,15 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader | tee "$OUT/nvidia-smi.csv"
 if [ "${COMPILE:-true}" = false ]; then sed 's/^compile: true/compile: false/' "$PARAMS" > /tmp/sweep.yaml; PARAMS=/tmp/sweep.yaml; fi
 out=$(python3 -c "from energykit.params import load_measure_params as l; print(l('$PARAMS').output)") || exit 1
+shard_args=()
+if [ -n "${SHARD:-}" ]; then
+  shard_args=(--shard "$SHARD"); out="$out/shard-${SHARD%/*}-of-${SHARD#*/}"
+fi
 if [ -n "${RESUME_FROM:-}" ]; then
   mkdir -p "$out" && for f in windows.jsonl fingerprint.json provenance.json params.json; do cp "$RESUME_FROM/$f" "$out/" 2>/dev/null; done
 fi
 start=$(date +%s)
-timeout -k 5 "$SWEEP_S" python3 -m energykit measure "$PARAMS" --no-progress 2>&1 | tee "$OUT/sweep.log"
+timeout -k 5 "$SWEEP_S" python3 -m energykit measure "$PARAMS" "${shard_args[@]}" --no-progress 2>&1 | tee "$OUT/sweep.log"
 echo "sweep exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 python3 -c "
 from pathlib import Path
