@@ -38,5 +38,5 @@ from energykit import sweep
 from energykit.params import load_measure_params
 print('dataset', sweep.finalize(Path('$out'), load_measure_params('$PARAMS')))
 " 2>&1 | tail -2
-for f in windows.jsonl measurements.nc provenance.json fingerprint.json params.json; do cp "$out/$f" "$OUT/" 2>/dev/null; done
+for f in windows.jsonl measurements.nc provenance.json fingerprint.json params.json shard.json; do cp "$out/$f" "$OUT/" 2>/dev/null; done
 ls -la "$OUT"
