@@ -38,7 +38,7 @@ __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetsp
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
            "SweetSpotModel", "LinearBaselineModel", "MODELS", "column_rank", "design_rank", "fit_cells", "ape_pct",
            "mape_pct", "r2", "kfold_indices", "cross_validate", "predict_energy", "ModelFit", "FitSet",
-           "fit_dataset", "validation_table", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE"]
+           "fit_dataset", "validation_table", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE", "UNBOUNDED_FACTOR"]
 
 THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
 LINEAR = ("a", "b", "c")
@@ -64,6 +64,8 @@ THETA_MEANING = {
 LOSSES = ("l1", "l2")
 DRAWS = 200
 """Bootstrap draws stored with a fit (what the reports' intervals use)."""
+UNBOUNDED_FACTOR = 1e6
+"""A reported interval bound more than this factor from its estimate reads "unbounded" (tables, heatmaps)."""
 IDENTIFIED_SHARE = 0.5
 """A coefficient on its θ ≥ 0 bound in the fit, or in at least this share of bootstrap draws, is not identified."""
 

@@ -14,10 +14,10 @@ import xarray as xr
 from IPython.display import Markdown, display
 
 from .dataset import model_value
-from .fitting import FitSet, ModelFit
+from .fitting import UNBOUNDED_FACTOR, FitSet, ModelFit
 from .sweetspots import PAPER_GRID, attention_kind, fitted_map, ratio_table
 
-__all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "UNBOUNDED_FACTOR", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
+__all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
            "planning_results", "dataset_line"]
 
 PAPER_MAPE_PCT = 1.79
@@ -25,9 +25,6 @@ PAPER_MAPE_PCT = 1.79
 PAPER_BEST_WORST = 33.41
 """The paper's largest best/worst efficiency ratio on its 64–4096 grid."""
 
-
-UNBOUNDED_FACTOR = 1e6
-"""An interval bound farther than this factor from its estimate is shown as "unbounded"."""
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -65,7 +62,7 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     Columns ``x``, ``x_low``, ``x_high`` become one column ``x [95 %]`` reading ``est [low, high]``
     (likewise ``value``/``ci_low``/``ci_high``); numbers keep ``digits`` significant figures; NaN
     reads "n/a" (e.g. ``o*`` where θ4 is not identified); an infinite upper bound, or one more than
-    :data:`UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
+    :data:`energykit.fitting.UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
     so that headers wrap. ``index`` columns (present ones) become the row labels.
 
     >>> t = table(pd.DataFrame({"model": ["a"], "o_star": [130.8], "o_star_low": [110.3],

@@ -1,0 +1,48 @@
+"""Figures cannot be stretched or made absurd by an interval bound near 0 or infinity."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from energykit import dataset, fitting, plots  # noqa: E402
+
+from conftest import synthetic_frame  # noqa: E402
+
+
+def _map(values):
+    return xr.DataArray(np.asarray(values, dtype=float), dims=("input_len", "output_len"),
+                        coords={"input_len": [64, 128], "output_len": [16, 32]})
+
+
+def test_heatmap_shows_an_absurd_upper_bound_as_unbounded():
+    est = _map([[4.0, 4.1], [3.9, 3.8]])
+    ax = plots.efficiency_heatmap(est, low=est * 0.9, high=_map([[4.2, 1.02e15], [np.inf, 4.0]]))
+    texts = [t.get_text() for t in ax.texts]
+    assert sum("unbounded" in t for t in texts) == 2
+    assert not any("e+" in t or "inf" in t for t in texts)
+
+
+def test_fit_bands_and_parity_error_bars_stay_inside_the_data_range(monkeypatch):
+    fits = fitting.fit_dataset(dataset.from_frame(synthetic_frame(noise=0.02, repeats=2, seed=8)))
+    fit = fits.get("synthetic")
+    real = fitting.ModelFit.predict_interval
+
+    def absurd(self, i, o, *a, **k):  # bounds of a badly identified fit: ~0 and ~infinity
+        est, _, _ = real(self, i, o, *a, **k)
+        return est, np.full_like(est, 1e-12), np.full_like(est, 1e15)
+
+    monkeypatch.setattr(fitting.ModelFit, "predict_interval", absurd)
+    lo, hi = plots.log_range(fit.energy_j)
+    ax = plots.fit_curves(fit)
+    assert ax.get_ylim() == (lo, hi)
+    for band in ax.collections:
+        ys = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+        assert ys.min() >= lo * (1 - 1e-9) and ys.max() <= hi * (1 + 1e-9)
+    ax = plots.parity(fits)
+    assert ax.get_ylim() == (lo, hi) and ax.get_xlim() == (lo, hi)
+    for bars in ax.collections:  # the error bars' segments
+        for seg in bars.get_segments():
+            assert seg[:, 1].min() >= lo * (1 - 1e-9) and seg[:, 1].max() <= hi * (1 + 1e-9)
