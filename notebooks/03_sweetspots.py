@@ -123,7 +123,10 @@ summary.table(sweetspots.ratio_table(ds, fits).drop(columns=["batch_size"]))
 #
 # Grouped-query attention shares each key/value head among several query heads, so the KV cache that
 # every decode step reads is smaller: $2 L n_{kv} d_h \beta$ bytes per token. Models of similar size
-# measured with the same engine are compared on the cells they share (geometric mean of tokens/J).
+# measured with the same engine are compared on the cells they share (geometric mean of tokens/J),
+# and θ2, the energy of those KV reads per input token and decode step, is plotted against the KV bytes
+# per token: with an engine whose decode reads the context's KV (flex attention, paged KV) it should
+# rise with them. With sdpa over a static cache it need not (see the key results' caveat).
 
 # %%
 att = sweetspots.attention_table(ds, fits)
@@ -131,9 +134,18 @@ summary.table(att)
 
 # %%
 if not att.empty:
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-    sns.barplot(data=att, y="model", x="kv_bytes_per_token", hue="attention", ax=axes[0])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    # θ2 prices reading the prompt's KV cache at every decode step: it should rise with KV bytes per token
+    axes[0].errorbar(att["kv_bytes_per_token"], att["theta2"],
+                     yerr=[att["theta2"] - att["theta2_low"], att["theta2_high"] - att["theta2"]], fmt="none",
+                     ecolor="grey", capsize=3)
+    sns.scatterplot(data=att, x="kv_bytes_per_token", y="theta2", hue="attention", style="attention", s=90,
+                    ax=axes[0])
+    for r in att.itertuples():
+        axes[0].annotate(r.model, (r.kv_bytes_per_token, r.theta2), textcoords="offset points", xytext=(6, 4),
+                         fontsize=8)
+    axes[0].set(xscale="log", yscale="log", xlabel="KV-cache bytes per token",
+                ylabel="θ2 [J/token²] (95 % interval)", title="θ2 against KV bytes per token")
     sns.barplot(data=att, y="model", x="geomean_tokens_per_j", hue="attention", ax=axes[1])
-    axes[0].set(xlabel="KV-cache bytes per token", ylabel="")
-    axes[1].set(xlabel="geometric-mean tokens/J on shared cells", ylabel="")
+    axes[1].set(xlabel="geometric-mean tokens/J on shared cells", ylabel="", title="efficiency on shared cells")
     plt.tight_layout()

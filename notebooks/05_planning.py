@@ -91,10 +91,11 @@ for name in predict_geometries:
     display(Markdown(f"**{gname}: predicted θ [95 % interval]**"))
     display(summary.table(hardware.theta_interval_table(hw, geom, B).reset_index(), index="param"))
     grid = table.set_index(["output_len", "input_len"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(ins)), max(4.5, 1.0 * len(outs))))
     annot = grid.apply(lambda r: f"{r.tokens_per_j:.2f}\n[{r.tokens_per_j_low:.2f}, {r.tokens_per_j_high:.2f}]", axis=1)
     sns.heatmap(grid["tokens_per_j"].unstack().sort_index(ascending=False),
                 annot=annot.unstack().sort_index(ascending=False), fmt="", cmap="viridis", ax=ax,
+                annot_kws={"fontsize": 8},
                 cbar_kws={"label": "predicted tokens/J"})
     caveat = "" if not (unknown or not hw.identified) else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
     ax.set(title=f"{gname}: predicted tokens/J with 95 % interval{caveat}", xlabel="input length i",
