@@ -159,3 +159,15 @@ def test_bad_workload_model_stops_before_any_notebook(tmp_path):
     with pytest.raises(ParamsError, match="workload_model 'no-such-model' is not in the data"):
         report.build(tmp_path / "p.yaml", tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_parameter_file_validates_and_names_files_that_exist(path):
+    from energykit.params import load_measure_params, load_report_params
+
+    if path.name.startswith("report"):
+        p = load_report_params(path)
+        for f in p.data + list(p.traces.values()) + [p.calibrate_data]:
+            assert (ROOT / f).is_file(), f"{path.name}: {f}"
+    else:
+        assert load_measure_params(path).grid
