@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .dataset import from_frame, write_netcdf
 from .engines import make_engine
-from .errors import DataError, EnergykitError, MeterError, MissingExtraError, ParamsError
+from .errors import DataError, EnergykitError, EngineError, MeterError, MissingExtraError, ParamsError
 from .iotools import read_window_log
 from .meters import make_meter
 from .params import MeasureParams
@@ -261,7 +261,15 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                 engine = make_engine(params.engine, name=model_name, geometry=geom, checkpoint=ckpt,
                                      dtype=params.dtype, max_len=params.max_len, seed=params.seed,
                                      **_engine_options(params))
-                engine.load()
+                try:
+                    engine.load()
+                except EnergykitError:
+                    raise
+                except Exception as e:  # e.g. CUDA out of memory while building the model: one line
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    raise EngineError(f"model {model_name!r} failed to load ({type(e).__name__}: {first[:200]}); "
+                                      f"the windows measured so far are kept in {out}; free the GPU or drop the "
+                                      "model from models:, then rerun to resume") from None
                 current["engine"] = engine
                 provenance.setdefault("engines", {})[model_name] = {"engine": params.engine, **engine.versions()}
                 atomic_write_json(state_path, provenance)

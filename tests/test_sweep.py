@@ -195,3 +195,28 @@ def test_no_gpu_with_nvml_meter_writes_nothing(tmp_path, monkeypatch):
     path = _write(tmp_path, _params(tmp_path, meter="nvml"))
     assert main(["measure", str(path)]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_fails_to_load_is_one_line_and_keeps_earlier_windows(tmp_path, monkeypatch):
+    """E.g. CUDA running out of memory while the second model is built: the first model's windows stay."""
+    from energykit.engines.hf import HFEngine
+    from energykit.errors import EngineError
+    from energykit.iotools import read_window_log
+    from energykit.params import MeasureParams
+
+    real = HFEngine.load
+
+    def load(self):
+        if self.model_name == "tiny2":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return real(self)
+
+    monkeypatch.setattr(HFEngine, "load", load)
+    p = MeasureParams(**_params(tmp_path, models=[TINY, dict(TINY, name="tiny2")], repeats=1))
+    with pytest.raises(EngineError) as e:
+        sweep.run(p, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "'tiny2' failed to load (RuntimeError: CUDA out of memory" in msg
+    assert "windows measured so far are kept" in msg
+    records = read_window_log(tmp_path / "out" / "windows.jsonl")[0]
+    assert {r["model"] for r in records} == {"tiny"} and len(records) == 4
