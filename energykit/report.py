@@ -223,23 +223,18 @@ def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def fit_once(params: ReportParams, path: Path, root: Path) -> float:
-    """Fit the report's data once, bootstrap draws included, and store it at ``path``; returns seconds.
+def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
+    """Fit the report's data ``ds`` once, bootstrap draws included, and store it at ``path``; returns seconds.
 
     A ``fit_file`` given in the parameters is copied instead (and checked against loss, folds and data).
     """
     t0 = time.perf_counter()
-    cwd = Path.cwd()
-    try:
-        os.chdir(root)
-        if params.fit_file:
-            load_fits(params.fit_file, loss=params.loss, cv_folds=params.cv_folds, data=params.data)
-            shutil.copyfile(params.fit_file, path)
-        else:
-            fit_dataset(load_many(params.data), loss=params.loss, cv_folds=params.cv_folds).save(
-                path, source={"data": params.data})
-    finally:
-        os.chdir(cwd)
+    if params.fit_file:
+        source = Path(params.fit_file) if Path(params.fit_file).is_absolute() else root / params.fit_file
+        load_fits(source, loss=params.loss, cv_folds=params.cv_folds, data=params.data)
+        shutil.copyfile(source, path)
+    else:
+        fit_dataset(ds, loss=params.loss, cv_folds=params.cv_folds).save(path, source={"data": params.data})
     return time.perf_counter() - t0
 
 
@@ -257,7 +252,7 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
     for f in params.data + list(params.traces.values()) + ([params.calibrate_data] if params.calibrate_data else []):
         if not (root / f).exists():
             raise ParamsError(f"{params_path}: file {f!r} does not exist (paths are relative to {root})")
-    _check_inputs(params, params_path, root)
+    ds = _check_inputs(params, params_path, root)
     out = Path(out_dir)
     if not out.is_absolute():
         out = root / out
@@ -270,7 +265,7 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
             shutil.copytree(out, stage)
         else:
             stage.mkdir(parents=True)
-        timings = {"fit": fit_once(params, stage / FIT_FILE, root)}
+        timings = {"fit": fit_once(params, ds, stage / FIT_FILE, root)}
         print(f"fitted once in {timings['fit']:.1f} s: {FIT_FILE}", flush=True)
         shared = params.model_copy(update={"fit_file": _relative(stage / FIT_FILE, root)})
         for nb in notebooks:
@@ -293,8 +288,10 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
     return timings
 
 
-def _check_inputs(params: ReportParams, params_path: Path, root: Path) -> None:
-    """Load the data and traces the notebooks will read, so that a bad file stops before any notebook runs."""
+def _check_inputs(params: ReportParams, params_path: Path, root: Path):
+    """Load the data and traces the notebooks will read, so that a bad file stops before any notebook runs.
+
+    Returns the combined dataset (fitted once by :func:`fit_once`)."""
     cwd = Path.cwd()
     try:
         os.chdir(root)
@@ -307,3 +304,4 @@ def _check_inputs(params: ReportParams, params_path: Path, root: Path) -> None:
     if params.workload_model and params.workload_model not in models:
         raise ParamsError(f"{params_path}: workload_model {params.workload_model!r} is not in the data; "
                           f"use one of {', '.join(models)}")
+    return ds

@@ -171,3 +171,22 @@ def test_every_shipped_parameter_file_validates_and_names_files_that_exist(path)
             assert (ROOT / f).is_file(), f"{path.name}: {f}"
     else:
         assert load_measure_params(path).grid
+
+
+@pytest.mark.slow
+def test_a_given_fit_file_is_checked_and_read_by_the_pages(tmp_path):
+    import yaml
+
+    from energykit import dataset
+    from energykit.errors import FitError
+
+    params = yaml.safe_load((ROOT / "params" / "report.yaml").read_text())
+    fits = fitting.fit_dataset(dataset.load_many([ROOT / f for f in params["data"]]))
+    fits.save(tmp_path / "mine.nc", source={"data": params["data"]})
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({**params, "fit_file": str(tmp_path / "mine.nc")}))
+    report.build(tmp_path / "p.yaml", tmp_path / "out", only=["02_fit"])
+    assert (tmp_path / "out" / report.FIT_FILE).read_bytes() == (tmp_path / "mine.nc").read_bytes()
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump({**params, "loss": "l2", "fit_file": str(tmp_path / "mine.nc")}))
+    with pytest.raises(FitError, match="fitted with loss=l1, not l2"):
+        report.build(tmp_path / "q.yaml", tmp_path / "out2", only=["02_fit"])
+    assert not (tmp_path / "out2").exists()
