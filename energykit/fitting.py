@@ -38,7 +38,8 @@ __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetsp
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
            "SweetSpotModel", "LinearBaselineModel", "MODELS", "column_rank", "design_rank", "fit_cells", "ape_pct",
            "mape_pct", "r2", "kfold_indices", "cross_validate", "predict_energy", "ModelFit", "FitSet",
-           "fit_dataset", "validation_table", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE", "UNBOUNDED_FACTOR"]
+           "fit_dataset", "validation_table", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE", "UNBOUNDED_FACTOR",
+           "identified", "bounded_high"]
 
 THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
 LINEAR = ("a", "b", "c")
@@ -231,6 +232,28 @@ def interval(samples, level: float = LEVEL, axis: int = 0):
     a = (1 - level) / 2
     q = dict(axis=axis, method="inverted_cdf")
     return np.nanquantile(samples, a, **q), np.nanquantile(samples, 1 - a, **q)
+
+
+def identified(estimate: float, draws) -> bool:
+    """Whether a coefficient under θ ≥ 0 is identified: fitted off its bound, and off it in most draws.
+
+    >>> identified(0.3, [0.2, 0.4, 0.0]), identified(0.0, [0.2, 0.4, 0.5]), identified(0.3, [0.0, 0.0, 0.4])
+    (True, False, False)
+    """
+    return bool(estimate > 0.0 and np.mean(np.asarray(draws) <= 0.0) < IDENTIFIED_SHARE)
+
+
+def bounded_high(estimate, low, high):
+    """The upper bound of an interval, NaN where it is infinite or more than :data:`UNBOUNDED_FACTOR`
+    times the estimate (or the lower bound, when that is larger): such a bound is reported as "unbounded".
+
+    >>> bounded_high(np.array([4.2, 0.0, 4.2]), np.array([3.4, 0.0, 3.4]), np.array([5.0, 3.0, 1.02e15]))
+    array([ 5.,  3., nan])
+    """
+    est, lo, hi = (np.asarray(x, dtype=float) for x in (estimate, low, high))
+    scale = np.maximum(np.abs(est), np.where(np.isfinite(lo), np.abs(lo), 0.0))
+    absurd = ~np.isfinite(hi) | ((scale > 0) & (hi > UNBOUNDED_FACTOR * scale))
+    return np.where(absurd, np.nan, hi)
 
 
 def around(estimate, low, high):
@@ -455,8 +478,7 @@ class ModelFit:
         on a fit at the bound, puts about half its draws there), and what derives from it
         (``o*`` from θ4) has no meaningful value.
         """
-        return {name: share < IDENTIFIED_SHARE and self.params[name] > 0.0
-                for name, share in self.at_bound_share(n).items()}
+        return {name: identified(self.params[name], d[:, 0]) for name, d in self.draws(n).items()}
 
     @property
     def params(self) -> dict[str, float]:

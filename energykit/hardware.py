@@ -32,7 +32,7 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import (IDENTIFIED_SHARE, THETA, ape_pct, around, column_rank, design_matrix, interval, irls,
+from .fitting import (THETA, ape_pct, around, column_rank, design_matrix, identified, interval, irls,
                       wild_bootstrap)
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
@@ -181,7 +181,7 @@ def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
         draws = np.array([c[k] for c in d])
         lo, hi = around(hw.coef[k], *interval(draws))
         rows.append({"coefficient": k, "value": hw.coef[k], "ci_low": float(lo), "ci_high": float(hi),
-                     "identified": bool(hw.coef[k] > 0.0 and np.mean(draws <= 0.0) < IDENTIFIED_SHARE)})
+                     "identified": identified(hw.coef[k], draws)})
     return pd.DataFrame(rows).set_index("coefficient")
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from .fitting import UNBOUNDED_FACTOR, FitSet, ModelFit
+from .fitting import FitSet, ModelFit, bounded_high
 from .sweetspots import sweet_region
 from .uncertainty import o_star_interval
 
@@ -64,7 +64,7 @@ def efficiency_heatmap(
     if low is not None and high is not None:
         lo = low.transpose("output_len", "input_len").to_pandas().reindex_like(frame)
         hi = high.transpose("output_len", "input_len").to_pandas().reindex_like(frame)
-        top = hi.where(np.isfinite(hi) & (hi <= UNBOUNDED_FACTOR * frame.abs()))  # absurd bounds read "unbounded"
+        top = pd.DataFrame(bounded_high(frame, lo, hi), index=frame.index, columns=frame.columns)  # NaN: unbounded
         annot = (frame.map("{:.3g}".format) + "\n[" + lo.map("{:.3g}".format) + ", "
                  + top.map(lambda v: "unbounded" if np.isnan(v) else f"{v:.3g}") + "]")
     sns.heatmap(frame, annot=annot, fmt=".3g" if annot is True else "", cmap="viridis",

@@ -14,7 +14,7 @@ import xarray as xr
 from IPython.display import Markdown, display
 
 from .dataset import model_value
-from .fitting import UNBOUNDED_FACTOR, FitSet, ModelFit
+from .fitting import FitSet, ModelFit, bounded_high
 from .sweetspots import PAPER_GRID, attention_kind, fitted_map, ratio_table
 
 __all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
@@ -50,10 +50,8 @@ def fmt(value, digits: int = 4) -> str:
 def _with_interval(est, low, high, digits: int) -> str:
     if not np.isfinite(est):
         return fmt(est, digits)
-    scale = max(abs(float(est)), abs(float(low)) if np.isfinite(low) else 0.0)
-    high = float(high)
-    top = "unbounded" if not np.isfinite(high) or (scale > 0 and high > UNBOUNDED_FACTOR * scale) else fmt(high, digits)
-    return f"{fmt(est, digits)} [{fmt(low, digits)}, {top}]"
+    top = float(bounded_high(est, low, high))  # NaN where the bound is absurd
+    return f"{fmt(est, digits)} [{fmt(low, digits)}, {'unbounded' if np.isnan(top) else fmt(top, digits)}]"
 
 
 def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model") -> pd.DataFrame:
@@ -84,7 +82,7 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
             lo, hi = pairs[c]
             out[f"{c} [95 %]"] = [_with_interval(e, a, b, digits) for e, a, b in zip(df[c], df[lo], df[hi])]
         else:
-            out[c] = [fmt(v, digits) if not isinstance(v, str) else v for v in df[c]]
+            out[c] = [fmt(v, digits) for v in df[c]]
     keys = [k for k in ([index] if isinstance(index, str) else (index or [])) if k in out.columns]
     if keys:
         out = out.set_index(keys)
