@@ -22,6 +22,26 @@ def _finite(x: float):
     return x if math.isfinite(x) else None
 
 
+def strict_json(obj) -> str:
+    """``obj`` as strict JSON (RFC 8259): NaN and infinities become null, numpy scalars plain numbers.
+
+    >>> json.loads(strict_json({"a": float("nan"), "b": [1.5, float("inf")]}))
+    {'a': None, 'b': [1.5, None]}
+    """
+    def clean(v):
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return json.dumps(clean(obj), indent=2, allow_nan=False, default=str)
+
+
 def positive_int(text: str) -> int:
     """argparse type: a positive integer, else argparse's one-line usage error (exit 2)."""
     try:
@@ -75,7 +95,18 @@ def cmd_fit(args) -> int:
 
     from .dataset import load, outlier_windows
     from .fitting import DRAWS, fit_dataset, validation_table
+    import os
+    from pathlib import Path
 
+    from .errors import ParamsError
+    from .state import check_output
+
+    if args.save:  # before any work: the output is neither the data nor a file the kit did not write
+        check_output(args.save, [args.data], "netcdf", "--save")
+        folder = Path(args.save).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ParamsError(f"--save {args.save}: the folder {folder} does not exist or is not writable; "
+                              "create it or choose another path")
     ds = load(args.data)
     fits = fit_dataset(ds, models=args.model or None, loss=args.loss, cv_folds=args.cv_folds)
     flagged = outlier_windows(ds)
@@ -96,7 +127,7 @@ def cmd_fit(args) -> int:
         out = fit_json(fits)
         if validation is not None:
             out["validation"] = validation.to_dict("records")
-        print(json.dumps(out, indent=2))
+        print(strict_json(out))
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(fits.summary().round(3).to_string(index=False))
@@ -145,9 +176,8 @@ def cmd_plan(args) -> int:
     params = load_measure_params(args.params)
     shards = plan_shards(params, args.shards)
     if args.json:
-        print(json.dumps({"shards": [{"index": s.index, "models": s.models, "windows": len(s.windows),
-                                      "cost": s.cost, "cells": [list(w) for w in s.windows]} for s in shards]},
-                         indent=2))
+        print(strict_json({"shards": [{"index": s.index, "models": s.models, "windows": len(s.windows),
+                                       "cost": s.cost, "cells": [list(w) for w in s.windows]} for s in shards]}))
         return 0
     total = sum(s.cost for s in shards) or 1.0
     for s in shards:
@@ -205,7 +235,7 @@ def cmd_design(args) -> int:
             name = f"{r['model']} (batch {r['batch_size']})" if dup else r["model"]
             out[name] = {"cells": r["cells"], "heldout_cells": r["heldout_cells"],
                          "heldout_mape_pct": None if math.isnan(r["heldout_mape_pct"]) else r["heldout_mape_pct"]}
-        print(json.dumps({"budget": args.budget, "models": out}, indent=2))
+        print(strict_json({"budget": args.budget, "models": out}))
     else:
         print(table[["model", "batch_size", "heldout_cells", "heldout_mape_pct", "cells"]].to_string(index=False))
     return 0
@@ -249,7 +279,7 @@ def cmd_predict(args) -> int:
             "leave_one_model_out_mape_pct": {r["model"]: r["mape_pct"] for _, r in lomo.iterrows()},
             "cells": table.to_dict(orient="records"),
         }
-        print(json.dumps(out, indent=2))
+        print(strict_json(out))
         return 0
     print(f"{name}: predicted from {', '.join(hw.calibrated_on)} ({hw.gpu}, {hw.engine}), batch {b}")
     print(table.round(3).to_string(index=False))
@@ -340,6 +370,12 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     return f"energykit: warning: {message}\n"
 
 
+def _one_line(text: str, limit: int = 2000) -> str:
+    """A message as one printable line (values from files may hold newlines), at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def main(argv=None) -> int:
     warnings.formatwarning = _one_line_warning
     parser = build_parser()
@@ -347,7 +383,15 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except EnergykitError as e:
-        print(f"energykit: error: {e}", file=sys.stderr)
+        print(f"energykit: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the system refuses (missing folder, read-only, name too long): one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"energykit: error: {_one_line(where)}{e.strerror or e}; check the path, its folder and permissions",
+              file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("energykit: error: an input is nested too deeply to read; check the files given", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("energykit: interrupted", file=sys.stderr)

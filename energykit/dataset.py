@@ -201,6 +201,7 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     ds = ds.copy()
     ds.attrs = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in ds.attrs.items() if v is not None}
     tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # a leftover temp file, or a symlink planted there, is removed, never followed
     need = 2 * ds.nbytes + (1 << 20)
     free = shutil.disk_usage(path.parent).free
     if free < need:  # h5py can crash on a full disk: check first

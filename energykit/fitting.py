@@ -33,6 +33,7 @@ from scipy.optimize import nnls
 
 from .dataset import batch_sizes, measured_cells, model_names
 from .errors import FitError
+from .state import file_sha256
 
 __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetspot_energy", "o_star",
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
@@ -651,6 +652,7 @@ FITS_VERSION = 1
 
 def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = None) -> Path:
     """Write every fit of ``fitset`` with its cells, cross-validation errors and bootstrap draws."""
+    source = _with_data_hash(source)
     names = list(THETA) + list(LINEAR)
     keys = sorted(fitset.fits)
     value = np.full((len(keys), len(names)), np.nan)
@@ -684,9 +686,21 @@ def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = No
     )
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # never write through a symlink planted at the temp name
     ds.to_netcdf(tmp, engine="h5netcdf")
     tmp.replace(path)
     return path
+
+
+def _with_data_hash(source: dict | None) -> dict:
+    """``source`` plus ``data_sha256``, the content hashes of its ``data`` files (when they all exist here)."""
+    source = dict(source or {})
+    data = source.get("data")
+    if data is not None and "data_sha256" not in source:
+        paths = [Path(p) for p in ([data] if isinstance(data, (str, Path)) else data)]
+        if paths and all(p.is_file() for p in paths):
+            source["data_sha256"] = [file_sha256(p) for p in paths]
+    return source
 
 
 def load_fits(path, **expect) -> "FitSet":
@@ -708,8 +722,18 @@ def load_fits(path, **expect) -> "FitSet":
         raise FitError(f"{path} is not an energykit fit file of version {FITS_VERSION} "
                        f"(format {ds.attrs.get('format')!r}, version {ds.attrs.get('version')!r}); "
                        "write it again with energykit fit --save")
+    missing = [v for v in ("value", "stderr", "draws", "cell_fit", "input_len", "output_len", "energy_j",
+                           "cv_ape_pct") if v not in ds.variables]
+    if missing or any(k not in ds.attrs for k in ("n_draws", "loss", "cv_folds")):
+        raise FitError(f"{path} lacks {', '.join(missing) or 'its attributes'}: it is damaged or not written by "
+                       "energykit fit --save; write it again")
+    expect = _with_data_hash(expect) if "data" in expect else expect
     for key, want in expect.items():
         have = ds.attrs.get(key, ds.attrs.get(f"source_{key}"))
+        if key == "data_sha256" and str(have) != json.dumps([str(w) for w in want]):
+            raise FitError(f"{path} was fitted on other data: the content of {', '.join(map(str, expect['data']))} "
+                           "changed since (or the fit predates content hashes); fit again "
+                           f"(energykit fit DATA --save {path}) or leave fit_file empty")
         if isinstance(want, (list, tuple)):
             want = json.dumps([str(w) for w in want])
         if str(have) != str(want):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,106 @@ from .errors import DataError, ParamsError
 from .schema import DIMS, DURATION_UNITS_S, ENERGY_UNITS_J, GEOMETRY_COLUMNS, INT_DIMS, PROVENANCE_COLUMNS, UNITS
 
 __all__ = ["read_tidy", "read_netcdf", "read_window_log", "read_trace", "read_hf_config", "geometry_from_hf_config",
-           "MAX_INT"]
+           "MAX_INT", "MATH", "escape_markdown", "check_text", "check_model_name", "check_geometry", "MAX_VOCAB", "MIN_ENERGY_J", "MAX_ENERGY_J"]
 
 KEY = DIMS
 MAX_INT = 10**7
 """Largest batch size, length or repeat index accepted [1e7]: beyond it a value is a typo or an overflow."""
 TRACE_COLUMNS = {"ContextTokens": "input_len", "GeneratedTokens": "output_len"}
+MAX_VOCAB = 1 << 22
+"""Largest plausible vocabulary [tokens]; released models use 32k to 256k."""
+MIN_ENERGY_J, MAX_ENERGY_J = 1e-3, 1e7
+"""Plausible median energy of one measured window [J]: outside it the column's unit is likely wrong."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
+"""``$$display$$`` and ``$inline$`` LaTeX in markdown cells."""
+
+
+def escape_markdown(text: str) -> str:
+    """Markdown whose text can hold no HTML: ``<``, ``>`` and ``&`` outside ``$math$`` become entities, and
+    ``javascript:`` links are dropped. Model names and file names reach the reports through here.
+
+    >>> escape_markdown("**<img src=x onerror=alert(1)>**: $o < o^*$")
+    '**&lt;img src=x onerror=alert(1)&gt;**: $o < o^*$'
+    """
+    out, last = [], 0
+    for m in MATH.finditer(text):
+        out += [_escape_text(text[last:m.start()]), m.group(0)]
+        last = m.end()
+    out.append(_escape_text(text[last:]))
+    return "".join(out)
+
+
+def _escape_text(text: str) -> str:
+    text = re.sub(r"&(?!(?:lt|gt|amp|quot|#\d+);)", "&amp;", text)  # entities already escaped stay as they are
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"\]\(\s*(?:javascript|data|vbscript):[^)]*\)", "](#)", text, flags=re.I)
+
+
+def check_text(value: str, what: str) -> str:
+    """Refuse a string with control characters (a newline would start a new line in a shell script)."""
+    m = _CONTROL.search(value)
+    if m:
+        raise ParamsError(f"{what} {value[:60]!r} holds a control character ({m.group()!r}); "
+                          "remove it (names and paths are one line of printable text)")
+    return value
+
+
+def check_model_name(name: str, what: str = "model name") -> str:
+    """A model name used as a folder name: letters, digits and ``. _ + -``, not starting with a dot.
+
+    >>> check_model_name("llama3.2-1b")
+    'llama3.2-1b'
+    """
+    if not _PLAIN_NAME.match(name):
+        raise ParamsError(f"{what} {name[:60]!r} is not a plain name (letters, digits and . _ + -, at most 128, "
+                          "not starting with . or -); it becomes a folder name — rename it, e.g. 'my-model-1b'")
+    return name
+
+
+_GEOMETRY_POSITIVE = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
+
+
+def _as_int(v):
+    """``v`` as an int when it is a whole number (not a bool), else None."""
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        return None
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return int(v)
+    return None
+
+
+def check_geometry(geom: dict, where: str) -> dict:
+    """Refuse a geometry that no model has: layers, heads and sizes positive integers, KV heads dividing
+    the heads, a plausible vocabulary. Missing keys and NaN (a model without geometry) are skipped.
+
+    >>> check_geometry({"num_heads": 32, "num_kv_heads": 8}, "x")
+    {'num_heads': 32, 'num_kv_heads': 8}
+    """
+    def present(k):
+        v = geom.get(k)
+        return not (v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)))
+
+    for k in _GEOMETRY_POSITIVE + ("vocab_size",):
+        if present(k):
+            v = _as_int(geom[k])
+            hi = MAX_VOCAB if k == "vocab_size" else MAX_INT
+            lo = 2 if k == "vocab_size" else 1
+            if v is None or not lo <= v <= hi:
+                raise ParamsError(f"{where}: {k} must be an integer from {lo} to {hi}; got {geom[k]!r} — "
+                                  "copy it from the model's config.json")
+    for k in ("ffn_gated", "tied_embeddings"):
+        if present(k) and _as_int(geom[k]) not in (0, 1):
+            raise ParamsError(f"{where}: {k} must be 0 or 1; got {geom[k]!r}")
+    if present("num_heads") and present("num_kv_heads") and int(geom["num_heads"]) % int(geom["num_kv_heads"]):
+        raise ParamsError(f"{where}: num_kv_heads {geom['num_kv_heads']!r} does not divide num_heads "
+                          f"{geom['num_heads']!r}; every KV head serves a whole group of query heads")
+    return geom
 
 
 def _unit_column(df: pd.DataFrame, quantity: str, table: dict, path: str) -> str:
@@ -66,8 +161,9 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 continue
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {n}: not valid JSON ({e.msg}); fix or remove that line") from None
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise DataError(f"{path} line {n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')}); "
+                                "fix or remove that line") from None
             if not isinstance(rec, dict):
                 raise DataError(f"{path} line {n}: expected a JSON object (one window), got {type(rec).__name__}")
             rows.append(rec)
@@ -144,11 +240,12 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     if out["model"].str.strip().eq("").any() or df["model"].isna().any():
         bad = df["model"].isna().to_numpy() | out["model"].str.strip().eq("").to_numpy()
         raise DataError(f"{name}: column 'model' is empty in row {_rows(bad, first_row)}; name every model")
+    _check_model_names(out["model"], name, first_row)
     for col in INT_DIMS:
         values = pd.to_numeric(df[col], errors="coerce")
         lower = 0 if col == "repeat" else 1
         bad = (values.isna() | ~np.isfinite(values.astype(float)) | (values < lower) | (values > MAX_INT)
-               | (values != np.round(values))).to_numpy()
+               | (values != np.round(values))).to_numpy() | _is_bool(df[col])
         if bad.any():
             first = df[col].to_numpy()[bad][0]
             first = first.item() if hasattr(first, "item") else first
@@ -171,13 +268,15 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     if inf.any():
         raise DataError(f"{name}: column '{e_col}' row {_rows(inf, first_row)}: energy is infinite; "
                         "re-measure or remove those windows")
-    neg = (energy < 0).to_numpy()
+    neg = (energy <= 0).to_numpy() | _is_bool(df[e_col])
     if neg.any():
         raise DataError(
-            f"{name}: column '{e_col}' row {_rows(neg, first_row)}: energy {energy[neg].iloc[0]:g} is negative; "
-            "energy must be >= 0 — re-measure or remove those windows"
+            f"{name}: column '{e_col}' row {_rows(neg, first_row)}: energy {df[e_col][neg].iloc[0]!r} is not "
+            "positive; a window always draws energy (0 J means the counter did not move) — re-measure or remove "
+            "those windows"
         )
     out["energy_j"] = energy.astype(float)
+    _check_energy_scale(out["energy_j"].to_numpy(), f"{name}: column '{e_col}'")
 
     duration = pd.to_numeric(df[t_col], errors="coerce") * DURATION_UNITS_S[t_col.split("_", 1)[1]]
     bad = (duration.isna() | (duration <= 0) | np.isinf(duration.astype(float))).to_numpy()
@@ -216,6 +315,13 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
                     f"{name}: column '{col}' varies within model '{varies.idxmax()}'; "
                     "split the file by that column or give the models distinct names"
                 )
+    geo = [c for c in GEOMETRY_COLUMNS if c in out.columns]
+    if geo:
+        for model, row in out.drop_duplicates("model").set_index("model")[geo].iterrows():
+            try:
+                check_geometry(row.to_dict(), f"{name}: model {model!r}")
+            except ParamsError as e:
+                raise DataError(str(e)) from None
     for col in PROVENANCE_COLUMNS:
         if col not in out.columns:
             out[col] = "unknown"
@@ -226,6 +332,43 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     meta = {"source": path.name, "format": "tidy " + suffix.lstrip("."), "energy_column": e_col,
             "duration_column": t_col, "kit_log": "status" in df.columns}
     return out, meta
+
+
+def _is_bool(col: pd.Series) -> np.ndarray:
+    """Rows holding a boolean (JSON ``true`` is not the integer 1)."""
+    if col.dtype == bool:
+        return np.ones(len(col), dtype=bool)
+    if col.dtype == object:
+        return col.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+    return np.zeros(len(col), dtype=bool)
+
+
+def _check_model_names(models: pd.Series, name: str, first_row: int = 0) -> None:
+    """Model names are one line of text, and two names may not differ only in spaces or case."""
+    for m in pd.unique(models):
+        try:
+            check_text(str(m), "model name")
+        except ParamsError as e:
+            raise DataError(f"{name}: {e}") from None
+    names = pd.Series(pd.unique(models)).astype(str)
+    norm = names.str.strip().str.casefold()
+    clash = norm.duplicated(keep=False)
+    if clash.any():
+        a, b = names[clash].iloc[:2]
+        raise DataError(f"{name}: model names {a!r} and {b!r} differ only in spaces or case and would read as one "
+                        "model; give every model one distinct name")
+
+
+def _check_energy_scale(energy_j: np.ndarray, where: str) -> None:
+    """Warn when the median window energy is implausible for joules (a wrong unit or a scaled column)."""
+    e = energy_j[np.isfinite(energy_j) & (energy_j > 0)]
+    if len(e) == 0:
+        return
+    med = float(np.median(e))
+    if not MIN_ENERGY_J <= med <= MAX_ENERGY_J:
+        warnings.warn(f"{where}: the median window energy is {med:.3g} J, outside the plausible "
+                      f"{MIN_ENERGY_J:g} to {MAX_ENERGY_J:g} J of one generate() call; check the column's unit "
+                      "(energy_j, energy_mj, energy_kwh, ...)", stacklevel=3)
 
 
 def read_netcdf(path: str | Path) -> xr.Dataset:
@@ -249,12 +392,36 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
             raise DataError(
                 f"{path}: variable '{var}' has unknown unit {unit!r}; expected '{UNITS[var]}' (convert it to SI)"
             )
+    for d in DIMS[1:]:
+        v = np.asarray(ds[d].values)
+        lower = 0 if d == "repeat" else 1
+        if v.dtype == bool or not np.issubdtype(v.dtype, np.number) or not (
+                np.all(np.isfinite(v)) and np.all(v == np.round(v)) and np.all((v >= lower) & (v <= MAX_INT))):
+            first = next((x for x in v.ravel() if not (isinstance(x, (int, float, np.number)) and not
+                                                        isinstance(x, (bool, np.bool_)) and float(x).is_integer()
+                                                        and lower <= x <= MAX_INT)), v.ravel()[0])
+            raise DataError(f"{path}: coordinate '{d}' holds {first!r}, not a "
+                            f"{'non-negative' if d == 'repeat' else 'positive'} integer; fix or re-measure the file")
+    _check_model_names(pd.Series(ds["model"].values.astype(str)), str(path))
+    if "window" not in ds.dims and len(set(map(str, ds["model"].values))) != ds.sizes.get("model", 0):
+        raise DataError(f"{path}: a model name occurs twice in the 'model' dimension; give every model one name")
     e = ds["energy_j"].values
-    bad = np.isinf(e) | (e < 0)
+    bad = np.isinf(e) | (e <= 0)
     if bad.any():
         where = {d: ds[d].values[ix].item() for d, ix in zip(ds["energy_j"].dims, np.argwhere(bad)[0])}
-        raise DataError(f"{path}: energy_j {e[bad][0]:g} J is negative or infinite at {where}; "
-                        "re-measure or remove that window")
+        raise DataError(f"{path}: energy_j {e[bad][0]:g} J is not positive and finite at {where}; "
+                        "a window always draws energy — re-measure or remove that window")
+    _check_energy_scale(np.asarray(e, dtype=float).ravel(), f"{path}: energy_j")
+    geo = [c for c in GEOMETRY_COLUMNS if c in ds.coords]
+    if geo:
+        names = ds["model"].values.astype(str)
+        for m in dict.fromkeys(names):
+            k = int(np.flatnonzero(names == m)[0]) if "window" in ds.dims else list(names).index(m)
+            geom = {c: ds[c].values[k].item() if hasattr(ds[c].values[k], "item") else ds[c].values[k] for c in geo}
+            try:
+                check_geometry(geom, f"{path}: model {m!r}")
+            except ParamsError as e:
+                raise DataError(str(e)) from None
     t = ds["duration_s"].values
     if (np.isinf(t) | (t <= 0)).any():
         raise DataError(f"{path}: a duration_s is zero, negative or infinite; re-measure or remove that window")
@@ -286,12 +453,20 @@ def read_window_log(path: str | Path) -> tuple[list[dict], dict]:
                 break  # torn write from a crash
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise DataError(f"{path} line {n}: not a JSON window record; remove that line "
                                 "(the kit never writes one)") from None
             if not isinstance(rec, dict) or "model" not in rec:
                 raise DataError(f"{path} line {n}: not a window record (a JSON object with model, lengths and "
                                 "status); remove that line")
+            missing = [d for d in DIMS if d not in rec]
+            bad = [d for d in INT_DIMS if d not in missing and (isinstance(rec[d], bool) or not isinstance(rec[d], int)
+                                                                 or not (0 if d == "repeat" else 1) <= rec[d] <= MAX_INT)]
+            if missing or bad or not isinstance(rec["model"], str):
+                what = (f"lacks {', '.join(missing)}" if missing else
+                        f"{bad[0]} {rec[bad[0]]!r} is not a valid count" if bad else "model is not text")
+                raise DataError(f"{path} line {n}: not a window record ({what}); remove that line "
+                                "(the kit never writes one)")
             out.append(rec)
     return out, {"source": path.name, "records": len(out), "torn_tail": torn}
 
@@ -332,7 +507,7 @@ def read_hf_config(path: str | Path) -> tuple[dict, dict]:
     path = Path(path)
     try:
         cfg = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ParamsError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); fix the file or use a preset") from None
     if not isinstance(cfg, dict):
         raise ParamsError(f"{path}: expected a JSON object of model settings; fix the file or use a preset")
@@ -348,11 +523,14 @@ def _need(cfg: dict, key: str):
 def geometry_from_hf_config(cfg: dict) -> dict:
     """Geometry (:data:`energykit.schema.GEOMETRY_KEYS`) from a Hugging Face ``config.json`` mapping."""
     arch = cfg.get("model_type", "unknown")
+    if not isinstance(arch, str):
+        raise ParamsError(f"config.json: model_type must be a string; got {arch!r}")
     d = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
     nq = cfg.get("num_attention_heads") or cfg.get("n_head")
     L = cfg.get("num_hidden_layers") or cfg.get("n_layer")
     if not (d and nq and L):
         raise ParamsError("config.json lacks hidden_size / num_attention_heads / num_hidden_layers; give a model's config")
+    check_geometry({"hidden_size": d, "num_heads": nq, "num_layers": L}, f"config.json of {arch!r}")
     if arch == "falcon":
         nkv = 1 if cfg.get("multi_query", True) and not cfg.get("new_decoder_architecture") else cfg.get("num_kv_heads", nq)
     else:
@@ -367,4 +545,4 @@ def geometry_from_hf_config(cfg: dict) -> dict:
     )
     if cfg.get("sliding_window") and arch.startswith("gemma"):
         geom["sliding_window"] = cfg["sliding_window"]
-    return geom
+    return check_geometry(geom, f"config.json of {arch!r}")

@@ -16,27 +16,79 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, Vali
 
 from .engines.trtllm import check_supported
 from .errors import ParamsError
+from .iotools import MAX_INT, check_text
 from .presets import resolve
 
-__all__ = ["read_yaml", "one_line", "validate", "ReportParams", "load_report_params", "notebook_parameters",
+__all__ = ["MAX_PARAMS_BYTES", "MAX_PARAMS_NODES", "MAX_WINDOWS", "read_yaml", "one_line", "validate", "ReportParams", "load_report_params", "notebook_parameters",
            "MeasureParams", "load_measure_params"]
 
 
+MAX_PARAMS_BYTES = 1 << 20
+"""Largest params file [bytes] (1 MiB): the shipped ones are under 2 KiB."""
+MAX_PARAMS_NODES = 100_000
+"""Most values a params file may hold once its YAML aliases are expanded (a "billion laughs" stops here)."""
+MAX_WINDOWS = 1_000_000
+"""Most windows one sweep may plan (models x batch sizes x cells x repeats); split a bigger sweep."""
+
+
+def _walk(data, source: str) -> None:
+    """Count the values of ``data`` as if its aliases were expanded (stopping at the limit) and refuse
+    strings with control characters."""
+    stack, seen = [data], 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > MAX_PARAMS_NODES:
+            raise ParamsError(f"{source}: more than {MAX_PARAMS_NODES} values once YAML aliases (&/*) are expanded; "
+                              "write the values out, without nested aliases")
+        if isinstance(v, dict):
+            stack += list(v.keys()) + list(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack += list(v)
+        elif isinstance(v, str):
+            try:
+                check_text(v, "value")
+            except ParamsError as e:
+                raise ParamsError(f"{source}: {e}") from None
+        elif not isinstance(v, (int, float, bool)) and v is not None:
+            raise ParamsError(f"{source}: a value of type {type(v).__name__} ({str(v)[:40]!r}); "
+                              "params hold text, numbers, true/false, lists and mappings only")
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing file or a non-mapping is a :class:`ParamsError`."""
+    """Read a YAML mapping; a missing, oversized, non-UTF-8 or non-mapping file is a :class:`ParamsError`.
+
+    The file is bounded: at most :data:`MAX_PARAMS_BYTES`, and :data:`MAX_PARAMS_NODES` values once
+    aliases are expanded; no string may hold a control character.
+    """
     path = Path(path)
+    check_text(str(path), "params path")
     if not path.exists():
         raise ParamsError(f"{path}: no such params file; check the path")
+    if not path.is_file():
+        raise ParamsError(f"{path}: not a file; give a YAML params file")
+    if path.stat().st_size > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path}: {path.stat().st_size} bytes is over the {MAX_PARAMS_BYTES} bytes a params file "
+                          "may have; check that this is the right file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParamsError(f"{path}: not UTF-8 text (UTF-16 or binary?); save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0][:120]
+        raise ParamsError(f"{path}:{where} is not valid YAML ({problem}); fix the syntax") from None
+    except (RecursionError, ValueError, TypeError, OverflowError) as e:  # deep nesting, odd scalars (!!binary, dates)
+        raise ParamsError(f"{path}: cannot be read as params ({type(e).__name__}: {str(e)[:80]}); "
+                          "use plain YAML values") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    _walk(data, str(path))
     return data
 
 
@@ -49,7 +101,9 @@ def one_line(err: ValidationError, source: str) -> str:
     if e["type"] == "missing":
         return f"{source}: missing key '{loc}'; add it"
     msg = e["msg"].removeprefix("Value error, ")
-    return f"{source}: {loc}: {msg} (got {e.get('input')!r})"
+    got = repr(e.get("input"))
+    got = got if len(got) <= 80 else got[:80] + "…"
+    return f"{source}: {loc[:80]}: {msg} (got {got})"
 
 
 def validate(model: type[BaseModel], data: dict, source: str) -> BaseModel:
@@ -145,7 +199,34 @@ class MeasureParams(BaseModel):
             bad = [c for c in v if c[0] <= 0 or c[1] <= 0]
             if bad:
                 raise ValueError(f"cells are [input_len, output_len] pairs of positive integers; got {list(bad[0])}")
+            seen = set()
+            for c in v:
+                if tuple(c) in seen:
+                    raise ValueError(f"cell {list(c)} is listed twice; list each cell once")
+                seen.add(tuple(c))
         return v
+
+    @field_validator("output", "plan_timing")
+    @classmethod
+    def _path(cls, v, info):
+        if info.field_name == "output" and not v.strip():
+            raise ValueError("is empty; give the sweep's output folder, e.g. output: runs/h100-llama")
+        if v != v.strip():
+            raise ValueError("starts or ends with a space; remove it")
+        return v
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        lens = self.batch_sizes + self.input_lens + self.output_lens + [x for c in (self.cells or []) for x in c]
+        big = [x for x in lens + [self.repeats, self.warmup] if x > MAX_INT]
+        if big:
+            raise ValueError(f"{big[0]} is over {MAX_INT:.0e}; lengths, batch sizes and repeats are smaller")
+        cells = len(self.cells) if self.cells is not None else len(self.input_lens) * len(self.output_lens)
+        windows = len(self.models) * len(self.batch_sizes) * cells * self.repeats
+        if windows > MAX_WINDOWS:
+            raise ValueError(f"the sweep plans {windows:.3g} windows (models x batch_sizes x cells x repeats), over "
+                             f"the limit of {MAX_WINDOWS:.0e}; fewer repeats or lengths, or split the sweep")
+        return self
 
     @model_validator(mode="after")
     def _models(self):
@@ -189,6 +270,8 @@ class MeasureParams(BaseModel):
 
     @property
     def max_len(self) -> int:
+        if self.cells is None:
+            return max(self.input_lens) + max(self.output_lens)
         return max(i + o for i, o in self.grid)
 
     @property

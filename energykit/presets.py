@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ParamsError
-from .iotools import read_hf_config
+from .iotools import check_geometry, check_model_name, check_text, read_hf_config
 from .schema import GEOMETRY_KEYS
 
 __all__ = ["PRESETS", "ALIASES", "resolve"]
@@ -55,22 +55,30 @@ def resolve(spec) -> tuple[str, dict, str | None]:
             raise ParamsError("an inline model needs a 'name'")
         if missing:
             raise ParamsError(f"inline model {name!r} lacks {', '.join(missing)}; give every geometry column")
+        if not isinstance(name, str):
+            raise ParamsError(f"an inline model's name must be text; got {name!r}")
+        check_model_name(name)
         for k in GEOMETRY_KEYS[1:]:
             v = spec[k]
             lo = 0 if k in ("ffn_gated", "tied_embeddings") else 1
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ParamsError(f"inline model {name!r}: {k} must be an integer >= {lo}; got {v!r}")
+        check_geometry(spec, f"inline model {name!r}")
         spec.setdefault("max_position_embeddings", 131072)
         return str(name), spec, None
+    if not isinstance(spec, str):
+        raise ParamsError(f"a model is a preset name, a path or a mapping; got {spec!r}")
+    check_text(spec, "model")
     key = ALIASES.get(str(spec), str(spec))
     if key in PRESETS:
         return key, dict(PRESETS[key]), None
     path = Path(spec)
     cfg_path = path / "config.json" if path.is_dir() else path
-    if cfg_path.name == "config.json" and cfg_path.exists():
+    if cfg_path.name == "config.json" and cfg_path.is_file():
         geom, _ = read_hf_config(cfg_path)
         ckpt = str(path) if path.is_dir() and any(path.glob("*.safetensors")) else None
-        return path.name if path.is_dir() else cfg_path.parent.name, geom, ckpt
+        name = path.resolve().name if path.is_dir() else cfg_path.resolve().parent.name
+        return check_model_name(name, f"model folder name (of {spec})"), geom, ckpt
     raise ParamsError(
         f"unknown model {spec!r}; use a preset ({', '.join(PRESETS)}), a directory with config.json, or an inline mapping"
     )

@@ -30,7 +30,8 @@ from nbconvert.filters import markdown2html
 from .dataset import load_many
 from .errors import EnergykitError, ParamsError
 from .fitting import fit_dataset, load_fits
-from .iotools import read_trace
+from .iotools import MATH, check_text, escape_markdown, read_trace
+from .state import file_sha256
 from .params import ReportParams, load_report_params, notebook_parameters
 
 __all__ = ["ANALYSIS_GLOB", "FIT_FILE", "fit_once", "repo_root", "analysis_notebooks", "description", "execute", "to_html",
@@ -107,8 +108,6 @@ def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> 
     return time.perf_counter() - t0
 
 
-MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
-"""``$$display$$`` and ``$inline$`` LaTeX in markdown cells."""
 FIT_TABLES = ("<style>.jp-OutputArea-output table, .jp-RenderedHTMLCommon table {display: block; max-width: 100%; "
               "overflow-x: auto;}</style>")
 """Wide tables scroll inside the page instead of running off it."""
@@ -179,7 +178,8 @@ def write_index(out_dir: Path, entries: list[tuple[str, str]], params_path: Path
     for stem, desc in entries:
         executed = out_dir / f"{stem}.ipynb"
         text, _, figure = key_results(executed) if executed.exists() else ("", {}, "")
-        body = markdown2html(mathml(text.replace("### Key results", ""))) if text else "<p>(no key results)</p>"
+        body = (markdown2html(mathml(escape_markdown(text.replace("### Key results", "")))) if text
+                else "<p>(no key results)</p>")
         thumb = (f'<a href="{stem}.nocode.html"><img class="thumb" alt="main figure of {html.escape(stem)}" '
                  f'src="data:image/png;base64,{figure.strip()}"></a>') if figure else ""
         sections.append(
@@ -229,12 +229,14 @@ def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
     A ``fit_file`` given in the parameters is copied instead (and checked against loss, folds and data).
     """
     t0 = time.perf_counter()
+    hashes = [file_sha256(root / f) for f in params.data]  # ties the fit to the data's content, not its path
     if params.fit_file:
         source = Path(params.fit_file) if Path(params.fit_file).is_absolute() else root / params.fit_file
-        load_fits(source, loss=params.loss, cv_folds=params.cv_folds, data=params.data)
+        load_fits(source, loss=params.loss, cv_folds=params.cv_folds, data=params.data, data_sha256=hashes)
         shutil.copyfile(source, path)
     else:
-        fit_dataset(ds, loss=params.loss, cv_folds=params.cv_folds).save(path, source={"data": params.data})
+        fit_dataset(ds, loss=params.loss, cv_folds=params.cv_folds).save(
+            path, source={"data": params.data, "data_sha256": hashes})
     return time.perf_counter() - t0
 
 
@@ -256,6 +258,15 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
     out = Path(out_dir)
     if not out.is_absolute():
         out = root / out
+    check_text(str(out_dir), "--out")
+    if out.exists() and not out.is_dir() or out.is_symlink():
+        raise ParamsError(f"--out {out_dir} is an existing file or link, not a reports folder; give a folder path "
+                          "(it is replaced as a whole)")
+    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").exists():
+        raise ParamsError(f"--out {out_dir} is a folder that holds no reports (no index.html); it would be replaced "
+                          "as a whole — give a new or a reports folder")
+    if out.resolve() in (root.resolve(), *root.resolve().parents) or root.resolve().is_relative_to(out.resolve()):
+        raise ParamsError(f"--out {out_dir} is the project folder or above it; give a folder such as reports")
     notebooks = analysis_notebooks(root, only)
     # build into a fresh folder and swap it in: a failure never leaves a mix of new and stale pages
     stage = out.with_name(f".{out.name}.building-{os.getpid()}")

@@ -123,15 +123,24 @@ def shard_from_env(text: str | None = None) -> tuple[int, int] | None:
         return k, n
     env = os.environ
     if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-        lo = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-        return int(env["SLURM_ARRAY_TASK_ID"]) - lo, int(env["SLURM_ARRAY_TASK_COUNT"])
+        lo = _env_int("SLURM_ARRAY_TASK_MIN", "0")
+        return _env_int("SLURM_ARRAY_TASK_ID") - lo, _env_int("SLURM_ARRAY_TASK_COUNT")
     if "JOB_COMPLETION_INDEX" in env:
         n = env.get("ENERGYKIT_SHARDS")
         if not n:
             raise ParamsError("JOB_COMPLETION_INDEX is set but not the shard count; set ENERGYKIT_SHARDS to the "
                               "job's completions, or pass --shard K/N")
-        return int(env["JOB_COMPLETION_INDEX"]), int(n)
+        return _env_int("JOB_COMPLETION_INDEX"), _env_int("ENERGYKIT_SHARDS")
     return None
+
+
+def _env_int(name: str, default: str | None = None) -> int:
+    text = os.environ.get(name, default)
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ParamsError(f"environment variable {name}={str(text)[:40]!r} is not an integer; unset it, "
+                          "or pass --shard K/N") from None
 
 
 def shard_folder(output: str | Path, index: int, count: int) -> Path:

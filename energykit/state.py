@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -27,7 +28,8 @@ from pathlib import Path
 from .errors import DataError, EnergykitError
 
 __all__ = ["FAULT_ENV", "fault_point", "DiskFullError", "atomic_write_text", "atomic_write_json",
-           "fsync_dir", "jsonable", "read_json", "RawLog", "WriterLock"]
+           "fsync_dir", "jsonable", "read_json", "RawLog", "WriterLock", "open_no_follow", "file_sha256",
+           "check_output"]
 
 FAULT_ENV = "ENERGYKIT_FAULT_KILL_AT"
 _writes = 0
@@ -58,12 +60,32 @@ def _disk_error(path: Path, e: OSError) -> EnergykitError:
     return EnergykitError(f"{path}: cannot write ({e.strerror}); check the output folder's permissions and space")
 
 
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that never follows a symlink at ``path``: a symlinked state file is refused in one line.
+
+    A lock or state file planted as a symlink to another file would otherwise truncate that file.
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP or Path(path).is_symlink():
+            raise EnergykitError(f"{path} is a symbolic link; energykit never writes through one — remove it "
+                                 "(rm the link, not its target) and rerun") from None
+        raise
+
+
+def _fresh_temp(tmp: Path):
+    """Open the temp file ``tmp`` for writing, new (a leftover temp file or symlink is removed first)."""
+    tmp.unlink(missing_ok=True)  # unlinking a symlink removes the link, never its target
+    return os.fdopen(open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w", encoding="utf-8")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` atomically (temp file, fsync, rename, fsync of the folder)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with _fresh_temp(tmp) as f:
             half = len(text) // 2
             f.write(text[:half])
             f.flush()
@@ -102,7 +124,7 @@ def read_json(path: Path) -> dict:
         return {}
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise DataError(f"{path}: not valid JSON; it was edited by hand or damaged — restore it or "
                         "measure into a new output folder") from None
     if not isinstance(data, dict):
@@ -117,7 +139,8 @@ class RawLog:
         self.path = Path(path)
         self._drop_torn_tail()
         try:
-            self.f = open(self.path, "a", encoding="utf-8")
+            self.f = os.fdopen(open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a",
+                               encoding="utf-8")
         except OSError as e:
             raise _disk_error(self.path, e) from None
 
@@ -128,7 +151,11 @@ class RawLog:
         size = self.path.stat().st_size
         if size == 0:
             return
-        with open(self.path, "rb+") as f:
+        try:
+            fd = open_no_follow(self.path, os.O_RDWR)
+        except OSError as e:
+            raise _disk_error(self.path, e) from None
+        with os.fdopen(fd, "rb+") as f:
             f.seek(max(0, size - 1))
             if f.read(1) == b"\n":
                 return
@@ -179,7 +206,7 @@ class WriterLock:
     def acquire(self) -> "WriterLock":
         """Take the lock at once, or raise naming the process that holds it."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as e:
             raise _disk_error(self.path, e) from None
         try:
@@ -203,3 +230,58 @@ class WriterLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex): ties a result (a fit file) to the content of its data."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the output") -> Path:
+    """Refuse, in one line, an output that is one of the command's inputs or an existing file not of ``kind``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file a command is about to write (replace).
+    inputs : iterable of str or Path
+        Files and folders the same command reads; the output may be none of them, nor lie inside an
+        input folder's crash-safe state (``windows.jsonl``, ``*.json``, ``.lock``).
+    kind : str
+        ``"netcdf"``: an existing ``path`` may be replaced only when it is a NetCDF (HDF5) file, as
+        the kit writes; any other existing file is not the kit's to overwrite.
+    option : str
+        How the user names the output (``--save``, ``-o``), for the message.
+    """
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise EnergykitError(f"{option} {str(path)!r} is not a file name; give a path such as out/merged.nc")
+    if path.is_symlink():
+        raise EnergykitError(f"{option} {path} is a symbolic link; give a new file path (energykit never writes "
+                             "through a link)")
+    if path.is_dir():
+        raise EnergykitError(f"{option} {path} is a folder; give a file path inside it, e.g. {path / 'merged.nc'}")
+    target = path.resolve()
+    for src in inputs:
+        src = Path(src).resolve()
+        if target == src:
+            raise EnergykitError(f"{option} {path} is also an input of this command; it would replace it — "
+                                 "write to another file")
+        if src.is_dir() and target.is_relative_to(src) and (target.suffix in (".jsonl", ".json", "")
+                                                           or target.name.startswith(".")):
+            raise EnergykitError(f"{option} {path} would replace the state of the input folder {src}; "
+                                 "write to a file outside it, e.g. merged.nc")
+    if path.exists():
+        if not path.is_file():
+            raise EnergykitError(f"{option} {path} exists and is not a regular file; give a new file path")
+        if kind == "netcdf":
+            with open(path, "rb") as f:
+                magic = f.read(8)
+            if magic != b"\x89HDF\r\n\x1a\n":
+                raise EnergykitError(f"{option} {path} exists and is not a NetCDF file written by energykit; "
+                                     "it would be overwritten — give a new file path")
+    return path

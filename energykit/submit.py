@@ -8,12 +8,15 @@ Without submitit, ``scripts/energykit_array.sbatch`` does the same with plain ``
 
 from __future__ import annotations
 
+import re
+import shutil
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import EnergykitError, MissingExtraError
+from .errors import EnergykitError, MissingExtraError, ParamsError
+from .iotools import check_text
 from .params import load_measure_params
 from .shards import plan_shards, shard_folder
 from .sweep import run, status
@@ -58,10 +61,19 @@ def submit(params_path: str, count: int, partition: str | None = None, time_min:
            progress: bool = True) -> list:
     """Submit the shards as one Slurm array; returns the submitit jobs (waits for them with ``wait``)."""
     submitit = _submitit()
+    for what, value in (("--partition", partition), ("--folder", folder)):
+        if value is not None:
+            check_text(str(value), what)  # a newline would become a line of the batch script
+    if partition is not None and not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", partition):
+        raise ParamsError(f"--partition {partition[:60]!r}: a Slurm partition name is letters, digits and _ . , - ; "
+                          "list them with sinfo -s")
     indices = shards_to_submit(params_path, count, retry)
     if not indices:
         return []
     params = load_measure_params(params_path)
+    if shutil.which("srun") is None or shutil.which("sbatch") is None:
+        raise EnergykitError("srun/sbatch are not on PATH: this is not a Slurm login node; run energykit submit "
+                             "where Slurm is installed, or scripts/energykit_array.sbatch with sbatch")
     logs = Path(folder) if folder else Path(params.output) / "slurm"
     ex = submitit.AutoExecutor(folder=str(logs / "%j"), cluster="slurm")
     opts = dict(timeout_min=int(time_min), slurm_gres=f"gpu:{int(gpus_per_task)}", tasks_per_node=1,

@@ -15,6 +15,7 @@ from IPython.display import Markdown, display
 
 from .dataset import model_value
 from .fitting import FitSet, ModelFit, bounded_high
+from .iotools import escape_markdown
 from .sweetspots import PAPER_GRID, attention_kind, fitted_map, ratio_table
 
 __all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
@@ -92,7 +93,8 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
 
 def show(text: str, numbers: dict) -> None:
     """Display the key-results box in a notebook, with its numbers attached for the landing page."""
-    display(Markdown(text), metadata={"energykit_key_results": numbers})
+    # model and file names are data: no HTML of theirs reaches a page
+    display(Markdown(escape_markdown(text)), metadata={"energykit_key_results": numbers})
 
 
 def dataset_line(ds: xr.Dataset) -> str:

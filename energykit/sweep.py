@@ -34,13 +34,13 @@ from .params import MeasureParams
 from .physics import param_count
 from .schema import DIMS, GEOMETRY_KEYS
 from .shards import all_windows, shard_folder, shard_of
-from .state import RawLog, WriterLock, atomic_write_json, read_json
+from .state import RawLog, WriterLock, atomic_write_json, check_output, read_json
 from .windows import measure
 
 __all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "ENGINE_MODULES", "check_engine_installed",
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
            "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
-           "finalize", "engine_label"]
+           "finalize", "engine_label", "check_shard_setups", "merged_provenance"]
 
 
 LOG = "windows.jsonl"
@@ -113,6 +113,12 @@ def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
     setup["gpu_uuids"] = meter_info.get("gpu_uuids") or ([meter_info["gpu_uuid"]] if "gpu_uuid" in meter_info
                                                          else ["none"])
     setup["libraries"] = library_versions()
+    # what the engine allocates once per sweep: the static KV cache holds the longest request
+    # (trtllm also sizes its engine by batch and input), so a longer cell measures another setup
+    setup["max_len"] = params.max_len
+    if params.engine == "trtllm":
+        opts = _engine_options(params)
+        setup.update(max_batch_size=opts["max_batch_size"], max_input_len=opts["max_input_len"])
     models = {name: {"geometry": geom, "checkpoint": ckpt} for name, geom, ckpt in params.resolved}
     return {"setup": setup, "models": models}
 
@@ -485,6 +491,8 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
     sweep's params are given — missing ones.
     """
     folders = _shard_folders(outputs)
+    check_output(destination, [f / LOG for f in folders] + folders + [Path(o) for o in outputs], "netcdf", "-o")
+    check_shard_setups(folders, params)
     records = []
     for f in folders:
         for rec in read_window_log(f / "windows.jsonl")[0]:
@@ -492,11 +500,13 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         raise DataError(f"no completed window in {len(folders)} folder(s); measure first")
-    df = pd.DataFrame(ok).sort_values("time", kind="stable")
+    df = pd.DataFrame(ok)
+    df["time"] = df["time"].fillna("").astype(str) if "time" in df else ""
+    df = df.sort_values("time", kind="stable")
     retried = int(df.duplicated(list(DIMS)).sum())
     df = df.drop_duplicates(list(DIMS), keep="last")
     provenance = {f.name: read_json(f / "provenance.json") for f in folders}
-    frame, attrs = dataset_frame(df, next(iter(provenance.values())), params)
+    frame, attrs = dataset_frame(df, merged_provenance(provenance), params)
     gpus = sorted({str(g) for g in frame["gpu"]}) if "gpu" in frame else []
     if len(gpus) > 1:  # shards on different GPU models: never average them; one entry per (model, GPU)
         frame["model"] = frame["model"].astype(str) + " [" + frame["gpu"].astype(str) + "]"
@@ -511,6 +521,53 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
         report["missing"] = len(want - have)
         report["planned"] = len(want)
     return path, report
+
+
+SHARD_LOCAL = ("gpu_uuids",)
+"""Fingerprint fields that differ between shards by design (each shard runs on its own GPU)."""
+
+
+def check_shard_setups(folders: list[Path], params: MeasureParams | None = None) -> None:
+    """Refuse, naming the field, to merge folders measured with different setups.
+
+    Every folder's ``fingerprint.json`` must equal the first one's (and the params', when given),
+    except the GPU each shard ran on; a model measured in two folders must have one geometry.
+    """
+    prints = {f: read_json(f / FINGERPRINT) for f in folders}
+    missing = [f for f, p in prints.items() if not p]
+    if missing:
+        raise DataError(f"{missing[0]} has no {FINGERPRINT}: its setup is unknown and cannot be checked against "
+                        "the other folders; merge only folders measured by this energykit")
+
+    def setup_of(p):
+        return {"setup": {k: v for k, v in p.get("setup", {}).items() if k not in SHARD_LOCAL},
+                "models": p.get("models", {})}
+
+    first, ref = folders[0], setup_of(prints[folders[0]])
+    if params is not None:
+        want = setup_of(fingerprint(params, {}))
+        want["setup"].pop("libraries", None)  # the versions of where the shards ran, not of this machine
+        for f, p in prints.items():
+            have = setup_of(p)
+            have["setup"].pop("libraries", None)
+            diffs = fingerprint_difference(have, want)
+            if diffs:
+                raise DataError(f"{f} was measured with another setup than the params give ({'; '.join(diffs)}); "
+                                "merge only the shards of this sweep")
+    for f in folders[1:]:
+        diffs = fingerprint_difference(ref, setup_of(prints[f]))
+        if diffs:
+            raise DataError(f"{f} and {first} were measured with different setups ({'; '.join(diffs)}); "
+                            "merge only shards of one sweep, or fit them as separate datasets")
+
+
+def merged_provenance(provenance: dict[str, dict]) -> dict:
+    """One provenance of several shard folders: the first's meter, and every shard's engines and versions."""
+    first = next(iter(provenance.values()))
+    engines = {}
+    for p in provenance.values():
+        engines.update(p.get("engines", {}))
+    return {**first, "engines": engines}
 
 
 def status(outputs) -> pd.DataFrame:

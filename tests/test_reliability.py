@@ -142,6 +142,7 @@ def test_second_writer_is_refused_at_once(tmp_path):
     ({"min_window_s": 0.01}, "min_window_s: 0.0 -> 0.01"),
     ({"attention": "sdpa"}, "attention: 'flex_attention' -> 'sdpa'"),
     ({"dtype": "bfloat16"}, "dtype: 'float32' -> 'bfloat16'"),
+    ({"input_lens": [8, 16]}, "max_len: 12 -> 20"),  # a longer cell: another static-cache size
 ])
 def test_rerun_with_another_setup_exits_2_and_writes_nothing(tmp_path, change, expect):
     out = tmp_path / "out"
@@ -156,7 +157,7 @@ def test_adding_cells_repeats_and_models_resumes(tmp_path):
     out = tmp_path / "out"
     assert _measure(_write(tmp_path / "a.yaml", _params(out))).returncode == 0
     other = dict(TINY, name="tiny2", num_layers=3)
-    p = _measure(_write(tmp_path / "b.yaml", _params(out, repeats=3, input_lens=[8, 16], models=[TINY, other])))
+    p = _measure(_write(tmp_path / "b.yaml", _params(out, repeats=3, input_lens=[4, 8], models=[TINY, other])))
     assert p.returncode == 0, p.stderr
     recs = read_window_log(out / sweep.LOG)[0]
     assert len(recs) == 2 * 2 * 3 * 2  # two models, 4 cells, 3 repeats, nothing twice

@@ -128,8 +128,9 @@ def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
 
 def test_torn_last_line_is_ignored(tmp_path):
     log = tmp_path / sweep.LOG
-    log.write_text(json.dumps({"model": 1}) + "\n" + '{"model": "x", "bat')
-    assert read_window_log(log)[0] == [{"model": 1}]
+    rec = {"model": "m", "batch_size": 1, "input_len": 8, "output_len": 4, "repeat": 0}
+    log.write_text(json.dumps(rec) + "\n" + '{"model": "x", "bat')
+    assert read_window_log(log)[0] == [rec]
     sweep.RawLog(log).close()
     assert log.read_text().endswith("\n")
 

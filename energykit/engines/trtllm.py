@@ -128,9 +128,13 @@ class TrtLlmEngine(Engine):
     def _config_dir(self) -> str:
         """A directory holding only the geometry's ``config.json`` (weights: ``load_format="dummy"``)."""
         path = self.workdir / self.model_name
+        if not path.resolve().is_relative_to(self.workdir.resolve()) or path.resolve() == self.workdir.resolve():
+            raise ParamsError(f"model name {self.model_name!r} would write its config.json outside {self.workdir}; "
+                              "use a plain model name, e.g. 'my-model-1b'")
         path.mkdir(parents=True, exist_ok=True)
         cfg = hf_config(self.geometry, self.max_len).to_dict()
         tmp = path / "config.json.tmp"
+        tmp.unlink(missing_ok=True)  # never write through a symlink planted at the temp name
         tmp.write_text(json.dumps(cfg, indent=2, default=str))
         tmp.replace(path / "config.json")
         return str(path)
