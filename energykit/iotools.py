@@ -534,7 +534,8 @@ def geometry_from_hf_config(cfg: dict) -> dict:
     if arch == "falcon":
         nkv = 1 if cfg.get("multi_query", True) and not cfg.get("new_decoder_architecture") else cfg.get("num_kv_heads", nq)
     else:
-        nkv = cfg.get("num_key_value_heads") or nq
+        nkv = cfg.get("num_key_value_heads")
+        nkv = nq if nkv is None else nkv  # as transformers: absent means one KV head per query head
     ffn = cfg.get("intermediate_size") or cfg.get("ffn_dim") or cfg.get("ffn_hidden_size") or 4 * d
     geom = dict(
         arch=arch, num_layers=L, hidden_size=d, num_heads=nq, num_kv_heads=nkv,

@@ -1,0 +1,497 @@
+"""Hostile input (issue 18): nothing a params file, a dataset or a model name holds can run code,
+overwrite a file or silently change a result. One class per class of attack; each case ends in
+exit 0 or 2 with one line, and nothing outside the output folder is written.
+"""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from energykit import cli
+from energykit.errors import DataError, EnergykitError, FitError, ParamsError
+
+from conftest import synthetic_frame
+
+TINY = dict(name="tiny", arch="llama", num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
+            intermediate_size=64, ffn_gated=1, vocab_size=128, tied_embeddings=1, max_position_embeddings=512)
+
+
+def _params(**over):
+    p = dict(engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8, 16],
+             output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output="out")
+    p.update(over)
+    return p
+
+
+def _write(path, obj):
+    path.write_text(obj if isinstance(obj, str) else yaml.safe_dump(obj))
+    return path
+
+
+def _run(argv, capsys):
+    """The CLI in-process: (exit code, stderr); a traceback would fail the test by propagating."""
+    rc = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def _one_line_error(rc, err):
+    assert rc == 2, err
+    lines = [l for l in err.splitlines() if l.startswith("energykit: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _files(root: Path) -> dict:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+class TestShellInjection:
+    """A newline in a params value or a CLI value never reaches the Slurm batch script."""
+
+    @pytest.mark.parametrize("over", [{"output": "out\ntouch /tmp/pwned"}, {"plan_timing": "x\rnohup"},
+                                      {"models": ["tiny\n"]}])
+    def test_params_with_control_characters_are_refused(self, tmp_path, capsys, over):
+        path = _write(tmp_path / "p.yaml", _params(**over))
+        line = _one_line_error(*_run(["plan", path, "--shards", "1"], capsys))
+        assert "control character" in line
+
+    @pytest.mark.parametrize("opt", [["--partition", "gpu\n#SBATCH --wrap=id"], ["--partition", "a;id"],
+                                     ["--folder", "logs\nid"]])
+    def test_submit_values_are_checked_before_anything_is_submitted(self, tmp_path, capsys, opt):
+        pytest.importorskip("submitit")
+        path = _write(tmp_path / "p.yaml", _params(output=str(tmp_path / "out")))
+        line = _one_line_error(*_run(["submit", path, "--shards", "2", *opt], capsys))
+        assert "--partition" in line or "--folder" in line
+        assert not (tmp_path / "out").exists()
+
+    def test_submit_without_slurm_is_one_line(self, tmp_path, capsys, monkeypatch):
+        pytest.importorskip("submitit")
+        monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+        path = _write(tmp_path / "p.yaml", _params(output=str(tmp_path / "out")))
+        assert "srun/sbatch are not on PATH" in _one_line_error(*_run(["submit", path, "--shards", "2"], capsys))
+
+
+class TestHtmlEscaping:
+    """A model named like HTML shows as text in the key-results boxes and in index.html."""
+
+    EVIL = "<img src=x onerror=alert(1)>"
+
+    def test_markdown_is_escaped_outside_math(self):
+        from energykit.iotools import escape_markdown
+
+        out = escape_markdown(f"**{self.EVIL}** [x](javascript:alert(1)) $o < o^*$ &amp;")
+        assert "<img" not in out and "javascript:" not in out
+        assert "$o < o^*$" in out and "&amp;" in out and "&amp;amp;" not in out
+
+    def test_index_shows_the_name_as_text(self, tmp_path):
+        import nbformat
+
+        from energykit.report import write_index
+
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("")
+        cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": f"### Key results\n- {self.EVIL}: 3 J"},
+                                               metadata={"energykit_key_results": {}})]
+        nb.cells.append(cell)
+        nbformat.write(nb, tmp_path / "02_fit.ipynb")
+        page = write_index(tmp_path, [("02_fit", "fits")], Path("params/report.yaml")).read_text()
+        assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+    def test_key_results_box_escapes(self, monkeypatch):
+        from energykit import summary
+
+        shown = []
+        monkeypatch.setattr(summary, "display", lambda obj, metadata=None: shown.append(obj.data))
+        summary.show(f"- model {self.EVIL}", {})
+        assert "<img" not in shown[0] and "&lt;img" in shown[0]
+
+
+class TestPathTraversal:
+    """A model name becomes a folder name only when it is plain, and the folder stays under the output."""
+
+    @pytest.mark.parametrize("name", ["../..", "/abs/dir", "a/b", ".hidden", "x\ny"])
+    def test_inline_names_must_be_plain(self, name):
+        from energykit.presets import resolve
+
+        with pytest.raises(ParamsError, match="plain name|control character"):
+            resolve(dict(TINY, name=name))
+
+    def test_trtllm_config_dir_stays_under_its_workdir(self, tmp_path):
+        from energykit.engines.trtllm import TrtLlmEngine
+
+        victim = tmp_path / "victim"
+        victim.mkdir()
+        eng = TrtLlmEngine("../victim", dict(TINY), workdir=str(tmp_path / "out" / "checkpoints"))
+        with pytest.raises(ParamsError, match="outside"):
+            eng._config_dir()
+        assert not (victim / "config.json").exists()
+
+
+class TestSymlinks:
+    """A lock, log or temp file planted as a symlink is never written through."""
+
+    def test_symlinked_lock_is_refused_and_the_target_kept(self, tmp_path):
+        from energykit.state import WriterLock
+
+        victim = tmp_path / "victim.txt"
+        victim.write_text("precious")
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / ".lock").symlink_to(victim)
+        with pytest.raises(EnergykitError, match="symbolic link"):
+            WriterLock(out).acquire()
+        assert victim.read_text() == "precious"
+
+    def test_state_temp_files_and_log_do_not_follow_links(self, tmp_path):
+        from energykit.state import RawLog, atomic_write_json
+
+        victim = tmp_path / "victim.txt"
+        victim.write_text("precious")
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / ".provenance.json.tmp").symlink_to(victim)
+        atomic_write_json(out / "provenance.json", {"a": 1})
+        assert json.loads((out / "provenance.json").read_text()) == {"a": 1}
+        (out / "windows.jsonl").symlink_to(victim)
+        with pytest.raises(EnergykitError, match="symbolic link"):
+            RawLog(out / "windows.jsonl")
+        assert victim.read_text() == "precious"
+
+
+class TestBoundedParams:
+    """Params files are bounded in size, alias expansion and planned windows; odd encodings are one line."""
+
+    def test_billion_laughs(self, tmp_path, capsys):
+        lol = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+        for k in range(1, 9):
+            prev = chr(ord("a") + k - 1)
+            lol.append(f"{chr(ord('a') + k)}: &{chr(ord('a') + k)} [{', '.join(['*' + prev] * 9)}]")
+        path = _write(tmp_path / "p.yaml", "\n".join(lol) + "\nengine: hf\n")
+        line = _one_line_error(*_run(["plan", path, "--shards", "1"], capsys))
+        assert "aliases" in line and len(line) < 400
+
+    @pytest.mark.parametrize("over, match", [({"repeats": 10**11}, "over"), ({"repeats": 300_000}, "windows"),
+                                             ({"input_lens": list(range(1, 3001)), "output_lens": list(range(1, 3001))},
+                                              "windows")])
+    def test_planned_windows_are_bounded(self, tmp_path, capsys, over, match):
+        line = _one_line_error(*_run(["plan", _write(tmp_path / "p.yaml", _params(**over)), "--shards", "1"], capsys))
+        assert match in line
+
+    @pytest.mark.parametrize("content", [
+        "engine: hf\n".encode("utf-16"),
+        b"engine: !!binary aGVsbG8=\n",
+        b"engine: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+        b"engine: 2020-01-01\n",
+        b"# " + b"x" * (1 << 20) + b"\n",
+    ], ids=["utf16", "binary", "deep", "date", "huge"])
+    def test_odd_files_are_one_line(self, tmp_path, capsys, content):
+        path = tmp_path / "p.yaml"
+        path.write_bytes(content)
+        _one_line_error(*_run(["plan", path, "--shards", "1"], capsys))
+
+    def test_long_validation_values_are_cut(self, tmp_path, capsys):
+        line = _one_line_error(*_run(["plan", _write(tmp_path / "p.yaml", _params(dtype="x" * 100_000)), "--shards",
+                                      "1"], capsys))
+        assert len(line) < 500
+
+
+class TestNoOverwrite:
+    """No command replaces its own input or a file the kit did not write."""
+
+    def test_fit_save_onto_its_data(self, synthetic_csv, capsys):
+        before = synthetic_csv.read_bytes()
+        line = _one_line_error(*_run(["fit", synthetic_csv, "--save", synthetic_csv], capsys))
+        assert "input" in line and synthetic_csv.read_bytes() == before
+
+    def test_fit_save_onto_a_foreign_file_or_into_a_missing_folder(self, synthetic_csv, tmp_path, capsys):
+        notes = tmp_path / "notes.nc"
+        notes.write_text("my notes")
+        assert "not a NetCDF" in _one_line_error(*_run(["fit", synthetic_csv, "--save", notes], capsys))
+        assert notes.read_text() == "my notes"
+        assert "does not exist" in _one_line_error(*_run(["fit", synthetic_csv, "--save", tmp_path / "no" / "f.nc"],
+                                                         capsys))
+
+    def test_merge_onto_a_shard_log(self, tmp_path, capsys):
+        out = _shard(tmp_path / "out", "m", 0)
+        before = (out / "windows.jsonl").read_bytes()
+        _one_line_error(*_run(["merge", out, "-o", out / "windows.jsonl"], capsys))
+        assert (out / "windows.jsonl").read_bytes() == before
+
+    def test_report_out_onto_a_file(self, tmp_path, capsys):
+        victim = tmp_path / "victim.txt"
+        victim.write_text("precious")
+        line = _one_line_error(*_run(["report", "--out", victim], capsys))
+        assert "--out" in line and victim.read_text() == "precious"
+
+
+def _shard(folder: Path, model: str, k: int, num_layers: int = 2, engine="hf", transformers="5.0", windows=2,
+           shard_name=None) -> Path:
+    """A shard folder as the sweep writes it: log, fingerprint and provenance (no GPU, no torch)."""
+    f = folder if shard_name is None else folder / shard_name
+    f.mkdir(parents=True, exist_ok=True)
+    geom = {k_: v for k_, v in dict(TINY, num_layers=num_layers).items() if k_ != "name"}
+    setup = {"engine": engine, "dtype": "float32", "meter": "none", "min_window_s": 0.0, "device": "cpu",
+             "compile": True, "attention": "sdpa", "backend": "pytorch", "chunked_prefill": False,
+             "tensor_parallel_size": 1, "gpu_uuids": [f"GPU-{k}"], "libraries": {"torch": "2.0"}, "max_len": 20}
+    (f / "fingerprint.json").write_text(json.dumps({"setup": setup, "models": {model: {"geometry": geom,
+                                                                                       "checkpoint": None}}}))
+    prov = {"meter": {"gpu_uuid": f"GPU-{k}"}, "energykit_commit": "abc",
+            "engines": {model: {"engine": engine, "transformers": transformers, "compile": True, "attention": "sdpa"}}}
+    (f / "provenance.json").write_text(json.dumps(prov))
+    with open(f / "windows.jsonl", "a") as log:
+        for r in range(windows):
+            log.write(json.dumps({"model": model, "batch_size": 2, "input_len": 8, "output_len": 4, "repeat": r,
+                                  "energy_j": 10.0 + r, "duration_s": 0.1, "output_tokens": 4, "engine": engine,
+                                  "gpu": "none", "dtype": "float32", "status": "ok",
+                                  "time": f"2026-01-01T00:00:0{k}{r}"}) + "\n")
+    return f
+
+
+class TestMergeIdentity:
+    """merge refuses shards of different setups, naming the field, and keeps every shard's provenance."""
+
+    def test_different_geometry_is_refused_naming_the_field(self, tmp_path, capsys):
+        _shard(tmp_path / "out", "m", 0, num_layers=2, shard_name="shard-0-of-2")
+        _shard(tmp_path / "out", "m", 1, num_layers=4, shard_name="shard-1-of-2")
+        line = _one_line_error(*_run(["merge", tmp_path / "out", "-o", tmp_path / "m.nc"], capsys))
+        assert "num_layers 2 -> 4" in line and not (tmp_path / "m.nc").exists()
+
+    def test_different_dtype_against_the_params_is_refused(self, tmp_path, capsys):
+        _shard(tmp_path / "out", "tiny", 0, shard_name="shard-0-of-1")
+        params = _write(tmp_path / "p.yaml", _params(dtype="bfloat16", attention="sdpa", output=str(tmp_path / "out"),
+                                                     input_lens=[8, 16], output_lens=[4]))
+        line = _one_line_error(*_run(["merge", tmp_path / "out", "-o", tmp_path / "m.nc", "--params", params], capsys))
+        assert "dtype: 'float32' -> 'bfloat16'" in line
+
+    def test_merge_equals_the_unsharded_run_in_data_and_provenance(self, tmp_path):
+        from energykit import dataset, sweep
+
+        _shard(tmp_path / "sharded", "a", 0, shard_name="shard-0-of-2")
+        _shard(tmp_path / "sharded", "b", 1, transformers="5.0", shard_name="shard-1-of-2")
+        whole = tmp_path / "whole"
+        _shard(whole, "a", 0)
+        _shard(whole, "b", 1)  # one folder, both models: the provenance holds both engines
+        prov = json.loads((whole / "provenance.json").read_text())
+        prov["engines"]["a"] = json.loads((tmp_path / "sharded" / "shard-0-of-2" / "provenance.json").read_text()
+                                          )["engines"]["a"]
+        (whole / "provenance.json").write_text(json.dumps(prov))
+        merged = dataset.load(sweep.merge([tmp_path / "sharded"], tmp_path / "m.nc")[0])
+        unsharded = dataset.load(sweep.finalize(whole))
+        assert merged.attrs["engine_versions"] == unsharded.attrs["engine_versions"]
+        assert set(merged.attrs["engine_versions"]) == {"a", "b"}
+        assert list(merged["engine"].values) == list(unsharded["engine"].values)
+        np.testing.assert_array_equal(dataset.to_frame(merged)["energy_j"], dataset.to_frame(unsharded)["energy_j"])
+
+
+class TestStaleFit:
+    """A fit file is tied to its data's content: a changed data file refuses the stale fit."""
+
+    def test_changed_data_refuses_the_fit(self, tmp_path, monkeypatch):
+        from energykit.dataset import load
+        from energykit.fitting import fit_dataset, load_fits
+
+        monkeypatch.chdir(tmp_path)
+        df = synthetic_frame(repeats=1)
+        df.to_csv("d.csv", index=False)
+        fit_dataset(load("d.csv"), cv_folds=2).save("f.nc", n_draws=20, source={"data": ["d.csv"]})
+        load_fits("f.nc", data=["d.csv"])  # unchanged: accepted
+        df.assign(energy_j=df["energy_j"] * 3).to_csv("d.csv", index=False)
+        with pytest.raises(FitError, match="other data"):
+            load_fits("f.nc", data=["d.csv"])
+
+    def test_fit_file_without_draws_is_one_line(self, tmp_path):
+        import xarray as xr
+
+        from energykit.fitting import FITS_FORMAT, FITS_VERSION, load_fits
+
+        xr.Dataset(attrs={"format": FITS_FORMAT, "version": FITS_VERSION}).to_netcdf(tmp_path / "f.nc",
+                                                                                   engine="h5netcdf")
+        with pytest.raises(FitError, match="lacks"):
+            load_fits(tmp_path / "f.nc")
+
+
+class TestSchemas:
+    """Lengths, energies, names and geometries are checked where they enter: tidy files, NetCDF, presets,
+    config.json; --json is strict JSON; the fingerprint holds the static-cache size."""
+
+    def _csv(self, tmp_path, **cols):
+        df = synthetic_frame(repeats=1)
+        for k, v in cols.items():
+            df[k] = v
+        path = tmp_path / "d.csv"
+        df.to_csv(path, index=False)
+        return path
+
+    def test_lengths_must_be_positive_integers_not_booleans(self, tmp_path):
+        from energykit.dataset import load
+
+        rows = synthetic_frame(repeats=1).to_dict("records")
+        rows[0]["input_len"] = True
+        path = tmp_path / "d.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(DataError, match="input_len"):
+            load(path)
+
+    def test_netcdf_lengths_and_energies(self, tmp_path):
+        from energykit.dataset import from_frame, load, write_netcdf
+
+        ds = from_frame(synthetic_frame(repeats=1))
+        for change, match in ((lambda d: d.assign_coords(input_len=-d["input_len"]), "input_len"),
+                              (lambda d: d.assign_coords(output_len=d["output_len"] + 0.5), "output_len"),
+                              (lambda d: d.assign(energy_j=d["energy_j"] * 0), "not positive")):
+            path = write_netcdf(change(ds), tmp_path / "d.nc")
+            with pytest.raises(DataError, match=match):
+                load(path)
+
+    def test_zero_energy_is_refused_and_scale_is_warned(self, tmp_path):
+        from energykit.dataset import load
+
+        with pytest.raises(DataError, match="not positive"):
+            load(self._csv(tmp_path, energy_j=0.0))
+        df = synthetic_frame(repeats=1)
+        df["energy_j"] *= 1e-16
+        df.to_csv(tmp_path / "s.csv", index=False)
+        with pytest.warns(UserWarning, match="median window energy"):
+            load(tmp_path / "s.csv")
+
+    def test_model_names_are_one_per_model(self, tmp_path):
+        from energykit.dataset import load
+
+        df = pd.concat([synthetic_frame(repeats=1, model="llama"), synthetic_frame(repeats=1, model="Llama ")])
+        df.to_csv(tmp_path / "d.csv", index=False)
+        with pytest.raises(DataError, match="differ only"):
+            load(tmp_path / "d.csv")
+
+    @pytest.mark.parametrize("change, match", [({"num_layers": -4}, "num_layers"), ({"num_kv_heads": 0}, "num_kv_heads"),
+                                               ({"num_kv_heads": 3}, "divide"), ({"hidden_size": 32.5}, "hidden_size"),
+                                               ({"num_heads": True}, "num_heads"), ({"vocab_size": 10**9}, "vocab")])
+    def test_geometries_everywhere(self, tmp_path, change, match):
+        from energykit.dataset import from_frame, load, write_netcdf
+        from energykit.presets import resolve
+
+        geom = dict(TINY, **change)
+        with pytest.raises(ParamsError, match=match):
+            resolve(geom)
+        cfg = {"model_type": "llama", "hidden_size": geom["hidden_size"], "num_attention_heads": geom["num_heads"],
+               "num_key_value_heads": geom["num_kv_heads"], "num_hidden_layers": geom["num_layers"],
+               "vocab_size": geom["vocab_size"], "intermediate_size": 64}
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(ParamsError, match=match):
+            resolve(str(tmp_path / "m"))
+        if isinstance(change.get("num_heads"), bool):
+            return  # a CSV has no booleans
+        cols = {k: v for k, v in geom.items() if k not in ("name", "max_position_embeddings")}
+        with pytest.raises(DataError, match=match):
+            load(self._csv(tmp_path, **cols))
+        df = synthetic_frame(repeats=1).assign(**{k: v for k, v in cols.items() if k != "arch"})
+        path = write_netcdf(from_frame(df), tmp_path / "g.nc")
+        with pytest.raises(DataError, match=match):
+            load(path)
+
+    def test_fit_json_is_strict(self, tmp_path, capsys):
+        rc = cli.main(["fit", str(self._csv(tmp_path)), "--json", "--cv-folds", "2"])
+        out = capsys.readouterr().out
+        assert rc == 0
+        json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+
+    def test_params_cells_output_and_cache_size(self, tmp_path):
+        from energykit.params import MeasureParams
+        from energykit.sweep import fingerprint
+
+        with pytest.raises(ValueError, match="listed twice"):
+            MeasureParams.model_validate(_params(cells=[[8, 2], [8, 2]]))
+        with pytest.raises(ValueError, match="empty"):
+            MeasureParams.model_validate(_params(output=""))
+        short = fingerprint(MeasureParams.model_validate(_params()), {})
+        longer = fingerprint(MeasureParams.model_validate(_params(input_lens=[8, 16, 32])), {})
+        assert short["setup"]["max_len"] == 20 and longer["setup"]["max_len"] == 36
+
+
+class TestOneLineErrors:
+    """What used to be a traceback is one line that says what to do."""
+
+    def test_slurm_task_id_not_a_number(self, monkeypatch):
+        from energykit.shards import shard_from_env
+
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "abc")
+        monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+        with pytest.raises(ParamsError, match="SLURM_ARRAY_TASK_ID"):
+            shard_from_env()
+
+    def test_log_lines_without_dimensions(self, tmp_path, capsys):
+        out = _shard(tmp_path / "out", "m", 0)
+        with open(out / "windows.jsonl", "a") as f:
+            f.write(json.dumps({"model": "m", "status": "ok", "energy_j": 1}) + "\n")
+        assert "lacks batch_size" in _one_line_error(*_run(["merge", out, "-o", tmp_path / "m.nc"], capsys))
+
+    def test_long_paths_and_deep_json(self, tmp_path, capsys):
+        _one_line_error(*_run(["fit", tmp_path / ("x" * 300 + ".csv")], capsys))
+        deep = tmp_path / "d.jsonl"
+        deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+        _one_line_error(*_run(["fit", deep], capsys))
+
+
+# --- fuzz ---------------------------------------------------------------------------------------
+
+TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+VALUE = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | TEXT,
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=3),
+                     max_leaves=8)
+KEYS = ["engine", "models", "dtype", "batch_sizes", "input_lens", "output_lens", "cells", "repeats", "output",
+        "min_window_s", "meter", "warmup", "plan_timing", "device", "attention", "seed"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(over=st.dictionaries(st.sampled_from(KEYS), VALUE, max_size=4), drop=st.sets(st.sampled_from(KEYS), max_size=2))
+def test_fuzz_params_exit_0_or_2_and_write_nothing_outside(tmp_path_factory, over, drop):
+    root = tmp_path_factory.mktemp("fuzz")
+    p = _params(output=str(root / "out"))
+    p.update(over)
+    for k in drop:
+        p.pop(k, None)
+    path = root / "p.yaml"
+    path.write_text(yaml.safe_dump(p, allow_unicode=True))
+    before = _files(root)
+    rc = cli.main(["plan", str(path), "--shards", "2", "--json"])
+    assert rc in (0, 2)
+    assert _files(root) == before
+
+
+ROW = st.fixed_dictionaries({
+    "model": st.one_of(st.sampled_from(["a", "b"]), TEXT, st.integers(), st.booleans()),
+    "batch_size": st.one_of(st.integers(-2, 64), st.booleans(), st.floats(allow_nan=True), TEXT),
+    "input_len": st.one_of(st.sampled_from([64, 256, 1024, 4096]), st.integers(-5, 10**9), st.booleans(),
+                           st.floats(allow_nan=True)),
+    "output_len": st.one_of(st.sampled_from([16, 64, 256]), st.integers(-5, 10**9), st.floats(allow_nan=True)),
+    "repeat": st.integers(-1, 3),
+    "energy_j": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-1, 10**6), TEXT),
+    "duration_s": st.one_of(st.floats(min_value=-1, max_value=100), st.just(float("nan")), st.just(1.0)),
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, min_size=1, max_size=12), fmt=st.sampled_from(["csv", "jsonl"]))
+def test_fuzz_dataset_rows_exit_0_or_2_and_write_nothing(tmp_path_factory, rows, fmt):
+    root = tmp_path_factory.mktemp("fuzz")
+    good = synthetic_frame(repeats=1).to_dict("records")
+    data = root / f"d.{fmt}"
+    allrows = good + rows
+    if fmt == "csv":
+        pd.DataFrame(allrows).to_csv(data, index=False)
+    else:
+        data.write_text("".join(json.dumps(r, default=str) + "\n" for r in allrows))
+    before = _files(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = cli.main(["fit", str(data), "--json", "--cv-folds", "2"])
+    assert rc in (0, 2)
+    assert _files(root) == before
