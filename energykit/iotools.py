@@ -270,10 +270,12 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
                         "re-measure or remove those windows")
     neg = (energy <= 0).to_numpy() | _is_bool(df[e_col])
     if neg.any():
+        v = df[e_col][neg].iloc[0]
+        what = (f"{v!r} is not a number" if isinstance(v, (bool, np.bool_))
+                else f"{energy[neg].iloc[0]:g} is negative" if energy[neg].iloc[0] < 0 else "0 is not positive")
         raise DataError(
-            f"{name}: column '{e_col}' row {_rows(neg, first_row)}: energy {df[e_col][neg].iloc[0]!r} is not "
-            "positive; a window always draws energy (0 J means the counter did not move) — re-measure or remove "
-            "those windows"
+            f"{name}: column '{e_col}' row {_rows(neg, first_row)}: energy {what}; a window always draws energy "
+            "(0 J means the counter did not move) — re-measure or remove those windows"
         )
     out["energy_j"] = energy.astype(float)
     _check_energy_scale(out["energy_j"].to_numpy(), f"{name}: column '{e_col}'")
