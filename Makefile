@@ -14,7 +14,7 @@ REPORTS := $(patsubst notebooks/%.py,reports/%.html,$(NOTEBOOKS))
 SRC := $(wildcard energykit/*.py energykit/*/*.py)
 DATA := $(wildcard data/*.csv data/*/*.nc)
 
-.PHONY: help setup report test lab measure lint clean bench
+.PHONY: help setup report test test-all lab measure lint clean bench
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,12 @@ report: $(REPORTS) ## execute the analysis notebooks and render reports/index.ht
 reports/%.html: notebooks/%.py $(PARAMS) $(SRC) $(DATA) | $(VENV)/.core
 	$(BIN)/python -m energykit report --params $(PARAMS) --only $*
 
-test: $(VENV)/.dev ## run the test suite
+# make test: the fast suite (≤ 5 min on 2 cores, no wall-clock limits): every test but the slow end-to-end
+# and fault-injection ones, of which one representative each (marker smoke) stays. make test-all: every test (CI).
+test: $(VENV)/.dev ## run the fast tests (slow end-to-end ones: one representative each)
+	$(BIN)/python -m pytest -q -m "not slow or smoke"
+
+test-all: $(VENV)/.dev ## run every test, the slow end-to-end and fault-injection ones included (CI)
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev ## time the fits and the report build (benchmarks/)

@@ -411,7 +411,8 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
     bad = np.isinf(e) | (e <= 0)
     if bad.any():
         where = {d: ds[d].values[ix].item() for d, ix in zip(ds["energy_j"].dims, np.argwhere(bad)[0])}
-        raise DataError(f"{path}: energy_j {e[bad][0]:g} J is not positive and finite at {where}; "
+        what = "zero (not positive)" if e[bad][0] == 0 else "negative or infinite"
+        raise DataError(f"{path}: energy_j {e[bad][0]:g} J is {what} at {where}; "
                         "a window always draws energy — re-measure or remove that window")
     _check_energy_scale(np.asarray(e, dtype=float).ravel(), f"{path}: energy_j")
     geo = [c for c in GEOMETRY_COLUMNS if c in ds.coords]

@@ -262,9 +262,10 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
     if out.exists() and not out.is_dir() or out.is_symlink():
         raise ParamsError(f"--out {out_dir} is an existing file or link, not a reports folder; give a folder path "
                           "(it is replaced as a whole)")
-    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").exists():
-        raise ParamsError(f"--out {out_dir} is a folder that holds no reports (no index.html); it would be replaced "
-                          "as a whole — give a new or a reports folder")
+    if out.is_dir() and any(out.iterdir()) and not any(p.suffix in (".html", ".ipynb") or p.name == FIT_FILE
+                                                       for p in out.iterdir()):
+        raise ParamsError(f"--out {out_dir} is a folder that holds no reports (no .html, .ipynb or {FIT_FILE}); it "
+                          "would be replaced as a whole — give a new or a reports folder")
     if out.resolve() in (root.resolve(), *root.resolve().parents) or root.resolve().is_relative_to(out.resolve()):
         raise ParamsError(f"--out {out_dir} is the project folder or above it; give a folder such as reports")
     notebooks = analysis_notebooks(root, only)

@@ -113,7 +113,7 @@ def test_modules_state_their_public_api():
 def test_import_is_light_and_the_api_is_lazy():
     code = ("import sys, energykit; assert 'xarray' not in sys.modules and 'numpy' not in sys.modules; "
             "import energykit as ek; f = ek.o_star; assert 'numpy' in sys.modules; print(sorted(ek.__all__)[:3])")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=3600)
     assert p.returncode == 0, p.stderr
     import energykit
 
@@ -125,5 +125,5 @@ def test_help_imports_no_science_stack():
     code = ("import sys; sys.argv = ['energykit', '--help']\nimport runpy\ntry:\n    runpy.run_module('energykit', "
             "run_name='__main__')\nexcept SystemExit:\n    pass\nheavy = [m for m in ('numpy', 'xarray', 'lmfit', "
             "'pydantic', 'matplotlib') if m in sys.modules]\nassert not heavy, heavy\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=3600)
     assert p.returncode == 0, p.stderr

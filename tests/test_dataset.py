@@ -149,6 +149,7 @@ def _long_tail_frame(rows: int, seed: int = 0):
     return df
 
 
+@pytest.mark.slow
 def test_long_tail_data_is_stacked_and_stays_small(tmp_path):
     from energykit import fitting
 

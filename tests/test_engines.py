@@ -44,6 +44,7 @@ def test_hf_engine_on_cpu_exact_output_counts():
     eng.close()
 
 
+@pytest.mark.slow  # llama runs in make test (test_hf_engine_on_cpu_exact_output_counts)
 @pytest.mark.parametrize("arch", ["opt", "qwen2", "gemma2", "falcon", "granite"])
 def test_hf_engine_other_families(arch):
     pytest.importorskip("transformers")

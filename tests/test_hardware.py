@@ -115,7 +115,7 @@ def test_one_model_calibration_is_flagged_not_identified():
     assert not one.identified and one.rank == 5
     p = subprocess.run([sys.executable, "-m", "energykit", "predict", "--calibrate",
                         str(ROOT / "data" / "h200_hf_energykit" / "measurements.nc"), "--model", "llama3.2-1b",
-                        "--geometry", "qwen2-1.5b", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                        "--geometry", "qwen2-1.5b", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=3600)
     assert p.returncode == 0 and "identify only 5 of 6" in p.stderr
     import json
 

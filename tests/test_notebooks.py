@@ -140,7 +140,7 @@ def test_failing_notebook_is_one_line_and_replaces_no_report(tmp_path):
     (out / "05_planning.html").write_text("the previous report")
     p = subprocess.run([sys.executable, "-m", "energykit", "report", "--params", str(tmp_path / "p.yaml"),
                         "--out", str(out), "--only", "05_planning"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=600)
+                       timeout=3600)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     errors = [line for line in p.stderr.splitlines() if line.startswith("energykit: error:")]
     assert len(errors) == 1 and "05_planning.py failed" in errors[0], p.stderr[-1000:]

@@ -30,6 +30,8 @@ pytest.importorskip("transformers")
 TINY = dict(name="tiny", arch="llama", num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
             intermediate_size=64, ffn_gated=1, vocab_size=128, tied_embeddings=1, max_position_embeddings=512)
 WINDOWS = 4  # 2 cells x 2 repeats
+HANG_S = 3600
+"""Subprocess limit: a guard against a hang, never a timing assertion (the suite must pass on a loaded machine)."""
 
 
 def _params(out, **over):
@@ -44,7 +46,7 @@ def _write(path, p):
     return path
 
 
-def _measure(params_path, fault=None, timeout=300):
+def _measure(params_path, fault=None, timeout=HANG_S):
     env = dict(os.environ)
     env.pop(FAULT_ENV, None)
     if fault:
@@ -80,6 +82,7 @@ def _check_complete(out):
     assert int(ds["duration_s"].notnull().sum()) == WINDOWS
 
 
+@pytest.mark.slow
 def test_kill_at_every_write_loses_no_finished_window(tmp_path):
     """SIGKILL at write k of a fresh sweep, for every k; then resume: nothing finished is lost."""
     report = {"faults": 0, "lost": 0, "duplicates": 0}
@@ -114,31 +117,32 @@ def test_kill_at_every_write_loses_no_finished_window(tmp_path):
     assert report["faults"] >= 7 and report["lost"] == 0 and report["duplicates"] == 0
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_at_once(tmp_path):
     out = tmp_path / "out"
     first = _write(tmp_path / "a.yaml", _params(out, cooldown_s=1.0, repeats=4))
     proc = subprocess.Popen([sys.executable, "-m", "energykit", "measure", str(first), "--no-progress"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + HANG_S
         while time.time() < deadline and not ((out / ".lock").exists() and (out / ".lock").read_text()):
             time.sleep(0.2)
         assert (out / ".lock").read_text().startswith("pid ")
-        t0 = time.time()
-        second = _measure(first)
-        assert second.returncode == 2 and time.time() - t0 < 60
+        second = _measure(first)  # refused at once: it returns while the first still measures (asserted below)
+        assert second.returncode == 2
         assert "is being measured by pid" in _error_line(second.stderr)
         assert proc.poll() is None  # the first is still measuring, undisturbed
     finally:
-        proc.wait(timeout=300)
+        proc.wait(timeout=HANG_S)
     assert proc.returncode == 0
     recs = read_window_log(out / sweep.LOG)[0]
     keys = [sweep.window_key(r) for r in recs]
     assert len(keys) == len(set(keys)) == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, expect", [
-    ({"models": [dict(TINY, num_layers=4)]}, "model 'tiny': num_layers 2 -> 4"),
+    pytest.param({"models": [dict(TINY, num_layers=4)]}, "model 'tiny': num_layers 2 -> 4", marks=pytest.mark.smoke),
     ({"min_window_s": 0.01}, "min_window_s: 0.0 -> 0.01"),
     ({"attention": "sdpa"}, "attention: 'flex_attention' -> 'sdpa'"),
     ({"dtype": "bfloat16"}, "dtype: 'float32' -> 'bfloat16'"),
@@ -153,6 +157,7 @@ def test_rerun_with_another_setup_exits_2_and_writes_nothing(tmp_path, change, e
     assert _snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_adding_cells_repeats_and_models_resumes(tmp_path):
     out = tmp_path / "out"
     assert _measure(_write(tmp_path / "a.yaml", _params(out))).returncode == 0
@@ -189,7 +194,7 @@ def test_metering_a_gpu_while_the_engine_runs_on_the_cpu_is_refused(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     auto = _write(tmp_path / "b.yaml", _params(tmp_path / "out", meter="nvml", device="auto"))
     p = subprocess.run([sys.executable, "-m", "energykit", "measure", str(auto)], capture_output=True, text=True,
-                       cwd=ROOT, env=env, timeout=300)
+                       cwd=ROOT, env=env, timeout=HANG_S)
     assert p.returncode == 2 and "resolves to the CPU" in _error_line(p.stderr) and not (tmp_path / "out").exists()
 
 
@@ -230,12 +235,13 @@ def test_nvml_lost_mid_sweep_stops_with_one_line_and_keeps_windows(tmp_path, mon
     assert len(recs) == 3 and all(r["status"] == "ok" for r in recs)
 
 
+@pytest.mark.slow
 def test_disk_full_keeps_every_finished_window(tmp_path):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("disk-full test needs root to mount a small tmpfs")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(mnt)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
     try:
         out = mnt / "out"
@@ -321,11 +327,12 @@ def _case_args(case, tmp_path):
     raise AssertionError(case)
 
 
+@pytest.mark.slow  # one subprocess each; tests/test_hostile.py checks the same one-line rule in-process
 @pytest.mark.parametrize("cmd, case, expect", ONE_LINE_CASES)
 def test_user_mistakes_give_one_line(tmp_path, cmd, case, expect):
     args = _case_args(case, tmp_path)
     p = subprocess.run([sys.executable, "-m", "energykit", *args], capture_output=True, text=True, cwd=ROOT,
-                       timeout=300)
+                       timeout=HANG_S)
     assert p.returncode == 2, p.stderr[-600:]
     assert "Traceback" not in p.stderr and expect in p.stderr
     assert len([line for line in p.stderr.splitlines() if "error" in line]) == 1
@@ -341,6 +348,7 @@ def test_model_names_stay_strings(tmp_path):
     assert [str(m) for m in ds["model"].values] == ["1.10"]
 
 
+@pytest.mark.slow
 def test_the_kits_own_log_loads(tmp_path):
     out = tmp_path / "out"
     assert _measure(_write(tmp_path / "a.yaml", _params(out))).returncode == 0
