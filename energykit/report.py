@@ -134,6 +134,9 @@ def to_html(executed: Path, out_dir: Path) -> tuple[Path, Path]:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = mathml(cell.source)
+        for out in cell.get("outputs", []):  # Markdown a notebook displays holds data (model names): no HTML of it
+            if "text/markdown" in out.get("data", {}):
+                out["data"]["text/markdown"] = escape_markdown(out["data"]["text/markdown"])
     full = out_dir / f"{executed.stem}.html"
     nocode = out_dir / f"{executed.stem}.nocode.html"
     for path, exporter in ((full, HTMLExporter()), (nocode, HTMLExporter(exclude_input=True))):

@@ -105,6 +105,19 @@ class TestHtmlEscaping:
         page = write_index(tmp_path, [("02_fit", "fits")], Path("params/report.yaml")).read_text()
         assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
 
+    def test_report_pages_show_displayed_names_as_text(self, tmp_path):
+        import nbformat
+
+        from energykit.report import to_html
+
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("")
+        cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": f"**{self.EVIL}**: $o < 2$"})]
+        nb.cells.append(cell)
+        nbformat.write(nb, tmp_path / "06_x.ipynb")
+        for page in to_html(tmp_path / "06_x.ipynb", tmp_path):
+            assert "<img src=x" not in page.read_text()
+
     def test_key_results_box_escapes(self, monkeypatch):
         from energykit import summary
 
