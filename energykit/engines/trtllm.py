@@ -125,7 +125,7 @@ class TrtLlmEngine(Engine):
     requires = ("tensorrt_llm",)
     extra = "trtllm"
     install_hint = INSTALL_HINT
-    archs = PYTORCH_ARCHS
+    archs = PYTORCH_ARCHS  # of the default pytorch backend; check_model lets _autodeploy try any arch
 
     @classmethod
     def check_model(cls, params, name, geometry, checkpoint) -> None:
