@@ -98,10 +98,16 @@ def notebook_parameters(params: BaseModel, declared: dict[str, Any]) -> dict[str
     return {k: v for k, v in values.items() if k in declared}
 
 
-def _error(loc: tuple, message: str, value: Any) -> ValidationError:
+def _error(loc: tuple, message: str, value: Any, kind: str = "engine_section") -> ValidationError:
     """A one-error :class:`ValidationError` at ``loc``, shown by :func:`one_line` as ``loc: message (got value)``."""
+    return _errors([(kind, loc, message, value)])
+
+
+def _errors(errors: list[tuple[str, tuple, str, Any]]) -> ValidationError:
+    """A :class:`ValidationError` of ``(type, loc, message, value)`` errors, keeping pydantic's own key errors."""
     return ValidationError.from_exception_data("MeasureParams", [InitErrorDetails(
-        type=PydanticCustomError("engine_section", message), loc=loc, input=value)])
+        type=kind if kind in ("missing", "extra_forbidden") else PydanticCustomError(kind, message), loc=loc,
+        input=value) for kind, loc, message, value in errors])
 
 
 class MeasureParams(BaseModel):
@@ -152,8 +158,7 @@ class MeasureParams(BaseModel):
         if not isinstance(data, dict):
             return handler(data)
         if "engine_options" in data:  # set from the section below, never given
-            raise ValidationError.from_exception_data("MeasureParams", [InitErrorDetails(
-                type="extra_forbidden", loc=("engine_options",), input=data["engine_options"])])
+            raise _error(("engine_options",), "", data["engine_options"], "extra_forbidden")
         kind = data.get("engine")
         if not isinstance(kind, str) or kind not in ENGINES:
             return handler(data)  # the engine field names the problem
@@ -164,25 +169,21 @@ class MeasureParams(BaseModel):
             section = {}
         if not isinstance(section, dict):
             raise _error((kind,), f"the {kind} section is a mapping of option: value", section)
-        own = set(options_model.model_fields)
         core = set(cls.model_fields)
-        flat = {k: data.pop(k) for k in list(data) if k in own and k not in core}
+        flat = {k: data.pop(k) for k in list(data) if k in options_model.model_fields and k not in core}
         for k in flat:
             if k in section:
                 raise _error((k,), f"is given both at the top level and under {kind}:; keep one", flat[k])
-        for k, v in data.items():
-            others = [n for n, c in ENGINES.items() if n != kind and k in c.Options.model_fields]
-            if k not in core and others:
-                raise _error((k,), f"is an option of engine {others[0]}, not of {kind}; remove it or set "
-                             f"engine: {others[0]}", v)
+        for k, v in data.items():  # another engine's option or section: say whose, not just "unknown key"
+            owner = k if k in ENGINES else next((n for n, c in ENGINES.items() if k in c.Options.model_fields), None)
+            if k not in core and owner is not None:
+                what = "the section" if owner == k else "an option"
+                raise _error((k,), f"is {what} of engine {owner}, not of {kind}; remove it or set engine: {owner}", v)
         try:
             options = options_model.model_validate({**section, **flat})
-        except ValidationError as e:  # the location as the file wrote it: under the section or at the top
-            raise ValidationError.from_exception_data("MeasureParams", [InitErrorDetails(
-                type=PydanticCustomError(err["type"], err["msg"]) if err["type"] not in ("missing", "extra_forbidden")
-                else err["type"],
-                loc=((kind,) if err["loc"] and err["loc"][0] not in flat else ()) + tuple(err["loc"]),
-                input=err.get("input")) for err in e.errors()]) from None
+        except ValidationError as e:  # located as the file wrote it: under the section, or at the top level
+            raise _errors([(err["type"], ((kind,) if err["loc"][:1] and err["loc"][0] not in flat else ())
+                            + tuple(err["loc"]), err["msg"], err.get("input")) for err in e.errors()]) from None
         return handler({**data, "engine_options": options})
 
     @model_serializer(mode="wrap")

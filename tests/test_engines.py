@@ -295,6 +295,8 @@ ENGINE_SECTION_ERRORS = [
                                                                 "greater than or equal to 1"),
     (dict(engine="trtllm", backend="tensorrt"), "backend: Input should be 'pytorch' or '_autodeploy'"),
     (dict(engine="trtllm", models=["opt-1.3b"]), "no model for arch 'opt'"),
+    (dict(trtllm={"backend": "pytorch"}), "trtllm: is the section of engine trtllm, not of hf; remove it or set "
+                                           "engine: trtllm"),
     (dict(engine="vllm"), "engine: unknown engine 'vllm'; use one of hf, trtllm"),
     (dict(engine_options={"compile": False}), "unknown key 'engine_options'"),
     (dict(meter="nvml"), "meter nvml with device cpu would meter a GPU while the model runs on the CPU"),
