@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import lmfit
 import numpy as np
+import pandas as pd
 from scipy.optimize import nnls
 
 __all__ = ["Variable", "Term", "EnergyModel", "VARIABLES", "SWEETSPOT", "BATCHED", "LINEAR", "MODELS",
@@ -245,8 +246,6 @@ class EnergyModel:
 
     def param_table(self):
         """The declared coefficients: name, term, unit, meaning and lower bound, one row each."""
-        import pandas as pd
-
         return pd.DataFrame([{"param": t.name, "term": "·".join([VARIABLES[f].symbol for f in t.factors]) or "1",
                               "unit": t.unit, "meaning": t.meaning, "min": t.min} for t in self.terms]).set_index("param")
 
