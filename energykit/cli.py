@@ -217,13 +217,13 @@ def cmd_predict(args) -> int:
 
     from .dataset import load, to_frame
     from .fitting import around, interval, o_star
-    from .hardware import calibrate, leave_one_model_out, prediction_table
+    from .hardware import calibrate, each_draw, leave_one_model_out, prediction_table
     from .presets import resolve
 
     ds = load(args.calibrate)
     name, geom, _ = resolve(args.geometry)
     hw = calibrate(ds, args.model or None, args.loss)
-    if not hw.identified:
+    if not hw.full_rank:
         print(f"energykit: warning: the calibration cells identify only {hw.rank} of 6 hardware coefficients "
               f"(calibrated on {', '.join(hw.calibrated_on)}); the prediction rests on an arbitrary split between "
               "them — calibrate on more models of different geometry", file=sys.stderr)
@@ -233,8 +233,7 @@ def cmd_predict(args) -> int:
     outs = args.output_lens or sorted({int(v) for v in frame["output_len"]})
     table = prediction_table(hw, geom, b, ins, outs)
     theta = hw.theta(geom, b)
-    draws = hw.draws(100)
-    ostar_draws = np.array([o_star(hw.theta(geom, b, coef=c), np.asarray(ins, float)) for c in draws])
+    ostar_draws = np.array([o_star(hw.theta(geom, b, coef=c), np.asarray(ins, float)) for c in each_draw(hw.draws(100))])
     ostar = {}
     for k, i in enumerate(ins):
         est = float(o_star(theta, i))
@@ -244,7 +243,7 @@ def cmd_predict(args) -> int:
     if args.json:
         out = {
             "geometry": name, "batch_size": b, "calibrated_on": hw.calibrated_on, "gpu": hw.gpu, "engine": hw.engine,
-            "coefficients": hw.coef, "identified": hw.identified, "design_rank": hw.rank, "theta": theta,
+            "coefficients": hw.coef, "identified": hw.full_rank, "design_rank": hw.rank, "theta": theta,
             "o_star": ostar,
             "leave_one_model_out_mape_pct": {r["model"]: r["mape_pct"] for _, r in lomo.iterrows()},
             "cells": table.to_dict(orient="records"),

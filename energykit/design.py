@@ -18,18 +18,20 @@ import xarray as xr
 from .dataset import batch_sizes, measured_cells, model_names
 from .errors import ParamsError
 from .fitting import THETA, ape_pct, fit_cells
+from .model import BATCHED, SWEETSPOT, EnergyModel
 
 __all__ = ["DECODE_TO_PREFILL_COST", "d_optimal", "evaluate_design"]
 
 DECODE_TO_PREFILL_COST = 8.0
 
 
-def _rows(cells: np.ndarray, prior_ratio: float) -> np.ndarray:
-    i = cells[:, 0].astype(float)
-    o = cells[:, 1].astype(float)
-    si, so = i.max(), o.max()
-    x = np.column_stack([(i / si) ** 2, (i / si) * (o / so), i / si, (o / so) ** 2, o / so, np.ones_like(i)])
-    prior = i / si + prior_ratio * o / so
+def _rows(cells: np.ndarray, prior_ratio: float, model: EnergyModel = SWEETSPOT) -> np.ndarray:
+    """Weighted design rows of the model at the cells (columns of (i, o[, B]), each scaled to its largest value)."""
+    scaled = {v: cells[:, k].astype(float) / cells[:, k].astype(float).max() for k, v in enumerate(model.variables)}
+    x = model.design_matrix(**scaled)
+    prior = scaled["input_len"] + prior_ratio * scaled["output_len"]
+    if model.has_batch:
+        prior = prior * scaled["batch_size"]  # prefill and KV reads, most of a batch's energy, scale with B
     return x / prior[:, None]
 
 

@@ -32,12 +32,12 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import (THETA, ape_pct, around, column_rank, design_matrix, identified, interval, irls,
-                      wild_bootstrap)
+from .fitting import ape_pct, around, column_rank, identified, interval, irls, wild_bootstrap
+from .model import SWEETSPOT, tokens_per_j
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
 
-__all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "calibrate", "leave_one_model_out",
+__all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "each_draw", "calibrate", "leave_one_model_out",
            "coefficient_table", "theta_interval_table", "prediction_table"]
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
@@ -86,9 +86,20 @@ class HardwareModel:
         return column_rank(self._X)
 
     @property
-    def identified(self) -> bool:
+    def full_rank(self) -> bool:
         """True when the calibration cells identify every coefficient (one model alone never does)."""
         return self.rank == len(COEFFICIENTS)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The calibrated coefficients by name (the result protocol shared with :class:`~energykit.fitting.ModelFit`)."""
+        return dict(self.coef)
+
+    def identified(self, n: int = 200) -> dict[str, bool]:
+        """Whether the calibration identifies each coefficient: off its ≥ 0 bound in the fit and in most
+        draws (the rule of :func:`energykit.fitting.identified`, as for :meth:`ModelFit.identified`)."""
+        d = self.draws(n)
+        return {k: identified(self.coef[k], d[k][:, 0]) for k in COEFFICIENTS}
 
     def predict(self, geom: dict, batch_size, input_len, output_len, dtype="bfloat16", coef=None):
         """Energy of one request batch [J] for a geometry at the given lengths."""
@@ -100,22 +111,31 @@ class HardwareModel:
         i, o = np.meshgrid([64.0, 512.0, 2048.0, 4096.0], [16.0, 128.0, 512.0, 1024.0], indexing="ij")
         i, o = i.ravel(), o.ravel()
         E = self.predict(geom, batch_size, i, o, dtype, coef)
-        theta, *_ = np.linalg.lstsq(design_matrix("sweetspot", i, o), E, rcond=None)
-        return {n: float(max(v, 0.0)) for n, v in zip(THETA, theta)}
+        theta, *_ = np.linalg.lstsq(SWEETSPOT.design_matrix(i, o), E, rcond=None)
+        return {n: float(max(v, 0.0)) for n, v in zip(SWEETSPOT.names, theta)}
 
-    def draws(self, n: int = 200, seed: int = 0) -> list[dict]:
-        """Wild-bootstrap draws of the coefficients (see :mod:`energykit.uncertainty`), cached per (n, seed)."""
+    def draws(self, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
+        """Wild-bootstrap draws of the coefficients: ``{name: array of shape (n, 1)}`` like
+        :meth:`ModelFit.draws`, cached per (n, seed); :func:`each_draw` iterates them as dicts."""
         if (n, seed) not in self._draws:
             c = np.array([self.coef[k] for k in COEFFICIENTS])
             out = wild_bootstrap(self._X, self._E, c, self.loss, n, seed)
-            self._draws[(n, seed)] = [dict(zip(COEFFICIENTS, row)) for row in out]
+            self._draws[(n, seed)] = {k: out[:, [j]] for j, k in enumerate(COEFFICIENTS)}
         return self._draws[(n, seed)]
 
     def predict_interval(self, geom, batch_size, input_len, output_len, dtype="bfloat16", n=200, level=0.95):
         """(estimate, low, high) of the predicted energy [J]."""
-        samples = np.array([self.predict(geom, batch_size, input_len, output_len, dtype, c) for c in self.draws(n)])
+        samples = np.array([self.predict(geom, batch_size, input_len, output_len, dtype, c)
+                            for c in each_draw(self.draws(n))])
         est = self.predict(geom, batch_size, input_len, output_len, dtype)
         return (est, *around(est, *interval(samples, level)))
+
+
+def each_draw(draws: dict[str, np.ndarray]):
+    """The draws of :meth:`HardwareModel.draws` (or :meth:`ModelFit.draws`) one at a time, as ``{name: float}``."""
+    n = len(next(iter(draws.values())))
+    for j in range(n):
+        yield {k: float(v[j, 0]) for k, v in draws.items()}
 
 
 def calibrate(ds: xr.Dataset, models=None, loss: str = "l1") -> HardwareModel:
@@ -178,7 +198,7 @@ def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
     d = hw.draws(n)
     rows = []
     for k in COEFFICIENTS:
-        draws = np.array([c[k] for c in d])
+        draws = d[k][:, 0]
         lo, hi = around(hw.coef[k], *interval(draws))
         rows.append({"coefficient": k, "value": hw.coef[k], "ci_low": float(lo), "ci_high": float(hi),
                      "identified": identified(hw.coef[k], draws)})
@@ -188,9 +208,9 @@ def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
 def theta_interval_table(hw: HardwareModel, geom: dict, batch_size: int, dtype="bfloat16", n: int = 200) -> pd.DataFrame:
     """θ implied for a geometry with 95 % intervals over the calibration's bootstrap draws."""
     est = hw.theta(geom, batch_size, dtype)
-    samples = [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
+    samples = [hw.theta(geom, batch_size, dtype, c) for c in each_draw(hw.draws(n))]
     rows = []
-    for k in THETA:
+    for k in SWEETSPOT.names:
         lo, hi = around(est[k], *interval(np.array([s[k] for s in samples])))
         rows.append({"param": k, "value": est[k], "ci_low": float(lo), "ci_high": float(hi)})
     return pd.DataFrame(rows).set_index("param")
@@ -203,5 +223,6 @@ def prediction_table(hw: HardwareModel, geom: dict, batch_size: int, input_lens,
     i, o = i.ravel(), o.ravel()
     est, lo, hi = hw.predict_interval(geom, batch_size, i, o, dtype, n)
     return pd.DataFrame({"input_len": i.astype(int), "output_len": o.astype(int), "energy_j": est,
-                         "energy_j_low": lo, "energy_j_high": hi, "tokens_per_j": batch_size * o / est,
-                         "tokens_per_j_low": batch_size * o / hi, "tokens_per_j_high": batch_size * o / lo})
+                         "energy_j_low": lo, "energy_j_high": hi, "tokens_per_j": tokens_per_j(est, batch_size, o),
+                         "tokens_per_j_low": tokens_per_j(hi, batch_size, o),
+                         "tokens_per_j_high": tokens_per_j(lo, batch_size, o)})

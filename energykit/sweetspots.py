@@ -20,7 +20,8 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from .dataset import cell_means
-from .fitting import FitSet, ModelFit, predict_energy, sweetspot_energy
+from .fitting import FitSet, ModelFit, predict_energy
+from .model import SWEETSPOT, energy_per_token_j, tokens_per_j
 from .uncertainty import apply, o_star_interval, theta_table
 
 __all__ = ["PAPER_GRID", "tokens_per_j", "energy_per_token_j", "measured_map", "fitted_map", "extrapolated",
@@ -29,16 +30,6 @@ __all__ = ["PAPER_GRID", "tokens_per_j", "energy_per_token_j", "measured_map", "
 
 PAPER_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
 """Input and output lengths of the paper's grid [tokens] (arXiv:2602.05695)."""
-
-
-def tokens_per_j(energy_j, batch_size, output_len):
-    """Output tokens per joule :math:`B o / E` [tokens/J]."""
-    return batch_size * output_len / energy_j
-
-
-def energy_per_token_j(energy_j, batch_size, output_len):
-    """Energy per output token :math:`E / (B o)` [J/token]."""
-    return energy_j / (batch_size * output_len)
 
 
 def measured_map(ds: xr.Dataset) -> xr.Dataset:
@@ -107,7 +98,7 @@ def o_star_numeric(params: dict, input_len: float, o_max: float = 1e7) -> float:
 
     def per_token(log_o):
         o = np.exp(log_o)
-        return sweetspot_energy(input_len, o, **params) / o
+        return SWEETSPOT.energy(input_len, o, **params) / o
 
     res = minimize_scalar(per_token, bounds=(0.0, np.log(o_max)), method="bounded", options={"xatol": 1e-10})
     return float(np.exp(res.x))
@@ -150,7 +141,7 @@ def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFr
                     "o_star_high": float(hi),
                     "o_star_numeric": o_star_numeric(f.params, i) if np.isfinite(closed) else closed,
                     "tokens_per_j_at_o_star": (
-                        b * closed / sweetspot_energy(i, closed, **f.params) if np.isfinite(closed) else np.nan
+                        tokens_per_j(f.predict(i, closed), b, closed) if np.isfinite(closed) else np.nan
                     ),
                     "o_star_extrapolated": bool(
                         not np.isfinite(closed) or closed < f.output_len.min() or closed > f.output_len.max()
@@ -175,7 +166,7 @@ def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID, n_draws: int = 20
         ii, oo = np.meshgrid(g, g, indexing="ij")
 
         def paper_ratio(p, b=b):
-            tpj = b * oo / sweetspot_energy(ii, oo, **p)
+            tpj = tokens_per_j(SWEETSPOT.energy(ii, oo, **p), b, oo)
             return float(tpj.max() / tpj.min())
 
         _, r_lo, r_hi = apply(fits.get(m, b), paper_ratio, n_draws)
@@ -206,7 +197,7 @@ def region_probability(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_G
     o = np.asarray(output_lens, dtype=float)
     ii, oo = np.meshgrid(i, o, indexing="ij")
     d = {k: v[:, :, None] for k, v in fit.draws(n_draws).items()}  # (n, 1, 1)
-    tpj = fit.batch_size * oo[None] / predict_energy(fit.kind, d, ii[None], oo[None])
+    tpj = tokens_per_j(predict_energy(fit.kind, d, ii[None], oo[None]), fit.batch_size, oo[None])
     best = tpj.max(axis=(1, 2), keepdims=True)
     share = (tpj >= (1 - within_pct / 100.0) * best).mean(axis=0)
     return xr.DataArray(share, coords={"input_len": i.astype(int), "output_len": o.astype(int)},

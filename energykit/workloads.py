@@ -20,7 +20,8 @@ import pandas as pd
 
 from .errors import ParamsError
 from .fitting import ModelFit, around, interval, predict_energy
-from .hardware import HardwareModel
+from .hardware import HardwareModel, each_draw
+from .model import tokens_per_j
 from .sweetspots import extrapolated
 
 __all__ = ["J_PER_KWH", "request_energy_j", "Policy", "truncate_inputs", "cap_outputs", "combine_policies",
@@ -97,7 +98,7 @@ def trace_energy(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, b
     out = trace.copy()
     out["energy_j"] = e
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["tokens_per_j"] = np.where(o > 0, o / e, 0.0)
+        out["tokens_per_j"] = np.where(o > 0, tokens_per_j(e, 1, o), 0.0)  # e is per request
     out["extrapolated"] = extrapolated(fit, i, o)
     best = best_tokens_per_j if best_tokens_per_j is not None else measured_range_best(fit)
     out["near_sweet_spot"] = out["tokens_per_j"] >= (1 - within_pct / 100.0) * best
@@ -109,7 +110,7 @@ def measured_range_best(fit: ModelFit, n: int = 200) -> float:
     i = np.geomspace(fit.input_len.min(), fit.input_len.max(), n)
     o = np.geomspace(fit.output_len.min(), fit.output_len.max(), n)
     ii, oo = np.meshgrid(i, o, indexing="ij")
-    return float(np.max(fit.batch_size * oo / fit.predict(ii, oo)))
+    return float(np.max(tokens_per_j(fit.predict(ii, oo), fit.batch_size, oo)))
 
 
 def _total_draws(fit: ModelFit, i, o, n_draws: int) -> np.ndarray:
@@ -166,7 +167,7 @@ def predicted_policy_savings(hw: HardwareModel, geom: dict, batch_size: int, tra
     intervals over the calibration's bootstrap draws (each draw prices the trace before and after
     with the same θ)."""
     est = hw.theta(geom, batch_size, dtype)
-    draws = [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
+    draws = [hw.theta(geom, batch_size, dtype, c) for c in each_draw(hw.draws(n))]
 
     def totals(i, o):
         i, o = np.asarray(i, float), np.asarray(o, float)
