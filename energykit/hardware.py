@@ -37,7 +37,7 @@ from .model import SWEETSPOT, tokens_per_j
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
 
-__all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "each_draw", "calibrate", "leave_one_model_out",
+__all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "each_draw", "SIMULATED", "simulate", "calibrate", "leave_one_model_out",
            "coefficient_table", "theta_interval_table", "prediction_table"]
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
@@ -136,6 +136,35 @@ def each_draw(draws: dict[str, np.ndarray]):
     n = len(next(iter(draws.values())))
     for j in range(n):
         yield {k: float(v[j, 0]) for k, v in draws.items()}
+
+
+SIMULATED = "simulated (per-step physics)"
+"""The ``gpu`` and ``engine`` label of simulated cells: never presented as measured."""
+
+
+def simulate(geom: dict, coef: dict, batch_sizes, input_lens, output_lens, noise_pct: float = 0.0, repeats: int = 1,
+             seed: int = 0, name: str = "simulated", dtype: str = "bfloat16") -> pd.DataFrame:
+    """Tidy windows simulated from the per-step physics (:func:`energykit.physics.cell_work`) and
+    hardware coefficients, with multiplicative Gaussian noise of ``noise_pct`` % per window.
+
+    For checking fits and building pages before measurements exist; ``gpu`` and ``engine`` read
+    :data:`SIMULATED` so the rows can never pass for measured ones. Columns are those of a tidy file
+    (:mod:`energykit.dataset`), geometry included; build a Dataset with ``dataset.from_frame``.
+    """
+    rng = np.random.default_rng(seed)
+    hw = HardwareModel(dict(coef), [], "l1")
+    geo = {k: geom[k] for k in GEOMETRY_KEYS if k in geom}
+    rows = []
+    for b in batch_sizes:
+        for i in input_lens:
+            for o in output_lens:
+                e = float(hw.predict(geom, b, i, o, dtype)[0])
+                for r in range(repeats):
+                    rows.append(dict(model=name, engine=SIMULATED, gpu=SIMULATED, dtype=dtype, batch_size=int(b),
+                                     input_len=int(i), output_len=int(o), repeat=r,
+                                     energy_j=e * (1.0 + noise_pct / 100.0 * rng.standard_normal()), duration_s=1.0,
+                                     **geo))
+    return pd.DataFrame(rows)
 
 
 def calibrate(ds: xr.Dataset, models=None, loss: str = "l1") -> HardwareModel:
