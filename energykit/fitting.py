@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .dataset import batch_sizes, measured_cells, model_names
+from . import __version__
+from .dataset import batch_sizes, measured_cells, model_names, model_value
 from .errors import FitError
-from .model import BATCHED, SWEETSPOT, LinearEnergyModel, model_of, nnls_weighted
+from .model import BATCHED, SWEETSPOT, VARIABLES, LinearEnergyModel, model_of, nnls_weighted
 from .model import LINEAR as LINEAR_MODEL
 
 __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetspot_energy", "o_star",
@@ -41,7 +42,7 @@ __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetsp
            "mape_pct", "r2", "kfold_indices", "cross_validate", "predict_energy", "ModelFit", "FitSet",
            "fit_dataset", "fit_batched", "leave_one_batch_out", "BatchedModel", "PER_BATCH", "BATCH_THETA",
            "validation_table", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE", "UNBOUNDED_FACTOR",
-           "identified", "bounded_high"]
+           "identified", "bounded_high", "pricing_fit", "price_card", "PRICE_CARD", "PRICE_CARD_VERSION"]
 
 THETA = SWEETSPOT.names
 LINEAR = LINEAR_MODEL.names
@@ -844,3 +845,61 @@ def fit_batched(ds: xr.Dataset, model: str, loss: str = "l1", cv_folds: int = 5,
     cv = cross_validate(E, i, o, kind="batched", loss=loss, k=cv_folds, seed=seed, batch_size=b)
     fit = ModelFit(model, 0, "batched", res, i, o, E, cv, loss, cell_batch_size=b)
     return fit, leave_one_batch_out(E, i, o, b, loss)
+
+
+def pricing_fit(ds: xr.Dataset, model: str, loss: str = "l1", cv_folds: int = 5) -> ModelFit:
+    """The fit that prices ``model``: the batch-aware model when it was measured at several batch
+    sizes, else the analytical model at its one batch size (what ``energykit predict DATA`` and the
+    price card use)."""
+    fits = fit_dataset(ds, models=[model], loss=loss, cv_folds=cv_folds)
+    if model in fits.batched:
+        return fits.batched[model]
+    sizes = sorted(b for m, b in fits.keys if m == model)
+    if len(sizes) != 1:
+        raise FitError(f"model {model!r} has no fit at any batch size")
+    return fits.get(model, sizes[0])
+
+
+PRICE_CARD = "energykit-price-card"
+PRICE_CARD_VERSION = 1
+"""Schema version of the price card (:func:`price_card`); ``energykit/price.py`` refuses others."""
+
+
+def price_card(ds: xr.Dataset, models: Iterable[str] | None = None, loss: str = "l1", n_draws: int = DRAWS,
+               source: Iterable[str] = ()) -> dict:
+    """The price card of ``energykit export``: per model/GPU/engine the declared terms, fitted
+    coefficients with standard errors and ``n_draws`` bootstrap draws, the ranges measured and the
+    units; read it with ``energykit/price.py`` (standard library only)."""
+    entries = []
+    for m in (list(models) if models is not None else model_names(ds)):
+        f = pricing_fit(ds, m, loss)
+        em = f.energy_model
+        cells = f._cells()
+        cells.setdefault("batch_size", np.full(len(f.energy_j), float(f.batch_size)))
+        draws = f.draws(n_draws)
+        entries.append({
+            "model": m,
+            "gpu": str(model_value(ds, m, "gpu", "")),
+            "engine": str(model_value(ds, m, "engine", "")),
+            "dtype": str(model_value(ds, m, "dtype", "")),
+            "kind": em.kind,
+            "description": em.description,
+            "formula": em.formula,
+            "variables": {v: {"symbol": VARIABLES[v].symbol, "unit": VARIABLES[v].unit, "meaning": VARIABLES[v].meaning}
+                          for v in em.variables},
+            "terms": [{"name": t.name, "factors": list(t.factors), "unit": t.unit, "meaning": t.meaning}
+                      for t in em.terms],
+            "coefficients": f.params,
+            "stderr": {k: (None if not np.isfinite(v) else v) for k, v in f.stderr.items()},
+            "draws": {k: [float(x) for x in v[:, 0]] for k, v in draws.items()},
+            "batch_sizes": f.batch_sizes,
+            "ranges": {v: [float(np.min(x)), float(np.max(x))] for v, x in cells.items()},
+            "cells": int(len(f.energy_j)),
+            "mape_pct": f.mape_pct,
+            "cv_mape_pct": None if not np.isfinite(f.cv_mape_pct) else f.cv_mape_pct,
+        })
+    return {"schema": PRICE_CARD, "schema_version": PRICE_CARD_VERSION, "energykit_version": __version__,
+            "source": [str(s) for s in source], "loss": loss, "level": LEVEL, "quantile": "inverted_cdf",
+            "units": {"energy": "J per batch of batch_size requests (price() divides by the batch: J per request)",
+                      "input_len": "tokens", "output_len": "tokens", "batch_size": "requests"},
+            "models": entries}
