@@ -67,7 +67,30 @@ def fit_json(fits) -> dict:
             "baseline_params": lin.params,
             "o_star": {str(int(i)): _finite(float(o_star(s.params, float(i)))) for i in sorted(set(s.input_len))},
         }
-    return {"loss": fits.loss, "cv_folds": fits.cv_folds, "models": out}
+    result = {"loss": fits.loss, "cv_folds": fits.cv_folds, "models": out}
+    if fits.batched:
+        result["batch_models"] = batch_json(fits)
+    return result
+
+
+def batch_json(fits) -> dict:
+    """Per model measured at several batch sizes: the batch-aware fit E(i, o, B), its MAPE per batch
+    size, its k-fold and leave-one-batch-size-out cross-validation and ``o*(i, B)``."""
+    out = {}
+    for m, f in sorted(fits.batched.items()):
+        ins = sorted({float(i) for i in f.input_len})
+        out[m] = {
+            "batch_sizes": f.batch_sizes,
+            "cells": len(f.energy_j),
+            "mape_pct": f.mape_pct,
+            "batch_mape_pct": {str(b): v for b, v in f.batch_mape_pct().items()},
+            "cv_mape_pct": _finite(f.cv_mape_pct),
+            "leave_one_batch_out_mape_pct": {str(b): _finite(v) for b, v in fits.batch_cv[m].items()},
+            "params": f.params,
+            "params_stderr": {k: _finite(v) for k, v in f.stderr.items()},
+            "o_star": {str(b): {str(int(i)): _finite(float(f.o_star(i, b))) for i in ins} for b in f.batch_sizes},
+        }
+    return out
 
 
 def cmd_fit(args) -> int:
@@ -104,6 +127,13 @@ def cmd_fit(args) -> int:
         t = fits.table().query("kind == 'sweetspot'")
         cols = ["model", "batch_size"] + [c for c in t.columns if c.startswith("theta")]
         print(t[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        for m, b in batch_json(fits).items():
+            print(f"\n{m}: E(i, o, B) over batch sizes {', '.join(map(str, b['batch_sizes']))}: MAPE {b['mape_pct']:.2f} %")
+            print("  batch size   MAPE %   leave-this-batch-out MAPE %")
+            for k, v in b["batch_mape_pct"].items():
+                lobo = b["leave_one_batch_out_mape_pct"][k]
+                print(f"  {k:>10}   {v:6.2f}   {'n/a' if lobo is None else f'{lobo:6.2f}'}")
+            print("  " + ", ".join(f"{k}={v:.4g}" for k, v in b["params"].items()))
         if validation is not None:
             print("\nvalidation cells (left out of the fit):")
             print(validation.round(3).to_string(index=False))

@@ -100,3 +100,29 @@ def test_batched_fit_needs_two_batch_sizes():
         fitting.fit_cells(cells["energy_j"], cells["input_len"], cells["output_len"], kind="batched",
                           batch_size=cells["batch_size"])
     assert fitting.fit_dataset(ds).batched == {}
+
+
+def test_cli_fit_and_design_work_in_i_o_b(tmp_path):
+    import contextlib
+    import io
+    import json
+
+    from energykit.cli import main
+
+    path = tmp_path / "sim.csv"
+    hardware.simulate(PRESETS["llama3.2-1b"], COEF, (1, 4, 16), LENS_I, LENS_O, noise_pct=1.0, seed=3).to_csv(path, index=False)
+
+    def run(argv):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(argv) == 0
+        return json.loads(out.getvalue())
+
+    fit = run(["fit", str(path), "--json"])
+    b = fit["batch_models"]["simulated"]
+    assert b["batch_sizes"] == [1, 4, 16] and set(b["batch_mape_pct"]) == {"1", "4", "16"}
+    assert all(v < 3 for v in b["leave_one_batch_out_mape_pct"].values())
+    assert set(b["params"]) == set(BATCHED.names) and set(b["o_star"]) == {"1", "4", "16"}
+    design = run(["design", str(path), "--budget", "10", "--json"])["models"]["simulated"]
+    assert len(design["cells"]) == 10 and all(len(c) == 3 for c in design["cells"])
+    assert {c[2] for c in design["cells"]} <= {1, 4, 16} and design["heldout_mape_pct"] < 3
