@@ -244,6 +244,49 @@ class EnergyModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(den > 0, np.sqrt(num / np.where(den > 0, den, 1.0)), np.inf)
 
+    def batch_parts(self, params: dict, *args, **kwargs):
+        """Energy of a batch split by how it grows with ``B``: ``(per_request_j, per_batch_j)`` with
+        :math:`E = B a + c` with ``a`` the per-request and ``c`` the per-batch energy (batch-aware models only).
+
+        Pass every variable but ``batch_size``; parameters may be arrays that broadcast.
+        """
+        if not self.has_batch:
+            raise ValueError(f"the {self.kind} model has no batch size")
+        rest = [v for v in self.variables if v != "batch_size"]
+        vals = dict(zip(rest, args))
+        vals.update({k: kwargs.pop(k) for k in rest if k in kwargs})
+        per_request, per_batch = 0.0, 0.0
+        for t in self.terms:
+            c = params.get(t.name, 0.0)
+            for f in t.factors:
+                if f != "batch_size":
+                    c = c * vals[f]
+            if "batch_size" in t.factors:
+                per_request = per_request + c
+            else:
+                per_batch = per_batch + c
+        return per_request, per_batch
+
+    def saturation_batch(self, params: dict, *args, drop_pct: float = 5.0, **kwargs):
+        """Batch size beyond which doubling the batch saves less than ``drop_pct`` % of energy per
+        token [requests].
+
+        With :math:`E = B a + c` (:meth:`batch_parts`), energy per token is :math:`(a + c/B)/o`, and
+        doubling ``B`` saves the share :math:`c / (2 (a B + c))`, below ``d = drop_pct/100`` once
+
+        .. math:: B > B_\\mathrm{sat} = \\frac{c}{a} \\left(\\frac{1}{2 d} - 1\\right)
+
+        ``inf`` where ``a = 0``; 0 where ``c = 0`` (batching saves nothing per token).
+
+        >>> float(BATCHED.saturation_batch({"theta3": 1.0, "theta0": 100.0}, 10, 1))
+        90.0
+        """
+        a, c = self.batch_parts(params, *args, **kwargs)
+        a, c = np.asarray(a, dtype=float), np.asarray(c, dtype=float)
+        factor = 1.0 / (2.0 * drop_pct / 100.0) - 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(a > 0, c * factor / np.where(a > 0, a, 1.0), np.inf)
+
     def param_table(self):
         """The declared coefficients: name, term, unit, meaning and lower bound, one row each."""
         return pd.DataFrame([{"param": t.name, "term": "·".join([VARIABLES[f].symbol for f in t.factors]) or "1",

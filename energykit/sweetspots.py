@@ -25,7 +25,7 @@ from .model import SWEETSPOT, energy_per_token_j, tokens_per_j
 from .uncertainty import apply, o_star_interval, theta_table
 
 __all__ = ["PAPER_GRID", "tokens_per_j", "energy_per_token_j", "measured_map", "fitted_map", "extrapolated",
-           "o_star_numeric", "sweet_region", "best_worst_ratio", "best_cell", "o_star_table", "ratio_table",
+           "o_star_numeric", "batch_table", "saturation_table", "sweet_region", "best_worst_ratio", "best_cell", "o_star_table", "ratio_table",
            "region_probability", "attention_kind", "attention_table"]
 
 PAPER_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
@@ -52,19 +52,23 @@ def measured_map(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_draws: int = 200) -> xr.Dataset:
+def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_draws: int = 200,
+               batch_size: int | None = None) -> xr.Dataset:
     """Fitted efficiency on a grid of lengths, with 95 % intervals and an ``extrapolated`` flag.
 
     A cell is extrapolated when either length lies outside the range that the fit was measured on.
     ``tokens_per_j_low``/``_high`` come from the bootstrap of :mod:`energykit.uncertainty`.
+    ``batch_size`` [requests]: the batch of a batch-aware fit's map (default: the fit's own).
     """
+    b = fit.batch_size if batch_size is None else batch_size
+    vb = b if fit.energy_model.has_batch else None
     i = xr.DataArray(np.asarray(input_lens, dtype=int), dims="input_len", name="input_len")
     o = xr.DataArray(np.asarray(output_lens, dtype=int), dims="output_len", name="output_len")
     i = i.assign_coords(input_len=i.values)
     o = o.assign_coords(output_len=o.values)
-    E = fit.predict(i, o)
+    E = fit.predict(i, o, vb)
     ii, oo = xr.broadcast(i, o)
-    _, lo, hi = fit.predict_interval(ii.values.ravel(), oo.values.ravel(), n_draws)
+    _, lo, hi = fit.predict_interval(ii.values.ravel(), oo.values.ravel(), n_draws, batch_size=vb)
     e_lo = xr.DataArray(lo.reshape(ii.shape), coords=ii.coords, dims=ii.dims)
     e_hi = xr.DataArray(hi.reshape(ii.shape), coords=ii.coords, dims=ii.dims)
     out = xr.Dataset(
@@ -72,18 +76,51 @@ def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_d
             "energy_j": E,
             "energy_j_low": e_lo,
             "energy_j_high": e_hi,
-            "tokens_per_j": tokens_per_j(E, fit.batch_size, o),
-            "tokens_per_j_low": tokens_per_j(e_hi, fit.batch_size, o),
-            "tokens_per_j_high": tokens_per_j(e_lo, fit.batch_size, o),
-            "energy_per_token_j": energy_per_token_j(E, fit.batch_size, o),
+            "tokens_per_j": tokens_per_j(E, b, o),
+            "tokens_per_j_low": tokens_per_j(e_hi, b, o),
+            "tokens_per_j_high": tokens_per_j(e_lo, b, o),
+            "energy_per_token_j": energy_per_token_j(E, b, o),
             "extrapolated": extrapolated(fit, i, o),
         }
     )
     out["energy_j"].attrs["units"] = "J"
     out["tokens_per_j"].attrs["units"] = "tokens/J"
     out["energy_per_token_j"].attrs["units"] = "J/token"
-    out.attrs.update(model=fit.model, batch_size=fit.batch_size)
+    out.attrs.update(model=fit.model, batch_size=b)
     return out
+
+
+def batch_table(fit: ModelFit, cells, batch_sizes, n_draws: int = 200) -> pd.DataFrame:
+    """Energy per request and per output token against the batch size, with 95 % intervals.
+
+    One row per (input_len, output_len) of ``cells`` and batch size; ``measured`` says whether the
+    fit saw that batch size (the others are the model's prediction).
+    """
+    rows = []
+    for i, o in cells:
+        for b in batch_sizes:
+            e, lo, hi = (float(x[0]) for x in fit.predict_interval([i], [o], n_draws, batch_size=b))
+            rows.append({"input_len": int(i), "output_len": int(o), "batch_size": int(b),
+                         "energy_per_request_j": e / b, "energy_per_request_j_low": lo / b,
+                         "energy_per_request_j_high": hi / b,
+                         "energy_per_token_j": energy_per_token_j(e, b, o),
+                         "energy_per_token_j_low": energy_per_token_j(lo, b, o),
+                         "energy_per_token_j_high": energy_per_token_j(hi, b, o),
+                         "measured": int(b) in fit.batch_sizes})
+    return pd.DataFrame(rows)
+
+
+def saturation_table(fit: ModelFit, cells, drop_pct: float = 5.0, n_draws: int = 200) -> pd.DataFrame:
+    """Per (input_len, output_len): the batch size beyond which doubling it saves less than
+    ``drop_pct`` % of energy per token (:meth:`energykit.model.EnergyModel.saturation_batch`), with its
+    95 % interval over the fit's bootstrap draws."""
+    rows = []
+    for i, o in cells:
+        est, lo, hi = apply(fit, lambda p, i=i, o=o: float(fit.energy_model.saturation_batch(p, i, o, drop_pct=drop_pct)),
+                            n_draws)
+        rows.append({"input_len": int(i), "output_len": int(o), "saturation_batch": est, "saturation_batch_low": lo,
+                     "saturation_batch_high": hi, "beyond_measured": bool(est > max(fit.batch_sizes))})
+    return pd.DataFrame(rows)
 
 
 def extrapolated(fit: ModelFit, input_len, output_len):

@@ -126,3 +126,25 @@ def test_cli_fit_and_design_work_in_i_o_b(tmp_path):
     design = run(["design", str(path), "--budget", "10", "--json"])["models"]["simulated"]
     assert len(design["cells"]) == 10 and all(len(c) == 3 for c in design["cells"])
     assert {c[2] for c in design["cells"]} <= {1, 4, 16} and design["heldout_mape_pct"] < 3
+
+
+def test_saturation_batch_is_where_doubling_saves_less_than_5_pct():
+    theta = {"theta1": 2e-6, "theta2": 1e-4, "theta3": 0.03, "theta4": 5e-5, "theta5p": 0.1, "thetaw": 0.8,
+             "theta0": 1.5}
+    i, o = 512.0, 256.0
+    b_sat = float(BATCHED.saturation_batch(theta, i, o))
+    per_token = [BATCHED.energy(i, o, b, **theta) / (b * o) for b in (b_sat * 0.99, b_sat * 1.98, b_sat * 1.01, b_sat * 2.02)]
+    assert 1 - per_token[1] / per_token[0] > 0.05 > 1 - per_token[3] / per_token[2]
+    assert float(BATCHED.saturation_batch({"thetaw": 1.0}, i, o)) == float("inf")
+
+
+def test_batch_table_and_saturation_table_carry_intervals():
+    from energykit import sweetspots
+
+    f = fitting.fit_dataset(_simulated_batches(3.0, seed=4)).batched["simulated"]
+    bt = sweetspots.batch_table(f, [(512, 512)], (1, 8, 64, 256), n_draws=50)
+    assert list(bt["measured"]) == [True, False, True, False]
+    assert (bt["energy_per_token_j_low"] <= bt["energy_per_token_j"]).all()
+    assert bt["energy_per_token_j"].is_monotonic_decreasing
+    sat = sweetspots.saturation_table(f, [(512, 512)], n_draws=50).iloc[0]
+    assert sat["saturation_batch_low"] <= sat["saturation_batch"] <= sat["saturation_batch_high"]
