@@ -335,7 +335,8 @@ def cmd_predict(args) -> int:
         return cmd_predict_data(args)
 
     from .dataset import load, to_frame
-    from .fitting import around, interval, o_star
+    from .fitting import o_star
+    from .intervals import estimate_interval
     from .hardware import calibrate, each_draw, leave_one_model_out, prediction_table
     from .presets import resolve
 
@@ -356,7 +357,7 @@ def cmd_predict(args) -> int:
     ostar = {}
     for k, i in enumerate(ins):
         est = float(o_star(theta, i))
-        lo, hi = around(est, *interval(ostar_draws[:, k]))
+        _, lo, hi = estimate_interval(est, ostar_draws[:, k])
         ostar[str(i)] = {"value": est, "low": float(lo), "high": float(hi)}
     lomo = leave_one_model_out(ds, args.loss, hw.calibrated_on) if len(hw.calibrated_on) > 1 else pd.DataFrame()
     if args.json:

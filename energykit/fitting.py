@@ -33,6 +33,8 @@ import xarray as xr
 from . import __version__
 from .dataset import batch_sizes, measured_cells, model_names, model_value
 from .errors import FitError
+from .intervals import IDENTIFIED_SHARE, LEVEL, UNBOUNDED_FACTOR, around, bounded_high, identified, interval
+from .intervals import estimate_interval
 from .model import BATCHED, SWEETSPOT, VARIABLES, LinearEnergyModel, model_of, nnls_weighted
 from .model import LINEAR as LINEAR_MODEL
 
@@ -52,10 +54,6 @@ THETA_MEANING = SWEETSPOT.meanings
 LOSSES = ("l1", "l2")
 DRAWS = 200
 """Bootstrap draws stored with a fit (what the reports' intervals use)."""
-UNBOUNDED_FACTOR = 1e6
-"""A reported interval bound more than this factor from its estimate reads "unbounded" (tables, heatmaps)."""
-IDENTIFIED_SHARE = 0.5
-"""A coefficient on its θ ≥ 0 bound in the fit, or in at least this share of bootstrap draws, is not identified."""
 
 
 def sweetspot_energy(input_len, output_len, theta1=0.0, theta2=0.0, theta3=0.0, theta4=0.0, theta5=0.0, theta0=0.0):
@@ -170,10 +168,6 @@ def irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) -> 
     return coef, w
 
 
-LEVEL = 0.95
-"""Confidence level of every interval the kit reports."""
-
-
 def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: str, n: int, seed: int = 0) -> np.ndarray:
     r"""Refitted coefficients (n, k) of a non-negative linear relative-error fit ``X @ coef ≈ observed``.
 
@@ -193,48 +187,6 @@ def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: 
         e_star = e_hat * np.exp(rng.choice([-1.0, 1.0], size=len(log_ratio)) * log_ratio)
         out[k] = irls(X, e_star, loss)[0]
     return out
-
-
-def interval(samples, level: float = LEVEL, axis: int = 0):
-    """Percentile interval of ``samples`` along ``axis``: (low, high).
-
-    Quantiles are sample values (no interpolation), so infinite draws (``o*`` where θ4 = 0) stay
-    infinite instead of turning into NaN.
-    """
-    a = (1 - level) / 2
-    q = dict(axis=axis, method="inverted_cdf")
-    return np.nanquantile(samples, a, **q), np.nanquantile(samples, 1 - a, **q)
-
-
-def identified(estimate: float, draws) -> bool:
-    """Whether a coefficient under θ ≥ 0 is identified: fitted off its bound, and off it in most draws.
-
-    >>> identified(0.3, [0.2, 0.4, 0.0]), identified(0.0, [0.2, 0.4, 0.5]), identified(0.3, [0.0, 0.0, 0.4])
-    (True, False, False)
-    """
-    return bool(estimate > 0.0 and np.mean(np.asarray(draws) <= 0.0) < IDENTIFIED_SHARE)
-
-
-def bounded_high(estimate, low, high):
-    """The upper bound of an interval, NaN where it is infinite or more than :data:`UNBOUNDED_FACTOR`
-    times the estimate (or the lower bound, when that is larger): such a bound is reported as "unbounded".
-
-    >>> bounded_high(np.array([4.2, 0.0, 4.2]), np.array([3.4, 0.0, 3.4]), np.array([5.0, 3.0, 1.02e15]))
-    array([ 5.,  3., nan])
-    """
-    est, lo, hi = (np.asarray(x, dtype=float) for x in (estimate, low, high))
-    scale = np.maximum(np.abs(est), np.where(np.isfinite(lo), np.abs(lo), 0.0))
-    absurd = ~np.isfinite(hi) | ((scale > 0) & (hi > UNBOUNDED_FACTOR * scale))
-    return np.where(absurd, np.nan, hi)
-
-
-def around(estimate, low, high):
-    """Extend a percentile interval to contain the point estimate.
-
-    Where a coefficient sits on its θ ≥ 0 bound the bootstrap distribution is one-sided and its
-    percentile interval can miss the estimate; the reported interval then reaches the estimate.
-    """
-    return np.minimum(low, estimate), np.maximum(high, estimate)
 
 
 class SweetSpotModel(LinearEnergyModel):
@@ -486,7 +438,7 @@ class ModelFit:
         b = None if batch_size is None else np.broadcast_to(np.asarray(batch_size, dtype=float), i.shape)
         samples = predict_energy(self.kind, self.draws(n), i[None, :], o[None, :], None if b is None else b[None, :])
         est = self.predict(i, o, b)
-        return (est, *around(est, *interval(samples, level)))
+        return estimate_interval(est, samples, level)
 
     def at_bound_share(self, n: int = 200) -> dict[str, float]:
         """Share of bootstrap draws in which each coefficient sits on its θ ≥ 0 bound."""

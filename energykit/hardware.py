@@ -32,7 +32,8 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import ape_pct, around, column_rank, identified, interval, irls, wild_bootstrap
+from .fitting import ape_pct, column_rank, irls, wild_bootstrap
+from .intervals import LEVEL, estimate_interval, identified
 from .model import SWEETSPOT, tokens_per_j
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
@@ -123,12 +124,12 @@ class HardwareModel:
             self._draws[(n, seed)] = {k: out[:, [j]] for j, k in enumerate(COEFFICIENTS)}
         return self._draws[(n, seed)]
 
-    def predict_interval(self, geom, batch_size, input_len, output_len, dtype="bfloat16", n=200, level=0.95):
+    def predict_interval(self, geom, batch_size, input_len, output_len, dtype="bfloat16", n=200, level=LEVEL):
         """(estimate, low, high) of the predicted energy [J]."""
         samples = np.array([self.predict(geom, batch_size, input_len, output_len, dtype, c)
                             for c in each_draw(self.draws(n))])
         est = self.predict(geom, batch_size, input_len, output_len, dtype)
-        return (est, *around(est, *interval(samples, level)))
+        return estimate_interval(est, samples, level)
 
 
 def each_draw(draws: dict[str, np.ndarray]):
@@ -228,8 +229,8 @@ def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
     rows = []
     for k in COEFFICIENTS:
         draws = d[k][:, 0]
-        lo, hi = around(hw.coef[k], *interval(draws))
-        rows.append({"coefficient": k, "value": hw.coef[k], "ci_low": float(lo), "ci_high": float(hi),
+        _, lo, hi = estimate_interval(hw.coef[k], draws)
+        rows.append({"coefficient": k, "value": hw.coef[k], "value_low": float(lo), "value_high": float(hi),
                      "identified": identified(hw.coef[k], draws)})
     return pd.DataFrame(rows).set_index("coefficient")
 
@@ -240,8 +241,8 @@ def theta_interval_table(hw: HardwareModel, geom: dict, batch_size: int, dtype="
     samples = [hw.theta(geom, batch_size, dtype, c) for c in each_draw(hw.draws(n))]
     rows = []
     for k in SWEETSPOT.names:
-        lo, hi = around(est[k], *interval(np.array([s[k] for s in samples])))
-        rows.append({"param": k, "value": est[k], "ci_low": float(lo), "ci_high": float(hi)})
+        _, lo, hi = estimate_interval(est[k], np.array([s[k] for s in samples]))
+        rows.append({"param": k, "value": est[k], "value_low": float(lo), "value_high": float(hi)})
     return pd.DataFrame(rows).set_index("param")
 
 

@@ -277,11 +277,11 @@ def attention_table(ds: xr.Dataset, fits: FitSet, bytes_per_element: int = 2) ->
                 "num_kv_heads": nkv,
                 "kv_bytes_per_token": 2 * L * nkv * dh * bytes_per_element,
                 "theta2": f.params["theta2"],
-                "theta2_low": th.loc["theta2", "ci_low"],
-                "theta2_high": th.loc["theta2", "ci_high"],
+                "theta2_low": th.loc["theta2", "value_low"],
+                "theta2_high": th.loc["theta2", "value_high"],
                 "theta4": f.params["theta4"],
-                "theta4_low": th.loc["theta4", "ci_low"],
-                "theta4_high": th.loc["theta4", "ci_high"],
+                "theta4_low": th.loc["theta4", "value_low"],
+                "theta4_high": th.loc["theta4", "value_high"],
                 "geomean_tokens_per_j": float(np.exp(np.log(tpj).mean())),
             }
         )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fitting import LEVEL, ModelFit, around, interval
+from .fitting import ModelFit
+from .intervals import LEVEL, estimate_interval
 
 __all__ = ["theta_table", "o_star_interval", "apply"]
 
@@ -23,8 +24,8 @@ def theta_table(fit: ModelFit, n: int = 200, level: float = LEVEL) -> pd.DataFra
     known = fit.identified(n)
     rows = []
     for name, value in fit.params.items():
-        lo, hi = around(value, *interval(d[name][:, 0], level))
-        rows.append({"param": name, "value": value, "stderr": fit.stderr[name], "ci_low": lo, "ci_high": hi,
+        _, lo, hi = estimate_interval(value, d[name][:, 0], level)
+        rows.append({"param": name, "value": value, "stderr": fit.stderr[name], "value_low": lo, "value_high": hi,
                      "identified": known[name]})
     return pd.DataFrame(rows)
 
@@ -43,7 +44,7 @@ def o_star_interval(fit: ModelFit, input_len, n: int = 200, level: float = LEVEL
     extra = {"batch_size": batch_size} if fit.energy_model.has_batch else {}
     samples = fit.energy_model.o_star(fit.draws(n), i[None, :], **extra)
     est = fit.o_star(i, batch_size)
-    return (est, *around(est, *interval(samples, level)))
+    return estimate_interval(est, samples, level)
 
 
 def apply(fit: ModelFit, func, n: int = 200, level: float = LEVEL):
@@ -51,5 +52,5 @@ def apply(fit: ModelFit, func, n: int = 200, level: float = LEVEL):
     d = fit.draws(n)
     values = np.array([func({k: float(v[j, 0]) for k, v in d.items()}) for j in range(n)])
     est = func(fit.params)
-    lo, hi = around(est, *interval(values, level))
+    _, lo, hi = estimate_interval(est, values, level)
     return est, float(lo), float(hi)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import ParamsError
-from .fitting import ModelFit, around, interval, predict_energy
+from .fitting import ModelFit, predict_energy
+from .intervals import estimate_interval
 from .hardware import HardwareModel, each_draw
 from .model import tokens_per_j
 from .sweetspots import extrapolated
@@ -125,7 +126,7 @@ def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, 
     tokens/J, shares near the sweet spot and extrapolated."""
     t = trace_energy(fit, trace, within_pct)
     total = t["energy_j"].sum()
-    lo, hi = around(total, *interval(_total_draws(fit, t["input_len"], t["output_len"], n_draws)))
+    _, lo, hi = estimate_interval(total, _total_draws(fit, t["input_len"], t["output_len"], n_draws))
     return {
         "model": fit.model,
         "requests": len(t),
@@ -189,10 +190,10 @@ def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Poli
         i1, o1 = p.apply(i0, o0)
         after, after_draws = totals(i1, o1)
         saving = 100.0 * (1 - after / base_total)
-        s_lo, s_hi = around(saving, *interval(100.0 * (1 - after_draws / base_draws)))
-        k_lo, k_hi = around(after, *interval(after_draws))
+        _, s_lo, s_hi = estimate_interval(saving, 100.0 * (1 - after_draws / base_draws))
+        _, k_lo, k_hi = estimate_interval(after, after_draws)
         per_token = 100.0 * ((after / o1.sum()) / (base_total / base_tokens) - 1)
-        t_lo, t_hi = around(per_token, *interval(100.0 * ((after_draws / o1.sum()) / (base_draws / base_tokens) - 1)))
+        _, t_lo, t_hi = estimate_interval(per_token, 100.0 * ((after_draws / o1.sum()) / (base_draws / base_tokens) - 1))
         rows.append(
             {
                 "policy": p.name,
