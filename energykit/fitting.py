@@ -1,6 +1,7 @@
-"""Fit the SweetSpot analytical energy model and the linear baseline with lmfit.
+"""Fit the energy models declared in :mod:`energykit.model` with lmfit.
 
-The analytical model (Pizzini Cavagna et al., arXiv:2602.05695; the derivation is in the README) collects the
+Per (model, batch_size): the SweetSpot analytical model and the linear baseline; per model measured
+at several batch sizes, also the batch-aware model E(i, o, B). The analytical model (Pizzini Cavagna et al., arXiv:2602.05695; the derivation is in the README) collects the
 Transformer's prefill and decode work by powers of the input length ``i`` and output length ``o``:
 
 .. math::
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import lmfit
 import numpy as np
@@ -145,9 +146,6 @@ def design_matrix(kind: str, *variables, **named) -> np.ndarray:
     return model_of(kind).design_matrix(*variables, **named)
 
 
-_nnls_weighted = nnls_weighted
-
-
 def irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative relative-error fit: (θ, final weights).
 
@@ -155,12 +153,12 @@ def irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) -> 
     sum of absolute relative errors is minimised.
     """
     w = 1.0 / E
-    coef = _nnls_weighted(X, E, w)
+    coef = nnls_weighted(X, E, w)
     if loss == "l1":
         for _ in range(max_iter):
             r = np.abs(X @ coef - E) / E
             w = 1.0 / (E * np.sqrt(np.maximum(r, 1e-4)))
-            new = _nnls_weighted(X, E, w)
+            new = nnls_weighted(X, E, w)
             change = np.max(np.abs(new - coef) / (np.abs(coef) + 1e-12))
             coef = new
             if change < 1e-6:
@@ -643,13 +641,22 @@ FITS_VERSION = 1
 def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = None) -> Path:
     """Write every fit of ``fitset`` with its cells, cross-validation errors and bootstrap draws."""
     names = list(THETA) + list(LINEAR)
-    keys = sorted(fitset.fits)
+    every = dict(fitset.fits)
+    if fitset.batched:  # files of single-batch data keep their layout
+        names += [n for n in BATCHED.names if n not in names]
+        every.update({(m, 0, "batched"): f for m, f in fitset.batched.items()})
+    keys = sorted(every)
     value = np.full((len(keys), len(names)), np.nan)
     stderr = np.full_like(value, np.nan)
     draws = np.full((len(keys), n_draws, len(names)), np.nan)
     cell_fit, cells = [], {"input_len": [], "output_len": [], "energy_j": [], "cv_ape_pct": []}
+    if fitset.batched:
+        cells["batch_size"] = []
     for k, key in enumerate(keys):
-        f = fitset.fits[key]
+        f = every[key]
+        if fitset.batched:
+            cells["batch_size"] += list(f.cell_batch_size if f.cell_batch_size is not None
+                                        else np.full(len(f.energy_j), float(f.batch_size)))
         for name, v in f.params.items():
             j = names.index(name)
             value[k, j], stderr[k, j] = v, f.stderr[name]
@@ -670,7 +677,10 @@ def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = No
                 "fit_batch_size": ("fit", np.asarray([b for _, b, _ in keys], dtype=np.int64)),
                 "fit_kind": ("fit", [kd for _, _, kd in keys])},
         attrs={"format": FITS_FORMAT, "version": FITS_VERSION, "loss": fitset.loss, "cv_folds": fitset.cv_folds,
-               "n_draws": n_draws, "seed": 0, **{f"source_{k}": json.dumps([str(x) for x in v]) if isinstance(v, (list, tuple)) else str(v)
+               "n_draws": n_draws, "seed": 0,
+               **({"batch_cv": json.dumps({m: {str(b): v for b, v in d.items()} for m, d in fitset.batch_cv.items()})}
+                  if fitset.batched else {}),
+               **{f"source_{k}": json.dumps([str(x) for x in v]) if isinstance(v, (list, tuple)) else str(v)
                   for k, v in (source or {}).items()}},
     )
     path = Path(path)
@@ -709,7 +719,7 @@ def load_fits(path, **expect) -> "FitSet":
     n_draws = int(ds.attrs["n_draws"])
     names = [str(p) for p in ds["param"].values]
     cell_fit = ds["cell_fit"].values
-    fits = {}
+    fits, batched = {}, {}
     for k in range(ds.sizes["fit"]):
         kind = str(ds["fit_kind"].values[k])
         model = model_of(kind)
@@ -724,10 +734,15 @@ def load_fits(path, **expect) -> "FitSet":
         mine = cell_fit == k
         key = (str(ds["fit_model"].values[k]), int(ds["fit_batch_size"].values[k]), kind)
         f = ModelFit(*key, SavedResult(pars), ds["input_len"].values[mine], ds["output_len"].values[mine],
-                     ds["energy_j"].values[mine], ds["cv_ape_pct"].values[mine], str(ds.attrs["loss"]))
+                     ds["energy_j"].values[mine], ds["cv_ape_pct"].values[mine], str(ds.attrs["loss"]),
+                     cell_batch_size=ds["batch_size"].values[mine] if kind == "batched" else None)
         f._draws[(n_draws, 0)] = draws
-        fits[key] = f
-    return FitSet(fits, str(ds.attrs["loss"]), int(ds.attrs["cv_folds"]))
+        if kind == "batched":
+            batched[key[0]] = f
+        else:
+            fits[key] = f
+    batch_cv = {m: {int(b): float(v) for b, v in d.items()} for m, d in json.loads(ds.attrs.get("batch_cv", "{}")).items()}
+    return FitSet(fits, str(ds.attrs["loss"]), int(ds.attrs["cv_folds"]), batched, batch_cv)
 
 
 def fit_dataset(

@@ -148,3 +148,26 @@ def test_batch_table_and_saturation_table_carry_intervals():
     assert bt["energy_per_token_j"].is_monotonic_decreasing
     sat = sweetspots.saturation_table(f, [(512, 512)], n_draws=50).iloc[0]
     assert sat["saturation_batch_low"] <= sat["saturation_batch"] <= sat["saturation_batch_high"]
+
+
+def test_saved_fits_keep_the_batched_fit(tmp_path):
+    fits = fitting.fit_dataset(_simulated_batches(1.0, seed=5, batch_sizes=(1, 8, 32)))
+    path = fits.save(tmp_path / "fits.nc", n_draws=20)
+    back = fitting.load_fits(path)
+    f, g = fits.batched["simulated"], back.batched["simulated"]
+    assert g.params == pytest.approx(f.params, rel=1e-12) and g.batch_sizes == [1, 8, 32]
+    np.testing.assert_array_equal(g.draws(20)["thetaw"], f.draws(20)["thetaw"])
+    assert back.batch_cv["simulated"] == pytest.approx(fits.batch_cv["simulated"])
+    assert g.mape_pct == pytest.approx(f.mape_pct, rel=1e-12)
+    single = fitting.load_fits(fitting.fit_dataset(_simulated_batches(1.0, batch_sizes=(16,))).save(tmp_path / "one.nc", 5))
+    assert single.batched == {}
+
+
+@pytest.mark.slow
+def test_fit_design_and_predict_json_are_byte_identical_to_before_the_model_home():
+    import sys
+
+    sys.path.insert(0, str(fitting.Path(__file__).resolve().parents[1] / "tools"))
+    import golden_numbers
+
+    assert golden_numbers.differing() == []
