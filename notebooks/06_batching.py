@@ -107,7 +107,7 @@ for m, f in fits.batched.items():
 for m, f in fits.batched.items():
     bt = sweetspots.batch_table(f, REFERENCE, SHOW_BATCHES)
     axes = plots.batch_curves(bt)
-    axes[0].figure.suptitle(f"{m}" + (" — SIMULATED data" if simulated else ""))
+    axes[0].figure.suptitle(m)  # a simulated model's name says SIMULATED
     plt.tight_layout()
     plt.show()
 
@@ -130,10 +130,13 @@ summary.table(sat, index=["model", "input_len", "output_len"])
 # %%
 for m, f in fits.batched.items():
     sizes = f.batch_sizes
-    fig, axes = plt.subplots(1, len(sizes), figsize=(7.5 * len(sizes), 6), squeeze=False)
-    for ax, b in zip(axes[0], sizes):
+    rows_ = (len(sizes) + 1) // 2
+    fig, axes = plt.subplots(rows_, 2, figsize=(16, 6.5 * rows_), squeeze=False)
+    for ax in axes.ravel()[len(sizes):]:
+        ax.set_visible(False)
+    for ax, b in zip(axes.ravel(), sizes):
         fm = sweetspots.fitted_map(f, sweetspots.PAPER_GRID, sweetspots.PAPER_GRID, batch_size=b)
         plots.efficiency_heatmap(fm["tokens_per_j"], f, sweet_pct, extrapolated=fm["extrapolated"], batch_size=b,
-                                 title=f"{m}, B = {b}" + (" (SIMULATED)" if simulated else ""), ax=ax)
+                                 title=f"{m}, B = {b}", ax=ax)
     plt.tight_layout()
     plt.show()
