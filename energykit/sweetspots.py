@@ -80,7 +80,7 @@ def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_d
             "tokens_per_j_low": tokens_per_j(e_hi, b, o),
             "tokens_per_j_high": tokens_per_j(e_lo, b, o),
             "energy_per_token_j": energy_per_token_j(E, b, o),
-            "extrapolated": extrapolated(fit, i, o),
+            "extrapolated": extrapolated(fit, i, o) | (b < min(fit.batch_sizes)) | (b > max(fit.batch_sizes)),
         }
     )
     out["energy_j"].attrs["units"] = "J"

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import ParamsError
+from .errors import FitError, ParamsError
 from .fitting import ModelFit, predict_energy
 from .intervals import estimate_interval
 from .hardware import HardwareModel, each_draw
@@ -34,6 +34,9 @@ J_PER_KWH = 3.6e6
 
 def request_energy_j(fit: ModelFit, input_len, output_len):
     """Energy of one request [J]: :math:`E(i, o) / B` for a request served in a batch of ``B``."""
+    if fit.energy_model.has_batch:
+        raise FitError(f"traces are priced by a fit at one batch size; use fits.get({fit.model!r}, BATCH) "
+                       "(the batch-aware fit needs a batch size: fit.predict(i, o, B) / B)")
     return fit.predict(np.asarray(input_len, dtype=float), np.asarray(output_len, dtype=float)) / fit.batch_size
 
 

@@ -171,3 +171,15 @@ def test_fit_design_and_predict_json_are_byte_identical_to_before_the_model_home
     import golden_numbers
 
     assert golden_numbers.differing() == []
+
+
+def test_maps_at_an_unmeasured_batch_are_marked_extrapolated_and_traces_need_one_batch():
+    from energykit import sweetspots, workloads
+
+    f = fitting.fit_dataset(_simulated_batches(1.0, seed=6, batch_sizes=(1, 4, 16))).batched["simulated"]
+    inside = sweetspots.fitted_map(f, LENS_I, LENS_O, n_draws=20, batch_size=4)
+    beyond = sweetspots.fitted_map(f, LENS_I, LENS_O, n_draws=20, batch_size=64)
+    assert not inside["extrapolated"].any() and beyond["extrapolated"].all()
+    assert float(beyond["tokens_per_j"].max()) > float(inside["tokens_per_j"].max())
+    with pytest.raises(fitting.FitError, match="one batch size"):
+        workloads.request_energy_j(f, [512], [128])
