@@ -253,7 +253,8 @@ def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the
         input folder's crash-safe state (``windows.jsonl``, ``*.json``, ``.lock``).
     kind : str
         ``"netcdf"``: an existing ``path`` may be replaced only when it is a NetCDF (HDF5) file, as
-        the kit writes; any other existing file is not the kit's to overwrite.
+        the kit writes; ``"json"``: only when it is a JSON object naming its ``schema`` (a price card);
+        any other existing file is not the kit's to overwrite.
     option : str
         How the user names the output (``--save``, ``-o``), for the message.
     """
@@ -278,6 +279,14 @@ def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the
     if path.exists():
         if not path.is_file():
             raise EnergykitError(f"{option} {path} exists and is not a regular file; give a new file path")
+        if kind == "json":  # a JSON object the kit wrote (a price card names its schema)
+            try:
+                ours = "schema" in json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, TypeError, RecursionError):
+                ours = False
+            if not ours:
+                raise EnergykitError(f"{option} {path} exists and is not a file written by energykit; it would be "
+                                     "overwritten — give a new file path")
         if kind == "netcdf":
             with open(path, "rb") as f:
                 magic = f.read(8)

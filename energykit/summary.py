@@ -14,7 +14,10 @@ import xarray as xr
 from IPython.display import Markdown, display
 
 from .dataset import model_value
-from .fitting import FitSet, ModelFit, bounded_high
+from .engines import caveat as engine_caveat
+from .fitting import FitSet, ModelFit
+from .intervals import fmt
+from .intervals import format_interval as _with_interval
 from .iotools import escape_markdown
 from .sweetspots import PAPER_GRID, attention_kind, fitted_map, ratio_table
 
@@ -28,38 +31,11 @@ PAPER_BEST_WORST = 33.41
 
 
 
-def fmt(value, digits: int = 4) -> str:
-    """One number for a report table: ``digits`` significant figures, "n/a" for NaN, "unbounded" for ±inf.
-
-    >>> fmt(1234.5678), fmt(0.000123456), fmt(float("nan")), fmt(float("inf")), fmt(16)
-    ('1235', '0.0001235', 'n/a', 'unbounded', '16')
-    """
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if not isinstance(value, (float, np.floating)):
-        return str(value)
-    v = float(value)
-    if np.isnan(v):
-        return "n/a"
-    if np.isinf(v):
-        return "unbounded"
-    return f"{v:.{digits}g}"
-
-
-def _with_interval(est, low, high, digits: int) -> str:
-    if not np.isfinite(est):
-        return fmt(est, digits)
-    top = float(bounded_high(est, low, high))  # NaN where the bound is absurd
-    return f"{fmt(est, digits)} [{fmt(low, digits)}, {'unbounded' if np.isnan(top) else fmt(top, digits)}]"
-
-
 def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model") -> pd.DataFrame:
     """A result table as a reader sees it: each interval in one column, rounded, as text.
 
     Columns ``x``, ``x_low``, ``x_high`` become one column ``x [95 %]`` reading ``est [low, high]``
-    (likewise ``value``/``ci_low``/``ci_high``); numbers keep ``digits`` significant figures; NaN
+    (:mod:`energykit.intervals`, the one column convention); numbers keep ``digits`` significant figures; NaN
     reads "n/a" (e.g. ``o*`` where θ4 is not identified); an infinite upper bound, or one more than
     :data:`energykit.fitting.UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
     so that headers wrap. ``index`` columns (present ones) become the row labels.
@@ -73,8 +49,6 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     """
     out = pd.DataFrame(index=df.index)
     pairs = {c: (f"{c}_low", f"{c}_high") for c in df.columns if f"{c}_low" in df and f"{c}_high" in df}
-    if {"value", "ci_low", "ci_high"} <= set(df.columns):
-        pairs["value"] = ("ci_low", "ci_high")
     bounds = {b for lo_hi in pairs.values() for b in lo_hi}
     for c in df.columns:
         if c in bounds:
@@ -150,11 +124,7 @@ def _attention_verdict(ds: xr.Dataset, fits: FitSet) -> str:
         kinds[m] = attention_kind(int(nq), int(nkv))
     if len(set(kinds.values())) < 2:
         return "GQA vs MHA: the data hold only one attention kind, so no comparison here."
-    engine = str(ds.attrs.get("engine", ""))
-    caveat = ""
-    if "sdpa" in engine or ("hf" in engine and "flex" not in engine):
-        caveat = (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
-                  "KV heads (sdpa), so KV-cache savings do not show; see the README's engine table.")
+    caveat = engine_caveat(str(ds.attrs.get("engine", "")))
     th = {m: fits.get(m).params["theta2"] for m in kinds}
     gqa = [m for m, k in kinds.items() if k != "MHA"]
     mha = [m for m, k in kinds.items() if k == "MHA"]
