@@ -39,7 +39,7 @@ from .windows import measure
 __all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "check_engine_installed",
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
            "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
-           "finalize", "engine_label", "check_shard_setups", "merged_provenance"]
+           "finalize", "engine_label", "check_shard_setups", "merged_provenance", "allocation_of"]
 
 
 LOG = "windows.jsonl"
@@ -115,6 +115,17 @@ def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
     return {"setup": setup, "models": models}
 
 
+def allocation_of(params: dict) -> dict:
+    """The allocations (``max_len``, ``max_batch_size``, ``max_input_len``) of a folder's recorded ``params.json``,
+    for fingerprints written before they were recorded; ``{}`` when the file does not tell."""
+    try:
+        cells = params.get("cells") or [(i, o) for i in params["input_lens"] for o in params["output_lens"]]
+        return {"max_len": max(int(i) + int(o) for i, o in cells), "max_input_len": max(int(i) for i, _ in cells),
+                "max_batch_size": max(int(b) for b in params["batch_sizes"])}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 def fingerprint_difference(old: dict, new: dict) -> list[str]:
     """What differs between a folder's fingerprint and this run's, as ``key: old -> new`` strings.
 
@@ -125,6 +136,8 @@ def fingerprint_difference(old: dict, new: dict) -> list[str]:
     diffs = []
     o_setup, n_setup = old.get("setup", {}), new["setup"]
     for k in sorted(n_setup):
+        if k.startswith("max_") and k not in o_setup:
+            continue  # an allocation the folder did not record (and its params.json could not tell)
         if k == "libraries":
             lo, ln = o_setup.get(k, {}), n_setup.get(k, {})
             diffs += [f"{lib} {lo.get(lib)} -> {ln.get(lib)}" for lib in sorted(set(lo) | set(ln))
@@ -204,6 +217,8 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
         info = meter.info()
         new_print = fingerprint(params, info)
         old_print = read_json(out / FINGERPRINT)
+        if old_print and "max_len" not in old_print.get("setup", {}):  # written before allocations were recorded
+            old_print["setup"].update(allocation_of(read_json(out / "params.json")))
         diffs = fingerprint_difference(old_print, new_print) if old_print else []
         if diffs:
             raise ParamsError(f"{out} holds windows measured with another setup ({'; '.join(diffs)}); "

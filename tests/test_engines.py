@@ -324,8 +324,9 @@ def test_fingerprint_fields_and_values_of_hf_and_trtllm_are_kept(tmp_path):
                                          compile=False, attention="flex_attention"))
     new = sweep.fingerprint(hf, {"gpu_uuid": old["setup"]["gpu_uuids"][0]})
     kept = {k: v for k, v in old["setup"].items() if k not in ("backend", "chunked_prefill", "tensor_parallel_size")}
-    assert {k: v for k, v in new["setup"].items() if k != "libraries"} == {k: v for k, v in kept.items()
-                                                                          if k != "libraries"}
+    assert new["setup"]["max_len"] == hf.max_len  # the static cache, recorded since issue 18
+    assert {k: v for k, v in new["setup"].items() if k != "libraries" and k != "max_len"} == {
+        k: v for k, v in kept.items() if k != "libraries"}
     old["setup"]["libraries"] = new["setup"]["libraries"]
     old["models"] = new["models"]
     assert sweep.fingerprint_difference(old, new) == []  # the shipped folder resumes
@@ -336,7 +337,7 @@ def test_fingerprint_fields_and_values_of_hf_and_trtllm_are_kept(tmp_path):
     before = {"engine": "trtllm", "dtype": "float32", "min_window_s": 0.0, "meter": "nvml", "device": "auto",
               "compile": True, "attention": "flex_attention", "backend": "pytorch", "chunked_prefill": True,
               "tensor_parallel_size": 2, "gpu_uuids": ["GPU-a", "GPU-b"], "libraries": new["setup"]["libraries"]}
-    assert set(new["setup"]) == set(before) - {"compile", "attention"}
+    assert set(new["setup"]) == set(before) - {"compile", "attention"} | {"max_len", "max_batch_size", "max_input_len"}
     assert sweep.fingerprint_difference({"setup": before, "models": new["models"]}, new) == []
     changed = dict(before, chunked_prefill=False)
     assert sweep.fingerprint_difference({"setup": changed, "models": {}}, new) == ["chunked_prefill: False -> True"]

@@ -427,6 +427,13 @@ class TestSchemas:
         short = fingerprint(MeasureParams.model_validate(_params()), {})
         longer = fingerprint(MeasureParams.model_validate(_params(input_lens=[8, 16, 32])), {})
         assert short["setup"]["max_len"] == 20 and longer["setup"]["max_len"] == 36
+        # a folder written before the cache size was recorded: its params.json tells it
+        from energykit.sweep import allocation_of, fingerprint_difference
+
+        old = {"setup": {k: v for k, v in short["setup"].items() if k != "max_len"}, "models": short["models"]}
+        assert fingerprint_difference(old, longer) == []  # unknown: not refused blindly
+        old["setup"].update(allocation_of(_params()))
+        assert fingerprint_difference(old, longer) == ["max_len: 20 -> 36"]
 
 
 class TestOneLineErrors:
