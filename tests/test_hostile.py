@@ -4,6 +4,8 @@ exit 0 or 2 with one line, and nothing outside the output folder is written.
 """
 
 import json
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -71,6 +73,24 @@ class TestShellInjection:
         line = _one_line_error(*_run(["submit", path, "--shards", "2", *opt], capsys))
         assert "--partition" in line or "--folder" in line
         assert not (tmp_path / "out").exists()
+
+    def test_submitit_quotes_what_remains_allowed(self, tmp_path):
+        """Shell metacharacters (not control characters) in a folder stay text: submitit 1.5's
+        ``_make_sbatch_string`` shlex-quotes every value (submitit/slurm/slurm.py); run its script with a fake srun."""
+        import shlex
+        import subprocess
+
+        slurm = pytest.importorskip("submitit.slurm.slurm")
+        folder = tmp_path / "logs $(touch pwned) `touch pwned2`"
+        command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+        script = tmp_path / "job.sh"
+        script.write_text(slurm._make_sbatch_string(command=command, folder=folder, partition="gpu"))
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
+        (tmp_path / "bin" / "srun").chmod(0o755)
+        subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True,
+                       env=dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}"))
+        assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
 
     def test_submit_without_slurm_is_one_line(self, tmp_path, capsys, monkeypatch):
         pytest.importorskip("submitit")
