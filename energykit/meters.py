@@ -300,17 +300,18 @@ class NvmlMeter(Meter):
             if self._t0 is None:
                 raise MeterError("end_window() called without begin_window(); start a window first")
             end = self._energies_j() if self.has_counter else None
-            dt = time.perf_counter() - self._t0
+            t_end = time.perf_counter()
+            dt = t_end - self._t0
         except self.nvml.NVMLError as e:
             self.cancel_window()
             raise self._lost(e) from e
         except BaseException:
             self.cancel_window()
             raise
-        self._t0 = None
+        t_begin, self._t0 = self._t0, None
         sampler, self._sampler = self._sampler, None
         try:
-            samples = sampler.stop() if sampler else []
+            samples = sampler.stop(since=t_begin, until=t_end) if sampler else []
         except self.nvml.NVMLError as e:
             raise self._lost(e) from e
         timeline = [(t, sum(p)) for t, p in samples] if self.timeline else []
@@ -406,13 +407,23 @@ class _PowerSampler:
         while not self._stop.wait(self.period_s):
             self.samples.append((time.perf_counter() - self._t0, self.read()))
 
-    def stop(self, final: bool = True) -> list:
-        """Stop the thread (always); with ``final``, take one last sample first."""
+    def stop(self, final: bool = True, since: float | None = None, until: float | None = None) -> list:
+        """Stop the thread (always); with ``final``, take one last sample first.
+
+        ``since``/``until`` (``time.perf_counter()`` values, the window's start and end): the samples are
+        cut to the window, the first stamped at its start and the last at its end, so that the integral
+        spans the window's duration however late the thread starts or is joined (on a loaded machine
+        either can lag by tens of ms).
+        """
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
         if final:
             self.samples.append((time.perf_counter() - self._t0, self.read()))
+            if since is not None and until is not None and until > since:
+                start, end = since - self._t0, until - self._t0
+                inner = [(t - start, p) for t, p in self.samples[1:-1] if start < t < end]
+                self.samples = [(0.0, self.samples[0][1])] + inner + [(end - start, self.samples[-1][1])]
         return self.samples
 
 

@@ -38,7 +38,7 @@ def test_counter_window_energy_and_period(fake_nvml):
     # counter steps of 0.1 s: energy within one step (40 J) of P·t
     assert w.reading.valid
     assert abs(w.reading.energy_j - 400.0 * w.reading.duration_s) <= 40.0 + 1e-6
-    assert w.iterations >= 15
+    assert w.reading.duration_s >= 1.0 and w.iterations >= 2  # the window spans min_window_s, however slow a call
     assert w.energy_j == pytest.approx(w.reading.energy_j / w.iterations)
     assert len(synced) >= 2  # synchronised before each counter read
     assert "nvmlDeviceGetTotalEnergyConsumption" in fake.calls
@@ -55,7 +55,7 @@ def test_no_counter_falls_back_to_instant_power(fake_nvml):
     time.sleep(0.2)
     r = m.end_window()
     assert r.valid and r.method == meters.POWER_INSTANT and r.samples >= 5
-    assert r.energy_j == pytest.approx(250.0 * r.duration_s, rel=0.05)
+    assert r.energy_j == pytest.approx(250.0 * r.duration_s, rel=1e-9)  # however late the sampler thread
 
 
 def test_no_counter_no_instant_field_uses_average_power(fake_nvml):
@@ -179,7 +179,7 @@ def test_several_gpus_without_counter_integrate_each(fake_nvml, monkeypatch):
     time.sleep(0.2)
     r = m.end_window()
     assert r.per_gpu_j["GPU-fake-1"] == pytest.approx(3 * r.per_gpu_j["GPU-fake-0"], rel=0.01)
-    assert r.energy_j == pytest.approx(400.0 * r.duration_s, rel=0.05)
+    assert r.energy_j == pytest.approx(400.0 * r.duration_s, rel=1e-9)  # integrated over the window exactly
 
 
 def test_too_few_visible_gpus_for_the_engine(fake_nvml, monkeypatch):
