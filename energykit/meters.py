@@ -249,7 +249,9 @@ class NvmlMeter(Meter):
             return False
 
     def _probe_counter(self, duration_s: float) -> float:
-        """Median time between counter changes [s], polled for ``duration_s``."""
+        """Mean time between counter changes [s], polled for ``duration_s``: the span from the first
+        change seen to the last over the steps between, so that a poll delayed on a loaded machine moves
+        one end of the span, not every gap."""
         nv = self.nvml
         changes = []
         try:
@@ -266,8 +268,7 @@ class NvmlMeter(Meter):
                              "check the driver, or use meter: none") from e
         if len(changes) < 2:
             return float("nan")
-        gaps = sorted(b - a for a, b in zip(changes, changes[1:]))
-        return gaps[len(gaps) // 2]
+        return (changes[-1] - changes[0]) / (len(changes) - 1)
 
     # -- windows ---------------------------------------------------------------------------------
     def begin_window(self) -> None:
