@@ -17,13 +17,18 @@ from .base import ENGINES, Engine, Generation, Request
 from .hf import HFEngine
 from .trtllm import TrtLlmEngine
 
-__all__ = ["ENGINES", "Engine", "Generation", "Request", "HFEngine", "TrtLlmEngine", "make_engine"]
+__all__ = ["ENGINES", "Engine", "Generation", "Request", "HFEngine", "TrtLlmEngine", "engine_class", "make_engine"]
+
+_CLASSES = {"hf": HFEngine, "trtllm": TrtLlmEngine}
+
+
+def engine_class(kind: str) -> type:
+    """The engine class of a name (nothing is imported or loaded)."""
+    if kind not in _CLASSES:
+        raise ParamsError(f"unknown engine {kind!r}; use one of {', '.join(ENGINES)}")
+    return _CLASSES[kind]
 
 
 def make_engine(kind: str, **kwargs) -> Engine:
     """An engine by name; its heavy libraries are imported when it loads."""
-    if kind == "hf":
-        return HFEngine(**kwargs)
-    if kind == "trtllm":
-        return TrtLlmEngine(**kwargs)
-    raise ParamsError(f"unknown engine {kind!r}; use one of {', '.join(ENGINES)}")
+    return engine_class(kind)(**kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import EngineError
@@ -22,6 +22,8 @@ class Generation:
     """New tokens per sequence (verified equal for every sequence)."""
     ttft_s: float = float("nan")
     """Mean time to first token [s], where the engine reports it."""
+    extra: dict = field(default_factory=dict)
+    """Scalars the engine records with the window (e.g. trtllm: ``ttft_spread_s``, ``decode_graphed``)."""
 
 
 class Request:
@@ -79,6 +81,11 @@ class Engine(ABC):
 
     def versions(self) -> dict:
         return {}
+
+    def energy_counter(self):
+        """A factory of the engine library's own energy counter (each a context manager over one window
+        whose ``total_energy`` is in J), or None where the library has none."""
+        return None
 
     def close(self) -> None:
         pass
