@@ -193,7 +193,9 @@ def cmd_submit(args) -> int:
     print(f"submitted {len(jobs)} shard(s) as Slurm array job {jobs[0].job_id.split('_')[0]}"
           + (" — all finished" if args.wait else "; follow with: energykit status OUTPUT"))
     if args.container_image or args.apptainer:
-        print(f"each shard runs in {args.container_image or args.apptainer}; script: {jobs[0].paths.submission_file}")
+        array = jobs[0].job_id.split("_")[0]
+        script = jobs[0].paths.folder.parent / array / f"{array}_submission.sh"  # submitit: one script per array
+        print(f"each shard runs in {args.container_image or args.apptainer}; script: {script}")
     return 0
 
 

@@ -76,7 +76,7 @@ def _tiny_params(tmp_path, out):
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump(dict(
         engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8],
-        output_lens=[2], repeats=1, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output=str(out))))
+        output_lens=[2], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output=str(out))))
     return params
 
 
