@@ -47,8 +47,11 @@ version has it, in one line naming the version.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -90,9 +93,6 @@ def _import():
 
 def _installed():
     """The installed ``tensorrt_llm`` module, or None (nothing imported when it is absent)."""
-    import importlib.util
-    import sys
-
     if "tensorrt_llm" in sys.modules:
         return sys.modules["tensorrt_llm"]
     if importlib.util.find_spec("tensorrt_llm") is None:
@@ -107,8 +107,6 @@ def library_architectures() -> dict[str, frozenset | None]:
     (filled by ``@register_auto_model`` when ``tensorrt_llm._torch.models`` is imported). TensorRT flow:
     the keys of ``tensorrt_llm.models.MODEL_MAP``, where ``tensorrt_llm._tensorrt_engine`` exists.
     """
-    import importlib
-
     importlib.import_module("tensorrt_llm._torch.models")  # registers every model class
     mapping = importlib.import_module("tensorrt_llm._torch.models.modeling_utils").MODEL_CLASS_MAPPING
     out = {"pytorch": frozenset(mapping), "tensorrt": None}
