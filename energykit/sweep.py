@@ -517,6 +517,7 @@ def dataset_frame(df: pd.DataFrame, provenance: dict, params: MeasureParams | No
         "idle_power_w": provenance.get("idle_power_w", float("nan")),
         "engine_versions": provenance.get("engines", {}),
         "energykit_commit": provenance.get("energykit_commit", ""),
+        "library_energy": provenance.get("library_energy", ""),
         "params": params.model_dump() if params is not None else {},
     }
     return df, attrs
