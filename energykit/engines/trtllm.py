@@ -188,7 +188,7 @@ def batch_check(outputs: list, batch_size: int) -> dict:
     Returns the iteration of the first tokens, the spread of the times to first token [s], the decode
     step [s] measured by the executor, and the last token's time on the executor's steady clock [s].
     """
-    first, last, ttft, t_first, t_last = [], [], [], [], []
+    first, last, ttft, t_first, t_last, t_sched = [], [], [], [], [], []
     for out in outputs:
         m = getattr(out.outputs[0], "request_perf_metrics", None)
         t = getattr(m, "timing_metrics", None)
@@ -197,8 +197,10 @@ def batch_check(outputs: list, batch_size: int) -> dict:
                               "the batch cannot be checked: this engine needs LLM(return_perf_metrics=True)")
         first.append(int(m.first_iter))
         last.append(int(m.last_iter))
-        a, f, z = (_seconds(getattr(t, k, None)) for k in ("arrival_time", "first_token_time", "last_token_time"))
+        a, s, f, z = (_seconds(getattr(t, k, None))
+                      for k in ("arrival_time", "first_scheduled_time", "first_token_time", "last_token_time"))
         ttft.append(f - a)
+        t_sched.append(s)
         t_first.append(f)
         t_last.append(z)
     if len(set(first)) > 1 or len(set(last)) > 1:
@@ -206,7 +208,8 @@ def batch_check(outputs: list, batch_size: int) -> dict:
                           f"{sorted(set(first))} and their last from {sorted(set(last))} (one iteration each for a "
                           "whole batch); the window is not kept and the next run measures it again")
     steps = last[0] - first[0]
-    step_s = (max(t_last) - min(t_first)) / steps if steps > 0 else max(t_first) - min(t_first) + 0.0
+    # one decode step, as the executor timed it; a call of one new token has only its prefill step
+    step_s = (max(t_last) - min(t_first)) / steps if steps > 0 else max(t_first) - min(t_sched)
     return {"first_iter": first[0], "ttft_s": sum(ttft) / len(ttft), "ttft_spread_s": max(ttft) - min(ttft),
             "step_s": step_s, "last_token_time_s": max(t_last)}
 
