@@ -54,6 +54,9 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ..errors import EngineError, MissingExtraError, ParamsError
 from .base import Engine, Generation, Request
@@ -61,7 +64,7 @@ from .hf_config import ARCHITECTURES, hf_config
 
 __all__ = ["INSTALL_HINT", "TARGET_VERSION", "BACKENDS", "FLOWS", "DEFAULT_MAX_NUM_TOKENS", "BATCH_WAIT_MS",
            "library_architectures", "hf_architecture", "choose_flow", "check_supported", "batch_check",
-           "TrtLlmEngine"]
+           "TrtLlmOptions", "TrtLlmEngine"]
 
 INSTALL_HINT = ("its wheels come from NVIDIA's index (https://nvidia.github.io/TensorRT-LLM/installation/linux.html); "
                 "on a cluster run it in NVIDIA's release container: see containers/")
@@ -176,6 +179,26 @@ def check_supported(name: str, geometry: dict, backend: str = "pytorch", checkpo
     choose_flow(name, geometry, checkpoint, backend, flow)
 
 
+class TrtLlmOptions(BaseModel):
+    """The ``trtllm:`` section of a params file (its keys may also stand at the top level)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal[BACKENDS] = "pytorch"
+    """``LLM(backend=...)``."""
+    flow: Literal["auto", "pytorch", "tensorrt"] = "auto"
+    """``auto``: the PyTorch backend where the installed version has the architecture, else the TensorRT
+    engine build through the LLM API; or one of them by name."""
+    chunked_prefill: bool = False
+    """Let the library chunk prefills longer than ``max_num_tokens`` (recorded)."""
+    tensor_parallel_size: StrictInt = Field(1, ge=1)
+    """GPUs the model is split over; the meter reads all of them."""
+
+
+PROTOCOL = "one executor per batch size (batch wait, CUDA graphs at B), batch checked per call, in-flight step waited"
+"""How the engine runs a window; in the fingerprint, so that a folder measured otherwise is not resumed."""
+
+
 def _seconds(v) -> float | None:
     if v is None:
         return None
@@ -248,8 +271,37 @@ class TrtLlmEngine(Engine):
     """
 
     name = "trtllm"
+    Options = TrtLlmOptions
+    requires = ("tensorrt_llm",)
+    extra = "trtllm"
+    install_hint = INSTALL_HINT
+    archs = None  # asked of the installed library (check_model), never a list kept here
     loads_per_batch_size = True
     """One executor per batch size: the sweep measures each batch's windows together (one load each)."""
+
+    @classmethod
+    def check_model(cls, params, name, geometry, checkpoint) -> None:
+        opts = params.engine_options
+        check_supported(name, geometry, opts.backend, checkpoint, opts.flow)
+
+    @classmethod
+    def engine_kwargs(cls, params) -> dict:
+        return {"max_batch_size": max(params.batch_sizes), "batch_sizes": list(params.batch_sizes),
+                "max_input_len": max(i for i, _ in params.grid), "workdir": str(Path(params.output) / "checkpoints"),
+                **params.engine_options.model_dump()}
+
+    @classmethod
+    def gpu_count(cls, options: TrtLlmOptions) -> int:
+        return options.tensor_parallel_size
+
+    @classmethod
+    def fingerprint(cls, options: TrtLlmOptions) -> dict:
+        return {**options.model_dump(), "trtllm_protocol": PROTOCOL}
+
+    @classmethod
+    def label(cls, versions: dict) -> str:
+        """E.g. ``trtllm 1.2.0 pytorch`` or ``trtllm 1.2.0 tensorrt`` (the flow that ran the model)."""
+        return f"trtllm {versions.get('tensorrt_llm')} {versions.get('flow') or versions.get('backend', '')}".strip()
 
     def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", max_len=2048, max_input_len=None,
                  max_batch_size=16, batch_sizes=None, chunked_prefill=False, tensor_parallel_size=1,
