@@ -150,7 +150,7 @@ def choose_flow(name: str, geometry: dict, checkpoint: str | None = None, backen
         if flow in runs:
             return flow
         raise ParamsError(f"model {name!r}: TensorRT-LLM {version}'s {flow} flow has no model for {arch}"
-                          + (f"; its {runs[0]} flow has one: set trtllm_flow: auto" if runs else
+                          + (f"; its {runs[0]} flow has one: set flow: auto under trtllm:" if runs else
                              "; measure it with engine: hf"))
     if runs:
         return runs[0]
@@ -171,9 +171,9 @@ def check_supported(name: str, geometry: dict, backend: str = "pytorch", checkpo
     if backend not in BACKENDS:
         raise ParamsError(f"trtllm backend {backend!r} is not one of {', '.join(BACKENDS)} (TensorRT-LLM "
                           f"{TARGET_VERSION}'s LLM); families the PyTorch backend lacks run through the TensorRT "
-                          "engine flow on their own (trtllm_flow: auto)")
+                          "engine flow on their own (trtllm: {flow: auto})")
     if flow not in ("auto",) + FLOWS:
-        raise ParamsError(f"trtllm_flow {flow!r} is not one of auto, {', '.join(FLOWS)}")
+        raise ParamsError(f"trtllm flow {flow!r} is not one of auto, {', '.join(FLOWS)}")
     if _installed() is None:
         return
     choose_flow(name, geometry, checkpoint, backend, flow)
