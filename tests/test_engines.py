@@ -594,3 +594,38 @@ def test_a_new_engine_is_one_file_and_one_registry_line(tmp_path, monkeypatch):
                      progress=False) == path
     with pytest.raises(ParamsError, match=r"work: 2 -> 5"):
         sweep.run(_load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"work": 5})), progress=False)
+
+
+def test_trtllm_sweep_at_batch_16_records_one_batch_graphed_decode_and_reads_the_counter_after_the_gpu(
+        tmp_path, monkeypatch):
+    """The issue's done-when, through the sweep: every window's record, and every energy-counter read."""
+    import yaml
+
+    from energykit import sweep
+    from energykit.iotools import read_window_log
+    from energykit.params import load_measure_params
+    from energykit.testing import FakeNvml
+
+    trt = FakeTensorRTLLM(step_s=0.002).install(monkeypatch)
+    nvml = FakeNvml(counter_period_s=0.01)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    reads = []
+    counter = nvml.nvmlDeviceGetTotalEnergyConsumption
+
+    def read(handle):  # the kit's meter reads the counter only once the GPU's work is done
+        reads.append(time.monotonic() >= trt.gpu_busy_until)
+        return counter(handle)
+
+    nvml.nvmlDeviceGetTotalEnergyConsumption = read
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[16],
+                                        input_lens=[16, 32], output_lens=[4], repeats=2, min_window_s=0.06,
+                                        meter="nvml", warmup=1, idle_s=0, output=str(tmp_path / "out"))))
+    sweep.run(load_measure_params(path), progress=False)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+    assert all(r["first_token_iterations"] == 1 and r["decode_graphed"] is True and r["ttft_spread_s"] < trt.step_s
+               for r in recs)
+    assert trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
+    assert len(reads) > 8 and all(reads)  # no window closed while the overlap scheduler's step still ran
