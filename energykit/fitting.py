@@ -33,6 +33,7 @@ from scipy.optimize import nnls
 
 from .dataset import batch_sizes, measured_cells, model_names
 from .errors import FitError
+from .iotools import resolve
 
 __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetspot_energy", "o_star",
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
@@ -697,7 +698,7 @@ def load_fits(path, **expect) -> "FitSet":
     arguments (``loss="l1"``, ``cv_folds=5``, ``data=[...]``) must match what the file was fitted
     with, else a one-line error says which differs.
     """
-    path = Path(path)
+    path = resolve(path)
     if not path.is_file():
         raise FitError(f"fit file {path} does not exist; write one with: energykit fit DATA --save {path}")
     try:

@@ -38,7 +38,7 @@ from .physics import cell_work
 from .schema import GEOMETRY_KEYS
 
 __all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "calibrate", "leave_one_model_out",
-           "coefficient_table", "theta_interval_table", "prediction_table"]
+           "coefficient_table", "theta_interval_table", "prediction_table", "transfer_error_pct", "with_transfer_error"]
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
                 "step_j_per_layer", "request_j")
@@ -87,8 +87,15 @@ class HardwareModel:
 
     @property
     def identified(self) -> bool:
-        """True when the calibration cells identify every coefficient (one model alone never does)."""
-        return self.rank == len(COEFFICIENTS)
+        """True when the calibration cells identify every coefficient: full design rank, and none
+        unidentified by :func:`energykit.fitting.identified` (one model alone never does). The one
+        rule behind ``energykit predict --json`` and the 05 page."""
+        return self.rank == len(COEFFICIENTS) and not self.unidentified()
+
+    def unidentified(self, n: int = 200) -> list[str]:
+        """Coefficients the cells do not pin down: on their ≥ 0 bound in the fit or in most bootstrap draws."""
+        d = self.draws(n)
+        return [k for k in COEFFICIENTS if not identified(self.coef[k], np.array([c[k] for c in d]))]
 
     def predict(self, geom: dict, batch_size, input_len, output_len, dtype="bfloat16", coef=None):
         """Energy of one request batch [J] for a geometry at the given lengths."""
@@ -205,3 +212,35 @@ def prediction_table(hw: HardwareModel, geom: dict, batch_size: int, input_lens,
     return pd.DataFrame({"input_len": i.astype(int), "output_len": o.astype(int), "energy_j": est,
                          "energy_j_low": lo, "energy_j_high": hi, "tokens_per_j": batch_size * o / est,
                          "tokens_per_j_low": batch_size * o / hi, "tokens_per_j_high": batch_size * o / lo})
+
+
+def transfer_error_pct(lomo: pd.DataFrame) -> float:
+    """The error of a prediction for an unmeasured geometry [%]: the worst model's leave-one-model-out MAPE.
+
+    NaN when the calibration has one model (nothing can be held out): the transfer is then unchecked.
+    """
+    return float(lomo["mape_pct"].max()) if len(lomo) else float("nan")
+
+
+def with_transfer_error(table: pd.DataFrame, error_pct: float) -> pd.DataFrame:
+    """A :func:`prediction_table` whose intervals also cover an energy error of ±``error_pct`` %.
+
+    θ's bootstrap interval alone describes the calibration's noise, not how far a geometry the
+    calibration never saw may be off; this widens each cell's energy interval to at least
+    [E (1 − e), E (1 + e)] and its tokens/J interval to the matching [t / (1 + e), t / (1 − e)]
+    (unbounded above for e ≥ 100 %). With ``error_pct`` NaN (unchecked) the table is returned unchanged.
+
+    >>> t = pd.DataFrame({"energy_j": [100.0], "energy_j_low": [99.0], "energy_j_high": [101.0], "tokens_per_j": [2.0],
+    ...                   "tokens_per_j_low": [1.98], "tokens_per_j_high": [2.02]})
+    >>> with_transfer_error(t, 50).round(3).iloc[0].tolist()
+    [100.0, 50.0, 150.0, 2.0, 1.333, 4.0]
+    """
+    if not np.isfinite(error_pct):
+        return table
+    e = error_pct / 100.0
+    out = table.copy()
+    out["energy_j_low"] = np.minimum(out["energy_j_low"], out["energy_j"] * max(1 - e, 0.0))
+    out["energy_j_high"] = np.maximum(out["energy_j_high"], out["energy_j"] * (1 + e))
+    out["tokens_per_j_low"] = np.minimum(out["tokens_per_j_low"], out["tokens_per_j"] / (1 + e))
+    out["tokens_per_j_high"] = np.maximum(out["tokens_per_j_high"], out["tokens_per_j"] / (1 - e) if e < 1 else np.inf)
+    return out

@@ -24,7 +24,7 @@ from .hardware import HardwareModel
 from .sweetspots import extrapolated
 
 __all__ = ["J_PER_KWH", "request_energy_j", "Policy", "truncate_inputs", "cap_outputs", "combine_policies",
-           "policies_from_params", "trace_energy", "measured_range_best", "trace_summary", "policy_savings",
+           "policies_from_params", "extrapolation_error_pct", "trace_energy", "measured_range_best", "trace_summary", "policy_savings",
            "predicted_policy_savings"]
 
 J_PER_KWH = 3.6e6
@@ -143,20 +143,58 @@ def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, 
     }
 
 
+def extrapolation_error_pct(fit: ModelFit) -> float:
+    """How far off an extrapolated request's energy is allowed to be [%]: the fit's worst cross-validated cell error.
+
+    A stated assumption, not a measurement: nothing measured says how the model errs outside the
+    grid; the worst error on a held-out measured cell is the smallest honest allowance.
+    """
+    return float(np.nanmax(fit.cv_ape_pct)) if len(fit.cv_ape_pct) else float("nan")
+
+
+def _widened(fit: ModelFit, i0, o0, i1, o1, err: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Range of (saving %, per-token saving %) when every extrapolated request's energy is off by ±``err``.
+
+    Requests outside the grid before and after the policy are scaled independently by 1 ± err (the
+    four corners), so the range grows with the share of requests the policy leaves extrapolated.
+    """
+    e0, e1 = request_energy_j(fit, i0, o0), request_energy_j(fit, i1, o1)
+    x0, x1 = extrapolated(fit, i0, o0), extrapolated(fit, i1, o1)
+    savings, per_token = [], []
+    for a in (1 - err, 1 + err):
+        for b in (1 - err, 1 + err):
+            base, after = np.where(x0, a * e0, e0).sum(), np.where(x1, b * e1, e1).sum()
+            savings.append(100.0 * (1 - after / base))
+            per_token.append(100.0 * (1 - (after / o1.sum()) / (base / o0.sum())))
+    return (min(savings), max(savings)), (min(per_token), max(per_token))
+
+
 def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy], n_draws: int = 200) -> pd.DataFrame:
     """Energy saved by each policy on a trace, with the tokens it gives up and its assumption.
 
-    ``saving_pct`` compares total energy, with its 95 % bootstrap interval (each draw prices the
-    trace before and after the policy with the same θ); ``energy_per_token_change_pct`` compares
-    joules per delivered output token (a cap saves energy but delivers fewer tokens).
+    ``saving_pct`` compares total energy; ``per_token_saving_pct`` compares joules per delivered
+    output token (a cap saves energy but delivers fewer tokens). Both are savings: positive means
+    less energy. Their 95 % intervals carry θ's bootstrap uncertainty (each draw prices the trace
+    before and after with the same θ), widened to cover every extrapolated request being off by
+    ``extrapolation_error_pct`` (the column of that name); ``extrapolated_pct`` is the share of
+    requests outside the measured grid after the policy.
     """
     def totals(i, o):
         return request_energy_j(fit, i, o).sum(), _total_draws(fit, i, o, n_draws)
 
     table = _policy_table(totals, trace, policies)
-    table.insert(len(table.columns) - 1, "extrapolated_pct",
-                 [100.0 * np.mean(extrapolated(fit, *p.apply(trace["input_len"].to_numpy(), trace["output_len"].to_numpy())))
-                  for p in policies])
+    i0, o0 = trace["input_len"].to_numpy(), trace["output_len"].to_numpy()
+    err = extrapolation_error_pct(fit)
+    shares = []
+    for row, p in zip(table.index, policies):
+        i1, o1 = p.apply(i0, o0)
+        shares.append(100.0 * np.mean(extrapolated(fit, i1, o1)))
+        if np.isfinite(err):
+            for col, (lo, hi) in zip(("saving_pct", "per_token_saving_pct"), _widened(fit, i0, o0, i1, o1, err / 100.0)):
+                table.loc[row, f"{col}_low"] = min(table.loc[row, f"{col}_low"], lo)
+                table.loc[row, f"{col}_high"] = max(table.loc[row, f"{col}_high"], hi)
+    table.insert(len(table.columns) - 1, "extrapolated_pct", shares)
+    table.insert(len(table.columns) - 1, "extrapolation_error_pct", err)
     return table
 
 
@@ -190,8 +228,8 @@ def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Poli
         saving = 100.0 * (1 - after / base_total)
         s_lo, s_hi = around(saving, *interval(100.0 * (1 - after_draws / base_draws)))
         k_lo, k_hi = around(after, *interval(after_draws))
-        per_token = 100.0 * ((after / o1.sum()) / (base_total / base_tokens) - 1)
-        t_lo, t_hi = around(per_token, *interval(100.0 * ((after_draws / o1.sum()) / (base_draws / base_tokens) - 1)))
+        per_token = 100.0 * (1 - (after / o1.sum()) / (base_total / base_tokens))
+        t_lo, t_hi = around(per_token, *interval(100.0 * (1 - (after_draws / o1.sum()) / (base_draws / base_tokens))))
         rows.append(
             {
                 "policy": p.name,
@@ -203,9 +241,9 @@ def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Poli
                 "saving_pct_low": s_lo,
                 "saving_pct_high": s_hi,
                 "output_tokens_kept_pct": 100.0 * o1.sum() / base_tokens,
-                "energy_per_token_change_pct": per_token,
-                "energy_per_token_change_pct_low": t_lo,
-                "energy_per_token_change_pct_high": t_hi,
+                "per_token_saving_pct": per_token,
+                "per_token_saving_pct_low": t_lo,
+                "per_token_saving_pct_high": t_hi,
                 "assumption": p.assumption,
             }
         )

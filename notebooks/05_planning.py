@@ -52,7 +52,7 @@ from energykit import summary
 
 cal = dataset.load(calibrate_data)
 lomo = hardware.leave_one_model_out(cal, loss)
-summary.show(*summary.planning_results(lomo))
+summary.show(*summary.planning_results(lomo, cal))
 
 # %% [markdown]
 # ## 1. What will this model cost on my GPU?
@@ -70,7 +70,7 @@ summary.show(*summary.planning_results(lomo))
 hw = hardware.calibrate(cal, loss=loss)
 print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
 coef = hardware.coefficient_table(hw)
-unknown = [c for c in coef.index if not coef.loc[c, "identified"]]
+unknown = hw.unidentified()  # the same rule as the table's `identified` column and `energykit predict --json`
 if unknown or not hw.identified:
     display(Markdown(f"**These calibration models do not identify {len(unknown)} of the 6 hardware coefficients** "
                      f"({', '.join(unknown)}; design rank {hw.rank} of 6). Each sits on its bound (0) in the fit or "
@@ -85,20 +85,26 @@ summary.table(lomo)
 B = int(cal["batch_size"].values[0])
 ins = [int(v) for v in cal["input_len"].values]
 outs = [int(v) for v in cal["output_len"].values]
+# θ's bootstrap says how noisy the calibration is; how far an unseen geometry may be off is the
+# leave-one-model-out error above, so each predicted cell's interval covers that too
+transfer = hardware.transfer_error_pct(lomo)
 for name in predict_geometries:
     gname, geom, _ = presets.resolve(name)
-    table = hardware.prediction_table(hw, geom, B, ins, outs)
-    display(Markdown(f"**{gname}: predicted θ [95 % interval]**"))
+    table = hardware.with_transfer_error(hardware.prediction_table(hw, geom, B, ins, outs), transfer)
+    display(Markdown(f"**{gname}: predicted θ [95 % interval: θ's bootstrap only, not the transfer error]**"))
     display(summary.table(hardware.theta_interval_table(hw, geom, B).reset_index(), index="param"))
     grid = table.set_index(["output_len", "input_len"])
     fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(ins)), max(4.5, 1.0 * len(outs))))
-    annot = grid.apply(lambda r: f"{r.tokens_per_j:.2f}\n[{r.tokens_per_j_low:.2f}, {r.tokens_per_j_high:.2f}]", axis=1)
+    annot = grid.apply(lambda r: f"{summary.fmt(r.tokens_per_j, 3)}\n[{summary.fmt(r.tokens_per_j_low, 3)}, "
+                                 f"{summary.fmt(r.tokens_per_j_high, 3)}]", axis=1)
     sns.heatmap(grid["tokens_per_j"].unstack().sort_index(ascending=False),
                 annot=annot.unstack().sort_index(ascending=False), fmt="", cmap="viridis", ax=ax,
                 annot_kws={"fontsize": 8},
                 cbar_kws={"label": "predicted tokens/J"})
     caveat = "" if not (unknown or not hw.identified) else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
-    ax.set(title=f"{gname}: predicted tokens/J with 95 % interval{caveat}", xlabel="input length i",
+    covers = (f"interval: θ's 95 % bootstrap widened by ±{transfer:.0f} % transfer error (leave-one-model-out MAPE)"
+              if transfer == transfer else "interval: θ's 95 % bootstrap only; the transfer is unchecked (one calibration model)")
+    ax.set(title=f"{gname}: predicted tokens/J [{covers}]{caveat}", xlabel="input length i",
            ylabel="output length o")
     plt.show()
 
