@@ -34,7 +34,7 @@ from .fitting import fit_dataset, load_fits
 from .iotools import read_trace
 from .params import ReportParams, load_report_params, notebook_parameters
 
-__all__ = ["ANALYSIS_GLOB", "FIT_FILE", "BUILD_FILE", "fit_once", "repo_root", "default_out", "write_catalog", "analysis_notebooks", "description", "execute", "to_html",
+__all__ = ["ANALYSIS_GLOB", "FIT_FILE", "BUILD_FILE", "execute_all", "fit_once", "repo_root", "default_out", "write_catalog", "analysis_notebooks", "description", "execute", "to_html",
            "write_index", "build", "read_source", "notebook_defaults",
            "mathml", "key_results"]
 
@@ -108,11 +108,72 @@ def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> 
     return time.perf_counter() - t0
 
 
+RESET_CELL = "%reset -f\nimport matplotlib.pyplot as plt\nplt.close('all')"
+"""Run before each notebook in the shared kernel: an empty namespace and no open figures, as in a fresh kernel."""
+
+
+def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root: Path) -> dict[str, float]:
+    """Run the notebooks one after another in one kernel, each from an empty namespace; returns seconds each.
+
+    Each notebook gets its declared parameters injected as papermill does (a cell tagged
+    ``injected-parameters`` after the ``parameters`` cell) and is written executed to
+    ``out_dir/NN_name.ipynb``. One kernel start, and the science stack imported once, instead of one
+    per notebook; the namespace is reset (``%reset -f``) between notebooks so that none reads
+    another's variables, as when each is run alone in JupyterLab.
+    """
+    from jupyter_core.utils import run_sync
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from papermill.parameterize import parameterize_notebook
+
+    timings, km = {}, None
+    try:
+        for nb_path in notebooks:
+            nb = read_source(nb_path)
+            nb.metadata.setdefault("papermill", {})  # papermill records the parameters here
+            for cell in nb.cells:  # and reads every cell's tags
+                cell.metadata.setdefault("tags", [])
+            nb = parameterize_notebook(nb, notebook_parameters(params, notebook_defaults(nb_path)))
+            nb.cells.insert(0, nbformat.v4.new_code_cell(RESET_CELL))
+            client = NotebookClient(nb, km=km, kernel_name="python3", timeout=None, allow_errors=False,
+                                    resources={"metadata": {"path": str(root)}})
+            t0 = time.perf_counter()
+            try:
+                client.execute(cleanup_kc=False)
+            except CellExecutionError as e:
+                failed = next((n for n, c in enumerate(nb.cells) if any(o.get("output_type") == "error"
+                                                                         for o in c.get("outputs", []))), None)
+                raise EnergykitError(f"notebook {nb_path.name} failed in cell {failed}: {e.ename}: "
+                                     f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (no report was replaced)") from None
+            finally:
+                km = client.km
+            timings[nb_path.stem] = time.perf_counter() - t0
+            nb.cells.pop(0)
+            _renumber(nb)
+            nbformat.write(nb, out_dir / f"{nb_path.stem}.ipynb")
+    finally:
+        if km is not None:
+            run_sync(km.shutdown_kernel)(now=True)
+    return timings
+
+
+def _renumber(nb: nbformat.NotebookNode) -> None:
+    """Execution counts 1, 2, … within the notebook (the shared kernel counts across notebooks)."""
+    n = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("execution_count") is not None:
+            n += 1
+            cell.execution_count = n
+            for out in cell.get("outputs", []):
+                if "execution_count" in out:
+                    out["execution_count"] = n
+
+
 MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
 """``$$display$$`` and ``$inline$`` LaTeX in markdown cells."""
 FIT_TABLES = ("<style>.jp-OutputArea-output table, .jp-RenderedHTMLCommon table {max-width: 100%; table-layout: auto;}"
               " .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th {white-space: normal !important; "
-              "overflow-wrap: anywhere; max-width: 40em;}</style>")
+              "overflow-wrap: break-word; max-width: 40em;}</style>")
 """Table cells wrap (a long list of cells or a policy's assumptions is read in full, never cut)."""
 CDN_SCRIPT = re.compile(r"<script[^>]*src=\"https?://[^\"]*(?:mathjax|require)[^\"]*\"[^>]*>\s*</script>", re.I)
 
@@ -335,11 +396,10 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
         timings = {"fit": fit_once(params, ds, stage / FIT_FILE, root)}
         print(f"fitted once in {timings['fit']:.1f} s: {FIT_FILE}", flush=True)
         shared = params.model_copy(update={"fit_file": _relative(stage / FIT_FILE, root)})
+        timings.update(execute_all(notebooks, stage, shared, root))  # one kernel for every page
         for nb in notebooks:
-            executed = stage / f"{nb.stem}.ipynb"
-            timings[nb.stem] = execute(nb, executed, shared, root)
-            to_html(executed, stage, info)
-            print(f"rendered {nb.stem} in {timings[nb.stem]:.1f} s", flush=True)
+            to_html(stage / f"{nb.stem}.ipynb", stage, info)
+            print(f"rendered {nb.stem} (ran {timings[nb.stem]:.1f} s)", flush=True)
         entries = [(p.stem, description(p)) for p in analysis_notebooks(root) if (stage / f"{p.stem}.html").exists()]
         write_index(stage, entries, shown_params, params, root, rendered_by)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

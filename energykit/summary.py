@@ -47,11 +47,21 @@ def fmt(value, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+EDGE_NOTE = "(at its edge: one-sided draws)"
+"""Beside an estimate that sits on the edge of its own interval: the bootstrap draws fell on one side of it,
+as they do where a θ ≥ 0 coefficient sits on (or near) its bound."""
+
+
 def _with_interval(est, low, high, digits: int) -> str:
     if not np.isfinite(est):
         return fmt(est, digits)
     top = float(bounded_high(est, low, high))  # NaN where the bound is absurd
-    return f"{fmt(est, digits)} [{fmt(low, digits)}, {'unbounded' if np.isnan(top) else fmt(top, digits)}]"
+    text = f"{fmt(est, digits)} [{fmt(low, digits)}, {'unbounded' if np.isnan(top) else fmt(top, digits)}]"
+    # within 2 % of the interval's width of an edge (unbounded above: of the estimate, from the lower edge)
+    width = top - float(low) if np.isfinite(top) else abs(float(est))
+    if width > 0 and min(est - low, top - est if np.isfinite(top) else np.inf) <= 0.02 * width:
+        text += " " + EDGE_NOTE  # an estimate on its interval's edge is said, not left for the reader to wonder
+    return text
 
 
 def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model") -> pd.DataFrame:
@@ -67,8 +77,8 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     ...                         "o_star_high": [float("inf")], "n": [3]}))
     >>> t.to_dict("records")
     [{'o star [95 %]': '130.8 [110.3, unbounded]', 'n': '3'}]
-    >>> _with_interval(0.0, 0.0, 3.015, 4), _with_interval(4.2, 3.4, 1.02e15, 4)
-    ('0 [0, 3.015]', '4.2 [3.4, unbounded]')
+    >>> _with_interval(0.0, 0.0, 3.015, 4), _with_interval(4.2, 3.4, 1.02e15, 4), _with_interval(2.3, 2.29, 4.98, 3)
+    ('0 [0, 3.015] (at its edge: one-sided draws)', '4.2 [3.4, unbounded]', '2.3 [2.29, 4.98] (at its edge: one-sided draws)')
     """
     out = pd.DataFrame(index=df.index)
     pairs = {c: (f"{c}_low", f"{c}_high") for c in df.columns if f"{c}_low" in df and f"{c}_high" in df}

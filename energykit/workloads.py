@@ -152,14 +152,15 @@ def extrapolation_error_pct(fit: ModelFit) -> float:
     return float(np.nanmax(fit.cv_ape_pct)) if len(fit.cv_ape_pct) else float("nan")
 
 
-def _widened(fit: ModelFit, i0, o0, i1, o1, err: float) -> tuple[tuple[float, float], tuple[float, float]]:
+def _widened(energy: Callable, outside: Callable, i0, o0, i1, o1, err: float):
     """Range of (saving %, per-token saving %) when every extrapolated request's energy is off by ±``err``.
 
-    Requests outside the grid before and after the policy are scaled independently by 1 ± err (the
-    four corners), so the range grows with the share of requests the policy leaves extrapolated.
+    ``energy(i, o)`` prices requests, ``outside(i, o)`` flags those outside the measured grid. Requests
+    outside it before and after the policy are scaled independently by 1 ± err (the four corners), so
+    the range grows with the share of requests the policy leaves extrapolated.
     """
-    e0, e1 = request_energy_j(fit, i0, o0), request_energy_j(fit, i1, o1)
-    x0, x1 = extrapolated(fit, i0, o0), extrapolated(fit, i1, o1)
+    e0, e1 = energy(i0, o0), energy(i1, o1)
+    x0, x1 = outside(i0, o0), outside(i1, o1)
     savings, per_token = [], []
     for a in (1 - err, 1 + err):
         for b in (1 - err, 1 + err):
@@ -167,6 +168,25 @@ def _widened(fit: ModelFit, i0, o0, i1, o1, err: float) -> tuple[tuple[float, fl
             savings.append(100.0 * (1 - after / base))
             per_token.append(100.0 * (1 - (after / o1.sum()) / (base / o0.sum())))
     return (min(savings), max(savings)), (min(per_token), max(per_token))
+
+
+def _widen_for_extrapolation(table: pd.DataFrame, energy: Callable, outside: Callable, trace: pd.DataFrame,
+                             policies: Sequence[Policy], err_pct: float) -> pd.DataFrame:
+    """Add ``extrapolated_pct`` and ``extrapolation_error_pct`` and widen the savings' intervals (see :func:`_widened`)."""
+    i0, o0 = trace["input_len"].to_numpy(), trace["output_len"].to_numpy()
+    shares = []
+    for row, p in zip(table.index, policies):
+        i1, o1 = p.apply(i0, o0)
+        shares.append(100.0 * np.mean(outside(i1, o1)))
+        if np.isfinite(err_pct):
+            widened = _widened(energy, outside, i0, o0, i1, o1, err_pct / 100.0)
+            for col, (lo, hi) in zip(("saving_pct", "per_token_saving_pct"), widened):
+                if f"{col}_low" in table:
+                    table.loc[row, f"{col}_low"] = min(table.loc[row, f"{col}_low"], lo)
+                    table.loc[row, f"{col}_high"] = max(table.loc[row, f"{col}_high"], hi)
+    table.insert(len(table.columns) - 1, "extrapolated_pct", shares)
+    table.insert(len(table.columns) - 1, "extrapolation_error_pct", err_pct)
+    return table
 
 
 def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy], n_draws: int = 200) -> pd.DataFrame:
@@ -183,26 +203,21 @@ def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy
         return request_energy_j(fit, i, o).sum(), _total_draws(fit, i, o, n_draws)
 
     table = _policy_table(totals, trace, policies)
-    i0, o0 = trace["input_len"].to_numpy(), trace["output_len"].to_numpy()
-    err = extrapolation_error_pct(fit)
-    shares = []
-    for row, p in zip(table.index, policies):
-        i1, o1 = p.apply(i0, o0)
-        shares.append(100.0 * np.mean(extrapolated(fit, i1, o1)))
-        if np.isfinite(err):
-            for col, (lo, hi) in zip(("saving_pct", "per_token_saving_pct"), _widened(fit, i0, o0, i1, o1, err / 100.0)):
-                table.loc[row, f"{col}_low"] = min(table.loc[row, f"{col}_low"], lo)
-                table.loc[row, f"{col}_high"] = max(table.loc[row, f"{col}_high"], hi)
-    table.insert(len(table.columns) - 1, "extrapolated_pct", shares)
-    table.insert(len(table.columns) - 1, "extrapolation_error_pct", err)
-    return table
+    return _widen_for_extrapolation(table, lambda i, o: request_energy_j(fit, i, o), lambda i, o: extrapolated(fit, i, o),
+                                    trace, policies, extrapolation_error_pct(fit))
 
 
 def predicted_policy_savings(hw: HardwareModel, geom: dict, batch_size: int, trace: pd.DataFrame, policies,
-                             dtype: str = "bfloat16", n: int = 100) -> pd.DataFrame:
+                             dtype: str = "bfloat16", n: int = 100, measured_range=None,
+                             error_pct: float = float("nan")) -> pd.DataFrame:
     """Savings of each policy on a trace for a *predicted* model (:mod:`energykit.hardware`), with 95 %
     intervals over the calibration's bootstrap draws (each draw prices the trace before and after
-    with the same θ)."""
+    with the same θ).
+
+    With ``measured_range`` = (input min, input max, output min, output max) of the calibration
+    cells, ``extrapolated_pct`` says which share of requests lies outside it, and the intervals widen
+    so that each of those may be off by ±``error_pct`` % (e.g. the leave-one-model-out error).
+    """
     est = hw.theta(geom, batch_size, dtype)
     draws = [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
 
@@ -211,8 +226,18 @@ def predicted_policy_savings(hw: HardwareModel, geom: dict, batch_size: int, tra
         return (predict_energy("sweetspot", est, i, o).sum(),
                 np.array([predict_energy("sweetspot", t, i, o).sum() for t in draws]))
 
-    table = _policy_table(totals, trace, policies)
-    return table[["policy", "saving_pct", "saving_pct_low", "saving_pct_high", "assumption"]]
+    table = _policy_table(totals, trace, policies)[["policy", "saving_pct", "saving_pct_low", "saving_pct_high",
+                                                      "assumption"]]
+    if measured_range is None:
+        return table
+    i_lo, i_hi, o_lo, o_hi = measured_range
+
+    def outside(i, o):
+        return (i < i_lo) | (i > i_hi) | (o < o_lo) | (o > o_hi)
+
+    return _widen_for_extrapolation(table, lambda i, o: predict_energy("sweetspot", est, np.asarray(i, float),
+                                                                       np.asarray(o, float)),
+                                    outside, trace, policies, error_pct)
 
 
 def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Policy]) -> pd.DataFrame:

@@ -45,6 +45,7 @@ from energykit import dataset, fitting, plots, sweetspots
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
+pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
 # %matplotlib inline
 from energykit import iotools, workloads
 
@@ -95,7 +96,9 @@ ax = sns.histplot(data=per, x="energy_j", hue="trace", log_scale=True, element="
 for color, (k, s) in zip(sns.color_palette(), summaries.items()):
     ax.axvline(s["mean_energy_per_request_j"], color=color, ls="--")
     ax.axvspan(s["mean_energy_per_request_j_low"], s["mean_energy_per_request_j_high"], color=color, alpha=0.2)
-ax.set(xlabel="energy per request [J]", title="dashed: mean per request, shaded: its 95 % interval");
+ax.set(xlabel="energy per request [J]", title="dashed: mean per request, shaded: its 95 % interval")
+plots.plain_log_ticks(ax)
+plots.legend_outside(ax);
 
 # %% [markdown]
 # ## Policies

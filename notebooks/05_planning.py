@@ -42,6 +42,7 @@ from energykit import dataset, fitting, plots, sweetspots
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
+pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
 # %matplotlib inline
 from energykit import design, hardware, iotools, presets, uncertainty, workloads
 
@@ -120,7 +121,8 @@ ds = dataset.load_many(data)
 # held-out MAPE compares predictions with measured cells the fit never saw: it is itself the check
 curve = pd.concat([design.evaluate_design(ds, k, loss).assign(budget=k) for k in design_budgets])
 ax = sns.lineplot(data=curve, x="budget", y="heldout_mape_pct", hue="model", marker="o")
-ax.set(xlabel="cells measured (k)", ylabel="MAPE on the cells not measured [%]");
+ax.set(xlabel="cells measured (k)", ylabel="MAPE on the cells not measured [%]")
+plots.legend_outside(ax);
 
 # %%
 k = 8 if 8 in design_budgets else design_budgets[0]
@@ -132,8 +134,11 @@ summary.table(curve.query("budget == @k")[["model", "heldout_cells", "heldout_ma
 #
 # ## 3. Savings on the Azure traces, with their uncertainty
 #
-# The savings of each policy for every predicted model: each bootstrap draw of the calibration prices
-# the trace before and after the policy with the same θ. Assumptions as in `04_workloads`: a request
+# The savings of each policy for every predicted model (positive: less energy). In brackets, the 95 %
+# interval over the calibration's bootstrap (each draw prices the trace before and after the policy
+# with the same θ), widened so that every request outside the calibration's measured lengths
+# (`extrapolated pct`, after the policy) may be off by the transfer error (`extrapolation error pct`,
+# the leave-one-model-out MAPE). Assumptions as in `04_workloads`: a request
 # costs $E(i,o)/B$ in a batch of $B$ identical requests; policies change lengths only.
 # *Traces: Patel et al., "Splitwise", ISCA 2024 (CC-BY 4.0).*
 
@@ -144,7 +149,8 @@ for name in predict_geometries:
     gname, geom, _ = presets.resolve(name)
     for tname, path in traces.items():
         t = iotools.read_trace(path)[0]
-        rows.append(workloads.predicted_policy_savings(hw, geom, B, t, policies).assign(model=gname, trace=tname))
+        rows.append(workloads.predicted_policy_savings(hw, geom, B, t, policies, measured_range=(
+            min(ins), max(ins), min(outs), max(outs)), error_pct=transfer).assign(model=gname, trace=tname))
 saved = pd.concat(rows)
 summary.table(saved, index=["model", "trace", "policy"])
 
