@@ -108,8 +108,11 @@ def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> 
     return time.perf_counter() - t0
 
 
-RESET_CELL = "%reset -f\nimport matplotlib.pyplot as plt\nplt.close('all')"
-"""Run before each notebook in the shared kernel: an empty namespace and no open figures, as in a fresh kernel."""
+RESET_CELL = ("%reset -f\nimport matplotlib.pyplot as plt\nplt.close('all')\n"
+              "%config InlineBackend.figure_formats = ['png', 'svg']\nplt.rcParams['svg.fonttype'] = 'none'")
+"""Run before each notebook in the shared kernel: an empty namespace and no open figures, as in a fresh
+kernel. Figures come as PNG (the landing page's thumbnails) and as SVG with real text, which the pages
+embed: crisp at any zoom, searchable, and their tick labels checkable by the browser test."""
 
 
 def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root: Path) -> dict[str, float]:
