@@ -195,6 +195,23 @@ def mathml(markdown: str) -> str:
     return MATH.sub(convert, markdown)
 
 
+SVG_IMG = re.compile(r'<img[^>]*src="data:image/svg\+xml;base64,([A-Za-z0-9+/=\s]+)"[^>]*>')
+SVG_CSS = "<style>.jp-OutputArea-output svg {max-width: 100%; height: auto;}</style>"
+
+
+def inline_svg(page: str) -> str:
+    """Figures embedded as SVG markup rather than ``<img>``: their text (tick labels, legends) is page text,
+    crisp at any zoom and searchable, and the browser test can measure where each tick label lies."""
+    import base64
+
+    def inline(m):
+        svg = base64.b64decode(m.group(1)).decode("utf-8")
+        svg = svg[svg.find("<svg"):]  # drop the XML declaration and DOCTYPE
+        return svg.replace("<svg ", '<svg role="img" ', 1)
+
+    return SVG_IMG.sub(inline, page)
+
+
 def banner(build_info: dict) -> str:
     """The provenance line atop every page: parameter set and its label, data files loaded, command, commit."""
     label = build_info.get("label") or ""
@@ -222,7 +239,8 @@ def to_html(executed: Path, out_dir: Path, build_info: dict | None = None) -> tu
     for path, exporter in ((full, HTMLExporter()),
                            (nocode, HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                                                  exclude_output_prompt=True))):
-        body = CDN_SCRIPT.sub("", exporter.from_notebook_node(nb)[0]).replace("</head>", FIT_TABLES + "</head>", 1)
+        body = CDN_SCRIPT.sub("", exporter.from_notebook_node(nb)[0]).replace("</head>", FIT_TABLES + SVG_CSS + "</head>", 1)
+        body = inline_svg(body)
         if top:
             body = re.sub(r"(<main[^>]*>|<body[^>]*>)", lambda m: m.group(1) + top, body, count=1)
         path.write_text(body, encoding="utf-8")

@@ -100,3 +100,36 @@ def test_pages_render_offline_and_readable_in_chromium(built):
             page.close()
         browser.close()
     assert not problems, "\n".join(problems)
+
+
+def test_the_checks_catch_cut_cells_and_overlapping_ticks(tmp_path):
+    """The two page checks above fail on a page that has the faults (crowded ticks, pandas' "...")."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM:
+        pytest.skip("no chromium (apt-get install chromium)")
+    plt.rcParams["svg.fonttype"] = "none"
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot(range(40))
+    ax.set_xticks(range(40), [f"label {k}" for k in range(40)])  # forty labels on two inches
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    img = f'<img src="data:image/svg+xml;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    page_html = report.inline_svg(f"<html><body>{img}<table><tr><td>prompt content past the li...</td></tr>"
+                                  "</table></body></html>")
+    (tmp_path / "bad.html").write_text(page_html)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto((tmp_path / "bad.html").as_uri())
+        assert page.evaluate(OVERLAPPING_TICKS)
+        assert page.evaluate(CUT_CELLS) == ["prompt content past the li..."]
+        browser.close()
