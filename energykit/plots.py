@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib import patheffects
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -129,9 +130,12 @@ def efficiency_heatmap(
             return np.interp(-np.log(np.clip(o, outs[-1], outs[0])), -logo, np.arange(len(outs)) + 0.5)
 
         # the interval as two dotted edges, not a fill: a band over the cells would wash out their colours
-        ax.plot(xs, row(ostar), "--o", color="white", mec="black", lw=2, label="o*(i) (fitted)")
-        ax.plot(xs, row(lo), ":", color="white", lw=1.5, label="o*(i) 95 % interval (dotted edges)")
-        ax.plot(xs, row(hi), ":", color="white", lw=1.5)
+        # white lines with a dark outline read on light cells and on the blank of unmeasured ones
+        outline = [patheffects.withStroke(linewidth=3.5, foreground="0.2")]
+        ax.plot(xs, row(ostar), "--o", color="white", mec="black", lw=2, label="o*(i) (fitted)", path_effects=outline)
+        ax.plot(xs, row(lo), ":", color="white", lw=1.5, label="o*(i) 95 % interval (dotted edges)",
+                path_effects=outline)
+        ax.plot(xs, row(hi), ":", color="white", lw=1.5, path_effects=outline)
         legend_outside(ax, frameon=True, facecolor="0.55", edgecolor="0.55")  # white lines need a dark key
     ax.set_xlabel("input length i [tokens]")
     ax.set_ylabel("output length o [tokens]")

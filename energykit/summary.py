@@ -189,24 +189,34 @@ def sweetspot_results(ds: xr.Dataset, fits: FitSet, sweet_pct: float = 10.0) -> 
 
 
 def _attention_verdict(ds: xr.Dataset, fits: FitSet) -> str:
-    """GQA vs MHA: efficiency at matched measured lengths first, θ2 as the mechanism, other differences named."""
-    kinds = {}
+    """GQA vs MHA, per engine: efficiency at matched measured cells first, θ2 as the mechanism, other differences named."""
+    kinds, engines = {}, {}
     for m, b in fits.keys:
         nq, nkv = model_value(ds, m, "num_heads"), model_value(ds, m, "num_kv_heads")
         if nq is None or nkv is None or nq != nq or nkv != nkv:
             continue
         kinds[m] = attention_kind(int(nq), int(nkv))
-    if len(set(kinds.values())) < 2:
-        return "GQA vs MHA: the data hold only one attention kind, so no comparison here."
+        engines[m] = str(model_value(ds, m, "engine", ds.attrs.get("engine", "")))
+    groups = {e: [m for m in kinds if engines[m] == e] for e in dict.fromkeys(engines.values())}
+    groups = {e: ms for e, ms in groups.items() if len({kinds[m] for m in ms}) == 2}
+    if not groups:
+        return ("GQA vs MHA: no engine here measured both attention kinds, so no comparison (models measured "
+                "with different engines are not compared).")
+    return "\n\n".join(_attention_group(ds, fits, {m: kinds[m] for m in ms}, e, len(groups) > 1)
+                       for e, ms in groups.items())
+
+
+def _attention_group(ds: xr.Dataset, fits: FitSet, kinds: dict, engine: str, name_engine: bool) -> str:
     gqa = [m for m, k in kinds.items() if k != "MHA"]
     mha = [m for m, k in kinds.items() if k == "MHA"]
-    # efficiency at the lengths measured for every compared model (geometric mean of tokens/J)
+    where = f" ({engine})" if name_engine else ""
+    # efficiency at the cells measured for every compared model (geometric mean of tokens/J)
     tpj = measured_map(ds)["tokens_per_j"].sel(model=gqa + mha)
-    tpj = tpj.max("batch_size") if tpj.sizes.get("batch_size", 1) == 1 else tpj.isel(batch_size=0)
+    tpj = tpj.isel(batch_size=0) if "batch_size" in tpj.dims else tpj
     common = tpj.notnull().all("model")
     n_common = int(common.sum())
     if n_common == 0:
-        return "GQA vs MHA: no cell was measured for every model, so efficiency cannot be compared at matched lengths."
+        return f"GQA vs MHA{where}: no cell was measured for every model, so efficiency cannot be compared at matched lengths."
     gmean = {m: float(np.exp(np.log(tpj.sel(model=m).where(common)).mean())) for m in gqa + mha}
     ahead = all(gmean[g] > gmean[h] for g in gqa for h in mha)
     behind = all(gmean[g] < gmean[h] for g in gqa for h in mha)
@@ -218,15 +228,14 @@ def _attention_verdict(ds: xr.Dataset, fits: FitSet) -> str:
     others = "; ".join(
         f"{m}: {model_value(ds, m, 'num_layers')} layers, vocabulary {model_value(ds, m, 'vocab_size')}, "
         f"{float(model_value(ds, m, 'params') or float('nan')) / 1e9:.2f} B parameters" for m in gqa + mha)
-    engine = str(ds.attrs.get("engine", ""))
     caveat = ""
     if "sdpa" in engine or (("hf" in engine or "transformers" in engine) and "flex" not in engine):
         caveat = (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
                   "KV heads (sdpa), so KV-cache savings do not show; see the README's engine table.")
-    return (f"GQA vs MHA: at the {n_common} lengths measured for every model, GQA ({', '.join(gqa)}) is **{verdict}** "
-            f"MHA ({', '.join(mha)}) in efficiency — {paper} (geometric mean tokens/J: {eff}). Mechanism: θ2 (KV "
-            f"reads per i·o) is {'lower' if lower else 'not lower'} for GQA. The models differ in more than attention "
-            f"({others}), so the gap is not attention's alone." + caveat)
+    return (f"GQA vs MHA{where}: at the {n_common} cells (i, o) measured for every model, GQA ({', '.join(gqa)}) is "
+            f"**{verdict}** MHA ({', '.join(mha)}) in efficiency — {paper} (geometric mean tokens/J: {eff}). "
+            f"Mechanism: θ2 (KV reads per i·o) is {'lower' if lower else 'not lower'} for GQA. The models differ in "
+            f"more than attention ({others}), so the gap is not attention's alone." + caveat)
 
 
 def workload_results(fit: ModelFit, summaries: dict[str, dict], savings: dict[str, pd.DataFrame],
