@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 from matplotlib import patheffects
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -56,8 +57,6 @@ def legend_outside(ax, **kw):
 
 def plain_log_ticks(ax, axis: str = "both"):
     """Log axes labelled at their major ticks only, as plain numbers (minor labels overlap on short ranges)."""
-    from matplotlib.ticker import LogLocator, NullFormatter, FuncFormatter
-
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
     for name in ("x", "y") if axis == "both" else (axis,):
         a = ax.xaxis if name == "x" else ax.yaxis

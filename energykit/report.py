@@ -12,6 +12,7 @@ and ``reports/index.html`` linking them, one line each on what it shows.
 from __future__ import annotations
 
 import ast
+import base64
 import html
 import json
 import os
@@ -25,6 +26,10 @@ import jupytext
 import latex2mathml.converter
 import nbformat
 import papermill as pm
+from jupyter_core.utils import run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from papermill.parameterize import parameterize_notebook
 from nbconvert import HTMLExporter
 from nbconvert.filters import markdown2html
 
@@ -124,11 +129,6 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
     per notebook; the namespace is reset (``%reset -f``) between notebooks so that none reads
     another's variables, as when each is run alone in JupyterLab.
     """
-    from jupyter_core.utils import run_sync
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-    from papermill.parameterize import parameterize_notebook
-
     timings, km = {}, None
     try:
         for nb_path in notebooks:
@@ -202,8 +202,6 @@ SVG_CSS = "<style>.jp-OutputArea-output svg {max-width: 100%; height: auto;}</st
 def inline_svg(page: str) -> str:
     """Figures embedded as SVG markup rather than ``<img>``: their text (tick labels, legends) is page text,
     crisp at any zoom and searchable, and the browser test can measure where each tick label lies."""
-    import base64
-
     def inline(m):
         svg = base64.b64decode(m.group(1)).decode("utf-8")
         svg = svg[svg.find("<svg"):]  # drop the XML declaration and DOCTYPE
