@@ -144,8 +144,8 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
             try:
                 client.execute(cleanup_kc=False)
             except CellExecutionError as e:
-                failed = next((n for n, c in enumerate(nb.cells) if any(o.get("output_type") == "error"
-                                                                         for o in c.get("outputs", []))), None)
+                failed = next(((c.get("execution_count") or 1) - 1 for c in nb.cells  # the reset cell ran first
+                               if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
                 raise EnergykitError(f"notebook {nb_path.name} failed in cell {failed}: {e.ename}: "
                                      f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (no report was replaced)") from None
             finally:
