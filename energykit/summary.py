@@ -14,7 +14,9 @@ import xarray as xr
 from IPython.display import Markdown, display
 
 from .dataset import model_value
-from .fitting import FitSet, ModelFit, bounded_high
+from .engines import caveat as engine_caveat
+from .fitting import FitSet, ModelFit
+from .intervals import bounded_high, fmt, format_interval
 from .sweetspots import PAPER_GRID, attention_kind, measured_map, ratio_table
 
 __all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
@@ -27,36 +29,21 @@ PAPER_BEST_WORST = 33.41
 
 
 
-def fmt(value, digits: int = 4) -> str:
-    """One number for a report table: ``digits`` significant figures, "n/a" for NaN, "unbounded" for ±inf.
-
-    >>> fmt(1234.5678), fmt(0.000123456), fmt(float("nan")), fmt(float("inf")), fmt(16)
-    ('1235', '0.0001235', 'n/a', 'unbounded', '16')
-    """
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if not isinstance(value, (float, np.floating)):
-        return str(value)
-    v = float(value)
-    if np.isnan(v):
-        return "n/a"
-    if np.isinf(v):
-        return "unbounded"
-    return f"{v:.{digits}g}"
-
-
 EDGE_NOTE = "(at its edge: one-sided draws)"
 """Beside an estimate that sits on the edge of its own interval: the bootstrap draws fell on one side of it,
 as they do where a θ ≥ 0 coefficient sits on (or near) its bound."""
 
 
-def _with_interval(est, low, high, digits: int) -> str:
+def _with_interval(est, low, high, digits: int = 4) -> str:
+    """:func:`energykit.intervals.format_interval`, saying so when the estimate sits on its interval's edge.
+
+    >>> _with_interval(2.3, 2.29, 4.98, 3), _with_interval(4.2, 3.4, 1.02e15, 4), _with_interval(1.0, 0.5, 1.5)
+    ('2.3 [2.29, 4.98] (at its edge: one-sided draws)', '4.2 [3.4, unbounded]', '1 [0.5, 1.5]')
+    """
+    text = format_interval(est, low, high, digits)
     if not np.isfinite(est):
-        return fmt(est, digits)
-    top = float(bounded_high(est, low, high))  # NaN where the bound is absurd
-    text = f"{fmt(est, digits)} [{fmt(low, digits)}, {'unbounded' if np.isnan(top) else fmt(top, digits)}]"
+        return text
+    top = float(bounded_high(est, low, high))  # NaN where the bound is absurd (unbounded)
     # within 2 % of the interval's width of an edge (unbounded above: of the estimate, from the lower edge)
     width = top - float(low) if np.isfinite(top) else abs(float(est))
     if width > 0 and min(est - low, top - est if np.isfinite(top) else np.inf) <= 0.02 * width:
@@ -68,7 +55,7 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     """A result table as a reader sees it: each interval in one column, rounded, as text.
 
     Columns ``x``, ``x_low``, ``x_high`` become one column ``x [95 %]`` reading ``est [low, high]``
-    (likewise ``value``/``ci_low``/``ci_high``); numbers keep ``digits`` significant figures; NaN
+    (:mod:`energykit.intervals`, the one column convention); numbers keep ``digits`` significant figures; NaN
     reads "n/a" (e.g. ``o*`` where θ4 is not identified); an infinite upper bound, or one more than
     :data:`energykit.fitting.UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
     so that headers wrap. ``index`` columns (present ones) become the row labels.
@@ -82,8 +69,6 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     """
     out = pd.DataFrame(index=df.index)
     pairs = {c: (f"{c}_low", f"{c}_high") for c in df.columns if f"{c}_low" in df and f"{c}_high" in df}
-    if {"value", "ci_low", "ci_high"} <= set(df.columns):
-        pairs["value"] = ("ci_low", "ci_high")
     bounds = {b for lo_hi in pairs.values() for b in lo_hi}
     for c in df.columns:
         if c in bounds:
@@ -228,10 +213,7 @@ def _attention_group(ds: xr.Dataset, fits: FitSet, kinds: dict, engine: str, nam
     others = "; ".join(
         f"{m}: {model_value(ds, m, 'num_layers')} layers, vocabulary {model_value(ds, m, 'vocab_size')}, "
         f"{float(model_value(ds, m, 'params') or float('nan')) / 1e9:.2f} B parameters" for m in gqa + mha)
-    caveat = ""
-    if "sdpa" in engine or (("hf" in engine or "transformers" in engine) and "flex" not in engine):
-        caveat = (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
-                  "KV heads (sdpa), so KV-cache savings do not show; see the README's engine table.")
+    caveat = engine_caveat(engine)
     return (f"GQA vs MHA{where}: at the {n_common} cells (i, o) measured for every model, GQA ({', '.join(gqa)}) is "
             f"**{verdict}** MHA ({', '.join(mha)}) in efficiency — {paper} (geometric mean tokens/J: {eff}). "
             f"Mechanism: θ2 (KV reads per i·o) is {'lower' if lower else 'not lower'} for GQA. The models differ in "

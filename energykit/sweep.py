@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import time
-import importlib.util
 import socket
 import math
 import sys
@@ -26,8 +25,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .dataset import from_frame, write_netcdf
-from .engines import make_engine
-from .errors import DataError, EnergykitError, EngineError, MeterError, MissingExtraError, ParamsError
+from .engines import ENGINES, engine_class
+from .errors import DataError, EnergykitError, EngineError, MeterError, ParamsError
 from .iotools import read_window_log
 from .meters import make_meter
 from .params import MeasureParams
@@ -37,7 +36,7 @@ from .shards import all_windows, shard_folder, shard_of
 from .state import RawLog, WriterLock, atomic_write_json, read_json
 from .windows import measure
 
-__all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "ENGINE_MODULES", "check_engine_installed",
+__all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "check_engine_installed",
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
            "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
            "finalize", "engine_label"]
@@ -73,22 +72,16 @@ def plan(params: MeasureParams, done: set) -> list[tuple]:
     return todo
 
 
-ENGINE_MODULES = {"hf": (("torch", "transformers"), "hf", ""),
-                  "trtllm": (("tensorrt_llm",), "trtllm", "its wheels come from NVIDIA's index, see README")}
-
-
 def check_engine_installed(engine: str) -> None:
     """Fail in one line, naming the pip extra, when the engine's libraries are not installed."""
-    modules, extra, hint = ENGINE_MODULES[engine]
-    for mod in modules:
-        present = sys.modules[mod] is not None if mod in sys.modules else importlib.util.find_spec(mod) is not None
-        if not present:
-            raise MissingExtraError(mod, extra, hint)
+    engine_class(engine).check_installed()
 
 
 FINGERPRINT = "fingerprint.json"
 HOST = socket.gethostname()
 LIBRARIES = ("torch", "transformers", "tensorrt_llm", "tensorrt-llm", "nvidia-ml-py")
+SETUP = ("engine", "dtype", "min_window_s", "meter", "device")
+"""Fields of the params that enter every fingerprint; an engine adds its own."""
 
 
 def library_versions() -> dict:
@@ -106,10 +99,10 @@ def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
     """Everything that changes what a window measures: the setup, and each model's geometry.
 
     Cells, repeats, batch sizes and new models may be added to a folder; anything here may not change.
+    The setup is the core's fields (:data:`SETUP`) and the engine's own (``Engine.fingerprint``).
     """
-    setup = {k: v for k, v in params.model_dump().items()
-             if k in ("engine", "dtype", "meter", "min_window_s", "device", "compile", "attention", "backend",
-                      "chunked_prefill", "tensor_parallel_size")}
+    setup = {k: getattr(params, k) for k in SETUP}
+    setup.update(engine_class(params.engine).fingerprint(params.engine_options))
     setup["gpu_uuids"] = meter_info.get("gpu_uuids") or ([meter_info["gpu_uuid"]] if "gpu_uuid" in meter_info
                                                          else ["none"])
     setup["libraries"] = library_versions()
@@ -118,10 +111,15 @@ def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
 
 
 def fingerprint_difference(old: dict, new: dict) -> list[str]:
-    """What differs between a folder's fingerprint and this run's, as ``key: old -> new`` strings."""
+    """What differs between a folder's fingerprint and this run's, as ``key: old -> new`` strings.
+
+    Every key of this run's setup is compared. A key only the folder has is an option of another
+    engine (fingerprints written before engines owned their options recorded every engine's) and
+    does not change what this engine measures; a different engine differs in ``engine``.
+    """
     diffs = []
     o_setup, n_setup = old.get("setup", {}), new["setup"]
-    for k in sorted(set(o_setup) | set(n_setup)):
+    for k in sorted(n_setup):
         if k == "libraries":
             lo, ln = o_setup.get(k, {}), n_setup.get(k, {})
             diffs += [f"{lib} {lo.get(lib)} -> {ln.get(lib)}" for lib in sorted(set(lo) | set(ln))
@@ -138,15 +136,8 @@ def fingerprint_difference(old: dict, new: dict) -> list[str]:
 
 
 def check_device(params: MeasureParams) -> None:
-    """Refuse to meter a GPU while the engine would run on the CPU (before anything is written)."""
-    if params.meter != "nvml" or params.engine != "hf" or params.device == "cuda":
-        return
-    import torch  # the hf extra, checked installed
-
-    if not torch.cuda.is_available():
-        raise ParamsError("device: auto resolves to the CPU here (torch sees no CUDA GPU; CUDA_VISIBLE_DEVICES="
-                          f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}), but meter: nvml would meter a GPU; "
-                          "run on a GPU machine or use meter: none")
+    """The engine's checks of this machine, e.g. no GPU metered while it runs on the CPU (before anything is written)."""
+    engine_class(params.engine).preflight(params)
 
 
 MIN_COUNTER_PERIODS = 5
@@ -258,9 +249,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                 if not mine:
                     continue
                 t_model = time.perf_counter()
-                engine = make_engine(params.engine, name=model_name, geometry=geom, checkpoint=ckpt,
-                                     dtype=params.dtype, max_len=params.max_len, seed=params.seed,
-                                     **_engine_options(params))
+                engine = engine_class(params.engine).from_params(params, model_name, geom, ckpt)
                 try:
                     engine.load()
                 except EnergykitError:
@@ -397,18 +386,9 @@ def _failure_summary(failed: list[dict], planned: int, out: Path) -> str:
             "and running the same command again retries the failed ones")
 
 
-def _engine_options(params: MeasureParams) -> dict:
-    if params.engine == "hf":
-        return {"device": params.device, "compile": params.compile, "attention": params.attention}
-    return {"max_batch_size": max(params.batch_sizes), "max_input_len": max(i for i, _ in params.grid),
-            "backend": params.backend, "chunked_prefill": params.chunked_prefill,
-            "tensor_parallel_size": params.tensor_parallel_size,
-            "workdir": str(Path(params.output) / "checkpoints")}
-
-
 def engine_gpus(params: MeasureParams) -> int:
     """GPUs one engine of this sweep runs on, which the meter reads and sums."""
-    return params.tensor_parallel_size if params.engine == "trtllm" else 1
+    return engine_class(params.engine).gpu_count(params.engine_options)
 
 
 LOG_ONLY = ("status", "time", "timeline", "reason", "error", "gpu_energy_j", "shard_folder")
@@ -456,13 +436,8 @@ def dataset_frame(df: pd.DataFrame, provenance: dict, params: MeasureParams | No
 
 def engine_label(versions: dict) -> str:
     """A readable engine label from recorded versions, e.g. ``hf transformers-5.17.0 compiled``."""
-    if versions.get("engine") == "hf":
-        mode = "compiled" if versions.get("compile") else "eager"
-        attn = versions.get("attention", "sdpa")  # datasets measured before the attention choice used sdpa
-        return f"hf transformers-{versions.get('transformers')} {mode} {attn}"
-    if versions.get("engine") == "trtllm":
-        return f"trtllm {versions.get('tensorrt_llm')} {versions.get('backend', '')}".strip()
-    return str(versions.get("engine", "unknown"))
+    cls = ENGINES.get(versions.get("engine"))
+    return cls.label(versions) if cls is not None else str(versions.get("engine", "unknown"))
 
 
 def _shard_folders(outputs) -> list[Path]:

@@ -72,7 +72,7 @@ hw = hardware.calibrate(cal, loss=loss)
 print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
 coef = hardware.coefficient_table(hw)
 unknown = hw.unidentified()  # the same rule as the table's `identified` column and `energykit predict --json`
-if unknown or not hw.identified:
+if not hw.all_identified():
     display(Markdown(f"**These calibration models do not identify {len(unknown)} of the 6 hardware coefficients** "
                      f"({', '.join(unknown)}; design rank {hw.rank} of 6). Each sits on its bound (0) in the fit or "
                      "in most bootstrap draws, so the predictions below are a rough guide, with skewed intervals. "
@@ -102,7 +102,7 @@ for name in predict_geometries:
                 annot=annot.unstack().sort_index(ascending=False), fmt="", cmap="viridis", ax=ax,
                 annot_kws={"fontsize": 8},
                 cbar_kws={"label": "predicted tokens/J"})
-    caveat = "" if not (unknown or not hw.identified) else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
+    caveat = "" if hw.all_identified() else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
     covers = (f"interval: θ's 95 % bootstrap widened by ±{transfer:.0f} % transfer error (leave-one-model-out MAPE)"
               if transfer == transfer else "interval: θ's 95 % bootstrap only; the transfer is unchecked (one calibration model)")
     ax.set(title=f"{gname}: predicted tokens/J [{covers}]{caveat}", xlabel="input length i",

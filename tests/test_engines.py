@@ -245,3 +245,152 @@ def test_hf_missing_names_the_extra(monkeypatch):
 def test_unknown_engine():
     with pytest.raises(ParamsError, match="unknown engine 'vllm'"):
         make_engine("vllm")
+
+
+# --- the registry: an engine class owns its options, checks, hint, GPUs, fingerprint, label ---------------------
+
+def _measure_params(tmp_path, **over):
+    p = dict(engine="hf", models=[dict(TINY, name="tiny")], dtype="float32", device="cpu", batch_sizes=[2],
+             input_lens=[8, 16], output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=1, idle_s=0,
+             output=str(tmp_path / "out"))
+    p.update(over)
+    return p
+
+
+def _load(tmp_path, p):
+    import yaml
+
+    from energykit.params import load_measure_params
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return load_measure_params(path)
+
+
+def test_engine_section_and_top_level_keys_are_the_same_options(tmp_path):
+    from energykit.engines.hf import HFOptions
+    from energykit.params import MeasureParams
+
+    flat = _load(tmp_path, _measure_params(tmp_path, attention="sdpa", compile=False))
+    section = _load(tmp_path, _measure_params(tmp_path, hf={"attention": "sdpa", "compile": False}))
+    assert flat.engine_options == section.engine_options == HFOptions(attention="sdpa", compile=False)
+    dumped = section.model_dump()
+    assert dumped["hf"] == {"compile": False, "attention": "sdpa"} and "attention" not in dumped
+    assert "engine_options" not in dumped
+    assert MeasureParams.model_validate(dumped).engine_options == section.engine_options  # a dump validates again
+    assert _load(tmp_path, _measure_params(tmp_path, engine="trtllm", trtllm={"tensor_parallel_size": 2})
+                 ).engine_options.tensor_parallel_size == 2
+
+
+ENGINE_SECTION_ERRORS = [
+    (dict(attention="bogus"), "attention: Input should be 'flex_attention', 'sdpa' or 'eager' (got 'bogus')"),
+    (dict(hf={"attention": "bogus"}), "hf.attention: Input should be 'flex_attention', 'sdpa' or 'eager'"),
+    (dict(hf={"colour": 1}), "unknown key 'hf.colour'"),
+    (dict(hf=["sdpa"]), "hf: the hf section is a mapping of option: value"),
+    (dict(attention="sdpa", hf={"attention": "eager"}), "attention: is given both at the top level and under hf:"),
+    (dict(tensor_parallel_size=2), "tensor_parallel_size: is an option of engine trtllm, not of hf; remove it or "
+                                   "set engine: trtllm (got 2)"),
+    (dict(engine="trtllm", compile=False), "compile: is an option of engine hf, not of trtllm"),
+    (dict(engine="trtllm", trtllm={"tensor_parallel_size": 0}), "trtllm.tensor_parallel_size: Input should be "
+                                                                "greater than or equal to 1"),
+    (dict(engine="trtllm", backend="tensorrt"), "backend: Input should be 'pytorch' or '_autodeploy'"),
+    (dict(engine="trtllm", models=["opt-1.3b"]), "no model for arch 'opt'"),
+    (dict(trtllm={"backend": "pytorch"}), "trtllm: is the section of engine trtllm, not of hf; remove it or set "
+                                           "engine: trtllm"),
+    (dict(engine="vllm"), "engine: unknown engine 'vllm'; use one of hf, trtllm"),
+    (dict(engine_options={"compile": False}), "unknown key 'engine_options'"),
+    (dict(meter="nvml"), "meter nvml with device cpu would meter a GPU while the model runs on the CPU"),
+]
+
+
+@pytest.mark.parametrize("over, match", ENGINE_SECTION_ERRORS)
+def test_engine_section_errors_are_one_line(tmp_path, over, match):
+    with pytest.raises(ParamsError) as e:
+        _load(tmp_path, _measure_params(tmp_path, **over))
+    msg = str(e.value)
+    assert match in msg and "\n" not in msg, msg
+
+
+def test_fingerprint_fields_and_values_of_hf_and_trtllm_are_kept(tmp_path):
+    """The setup of an hf and a trtllm sweep, as the code before engine sections wrote it, still resumes."""
+    from energykit import sweep
+    from energykit.params import MeasureParams
+
+    from conftest import ROOT
+
+    old = json.loads((ROOT / "data/h100_paper_families_pilot/fingerprint.json").read_text())
+    hf = _load(tmp_path, _measure_params(tmp_path, dtype="bfloat16", device="cuda", meter="nvml", min_window_s=1.0,
+                                         compile=False, attention="flex_attention"))
+    new = sweep.fingerprint(hf, {"gpu_uuid": old["setup"]["gpu_uuids"][0]})
+    kept = {k: v for k, v in old["setup"].items() if k not in ("backend", "chunked_prefill", "tensor_parallel_size")}
+    assert {k: v for k, v in new["setup"].items() if k != "libraries"} == {k: v for k, v in kept.items()
+                                                                          if k != "libraries"}
+    old["setup"]["libraries"] = new["setup"]["libraries"]
+    old["models"] = new["models"]
+    assert sweep.fingerprint_difference(old, new) == []  # the shipped folder resumes
+    # a trtllm setup as the code before this change wrote it (every engine's options, the others at defaults)
+    trt = MeasureParams(**_measure_params(tmp_path, engine="trtllm", meter="nvml", device="auto",
+                                          trtllm={"chunked_prefill": True, "tensor_parallel_size": 2}))
+    new = sweep.fingerprint(trt, {"gpu_uuids": ["GPU-a", "GPU-b"]})
+    before = {"engine": "trtllm", "dtype": "float32", "min_window_s": 0.0, "meter": "nvml", "device": "auto",
+              "compile": True, "attention": "flex_attention", "backend": "pytorch", "chunked_prefill": True,
+              "tensor_parallel_size": 2, "gpu_uuids": ["GPU-a", "GPU-b"], "libraries": new["setup"]["libraries"]}
+    assert set(new["setup"]) == set(before) - {"compile", "attention"}
+    assert sweep.fingerprint_difference({"setup": before, "models": new["models"]}, new) == []
+    changed = dict(before, chunked_prefill=False)
+    assert sweep.fingerprint_difference({"setup": changed, "models": {}}, new) == ["chunked_prefill: False -> True"]
+    assert sweep.fingerprint_difference({"setup": dict(before, engine="hf"), "models": {}}, new) == [
+        "engine: 'hf' -> 'trtllm'"]
+    assert sweep.engine_gpus(trt) == 2 and sweep.engine_gpus(hf) == 1
+
+
+def test_labels_caveats_and_install_hints_come_from_the_engine_class(monkeypatch):
+    from energykit import sweep
+    from energykit.engines import caveat
+
+    assert sweep.engine_label({"engine": "hf", "transformers": "5.17.0", "compile": True,
+                               "attention": "sdpa"}) == "hf transformers-5.17.0 compiled sdpa"
+    assert sweep.engine_label({"engine": "hf", "transformers": "5.17.0"}) == "hf transformers-5.17.0 eager sdpa"
+    assert sweep.engine_label({"engine": "trtllm", "tensorrt_llm": "1.2.0", "backend": "pytorch"}) == \
+        "trtllm 1.2.0 pytorch"
+    assert sweep.engine_label({"engine": "gone"}) == "gone"
+    assert "reads the whole static cache" in caveat("hf transformers-5.17.0 compiled sdpa")
+    assert caveat("hf transformers-5.17.0 compiled flex_attention") == caveat("trtllm 1.2.0 pytorch") == ""
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    with pytest.raises(MissingExtraError, match=r"energykit\[trtllm\].*nvidia.github.io"):
+        sweep.check_engine_installed("trtllm")
+
+
+def test_a_new_engine_is_one_file_and_one_registry_line(tmp_path, monkeypatch):
+    """tests/toy_engine.py plus one line in ENGINES: validated, fingerprinted, labelled and swept end to end."""
+    from energykit import dataset, engines, sweep
+    from toy_engine import ToyEngine
+
+    monkeypatch.setitem(engines.ENGINES, ToyEngine.name, ToyEngine)  # the registry line
+
+    with pytest.raises(ParamsError, match=r"unknown key 'toy.colour'"):
+        _load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"colour": 1}))
+    with pytest.raises(ParamsError, match=r"compile: is an option of engine hf, not of toy"):
+        _load(tmp_path, _measure_params(tmp_path, engine="toy", compile=True))
+    with pytest.raises(ParamsError, match=r"engine toy has no model for arch 'opt' \(it runs llama\)"):
+        _load(tmp_path, _measure_params(tmp_path, engine="toy", models=["opt-1.3b"]))
+    with pytest.raises(ParamsError, match=r"work: is an option of engine toy, not of hf"):
+        _load(tmp_path, _measure_params(tmp_path, work=2))
+
+    params = _load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"work": 2, "lanes": 3}))
+    assert sweep.engine_gpus(params) == 3
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        path = sweep.run(params, progress=False)
+    ds = dataset.load(path)
+    assert int(ds["duration_s"].notnull().sum()) == 2 * 2 * 2
+    assert (ds["output_tokens"].values == ds["output_len"].values[None, None, None, :, None]).all()
+    assert str(ds["engine"].values.ravel()[0]).startswith("toy numpy-") and ds.attrs["params"]["toy"]["work"] == 2
+    out = tmp_path / "out"
+    setup = json.loads((out / "fingerprint.json").read_text())["setup"]
+    assert setup["engine"] == "toy" and setup["work"] == 2 and "lanes" not in setup and "compile" not in setup
+    assert json.loads((out / "params.json").read_text())["toy"] == {"work": 2, "lanes": 3}
+    # the folder resumes with the same options and refuses changed ones, one line naming the option
+    assert sweep.run(_load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"work": 2, "lanes": 3})),
+                     progress=False) == path
+    with pytest.raises(ParamsError, match=r"work: 2 -> 5"):
+        sweep.run(_load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"work": 5})), progress=False)

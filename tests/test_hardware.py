@@ -114,17 +114,17 @@ def test_identification_is_one_rule_for_predict_and_the_planning_page():
     ds = dataset.load(ROOT / "data" / "h200_hf_energykit" / "measurements.nc")
     two = hardware.calibrate(ds)
     table = hardware.coefficient_table(two)
-    assert two.rank == 6  # full rank, and still coefficients on their bound: not identified
+    assert two.full_rank  # full rank, and still coefficients on their bound: not identified
     assert two.unidentified() == [c for c in table.index if not table.loc[c, "identified"]]
-    assert two.identified is (not two.unidentified())
+    assert two.all_identified() is (not two.unidentified())
     one = hardware.calibrate(ds, ["llama3.2-1b"])
-    assert not one.identified and one.rank == 5
+    assert not one.full_rank and one.rank == 5
     p = subprocess.run([sys.executable, "-m", "energykit", "predict", "--calibrate",
                         str(ROOT / "data" / "h200_hf_energykit" / "measurements.nc"),
                         "--geometry", "qwen2-1.5b", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["identified"] is two.identified
+    assert out["identified"] is two.all_identified()
     assert out["unidentified_coefficients"] == two.unidentified()
     if two.unidentified():
         assert "do not identify" in p.stderr

@@ -21,13 +21,18 @@ Attention (``attention``, recorded in provenance):
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
+from typing import Literal
 
-from ..errors import EngineError, MissingExtraError
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import EngineError, MissingExtraError, ParamsError
 from .base import Engine, Generation, Request
 from .hf_config import hf_config
 
-__all__ = ["ATTENTIONS", "BLOCK_SIZE", "RECOMPILE_LIMIT", "import_torch", "raise_recompile_limits", "HFEngine"]
+__all__ = ["ATTENTIONS", "BLOCK_SIZE", "RECOMPILE_LIMIT", "import_torch", "raise_recompile_limits", "HFOptions",
+           "HFEngine"]
 
 ATTENTIONS = ("flex_attention", "sdpa", "eager")
 BLOCK_SIZE = 128
@@ -93,6 +98,17 @@ def raise_recompile_limits(torch) -> None:
             setattr(cfg, knob, max(getattr(cfg, knob), RECOMPILE_LIMIT))
 
 
+class HFOptions(BaseModel):
+    """The ``hf:`` section of a params file (its keys may also stand at the top level)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compile: bool = True
+    """Compile decode steps (CUDA graphs) with the static cache; GPU only."""
+    attention: Literal[ATTENTIONS] = "flex_attention"
+    """``flex_attention`` (context-proportional, native GQA), ``sdpa`` or ``eager``."""
+
+
 class HFEngine(Engine):
     """Engine on transformers ``generate()``.
 
@@ -119,6 +135,44 @@ class HFEngine(Engine):
     """
 
     name = "hf"
+    Options = HFOptions
+    requires = ("torch", "transformers")
+    extra = "hf"
+
+    @classmethod
+    def check_model(cls, params, name, geometry, checkpoint) -> None:
+        if params.meter == "nvml" and params.device == "cpu":
+            raise ParamsError("meter nvml with device cpu would meter a GPU while the model runs on the CPU; "
+                              "use device: cuda (or auto on a GPU machine), or meter: none")
+
+    @classmethod
+    def preflight(cls, params) -> None:
+        """Refuse to meter a GPU while the model would run on the CPU (``device: auto`` without CUDA)."""
+        if params.meter != "nvml" or params.device == "cuda":
+            return
+        torch, _ = import_torch()
+        if not torch.cuda.is_available():
+            raise ParamsError("device: auto resolves to the CPU here (torch sees no CUDA GPU; CUDA_VISIBLE_DEVICES="
+                              f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}), but meter: nvml would meter a GPU; "
+                              "run on a GPU machine or use meter: none")
+
+    @classmethod
+    def engine_kwargs(cls, params) -> dict:
+        return {"device": params.device, **params.engine_options.model_dump()}
+
+    @classmethod
+    def label(cls, versions: dict) -> str:
+        """E.g. ``hf transformers-5.17.0 compiled flex_attention``."""
+        mode = "compiled" if versions.get("compile") else "eager"
+        attn = versions.get("attention", "sdpa")  # datasets measured before the attention choice used sdpa
+        return f"hf transformers-{versions.get('transformers')} {mode} {attn}"
+
+    @classmethod
+    def caveat(cls, label: str) -> str:
+        if "sdpa" in label or ("hf" in label and "flex" not in label):
+            return (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
+                    "KV heads (sdpa), so KV-cache savings do not show; see the README's engine table.")
+        return ""
 
     def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", device="auto", compile=True,
                  attention="flex_attention", max_len=2048, seed=0):

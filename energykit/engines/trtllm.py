@@ -25,13 +25,16 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ..errors import EngineError, MissingExtraError, ParamsError
 from .base import Engine, Generation, Request
 from .hf_config import hf_config
 
 __all__ = ["INSTALL_HINT", "BACKENDS", "PYTORCH_ARCHS", "DEFAULT_MAX_NUM_TOKENS", "check_supported",
-           "TrtLlmEngine"]
+           "TrtLlmOptions", "TrtLlmEngine"]
 
 INSTALL_HINT = "its wheels come from NVIDIA's index: see https://nvidia.github.io/TensorRT-LLM/installation/linux.html"
 
@@ -67,6 +70,19 @@ def check_supported(name: str, geometry: dict, backend: str = "pytorch", checkpo
             f"model {name!r}: TensorRT-LLM's PyTorch backend has no model for arch {arch!r} "
             f"(it runs {', '.join(PYTORCH_ARCHS)}); measure it with engine: hf, or build a TensorRT engine "
             f"with trtllm-build and use the TensorRT flow{mha}")
+
+
+class TrtLlmOptions(BaseModel):
+    """The ``trtllm:`` section of a params file (its keys may also stand at the top level)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal[BACKENDS] = "pytorch"
+    """``LLM(backend=...)``."""
+    chunked_prefill: bool = False
+    """Let the library chunk prefills longer than ``max_num_tokens`` (recorded)."""
+    tensor_parallel_size: StrictInt = Field(1, ge=1)
+    """GPUs the model is split over; the meter reads all of them."""
 
 
 def _seconds(v) -> float | None:
@@ -105,6 +121,29 @@ class TrtLlmEngine(Engine):
     """
 
     name = "trtllm"
+    Options = TrtLlmOptions
+    requires = ("tensorrt_llm",)
+    extra = "trtllm"
+    install_hint = INSTALL_HINT
+    archs = PYTORCH_ARCHS  # of the default pytorch backend; check_model lets _autodeploy try any arch
+
+    @classmethod
+    def check_model(cls, params, name, geometry, checkpoint) -> None:
+        check_supported(name, geometry, params.engine_options.backend, checkpoint)
+
+    @classmethod
+    def engine_kwargs(cls, params) -> dict:
+        return {"max_batch_size": max(params.batch_sizes), "max_input_len": max(i for i, _ in params.grid),
+                "workdir": str(Path(params.output) / "checkpoints"), **params.engine_options.model_dump()}
+
+    @classmethod
+    def gpu_count(cls, options: TrtLlmOptions) -> int:
+        return options.tensor_parallel_size
+
+    @classmethod
+    def label(cls, versions: dict) -> str:
+        """E.g. ``trtllm 1.2.0 pytorch``."""
+        return f"trtllm {versions.get('tensorrt_llm')} {versions.get('backend', '')}".strip()
 
     def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", max_len=2048, max_input_len=None,
                  max_batch_size=16, chunked_prefill=False, tensor_parallel_size=1, backend="pytorch",
