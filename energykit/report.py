@@ -20,12 +20,14 @@ import re
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jupytext
 import latex2mathml.converter
 import nbformat
 import papermill as pm
+from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
@@ -120,16 +122,26 @@ kernel. Figures come as PNG (the landing page's thumbnails) and as SVG with real
 embed: crisp at any zoom, searchable, and their tick labels checkable by the browser test."""
 
 
-def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root: Path) -> dict[str, float]:
+def start_kernel(root: Path) -> AsyncKernelManager:
+    """A Python kernel started in ``root``; it boots while the caller goes on (load, fit)."""
+    km = AsyncKernelManager(kernel_name="python3")
+    run_sync(km.start_kernel)(cwd=str(root))
+    return km
+
+
+def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root: Path, km=None,
+                on_done=None) -> dict[str, float]:
     """Run the notebooks one after another in one kernel, each from an empty namespace; returns seconds each.
 
     Each notebook gets its declared parameters injected as papermill does (a cell tagged
     ``injected-parameters`` after the ``parameters`` cell) and is written executed to
-    ``out_dir/NN_name.ipynb``. One kernel start, and the science stack imported once, instead of one
-    per notebook; the namespace is reset (``%reset -f``) between notebooks so that none reads
-    another's variables, as when each is run alone in JupyterLab.
+    ``out_dir/NN_name.ipynb``, then ``on_done(path)`` is called (the build renders its HTML while the
+    next notebook runs). One kernel start, and the science stack imported once, instead of one per
+    notebook; the namespace is reset (``%reset -f``) between notebooks so that none reads another's
+    variables, as when each is run alone in JupyterLab. ``km``: a kernel already started (see
+    :func:`start_kernel`); it is shut down at the end either way.
     """
-    timings, km = {}, None
+    timings = {}
     try:
         for nb_path in notebooks:
             nb = read_source(nb_path)
@@ -154,8 +166,10 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
             nb.cells.pop(0)
             _renumber(nb)
             nbformat.write(nb, out_dir / f"{nb_path.stem}.ipynb")
+            if on_done is not None:
+                on_done(out_dir / f"{nb_path.stem}.ipynb")
     finally:
-        if km is not None:
+        if km is not None and km.has_kernel:
             run_sync(km.shutdown_kernel)(now=True)
     return timings
 
@@ -395,7 +409,12 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
     for f in params.data + list(params.traces.values()) + ([params.calibrate_data] if params.calibrate_data else []):
         if not (root / f).exists():
             raise ParamsError(f"{params_path}: file {f!r} does not exist (paths are relative to {root})")
-    ds = _check_inputs(params, params_path, root)
+    km = start_kernel(root)  # it boots while the data are loaded and fitted
+    try:
+        ds = _check_inputs(params, params_path, root)
+    except BaseException:
+        run_sync(km.shutdown_kernel)(now=True)
+        raise
     out = Path(out_dir)
     if not out.is_absolute():
         out = root / out
@@ -403,6 +422,7 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
     # build into a fresh folder and swap it in: a failure never leaves a mix of new and stale pages
     stage = out.with_name(f".{out.name}.building-{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
+    pages = ThreadPoolExecutor(max_workers=1)  # HTML of one page is written while the kernel runs the next
     try:
         if out.is_dir():
             shutil.copytree(out, stage)
@@ -415,9 +435,12 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
         timings = {"fit": fit_once(params, ds, stage / FIT_FILE, root)}
         print(f"fitted once in {timings['fit']:.1f} s: {FIT_FILE}", flush=True)
         shared = params.model_copy(update={"fit_file": _relative(stage / FIT_FILE, root)})
-        timings.update(execute_all(notebooks, stage, shared, root))  # one kernel for every page
-        for nb in notebooks:
-            to_html(stage / f"{nb.stem}.ipynb", stage, info)
+        rendering = []
+        timings.update(execute_all(notebooks, stage, shared, root, km,  # one kernel for every page
+                                   on_done=lambda nb: rendering.append(pages.submit(to_html, nb, stage, info))))
+        km = None
+        for nb, done in zip(notebooks, rendering):
+            done.result()
             print(f"rendered {nb.stem} (ran {timings[nb.stem]:.1f} s)", flush=True)
         entries = [(p.stem, description(p)) for p in analysis_notebooks(root) if (stage / f"{p.stem}.html").exists()]
         write_index(stage, entries, shown_params, params, root, rendered_by)
@@ -429,6 +452,9 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
     except OSError as e:
         raise EnergykitError(f"cannot write the reports to {out} ({e.strerror or e}); choose a writable --out") from None
     finally:
+        pages.shutdown(wait=True, cancel_futures=True)
+        if km is not None and km.has_kernel:  # the build stopped before the notebooks ran
+            run_sync(km.shutdown_kernel)(now=True)
         shutil.rmtree(stage, ignore_errors=True)
     return timings
 
