@@ -39,7 +39,7 @@ from .windows import measure
 __all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "check_engine_installed",
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
            "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
-           "finalize", "engine_label"]
+           "finalize", "engine_label", "LibraryCounter", "library_difference_line"]
 
 
 LOG = "windows.jsonl"
@@ -64,10 +64,14 @@ def git_commit() -> str:
 def plan(params: MeasureParams, done: set) -> list[tuple]:
     """The (model, batch, i, o, repeat) windows still to measure, shuffled within each model."""
     rng = random.Random(params.seed)
+    by_batch = engine_class(params.engine).loads_per_batch_size
     todo = []
     for name, _, _ in params.resolved:
         cells = [(name, b, i, o, r) for b in params.batch_sizes for (i, o) in params.grid for r in range(params.repeats)]
         rng.shuffle(cells)
+        if by_batch:  # an engine that loads one executor per batch size: each batch's windows together
+            order = list(dict.fromkeys(c[1] for c in cells))
+            cells.sort(key=lambda c: order.index(c[1]))
         todo += [c for c in cells if c not in done]
     return todo
 
@@ -291,6 +295,11 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                 tqdm.write(timing_line(timing[0], timing[-1], left), file=sys.stderr)
         finally:
             bar.close()
+        line = library_difference_line(read_window_log(log_path)[0])
+        if line:
+            tqdm.write(line, file=sys.stderr)
+            provenance["library_energy"] = line
+            atomic_write_json(state_path, provenance)
     finally:
         if log is not None:
             log.close()
@@ -309,9 +318,62 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
     return path
 
 
+class LibraryCounter:
+    """A meter that also reads the engine library's own energy counter over each of its windows.
+
+    Wraps the kit's meter: each meter window opens, then a new library counter (``counter()``, from
+    ``engine.energy_counter()``: e.g. TensorRT-LLM's ``EnergyMonitor``) starts; it stops before the
+    meter's window ends.
+    ``library_energy_j`` sums the library's energy over the valid windows [J] (windows the protocol
+    drops as too short are invalid, and left out here too).
+    """
+
+    def __init__(self, meter, counter):
+        self._meter, self._counter = meter, counter
+        self._open = None
+        self.library_energy_j = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._meter, name)
+
+    def begin_window(self) -> None:
+        self._meter.begin_window()
+        self._open = self._counter()
+        self._open.__enter__()
+
+    def end_window(self):
+        counter, self._open = self._open, None
+        counter.__exit__(None, None, None)
+        reading = self._meter.end_window()
+        if reading.valid and counter.total_energy is not None:
+            self.library_energy_j += float(counter.total_energy)
+        return reading
+
+    def cancel_window(self) -> None:
+        if self._open is not None:
+            self._open.__exit__(None, None, None)
+            self._open = None
+        self._meter.cancel_window()
+
+
+def library_difference_line(records: list[dict]) -> str:
+    """One line: the engine library's energy counter against the kit's meter over a sweep's windows."""
+    diffs = sorted(r["library_energy_diff"] for r in records
+                   if r.get("status") == "ok" and r.get("library_energy_diff") == r.get("library_energy_diff")
+                   and "library_energy_diff" in r)
+    if not diffs:
+        return ""
+    mid = diffs[len(diffs) // 2] if len(diffs) % 2 else 0.5 * (diffs[len(diffs) // 2 - 1] + diffs[len(diffs) // 2])
+    return (f"engine's own energy counter vs the kit's meter over {len(diffs)} windows: median {mid:+.2%}, "
+            f"range {diffs[0]:+.2%} to {diffs[-1]:+.2%} (library_energy_diff per window)")
+
+
 def _measure_window(params, key, engine, meter, measure, provenance) -> dict:
     """Measure one (cell, repeat) and return its log record; engine failures are recorded, not raised."""
     _, b, i, o, r = key
+    counter = engine.energy_counter()
+    if meter.measures_energy and counter is not None:
+        meter = LibraryCounter(meter, counter)
     rec = dict(zip(DIMS, key))
     rec.update(engine=f"{params.engine}", dtype=params.dtype, gpu=provenance["meter"].get("gpu_name", "cpu"),
                time=time.time())
@@ -325,6 +387,12 @@ def _measure_window(params, key, engine, meter, measure, provenance) -> dict:
             output_tokens=w.last_result.output_tokens, ttft_s=w.last_result.ttft_s,
             segments=w.segments,
         )
+        rec.update({k: v for k, v in w.last_result.extra.items() if isinstance(v, (int, float, str, bool))})
+        library_j = getattr(meter, "library_energy_j", None)
+        if library_j is not None and w.reading.valid:  # the engine library's own counter, same window
+            rec["library_energy_j"] = library_j / w.iterations
+            rec["library_energy_diff"] = (library_j - w.reading.energy_j) / w.reading.energy_j \
+                if w.reading.energy_j else float("nan")
         if len(w.reading.per_gpu_j) > 1:
             rec["gpu_energy_j"] = {u: e / w.iterations for u, e in w.reading.per_gpu_j.items()}
         if params.timeline:
@@ -429,6 +497,7 @@ def dataset_frame(df: pd.DataFrame, provenance: dict, params: MeasureParams | No
         "idle_power_w": provenance.get("idle_power_w", float("nan")),
         "engine_versions": provenance.get("engines", {}),
         "energykit_commit": provenance.get("energykit_commit", ""),
+        "library_energy": provenance.get("library_energy", ""),
         "params": params.model_dump() if params is not None else {},
     }
     return df, attrs

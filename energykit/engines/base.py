@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import importlib.util
 import sys
 from typing import Any, Callable, ClassVar
@@ -36,6 +36,8 @@ class Generation:
     """New tokens per sequence (verified equal for every sequence)."""
     ttft_s: float = float("nan")
     """Mean time to first token [s], where the engine reports it."""
+    extra: dict = field(default_factory=dict)
+    """Scalars the engine records with the window (e.g. trtllm: ``ttft_spread_s``, ``decode_graphed``)."""
 
 
 class Request:
@@ -91,6 +93,9 @@ class Engine(ABC):
     """Added to the missing-extra error, e.g. where the wheels come from."""
     archs: ClassVar[tuple[str, ...] | None] = None
     """Architectures (a geometry's ``arch``) the engine runs; ``None``: every one."""
+    loads_per_batch_size: ClassVar[bool] = False
+    """True for an engine that loads its executor for one batch size at a time: the sweep then measures
+    each batch size's windows together (shuffled within it)."""
     gpus = 1
     """GPUs the engine runs on (tensor parallelism); the meter reads that many."""
 
@@ -164,6 +169,11 @@ class Engine(ABC):
 
     def versions(self) -> dict:
         return {}
+
+    def energy_counter(self):
+        """A factory of the engine library's own energy counter (each a context manager over one window
+        whose ``total_energy`` is in J), or None where the library has none."""
+        return None
 
     def close(self) -> None:
         pass
