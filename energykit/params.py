@@ -120,6 +120,10 @@ class MeasureParams(BaseModel):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     compile: bool = True
     attention: Literal["flex_attention", "sdpa", "eager"] = "flex_attention"
+    decode: Literal["loop", "generate"] | None = None
+    """hf engine: ``loop`` (the kit's decode loop; default with flex attention) or ``generate`` (default otherwise)."""
+    compile_cache: str = ""
+    """Folder of Inductor's and Triton's caches: reruns and array tasks on the same GPU type skip compiling."""
     seed: StrictInt = 0
     backend: Literal["pytorch", "_autodeploy"] = "pytorch"
     chunked_prefill: bool = False
@@ -174,6 +178,13 @@ class MeasureParams(BaseModel):
                     raise ValueError(str(e)) from None
             elif self.tensor_parallel_size != 1:
                 raise ValueError("tensor_parallel_size applies to engine trtllm only; the hf engine runs on one GPU")
+            if self.engine == "hf" and self.decode_mode == "loop" and self.attention != "flex_attention":
+                raise ValueError(f"decode: loop runs the kit's flex attention; attention {self.attention!r} "
+                                 "needs decode: generate")
+            if self.engine == "hf" and self.decode_mode == "loop" and geom.get("arch") == "falcon":
+                raise ValueError(f"model {name!r} (falcon) has no flex attention in transformers: its sdpa path "
+                                 "attends over the whole static cache and expands the KV heads, so decode cost would "
+                                 "not follow the context; drop it, or use decode: generate with attention: sdpa")
             if self.engine == "hf" and self.meter == "nvml" and self.device == "cpu":
                 raise ValueError("meter nvml with device cpu would meter a GPU while the model runs on the CPU; "
                                  "use device: cuda (or auto on a GPU machine), or meter: none")
@@ -186,6 +197,13 @@ class MeasureParams(BaseModel):
         if self.cells is not None:
             return [tuple(c) for c in self.cells]
         return [(i, o) for i in self.input_lens for o in self.output_lens]
+
+    @property
+    def decode_mode(self) -> str:
+        """The hf engine's decoding: ``decode``, or by default ``loop`` with flex attention, else ``generate``."""
+        if self.decode is not None:
+            return self.decode
+        return "loop" if self.attention == "flex_attention" else "generate"
 
     @property
     def max_len(self) -> int:

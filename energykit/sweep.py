@@ -110,6 +110,8 @@ def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
     setup = {k: v for k, v in params.model_dump().items()
              if k in ("engine", "dtype", "meter", "min_window_s", "device", "compile", "attention", "backend",
                       "chunked_prefill", "tensor_parallel_size")}
+    if params.engine == "hf":
+        setup["decode"] = params.decode_mode
     setup["gpu_uuids"] = meter_info.get("gpu_uuids") or ([meter_info["gpu_uuid"]] if "gpu_uuid" in meter_info
                                                          else ["none"])
     setup["libraries"] = library_versions()
@@ -121,6 +123,8 @@ def fingerprint_difference(old: dict, new: dict) -> list[str]:
     """What differs between a folder's fingerprint and this run's, as ``key: old -> new`` strings."""
     diffs = []
     o_setup, n_setup = old.get("setup", {}), new["setup"]
+    if "decode" in n_setup and "decode" not in o_setup and old:
+        o_setup = {**o_setup, "decode": "generate"}  # folders measured before the decode loop used generate()
     for k in sorted(set(o_setup) | set(n_setup)):
         if k == "libraries":
             lo, ln = o_setup.get(k, {}), n_setup.get(k, {})
@@ -399,7 +403,8 @@ def _failure_summary(failed: list[dict], planned: int, out: Path) -> str:
 
 def _engine_options(params: MeasureParams) -> dict:
     if params.engine == "hf":
-        return {"device": params.device, "compile": params.compile, "attention": params.attention}
+        return {"device": params.device, "compile": params.compile, "attention": params.attention,
+                "decode": params.decode_mode, "compile_cache": params.compile_cache or None}
     return {"max_batch_size": max(params.batch_sizes), "max_input_len": max(i for i, _ in params.grid),
             "backend": params.backend, "chunked_prefill": params.chunked_prefill,
             "tensor_parallel_size": params.tensor_parallel_size,
@@ -459,6 +464,8 @@ def engine_label(versions: dict) -> str:
     if versions.get("engine") == "hf":
         mode = "compiled" if versions.get("compile") else "eager"
         attn = versions.get("attention", "sdpa")  # datasets measured before the attention choice used sdpa
+        if versions.get("decode") == "loop":
+            mode = "loop cuda-graph" if versions.get("cuda_graph") else "loop"
         return f"hf transformers-{versions.get('transformers')} {mode} {attn}"
     if versions.get("engine") == "trtllm":
         return f"trtllm {versions.get('tensorrt_llm')} {versions.get('backend', '')}".strip()
