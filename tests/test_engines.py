@@ -61,7 +61,7 @@ def test_hf_engine_other_families(arch):
 def test_attention_an_arch_lacks_is_one_line():
     pytest.importorskip("transformers")
     geom = dict(TINY, arch="falcon", num_kv_heads=1, ffn_gated=0)
-    eng = make_engine("hf", name="f", geometry=geom, dtype="float32", device="cpu", max_len=48)
+    eng = make_engine("hf", name="f", geometry=geom, dtype="float32", device="cpu", max_len=48, decode="generate")
     with pytest.raises(EngineError, match="has no flex_attention .* set attention: to one of sdpa, eager"):
         eng.load()
 
