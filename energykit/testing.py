@@ -78,6 +78,7 @@ class FakeNvml:
         self.instant_field = instant_field
         self.clock = clock
         self.t0 = clock()
+        self._energy = {}  # handle index -> (t [s since t0], energy [J] at t, energy [J] at the last tick)
         self.calls: list[str] = []
         self.counter_reads = 0
         self.initialised = False
@@ -131,9 +132,28 @@ class FakeNvml:
         if self.counter_drop_after is not None and self.counter_reads > self.counter_drop_after:
             self.t0 = self.clock()  # driver reload: the counter starts from zero again
             self.counter_drop_after = None
-        elapsed = self.clock() - self.t0
-        steps = int(elapsed / self.counter_period_s)
-        return int(steps * self.counter_period_s * self._power(handle) * 1000) + 10_000_000
+            self._energy = {}
+        return int(self._advance(handle)[2] * 1000) + 10_000_000
+
+    def _advance(self, handle):
+        """Integrate this GPU's power up to now; the counter shows the energy at the last tick."""
+        now = self.clock() - self.t0
+        t, e, at_tick = self._energy.get(handle[1], (0.0, 0.0, 0.0))
+        if now > t:
+            p = self._power(handle)
+            tick = int(now / self.counter_period_s) * self.counter_period_s
+            if tick > t:
+                at_tick = e + p * (tick - t)
+            e += p * (now - t)
+            t = now
+        self._energy[handle[1]] = (t, e, at_tick)
+        return self._energy[handle[1]]
+
+    def set_power(self, power_w) -> None:
+        """Change the board power from now on (what was drawn so far is integrated first)."""
+        for i in range(max(self.gpus, 1)):
+            self._advance(("handle", i))
+        self.power_w = power_w
 
     def nvmlDeviceGetPowerUsage(self, handle):
         """Average power [mW]."""

@@ -220,3 +220,26 @@ def test_a_model_that_fails_to_load_is_one_line_and_keeps_earlier_windows(tmp_pa
     assert "windows measured so far are kept" in msg
     records = read_window_log(tmp_path / "out" / "windows.jsonl")[0]
     assert {r["model"] for r in records} == {"tiny"} and len(records) == 4
+
+
+def test_pilot_calls_run_once_per_cell_not_per_repeat(tmp_path, monkeypatch):
+    """Two pilot calls per (model, batch, cell); the cell's other repeats reuse their timing."""
+    pytest.importorskip("transformers")
+    from energykit import windows
+
+    real = windows.measure
+    piloted = []
+
+    def spy(meter, call, min_window_s=2.0, max_iterations=10_000, pilot_s=None):
+        w = real(meter, call, min_window_s, max_iterations, pilot_s=pilot_s)
+        piloted.append(pilot_s is None)
+        return w
+
+    monkeypatch.setattr(sweep, "measure", spy)
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, repeats=3)))
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        sweep.run(params, progress=False)
+    assert len(piloted) == 4 * 3 and sum(piloted) == 4  # 4 cells x 3 repeats; pilots only at each first
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["engines"]["tiny"]["decode"] == "loop"
+    assert json.loads((tmp_path / "out" / sweep.FINGERPRINT).read_text())["setup"]["decode"] == "loop"

@@ -40,6 +40,7 @@ never zeroed (stale slots are beyond the position, never read).
 from __future__ import annotations
 
 import inspect
+import warnings
 
 from ..errors import EngineError
 
@@ -228,8 +229,11 @@ class DecodeLoop:
     def _forward(self, slot: _Slot, ids, position_ids, mask, keep=False):
         _ACTIVE["mask"], _ACTIVE["flex"] = mask, self.flex
         try:
-            out = self.model(input_ids=ids, position_ids=position_ids, use_cache=True,
-                             **{self.cache_kw: slot.cache}, **(self.keep_kw if keep else {}))
+            with warnings.catch_warnings():
+                # the CPU runs flex attention unfused on purpose (tests); on CUDA it is compiled
+                warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+                out = self.model(input_ids=ids, position_ids=position_ids, use_cache=True,
+                                 **{self.cache_kw: slot.cache}, **(self.keep_kw if keep else {}))
         finally:
             _ACTIVE["mask"] = None
         return out.logits[:, -1]
