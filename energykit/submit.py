@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .engines.hf import use_compile_cache
 from .errors import EnergykitError, MissingExtraError
 from .params import load_measure_params
 from .shards import plan_shards, shard_folder
@@ -30,8 +31,14 @@ def _submitit():
 
 
 def run_shard(params_path: str, index: int, count: int) -> str:
-    """What one array task runs: shard ``index`` of ``count`` of the sweep (resumes if rerun)."""
+    """What one array task runs: shard ``index`` of ``count`` of the sweep (resumes if rerun).
+
+    With ``compile_cache`` in the params, every task points Inductor and Triton at that folder before
+    anything compiles, so tasks on the same GPU type reuse each other's kernels.
+    """
     params = load_measure_params(params_path)
+    if params.compile_cache:
+        use_compile_cache(params.compile_cache)
     return str(run(params, params_path, progress=False, shard=(index, count)))
 
 

@@ -243,3 +243,25 @@ def test_pilot_calls_run_once_per_cell_not_per_repeat(tmp_path, monkeypatch):
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["engines"]["tiny"]["decode"] == "loop"
     assert json.loads((tmp_path / "out" / sweep.FINGERPRINT).read_text())["setup"]["decode"] == "loop"
+
+
+def test_compile_cache_reaches_every_array_task(tmp_path, monkeypatch):
+    from energykit import submit
+    from energykit.engines.hf import use_compile_cache
+
+    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE",
+                "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+        monkeypatch.setenv(var, "")  # registered, so that teardown restores what was there
+        monkeypatch.delenv(var)
+    cache = tmp_path / "kernels"
+    path = _write(tmp_path, _params(tmp_path, compile_cache=str(cache)))
+    seen = {}
+    monkeypatch.setattr(submit, "run", lambda params, *a, **k: seen.update(
+        inductor=os.environ.get("TORCHINDUCTOR_CACHE_DIR"), triton=os.environ.get("TRITON_CACHE_DIR"),
+        engine=sweep._engine_options(params)["compile_cache"]) or "ok")
+    submit.run_shard(str(path), 0, 2)
+    assert seen == {"inductor": str(cache.resolve()), "triton": str(cache.resolve() / "triton"), "engine": str(cache)}
+    (tmp_path / "file").write_text("")
+    from energykit.errors import EngineError
+    with pytest.raises(EngineError, match="compile_cache .* cannot be created"):
+        use_compile_cache(tmp_path / "file" / "sub")
