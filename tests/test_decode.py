@@ -195,3 +195,21 @@ def test_loop_and_generate_are_recorded():
     assert eng.versions()["decode"] == "generate" and eng._loop is None
     with pytest.raises(EngineError, match="needs decode: generate"):
         make_engine("hf", name="x", geometry=tiny("llama"), attention="sdpa", decode="loop")
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_the_cpu_in_tiny_mode(tmp_path):
+    """The GPU check's smoke test: same code, tiny geometry, meter none (figures mean nothing)."""
+    import csv
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    p = subprocess.run([sys.executable, "scripts/gpu_check.py", str(tmp_path), "--tiny", "--models", "qwen2-1.5b"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "gpu_check.csv").open()))
+    assert len(rows) == 1 and rows[0]["model"] == "tiny-qwen2-1.5b" and rows[0]["decode"] == "loop"
+    for key in ("prep_cold_s", "prep_warm_s", "ms_step_40", "floor_ms_40", "ratio_40", "spread_pct", "copy_gb_s"):
+        assert rows[0][key] not in ("", "nan"), key

@@ -77,11 +77,7 @@ def energykit_flex_attention(module, query, key, value, attention_mask, scaling=
     if fold:
         query = query.reshape(b, hkv, g, q_len, d).transpose(2, 3).reshape(b, hkv, q_len * g, d)
 
-    score_mod = None
-    if softcap is not None:
-        def score_mod(score, batch_idx, head_idx, q_idx, kv_idx):
-            return softcap * _tanh(score / softcap)
-
+    score_mod = _softcap_mod(softcap) if softcap is not None else None
     out = flex(query, key, value, score_mod=score_mod, block_mask=mask, enable_gqa=g > 1 and not fold,
                scale=scaling)
     if fold:
@@ -89,10 +85,20 @@ def energykit_flex_attention(module, query, key, value, attention_mask, scaling=
     return out.transpose(1, 2).contiguous(), None
 
 
-def _tanh(x):
-    import torch
+_SOFTCAPS: dict = {}
 
-    return torch.tanh(x)
+
+def _softcap_mod(cap: float):
+    """Gemma-2's logit soft-capping as a flex ``score_mod``; one function per value, so that the
+    compiled flex attention sees the same function at every call (no recompilation)."""
+    if cap not in _SOFTCAPS:
+        import torch
+
+        def softcap(score, batch_idx, head_idx, q_idx, kv_idx):
+            return cap * torch.tanh(score / cap)
+
+        _SOFTCAPS[cap] = softcap
+    return _SOFTCAPS[cap]
 
 
 def register_attention() -> str:
