@@ -213,3 +213,33 @@ def test_gpu_check_runs_on_the_cpu_in_tiny_mode(tmp_path):
     assert len(rows) == 1 and rows[0]["model"] == "tiny-qwen2-1.5b" and rows[0]["decode"] == "loop"
     for key in ("prep_cold_s", "prep_warm_s", "ms_step_40", "floor_ms_40", "ratio_40", "spread_pct", "copy_gb_s"):
         assert rows[0][key] not in ("", "nan"), key
+
+
+@pytest.mark.parametrize("arch, heads, kv_heads", [("llama", 4, 2), ("qwen2", 12, 2), ("opt", 4, 4), ("gemma2", 8, 4)])
+def test_one_host_synchronisation_per_call(monkeypatch, arch, heads, kv_heads):
+    """Nothing in prefill or the decode steps reads a device value on the host; the call's end does, once.
+
+    On CUDA each of these reads (``item``, ``bool``, ``int``, ``float``, ``tolist``) waits for the GPU; in a
+    captured step it would fail the capture. Reads inside torch's flex attention are left out: the CPU
+    runs its unfused reference (traced by dynamo with automatic dynamic floats: once two models with
+    different scales ran, it reads ``scale`` from a tensor),
+    where CUDA runs it compiled with ``dynamic=False`` (floats specialised).
+    """
+    import traceback
+
+    eng = engine(tiny(arch, heads, kv_heads))
+    req = eng.request(2, 20, 6)
+    req.prepare(2)
+    req()  # first call: masks are built (outside the window, in a sweep's pilot)
+    reads = []
+    for name in ("item", "__bool__", "__int__", "__float__", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            if not any("nn/attention/flex_attention.py" in f.filename for f in traceback.extract_stack()):
+                reads.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    req()
+    assert reads == ["item"]
