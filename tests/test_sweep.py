@@ -265,3 +265,11 @@ def test_compile_cache_reaches_every_array_task(tmp_path, monkeypatch):
     from energykit.errors import EngineError
     with pytest.raises(EngineError, match="compile_cache .* cannot be created"):
         use_compile_cache(tmp_path / "file" / "sub")
+
+
+def test_folders_measured_before_the_decode_loop_read_as_generate():
+    old = {"setup": {"engine": "hf", "attention": "sdpa"}, "models": {}}
+    same = {"setup": {"engine": "hf", "attention": "sdpa", "decode": "generate"}, "models": {}}
+    loop = {"setup": {"engine": "hf", "attention": "flex_attention", "decode": "loop"}, "models": {}}
+    assert sweep.fingerprint_difference(old, same) == []
+    assert "decode: 'generate' -> 'loop'" in sweep.fingerprint_difference(old, loop)
