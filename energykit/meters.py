@@ -183,6 +183,8 @@ class NvmlMeter(Meter):
         super().__init__(sync)
         self._clock, self._sleep = clock, sleep
         self.idle_w = idle_power_w
+        self.idle_gpu_w = None
+        """Each GPU's idle power [W], when measured by :meth:`idle_power_w`."""
         self.nvml = nv = _pynvml()
         try:
             nv.nvmlInit()
@@ -292,19 +294,21 @@ class NvmlMeter(Meter):
         gaps = sorted(b - a for a, b in zip(changes, changes[1:]))
         return gaps[len(gaps) // 2]
 
-    def _next_tick(self) -> tuple[list[float], float]:
-        """Poll until the counter changes: (each GPU's counter [J], time of the change [s])."""
+    def _next_tick(self) -> tuple[list[float], list[float]]:
+        """Poll until every GPU's counter has changed once: (each counter [J], each change's time [s])."""
         last = self._energies_j()
+        values, times = list(last), [None] * len(last)
         limit = self._clock() + 10 * self.counter_period_s + 1.0
-        while True:
+        while any(t is None for t in times):
             self._sleep(TICK_POLL_S)
-            now = self._energies_j()
-            t = self._clock()
-            if now != last:
-                return now, t
+            now, t = self._energies_j(), self._clock()
+            for k, (a, b) in enumerate(zip(last, now)):
+                if times[k] is None and a != b:
+                    values[k], times[k] = b, t
             if t > limit:
                 raise MeterError(f"the energy counter of {self.name} stopped advancing; check the driver, "
                                  "or use meter: none")
+        return values, times
 
     # -- windows ---------------------------------------------------------------------------------
     def begin_window(self) -> None:
@@ -315,8 +319,9 @@ class NvmlMeter(Meter):
             if self.timeline or not self.has_counter:
                 self._sampler = _PowerSampler(self._powers_w, self.sample_period_s)
                 self._sampler.start()
-            if self.align:  # the work starts just after a tick
-                self._start, self._t0 = self._next_tick()
+            if self.align:  # the work starts just after a tick (of every metered GPU)
+                self._start, self._ticks = self._next_tick()
+                self._t0 = self._clock()
             else:
                 self._t0 = self._clock()
                 self._start = self._energies_j() if self.has_counter else None
@@ -344,9 +349,12 @@ class NvmlMeter(Meter):
             t_end = self._clock()
             dt = t_end - self._t0
             padding_s = 0.0
-            if self.align:  # wait for the tick that closes the window; its idle padding is subtracted
-                end, t_tick = self._next_tick()
-                padding_s = t_tick - t_end
+            if self.align:  # wait for the tick that closes the window; idle power over the padding is subtracted
+                end, t_ticks = self._next_tick()
+                # each GPU's idle time in its counter window: from its start tick to the work, and from
+                # the work to its end tick (GPUs' counters tick at their own phases)
+                idle_s = [(self._t0 - a) + (b - t_end) for a, b in zip(self._ticks, t_ticks)]
+                padding_s = max(idle_s)
             else:
                 end = self._energies_j() if self.has_counter else None
         except self.nvml.NVMLError as e:
@@ -373,9 +381,13 @@ class NvmlMeter(Meter):
                 warnings.warn(f"zero-energy window of {dt:.3f} s: shorter than the counter period; marked invalid")
                 return WindowReading(float("nan"), dt, self.method, False,
                                      "counter did not advance; lengthen min_window_s", n, timeline)
-            if padding_s:
-                idle = self.idle_w / len(deltas)  # the idle estimate is of all metered GPUs together
-                per_gpu = {u: d - idle * padding_s for u, d in per_gpu.items()}
+            if self.align and not self.idle_w == self.idle_w:
+                return WindowReading(float("nan"), dt, self.method, False,
+                                     "idle power unknown: cannot subtract the padding to the counter tick; "
+                                     "check the driver, or rerun", n, timeline)
+            if self.align:
+                idle = self.idle_gpu_w or [self.idle_w / len(deltas)] * len(deltas)
+                per_gpu = {u: d - w * s for (u, d), w, s in zip(per_gpu.items(), idle, idle_s)}
             return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu, padding_s)
         if n < 2:
             return WindowReading(float("nan"), dt, self.method, False,
@@ -416,10 +428,12 @@ class NvmlMeter(Meter):
                 e1, t1 = self._next_tick()
             except self.nvml.NVMLError as e:
                 raise self._lost(e) from e
-            energy = sum(b - a for a, b in zip(e0, e1))
-            if energy < 0:
-                return float("nan")
-            self.idle_w = energy / (t1 - t0)
+            per_gpu = [(b - a) / (tb - ta) for a, b, ta, tb in zip(e0, e1, t0, t1)]
+            if any(w < 0 for w in per_gpu):  # the counter went down (driver reload)
+                self.idle_w = float("nan")
+                return self.idle_w
+            self.idle_gpu_w = per_gpu
+            self.idle_w = sum(per_gpu)
             return self.idle_w
         self.begin_window()
         self._sleep(duration_s)

@@ -57,6 +57,8 @@ class FakeNvml:
         After this many counter reads the counter goes back to zero (driver reload).
     gpus : int
         Number of GPUs; 0 makes ``nvmlInit`` fail as on a machine without a driver.
+    counter_phase_s : float or list of float
+        When each GPU's counter ticks within its period [s] (GPUs tick at their own phases).
     """
 
     NVMLError = FakeNVMLError
@@ -69,7 +71,7 @@ class FakeNvml:
     NVML_TEMPERATURE_GPU = 0
 
     def __init__(self, power_w=300.0, counter_period_s=0.1, has_counter=True, counter_drop_after=None, gpus=1,
-                 instant_field=True, clock=time.perf_counter):
+                 instant_field=True, clock=time.perf_counter, counter_phase_s=0.0):
         self.power_w = power_w
         self.counter_period_s = counter_period_s
         self.has_counter = has_counter
@@ -77,6 +79,7 @@ class FakeNvml:
         self.gpus = gpus
         self.instant_field = instant_field
         self.clock = clock
+        self.counter_phase_s = counter_phase_s
         self.t0 = clock()
         self._energy = {}  # handle index -> (t [s since t0], energy [J] at t, energy [J] at the last tick)
         self.calls: list[str] = []
@@ -141,7 +144,9 @@ class FakeNvml:
         t, e, at_tick = self._energy.get(handle[1], (0.0, 0.0, 0.0))
         if now > t:
             p = self._power(handle)
-            tick = int(now / self.counter_period_s) * self.counter_period_s
+            phase = (self.counter_phase_s[handle[1]] if isinstance(self.counter_phase_s, (list, tuple))
+                     else self.counter_phase_s)
+            tick = int((now - phase) / self.counter_period_s) * self.counter_period_s + phase
             if tick > t:
                 at_tick = e + p * (tick - t)
             e += p * (now - t)

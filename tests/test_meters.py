@@ -261,3 +261,22 @@ def test_windows_aligned_to_the_counter_leave_under_03_percent(monkeypatch, alig
             assert 0 <= r.padding_s <= 0.1 + 2 * meters.TICK_POLL_S
     assert max(errors) <= 0.003 if align else max(errors) > 0.02  # the old way is off by a counter step
     assert max(errors) <= bound
+
+
+def test_aligned_windows_of_two_gpus_ticking_at_different_phases(monkeypatch):
+    """Tensor parallelism: each GPU's counter ticks at its own phase; each gets its own idle padding."""
+    clock = VirtualClock(0.0123)
+    fake = FakeNvml(power_w=[60.0, 50.0], counter_period_s=0.1, clock=clock, gpus=2, counter_phase_s=[0.0, 0.063])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    m = meters.NvmlMeter(device=[0, 1], probe_counter_s=1.0, clock=clock, sleep=clock.sleep)
+    assert m.idle_power_w(1.0) == pytest.approx(110.0, rel=1e-3)
+    for k in range(10):
+        fake.set_power([60.0, 50.0])
+        clock.sleep(0.013 * k + 0.1)
+        m.begin_window()
+        fake.set_power([400.0, 300.0])
+        clock.sleep(1.0)
+        fake.set_power([60.0, 50.0])
+        r = m.end_window()
+        assert r.energy_j == pytest.approx(700.0, rel=0.003)
+        assert r.per_gpu_j["GPU-fake-1"] == pytest.approx(300.0, rel=0.003)
