@@ -17,7 +17,8 @@ import importlib
 __version__ = "0.1.0"
 
 SUBMODULES = (
-    "schema", "errors", "iotools", "dataset", "physics", "presets", "fitting", "uncertainty", "sweetspots",
+    "schema", "errors", "iotools", "dataset", "physics", "model", "intervals", "price", "presets", "fitting",
+    "uncertainty", "sweetspots",
     "workloads", "design", "hardware", "plots", "report", "params", "state", "meters", "windows", "engines",
     "sweep", "testing", "cli",
 )
@@ -27,6 +28,7 @@ FUNCTIONS = {
     "fitted_map": "sweetspots", "measured_map": "sweetspots",
     "policy_savings": "workloads", "trace_summary": "workloads",
     "calibrate": "hardware", "resolve": "presets",
+    "SWEETSPOT": "model", "BATCHED": "model", "price_card": "fitting",
 }
 __all__ = ["__version__", *SUBMODULES, *FUNCTIONS]
 

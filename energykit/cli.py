@@ -1,4 +1,4 @@
-"""Command line: ``python -m energykit {fit,report,measure,plan,submit,status,merge,design,predict}``.
+"""Command line: ``python -m energykit {fit,report,measure,plan,submit,status,merge,design,predict,export}``.
 
 The one thin layer over the package: every sub-command lives here and imports its module only when
 it runs, so ``energykit --help`` starts without numpy, xarray or lmfit. User mistakes (bad files,
@@ -13,7 +13,7 @@ import math
 import sys
 import warnings
 
-from .errors import EnergykitError
+from .errors import EnergykitError, FitError, ParamsError
 
 __all__ = ["main", "build_parser"]
 
@@ -67,7 +67,30 @@ def fit_json(fits) -> dict:
             "baseline_params": lin.params,
             "o_star": {str(int(i)): _finite(float(o_star(s.params, float(i)))) for i in sorted(set(s.input_len))},
         }
-    return {"loss": fits.loss, "cv_folds": fits.cv_folds, "models": out}
+    result = {"loss": fits.loss, "cv_folds": fits.cv_folds, "models": out}
+    if fits.batched:
+        result["batch_models"] = batch_json(fits)
+    return result
+
+
+def batch_json(fits) -> dict:
+    """Per model measured at several batch sizes: the batch-aware fit E(i, o, B), its MAPE per batch
+    size, its k-fold and leave-one-batch-size-out cross-validation and ``o*(i, B)``."""
+    out = {}
+    for m, f in sorted(fits.batched.items()):
+        ins = sorted({float(i) for i in f.input_len})
+        out[m] = {
+            "batch_sizes": f.batch_sizes,
+            "cells": len(f.energy_j),
+            "mape_pct": f.mape_pct,
+            "batch_mape_pct": {str(b): v for b, v in f.batch_mape_pct().items()},
+            "cv_mape_pct": _finite(f.cv_mape_pct),
+            "leave_one_batch_out_mape_pct": {str(b): _finite(v) for b, v in fits.batch_cv[m].items()},
+            "params": f.params,
+            "params_stderr": {k: _finite(v) for k, v in f.stderr.items()},
+            "o_star": {str(b): {str(int(i)): _finite(float(f.o_star(i, b))) for i in ins} for b in f.batch_sizes},
+        }
+    return out
 
 
 def cmd_fit(args) -> int:
@@ -104,6 +127,13 @@ def cmd_fit(args) -> int:
         t = fits.table().query("kind == 'sweetspot'")
         cols = ["model", "batch_size"] + [c for c in t.columns if c.startswith("theta")]
         print(t[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        for m, b in batch_json(fits).items():
+            print(f"\n{m}: E(i, o, B) over batch sizes {', '.join(map(str, b['batch_sizes']))}: MAPE {b['mape_pct']:.2f} %")
+            print("  batch size   MAPE %   leave-this-batch-out MAPE %")
+            for k, v in b["batch_mape_pct"].items():
+                lobo = b["leave_one_batch_out_mape_pct"][k]
+                print(f"  {k:>10}   {v:6.2f}   {'n/a' if lobo is None else f'{lobo:6.2f}'}")
+            print("  " + ", ".join(f"{k}={v:.4g}" for k, v in b["params"].items()))
         if validation is not None:
             print("\nvalidation cells (left out of the fit):")
             print(validation.round(3).to_string(index=False))
@@ -211,19 +241,109 @@ def cmd_design(args) -> int:
     return 0
 
 
+def predict_json(fit, batch_size: int, input_lens, output_lens) -> dict:
+    """The ``predict DATA --json`` object: energy per batch and per request with intervals, tokens/J,
+    ``o*(i, B)`` and whether each cell lies outside the measured ranges."""
+    import numpy as np
+
+    from .fitting import DRAWS
+    from .model import tokens_per_j
+    from .uncertainty import o_star_interval
+
+    b = batch_size
+    if not fit.energy_model.has_batch and b != fit.batch_size:
+        raise FitError(f"{fit.model} was measured at batch size {fit.batch_size} only; energy at batch {b} needs "
+                       "measurements at two or more batch sizes (the batch-aware model E(i, o, B)); "
+                       f"use --batch-size {fit.batch_size}")
+    i, o = np.meshgrid(np.asarray(input_lens, float), np.asarray(output_lens, float), indexing="ij")
+    i, o = i.ravel(), o.ravel()
+    bb = b if fit.energy_model.has_batch else None
+    est, lo, hi = fit.predict_interval(i, o, DRAWS, batch_size=bb)
+    sizes = fit.batch_sizes
+    outside = ((i < fit.input_len.min()) | (i > fit.input_len.max()) | (o < fit.output_len.min())
+               | (o > fit.output_len.max()) | (b < min(sizes)) | (b > max(sizes)))
+    cells = [{"input_len": int(ii), "output_len": int(oo), "energy_j": float(e), "energy_j_low": float(el),
+              "energy_j_high": float(eh), "energy_per_request_j": float(e / b), "energy_per_request_j_low": float(el / b),
+              "energy_per_request_j_high": float(eh / b), "tokens_per_j": float(tokens_per_j(e, b, oo)),
+              "extrapolated": bool(x)} for ii, oo, e, el, eh, x in zip(i, o, est, lo, hi, outside)]
+    ins = sorted({int(v) for v in input_lens})
+    ostar, ostar_lo, ostar_hi = o_star_interval(fit, np.asarray(ins, float), DRAWS, batch_size=bb)
+    return {"model": fit.model, "kind": fit.kind, "batch_size": b, "measured_batch_sizes": sizes,
+            "batch_extrapolated": bool(b not in sizes), "mape_pct": fit.mape_pct,
+            "params": fit.params, "cells": cells,
+            "o_star": {str(k): {"value": _finite(float(v)), "low": _finite(float(lo_)), "high": _finite(float(hi_))}
+                       for k, v, lo_, hi_ in zip(ins, ostar, ostar_lo, ostar_hi)}}
+
+
+def cmd_predict_data(args) -> int:
+    """``energykit predict DATA``: a measured model at any batch size from its fitted energy model."""
+    from .dataset import load, measured_cells, model_names
+    from .fitting import pricing_fit
+
+    ds = load(args.data)
+    names = model_names(ds)
+    if args.model and len(args.model) > 1:
+        raise FitError("predict DATA prices one model at a time; give --model once")
+    model = args.model[0] if args.model else names[0]
+    if model not in names:
+        raise FitError(f"model {model!r} is not in {args.data}; available: {', '.join(names)}")
+    fit = pricing_fit(ds, model, args.loss)
+    cells = measured_cells(ds, model)
+    b = args.batch_size or int(cells["batch_size"].min())
+    ins = args.input_lens or sorted({int(v) for v in cells["input_len"]})
+    outs = args.output_lens or sorted({int(v) for v in cells["output_len"]})
+    out = predict_json(fit, b, ins, outs)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    import pandas as pd
+
+    kind = "E(i, o, B) fitted on batch sizes " + ", ".join(map(str, out["measured_batch_sizes"])) \
+        if fit.energy_model.has_batch else f"E(i, o) at batch {fit.batch_size}"
+    print(f"{model}: {kind}; batch {b}" + (" (not measured: extrapolated)" if out["batch_extrapolated"] else ""))
+    cols = ["input_len", "output_len", "energy_per_request_j", "energy_per_request_j_low", "energy_per_request_j_high",
+            "tokens_per_j", "extrapolated"]
+    print(pd.DataFrame(out["cells"])[cols].round(4).to_string(index=False))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .dataset import load
+    from .fitting import price_card
+
+    card = price_card(load(args.data), args.model or None, args.loss, source=[args.data])
+    path = Path(args.o)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    tmp.replace(path)
+    print(f"price card of {len(card['models'])} model(s) written to {path} (read it with energykit/price.py)")
+    return 0
+
+
 def cmd_predict(args) -> int:
     import numpy as np
     import pandas as pd
 
+    if args.calibrate and not args.geometry:
+        raise ParamsError("--calibrate needs --geometry NAME (a preset, a directory with config.json, or a config.json)")
+    if not args.calibrate:
+        if not args.data:
+            raise ParamsError("predict needs measured data: energykit predict DATA --model M --batch-size B, "
+                              "or --calibrate DATA --geometry NAME for an unmeasured model")
+        return cmd_predict_data(args)
+
     from .dataset import load, to_frame
-    from .fitting import around, interval, o_star
-    from .hardware import calibrate, leave_one_model_out, prediction_table
+    from .fitting import o_star
+    from .intervals import estimate_interval
+    from .hardware import calibrate, each_draw, leave_one_model_out, prediction_table
     from .presets import resolve
 
     ds = load(args.calibrate)
     name, geom, _ = resolve(args.geometry)
     hw = calibrate(ds, args.model or None, args.loss)
-    if not hw.identified:
+    if not hw.full_rank:
         print(f"energykit: warning: the calibration cells identify only {hw.rank} of 6 hardware coefficients "
               f"(calibrated on {', '.join(hw.calibrated_on)}); the prediction rests on an arbitrary split between "
               "them — calibrate on more models of different geometry", file=sys.stderr)
@@ -233,18 +353,17 @@ def cmd_predict(args) -> int:
     outs = args.output_lens or sorted({int(v) for v in frame["output_len"]})
     table = prediction_table(hw, geom, b, ins, outs)
     theta = hw.theta(geom, b)
-    draws = hw.draws(100)
-    ostar_draws = np.array([o_star(hw.theta(geom, b, coef=c), np.asarray(ins, float)) for c in draws])
+    ostar_draws = np.array([o_star(hw.theta(geom, b, coef=c), np.asarray(ins, float)) for c in each_draw(hw.draws(100))])
     ostar = {}
     for k, i in enumerate(ins):
         est = float(o_star(theta, i))
-        lo, hi = around(est, *interval(ostar_draws[:, k]))
+        _, lo, hi = estimate_interval(est, ostar_draws[:, k])
         ostar[str(i)] = {"value": est, "low": float(lo), "high": float(hi)}
     lomo = leave_one_model_out(ds, args.loss, hw.calibrated_on) if len(hw.calibrated_on) > 1 else pd.DataFrame()
     if args.json:
         out = {
             "geometry": name, "batch_size": b, "calibrated_on": hw.calibrated_on, "gpu": hw.gpu, "engine": hw.engine,
-            "coefficients": hw.coef, "identified": hw.identified, "design_rank": hw.rank, "theta": theta,
+            "coefficients": hw.coef, "identified": hw.full_rank, "design_rank": hw.rank, "theta": theta,
             "o_star": ostar,
             "leave_one_model_out_mape_pct": {r["model"]: r["mape_pct"] for _, r in lomo.iterrows()},
             "cells": table.to_dict(orient="records"),
@@ -323,9 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="one JSON object on stdout")
     d.set_defaults(func=cmd_design)
 
-    q = sub.add_parser("predict", help="predict an unmeasured model's energy from its geometry")
-    q.add_argument("--calibrate", required=True, help="measured data (.nc/.csv/.jsonl) with geometry columns")
-    q.add_argument("--geometry", required=True, help="preset name, directory with config.json, or config.json")
+    q = sub.add_parser("predict", help="energy of a measured model at any batch size (DATA), or of an unmeasured "
+                       "model from its geometry (--calibrate, --geometry)")
+    q.add_argument("data", nargs="?", help="measured data: predict its --model from the fitted energy model "
+                   "(E(i, o, B) when it holds several batch sizes)")
+    q.add_argument("--calibrate", help="measured data (.nc/.csv/.jsonl) with geometry columns")
+    q.add_argument("--geometry", help="preset name, directory with config.json, or config.json")
     q.add_argument("--model", action="append", help="calibrate on this measured model only (repeatable)")
     q.add_argument("--batch-size", type=positive_int, help="batch size (default: the data's first)")
     q.add_argument("--input-lens", type=positive_int, nargs="+", help="input lengths (default: the data's)")
@@ -333,6 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--loss", choices=["l1", "l2"], default="l1")
     q.add_argument("--json", action="store_true", help="one JSON object on stdout")
     q.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="write a price card: per model/GPU/engine the fitted energy model with its "
+                       "bootstrap draws and measured ranges (read by energykit/price.py, standard library only)")
+    x.add_argument("data", help="measured data (.nc/.csv/.jsonl)")
+    x.add_argument("-o", required=True, help="the card's JSON file, e.g. card.json")
+    x.add_argument("--model", action="append", help="export only this model (repeatable)")
+    x.add_argument("--loss", choices=["l1", "l2"], default="l1")
+    x.set_defaults(func=cmd_export)
     return p
 
 

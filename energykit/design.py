@@ -17,19 +17,21 @@ import xarray as xr
 
 from .dataset import batch_sizes, measured_cells, model_names
 from .errors import ParamsError
-from .fitting import THETA, ape_pct, fit_cells
+from .fitting import ape_pct, fit_cells
+from .model import BATCHED, SWEETSPOT, EnergyModel
 
 __all__ = ["DECODE_TO_PREFILL_COST", "d_optimal", "evaluate_design"]
 
 DECODE_TO_PREFILL_COST = 8.0
 
 
-def _rows(cells: np.ndarray, prior_ratio: float) -> np.ndarray:
-    i = cells[:, 0].astype(float)
-    o = cells[:, 1].astype(float)
-    si, so = i.max(), o.max()
-    x = np.column_stack([(i / si) ** 2, (i / si) * (o / so), i / si, (o / so) ** 2, o / so, np.ones_like(i)])
-    prior = i / si + prior_ratio * o / so
+def _rows(cells: np.ndarray, prior_ratio: float, model: EnergyModel = SWEETSPOT) -> np.ndarray:
+    """Weighted design rows of the model at the cells (columns of (i, o[, B]), each scaled to its largest value)."""
+    scaled = {v: cells[:, k].astype(float) / cells[:, k].astype(float).max() for k, v in enumerate(model.variables)}
+    x = model.design_matrix(**scaled)
+    prior = scaled["input_len"] + prior_ratio * scaled["output_len"]
+    if model.has_batch:
+        prior = prior * scaled["batch_size"]  # prefill and KV reads, most of a batch's energy, scale with B
     return x / prior[:, None]
 
 
@@ -38,26 +40,32 @@ def _logdet(X: np.ndarray) -> float:
     return val if sign > 0 else -np.inf
 
 
-def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST) -> list[tuple[int, int]]:
-    """Choose ``budget`` (input_len, output_len) cells from ``cells`` (D-optimal, corners first).
+def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
+              model: EnergyModel = SWEETSPOT) -> list[tuple[int, ...]]:
+    """Choose ``budget`` cells from ``cells`` (D-optimal, corners first).
 
     Parameters
     ----------
-    cells : sequence of (int, int)
-        Candidate cells [tokens].
+    cells : sequence of (int, int) or (int, int, int)
+        Candidate cells [tokens]: (input_len, output_len), or (input_len, output_len, batch_size)
+        for the batch-aware model.
     budget : int
-        Cells to choose; at least the 6 parameters of the analytical model.
+        Cells to choose; at least the model's parameters (6 for the analytical model, 7 across batch sizes).
     prior_ratio : float
         Prior energy per output token relative to per input token, for the relative weights.
+    model : EnergyModel
+        :data:`~energykit.model.SWEETSPOT` or :data:`~energykit.model.BATCHED`.
     """
-    cand = np.asarray(sorted({(int(i), int(o)) for i, o in cells}), dtype=int)
-    if budget < len(THETA):
-        raise ParamsError(f"budget {budget} is below the {len(THETA)} parameters of the analytical model; use >= 6")
+    width = len(model.variables)
+    cand = np.asarray(sorted({tuple(int(x) for x in c[:width]) for c in cells}), dtype=int)
+    n_par = len(model.names)
+    if budget < n_par:
+        raise ParamsError(f"budget {budget} is below the {n_par} parameters of the {model.kind} model; use >= {n_par}")
     if budget > len(cand):
         raise ParamsError(f"budget {budget} exceeds the {len(cand)} candidate cells; use at most {len(cand)}")
-    X = _rows(cand, prior_ratio)
-    i_lo, i_hi, o_lo, o_hi = cand[:, 0].min(), cand[:, 0].max(), cand[:, 1].min(), cand[:, 1].max()
-    chosen = [k for k, (i, o) in enumerate(cand) if i in (i_lo, i_hi) and o in (o_lo, o_hi)][:budget]
+    X = _rows(cand, prior_ratio, model)
+    extreme = np.all((cand == cand.min(axis=0)) | (cand == cand.max(axis=0)), axis=1)
+    chosen = [k for k in range(len(cand)) if extreme[k]][:budget]
     while len(chosen) < budget:
         rest = [k for k in range(len(cand)) if k not in chosen]
         chosen.append(max(rest, key=lambda k: _logdet(X[chosen + [k]])))
@@ -73,17 +81,22 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST) -
                 val = _logdet(X[trial])
                 if val > best + 1e-9:
                     chosen, best, improved = trial, val, True
-    return sorted((int(cand[k, 0]), int(cand[k, 1])) for k in chosen)
+    return sorted(tuple(int(x) for x in cand[k]) for k in chosen)
 
 
 def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1") -> pd.DataFrame:
     """Per model: choose ``budget`` cells among the measured ones, fit on them, predict the rest.
 
     Returns one row per (model, batch_size) with the cells and ``heldout_mape_pct``, the MAPE on
-    the measured cells that were not chosen (NaN when every cell was chosen).
+    the measured cells that were not chosen (NaN when every cell was chosen). A model measured at
+    several batch sizes gets one row (``batch_size`` 0) whose cells are (input_len, output_len,
+    batch_size), chosen for the batch-aware model E(i, o, B).
     """
     rows = []
     for m in model_names(ds):
+        if len(batch_sizes(ds, m)) > 1:
+            rows.append(_evaluate_batched(ds, m, budget, loss))
+            continue
         for b in batch_sizes(ds, m):
             df = measured_cells(ds, m, b)
             if df.empty:
@@ -101,3 +114,20 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1") -> pd.DataFra
                          "heldout_cells": int(len(held)), "heldout_mape_pct": heldout,
                          "params": {k: float(v.value) for k, v in fit.params.items()}})
     return pd.DataFrame(rows)
+
+
+def _evaluate_batched(ds: xr.Dataset, model: str, budget: int, loss: str) -> dict:
+    """Choose ``budget`` cells in (i, o, B) for the batch-aware model, fit on them, predict the rest."""
+    df = measured_cells(ds, model)
+    var = ["input_len", "output_len", "batch_size"]
+    cells = d_optimal(df[var].to_numpy(), budget, model=BATCHED)
+    chosen = set(cells)
+    mask = np.array([tuple(int(x) for x in c) in chosen for c in df[var].to_numpy()])
+    fit = fit_cells(df["energy_j"][mask], df["input_len"][mask], df["output_len"][mask], kind="batched", loss=loss,
+                    batch_size=df["batch_size"][mask])
+    held = df[~mask]
+    heldout = (float(np.mean(ape_pct(BATCHED.energy(*(held[v].to_numpy(float) for v in var),
+                                                    **{k: p.value for k, p in fit.params.items()}), held["energy_j"])))
+               if len(held) else float("nan"))
+    return {"model": str(model), "batch_size": 0, "cells": [list(c) for c in cells], "heldout_cells": int(len(held)),
+            "heldout_mape_pct": heldout, "params": {k: float(v.value) for k, v in fit.params.items()}}

@@ -1,6 +1,7 @@
-"""Fit the SweetSpot analytical energy model and the linear baseline with lmfit.
+"""Fit the energy models declared in :mod:`energykit.model` with lmfit.
 
-The analytical model (Pizzini Cavagna et al., arXiv:2602.05695; the derivation is in the README) collects the
+Per (model, batch_size): the SweetSpot analytical model and the linear baseline; per model measured
+at several batch sizes, also the batch-aware model E(i, o, B). The analytical model (Pizzini Cavagna et al., arXiv:2602.05695; the derivation is in the README) collects the
 Transformer's prefill and decode work by powers of the input length ``i`` and output length ``o``:
 
 .. math::
@@ -23,52 +24,37 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import lmfit
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.optimize import nnls
 
-from .dataset import batch_sizes, measured_cells, model_names
+from . import __version__
+from .dataset import batch_sizes, measured_cells, model_names, model_value
 from .errors import FitError
+from .intervals import IDENTIFIED_SHARE, LEVEL, UNBOUNDED_FACTOR, around, bounded_high, identified, interval
+from .intervals import estimate_interval
+from .model import BATCHED, SWEETSPOT, VARIABLES, LinearEnergyModel, model_of, nnls_weighted
+from .model import LINEAR as LINEAR_MODEL
 
 __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetspot_energy", "o_star",
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
            "SweetSpotModel", "LinearBaselineModel", "MODELS", "column_rank", "design_rank", "fit_cells", "ape_pct",
            "mape_pct", "r2", "kfold_indices", "cross_validate", "predict_energy", "ModelFit", "FitSet",
-           "fit_dataset", "validation_table", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE", "UNBOUNDED_FACTOR",
-           "identified", "bounded_high"]
+           "fit_dataset", "fit_batched", "leave_one_batch_out", "BatchedModel", "PER_BATCH", "BATCH_THETA",
+           "validation_table", "load_fits", "SavedResult", "FITS_VERSION", "DRAWS", "IDENTIFIED_SHARE", "UNBOUNDED_FACTOR",
+           "identified", "bounded_high", "pricing_fit", "price_card", "PRICE_CARD", "PRICE_CARD_VERSION"]
 
-THETA = ("theta1", "theta2", "theta3", "theta4", "theta5", "theta0")
-LINEAR = ("a", "b", "c")
-THETA_UNITS = {
-    "theta1": "J/token^2",
-    "theta2": "J/token^2",
-    "theta3": "J/token",
-    "theta4": "J/token^2",
-    "theta5": "J/token",
-    "theta0": "J",
-    "a": "J/token",
-    "b": "J/token",
-    "c": "J",
-}
-THETA_MEANING = {
-    "theta1": "i²: prefill causal attention",
-    "theta2": "i·o: decode attention / KV-cache reads of the prompt",
-    "theta3": "i: prefill weight GEMMs",
-    "theta4": "o²: decode attention / KV reads of generated tokens (≈ θ2/2)",
-    "theta5": "o: per-step weight reads and step overheads",
-    "theta0": "fixed cost per request batch",
-}
+THETA = SWEETSPOT.names
+LINEAR = LINEAR_MODEL.names
+BATCH_THETA = BATCHED.names
+THETA_UNITS = {**SWEETSPOT.units, **LINEAR_MODEL.units}
+THETA_MEANING = SWEETSPOT.meanings
 LOSSES = ("l1", "l2")
 DRAWS = 200
 """Bootstrap draws stored with a fit (what the reports' intervals use)."""
-UNBOUNDED_FACTOR = 1e6
-"""A reported interval bound more than this factor from its estimate reads "unbounded" (tables, heatmaps)."""
-IDENTIFIED_SHARE = 0.5
-"""A coefficient on its θ ≥ 0 bound in the fit, or in at least this share of bootstrap draws, is not identified."""
 
 
 def sweetspot_energy(input_len, output_len, theta1=0.0, theta2=0.0, theta3=0.0, theta4=0.0, theta5=0.0, theta0=0.0):
@@ -106,9 +92,8 @@ def sweetspot_energy(input_len, output_len, theta1=0.0, theta2=0.0, theta3=0.0, 
     >>> float(sweetspot_energy(100, 10, theta1=1e-4, theta3=0.05, theta5=2.0, theta0=10.0))
     36.0
     """
-    i = input_len
-    o = output_len
-    return theta1 * i * i + theta2 * i * o + theta3 * i + theta4 * o * o + theta5 * o + theta0
+    return SWEETSPOT.energy(input_len, output_len, theta1=theta1, theta2=theta2, theta3=theta3, theta4=theta4,
+                            theta5=theta5, theta0=theta0)
 
 
 def o_star(params: dict, input_len):
@@ -142,12 +127,7 @@ def o_star(params: dict, input_len):
     array([[10., 10.],
            [inf, inf]])
     """
-    i = np.asarray(input_len, dtype=float)
-    num = params["theta1"] * i**2 + params["theta3"] * i + params["theta0"]
-    t4 = np.asarray(params["theta4"], dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(t4 > 0, np.sqrt(num / np.where(t4 > 0, t4, 1.0)), np.inf)
-    return out
+    return SWEETSPOT.o_star(params, input_len)
 
 
 def linear_energy(input_len, output_len, a=0.0, b=0.0, c=0.0):
@@ -158,24 +138,12 @@ def linear_energy(input_len, output_len, a=0.0, b=0.0, c=0.0):
     >>> float(linear_energy(100, 10, a=0.1, b=2.0, c=5.0))
     35.0
     """
-    return a * input_len + b * output_len + c
+    return LINEAR_MODEL.energy(input_len, output_len, a=a, b=b, c=c)
 
 
-def design_matrix(kind: str, input_len, output_len) -> np.ndarray:
-    """Columns of the model's terms at the given cells: ``[i², i·o, i, o², o, 1]`` or ``[i, o, 1]``."""
-    i = np.asarray(input_len, dtype=float)
-    o = np.asarray(output_len, dtype=float)
-    if kind == "sweetspot":
-        return np.column_stack([i * i, i * o, i, o * o, o, np.ones_like(i)])
-    return np.column_stack([i, o, np.ones_like(i)])
-
-
-def _nnls_weighted(X: np.ndarray, E: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """argmin ||w·(X θ − E)|| subject to θ ≥ 0 (columns scaled for conditioning)."""
-    scale = np.abs(X).max(axis=0)
-    scale[scale == 0] = 1.0
-    coef, _ = nnls((X / scale) * w[:, None], E * w)
-    return coef / scale
+def design_matrix(kind: str, *variables, **named) -> np.ndarray:
+    """Columns of the ``kind`` model's terms at the given cells (see :meth:`energykit.model.EnergyModel.design_matrix`)."""
+    return model_of(kind).design_matrix(*variables, **named)
 
 
 def irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
@@ -185,21 +153,17 @@ def irls(X: np.ndarray, E: np.ndarray, loss: str = "l1", max_iter: int = 50) -> 
     sum of absolute relative errors is minimised.
     """
     w = 1.0 / E
-    coef = _nnls_weighted(X, E, w)
+    coef = nnls_weighted(X, E, w)
     if loss == "l1":
         for _ in range(max_iter):
             r = np.abs(X @ coef - E) / E
             w = 1.0 / (E * np.sqrt(np.maximum(r, 1e-4)))
-            new = _nnls_weighted(X, E, w)
+            new = nnls_weighted(X, E, w)
             change = np.max(np.abs(new - coef) / (np.abs(coef) + 1e-12))
             coef = new
             if change < 1e-6:
                 break
     return coef, w
-
-
-LEVEL = 0.95
-"""Confidence level of every interval the kit reports."""
 
 
 def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: str, n: int, seed: int = 0) -> np.ndarray:
@@ -223,88 +187,30 @@ def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: 
     return out
 
 
-def interval(samples, level: float = LEVEL, axis: int = 0):
-    """Percentile interval of ``samples`` along ``axis``: (low, high).
-
-    Quantiles are sample values (no interpolation), so infinite draws (``o*`` where θ4 = 0) stay
-    infinite instead of turning into NaN.
-    """
-    a = (1 - level) / 2
-    q = dict(axis=axis, method="inverted_cdf")
-    return np.nanquantile(samples, a, **q), np.nanquantile(samples, 1 - a, **q)
-
-
-def identified(estimate: float, draws) -> bool:
-    """Whether a coefficient under θ ≥ 0 is identified: fitted off its bound, and off it in most draws.
-
-    >>> identified(0.3, [0.2, 0.4, 0.0]), identified(0.0, [0.2, 0.4, 0.5]), identified(0.3, [0.0, 0.0, 0.4])
-    (True, False, False)
-    """
-    return bool(estimate > 0.0 and np.mean(np.asarray(draws) <= 0.0) < IDENTIFIED_SHARE)
-
-
-def bounded_high(estimate, low, high):
-    """The upper bound of an interval, NaN where it is infinite or more than :data:`UNBOUNDED_FACTOR`
-    times the estimate (or the lower bound, when that is larger): such a bound is reported as "unbounded".
-
-    >>> bounded_high(np.array([4.2, 0.0, 4.2]), np.array([3.4, 0.0, 3.4]), np.array([5.0, 3.0, 1.02e15]))
-    array([ 5.,  3., nan])
-    """
-    est, lo, hi = (np.asarray(x, dtype=float) for x in (estimate, low, high))
-    scale = np.maximum(np.abs(est), np.where(np.isfinite(lo), np.abs(lo), 0.0))
-    absurd = ~np.isfinite(hi) | ((scale > 0) & (hi > UNBOUNDED_FACTOR * scale))
-    return np.where(absurd, np.nan, hi)
-
-
-def around(estimate, low, high):
-    """Extend a percentile interval to contain the point estimate.
-
-    Where a coefficient sits on its θ ≥ 0 bound the bootstrap distribution is one-sided and its
-    percentile interval can miss the estimate; the reported interval then reaches the estimate.
-    """
-    return np.minimum(low, estimate), np.maximum(high, estimate)
-
-
-class _NonNegativeLinearModel(lmfit.Model):
-    kind = ""
-    names: tuple = ()
-
-    def __init__(self, func: Callable, **kws):
-        kws.setdefault("nan_policy", "raise")
-        super().__init__(func, independent_vars=["input_len", "output_len"], **kws)
-        for name in self.names:
-            self.set_param_hint(name, min=0.0, value=0.0)
-
-    def guess(self, data, input_len=None, output_len=None, weights=None, **kws):
-        """Exact non-negative weighted least squares solution as starting values."""
-        data = np.asarray(data, dtype=float)
-        w = np.ones_like(data) if weights is None else np.asarray(weights, dtype=float)
-        coef = _nnls_weighted(design_matrix(self.kind, input_len, output_len), data, w)
-        params = self.make_params(**{n: float(v) for n, v in zip(self.names, coef)})
-        return lmfit.models.update_param_vals(params, self.prefix, **kws)
-
-
-class SweetSpotModel(_NonNegativeLinearModel):
-    """lmfit Model of :func:`sweetspot_energy` with all θ ≥ 0 and an exact NNLS ``guess()``."""
-
-    kind = "sweetspot"
-    names = THETA
+class SweetSpotModel(LinearEnergyModel):
+    """lmfit Model of :data:`energykit.model.SWEETSPOT` with all θ ≥ 0 and an exact NNLS ``guess()``."""
 
     def __init__(self, **kws):
-        super().__init__(sweetspot_energy, **kws)
+        super().__init__(SWEETSPOT, **kws)
 
 
-class LinearBaselineModel(_NonNegativeLinearModel):
-    """lmfit Model of :func:`linear_energy` with a, b, c ≥ 0."""
-
-    kind = "linear"
-    names = LINEAR
+class LinearBaselineModel(LinearEnergyModel):
+    """lmfit Model of :data:`energykit.model.LINEAR` with a, b, c ≥ 0."""
 
     def __init__(self, **kws):
-        super().__init__(linear_energy, **kws)
+        super().__init__(LINEAR_MODEL, **kws)
 
 
-MODELS = {"sweetspot": SweetSpotModel, "linear": LinearBaselineModel}
+class BatchedModel(LinearEnergyModel):
+    """lmfit Model of :data:`energykit.model.BATCHED`, E(i, o, B), with all θ ≥ 0."""
+
+    def __init__(self, **kws):
+        super().__init__(BATCHED, **kws)
+
+
+MODELS = {"sweetspot": SweetSpotModel, "linear": LinearBaselineModel, "batched": BatchedModel}
+PER_BATCH = ("sweetspot", "linear")
+"""Kinds fitted at each (model, batch_size)."""
 
 
 def _check(kind: str, loss: str) -> None:
@@ -327,7 +233,7 @@ def design_rank(input_len, output_len, kind: str = "sweetspot") -> int:
 
 
 def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: str = "l1", max_iter: int = 50,
-              require_rank: bool = True):
+              require_rank: bool = True, batch_size=None):
     """Fit one model to cells of (input_len, output_len, energy_j).
 
     Parameters
@@ -336,8 +242,8 @@ def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: st
         Mean energy per cell [J]; all finite and positive.
     input_len, output_len : array_like
         Cell lengths [tokens].
-    kind : {"sweetspot", "linear"}
-        The analytical model or the linear baseline.
+    kind : {"sweetspot", "linear", "batched"}
+        The analytical model, the linear baseline, or the analytical model across batch sizes.
     loss : {"l1", "l2"}
         Minimise absolute relative errors (iteratively re-weighted) or squared relative errors.
     max_iter : int
@@ -345,6 +251,8 @@ def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: st
     require_rank : bool
         Refuse cells that cannot identify every coefficient (e.g. two input lengths for the
         analytical model's i² and i terms). Cross-validation folds pass False.
+    batch_size : array_like, optional
+        Batch size of each cell [requests]; needed by the ``batched`` model only.
 
     Returns
     -------
@@ -356,19 +264,32 @@ def fit_cells(energy_j, input_len, output_len, kind: str = "sweetspot", loss: st
     i = np.asarray(input_len, dtype=float)
     o = np.asarray(output_len, dtype=float)
     model = MODELS[kind]()
+    cells = _variables(model.energy_model, i, o, batch_size)
     n_par = len(model.names)
     if not (np.all(np.isfinite(E)) and np.all(E > 0)):
         raise FitError("energies to fit must be finite and positive; drop cells with NaN or zero energy")
     if len(E) < n_par:
         raise FitError(f"{kind} model has {n_par} parameters but only {len(E)} cells were given; measure more cells")
-    rank = design_rank(i, o, kind)
+    X = model.energy_model.design_matrix(**cells)
+    rank = column_rank(X)
     if require_rank and rank < n_par:
+        more = " at 2 or more batch sizes" if model.energy_model.has_batch else ""
         raise FitError(
             f"these {len(E)} cells ({len(set(i))} input and {len(set(o))} output lengths) cannot identify the {n_par} "
-            f"coefficients of the {kind} model (design rank {rank}); measure at least 3 input and 3 output lengths")
-    coef, w = irls(design_matrix(kind, i, o), E, loss, max_iter)
+            f"coefficients of the {kind} model (design rank {rank}); measure at least 3 input and 3 output lengths{more}")
+    coef, w = irls(X, E, loss, max_iter)
     params = model.make_params(**{n: float(v) for n, v in zip(model.names, coef)})
-    return model.fit(E, params, input_len=i, output_len=o, weights=w)
+    return model.fit(E, params, weights=w, **cells)
+
+
+def _variables(energy_model, input_len, output_len, batch_size=None) -> dict:
+    """The model's variables by name (``batch_size`` only for a batch-aware model)."""
+    out = {"input_len": input_len, "output_len": output_len}
+    if energy_model.has_batch:
+        if batch_size is None:
+            raise FitError(f"the {energy_model.kind} model needs the batch size of every cell")
+        out["batch_size"] = np.broadcast_to(np.asarray(batch_size, dtype=float), np.shape(input_len))
+    return out
 
 
 def ape_pct(pred, obs) -> np.ndarray:
@@ -404,7 +325,8 @@ def kfold_indices(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
     return [f for f in np.array_split(rng.permutation(n), min(k, n)) if len(f)]
 
 
-def cross_validate(energy_j, input_len, output_len, kind="sweetspot", loss="l1", k=5, seed=0) -> np.ndarray:
+def cross_validate(energy_j, input_len, output_len, kind="sweetspot", loss="l1", k=5, seed=0,
+                   batch_size=None) -> np.ndarray:
     """k-fold cross-validated absolute percentage error of every cell [%].
 
     Each cell is predicted by a fit on the folds that do not contain it. Returns one APE per cell
@@ -413,21 +335,54 @@ def cross_validate(energy_j, input_len, output_len, kind="sweetspot", loss="l1",
     E = np.asarray(energy_j, dtype=float)
     i = np.asarray(input_len, dtype=float)
     o = np.asarray(output_len, dtype=float)
-    n_par = len(MODELS[kind].names)
+    b = None if batch_size is None else np.broadcast_to(np.asarray(batch_size, dtype=float), i.shape)
+    n_par = len(MODELS[kind]().names)
     out = np.full(len(E), np.nan)
     for test in kfold_indices(len(E), k, seed):
         train = np.setdiff1d(np.arange(len(E)), test)
         if len(train) < n_par:
             continue
-        res = fit_cells(E[train], i[train], o[train], kind=kind, loss=loss, require_rank=False)
-        out[test] = ape_pct(res.eval(input_len=i[test], output_len=o[test]), E[test])
+        res = fit_cells(E[train], i[train], o[train], kind=kind, loss=loss, require_rank=False,
+                        batch_size=None if b is None else b[train])
+        out[test] = ape_pct(res.eval(**_variables(res.model.energy_model, i[test], o[test],
+                                                   None if b is None else b[test])), E[test])
     return out
 
 
-def predict_energy(kind: str, params: dict, input_len, output_len):
-    """Energy [J] of the ``kind`` model; params may be arrays (e.g. bootstrap draws) that broadcast."""
-    func = sweetspot_energy if kind == "sweetspot" else linear_energy
-    return func(input_len, output_len, **params)
+def leave_one_batch_out(energy_j, input_len, output_len, batch_size, loss="l1") -> dict[int, float]:
+    """MAPE [%] of each batch size's cells predicted by the batch-aware model fitted on the other batch sizes.
+
+    NaN where the other batch sizes cannot identify the model (fewer than two of them, or too few cells).
+    """
+    E, i, o, b = (np.asarray(x, dtype=float) for x in (energy_j, input_len, output_len, batch_size))
+    out = {}
+    for held in sorted(set(b)):
+        test = b == held
+        try:
+            res = fit_cells(E[~test], i[~test], o[~test], kind="batched", loss=loss, batch_size=b[~test])
+        except FitError:
+            out[int(held)] = float("nan")
+            continue
+        out[int(held)] = mape_pct(BATCHED.energy(i[test], o[test], b[test], **_values(res.params)), E[test])
+    return out
+
+
+def _values(params) -> dict[str, float]:
+    return {n: float(p.value) for n, p in params.items()}
+
+
+def predict_energy(kind: str, params: dict, input_len, output_len, batch_size=None):
+    """Energy [J] of the ``kind`` model; params may be arrays (e.g. bootstrap draws) that broadcast.
+
+    ``batch_size`` [requests] is a variable of the batch-aware model only.
+    """
+    m = model_of(kind)
+    vals = {"input_len": input_len, "output_len": output_len}
+    if m.has_batch:
+        if batch_size is None:
+            raise FitError(f"the {kind} model needs a batch size")
+        vals["batch_size"] = batch_size
+    return m.energy(**vals, **params)
 
 
 @dataclass
@@ -443,7 +398,22 @@ class ModelFit:
     energy_j: np.ndarray
     cv_ape_pct: np.ndarray = field(repr=False)
     loss: str = "l1"
+    cell_batch_size: np.ndarray | None = field(default=None, repr=False)
+    """Batch size of each cell [requests] (the batch-aware fit only; the others are at ``batch_size``)."""
     _draws: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def energy_model(self):
+        """The declared model this fit estimates (:mod:`energykit.model`)."""
+        return model_of(self.kind)
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Batch sizes of the fitted cells [requests]."""
+        return sorted({int(b) for b in self.cell_batch_size}) if self.cell_batch_size is not None else [self.batch_size]
+
+    def _cells(self) -> dict:
+        return _variables(self.energy_model, self.input_len, self.output_len, self.cell_batch_size)
 
     def draws(self, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
         """Wild-bootstrap draws of the parameters: ``{name: array of shape (n, 1)}`` (cached per n, seed).
@@ -451,20 +421,22 @@ class ModelFit:
         The trailing axis of length 1 lets draws broadcast against arrays of lengths.
         """
         if (n, seed) not in self._draws:
-            names = THETA if self.kind == "sweetspot" else LINEAR
-            X = design_matrix(self.kind, self.input_len, self.output_len)
+            names = self.energy_model.names
+            X = self.energy_model.design_matrix(**self._cells())
             coef = np.array([self.params[name] for name in names])
             out = wild_bootstrap(X, self.energy_j, coef, self.loss, n, seed)
             self._draws[(n, seed)] = {name: out[:, [j]] for j, name in enumerate(names)}
         return self._draws[(n, seed)]
 
-    def predict_interval(self, input_len, output_len, n: int = 200, level: float = LEVEL):
-        """Predicted energy [J] at the given lengths with its interval: (estimate, low, high)."""
+    def predict_interval(self, input_len, output_len, n: int = 200, level: float = LEVEL, batch_size=None):
+        """Predicted energy [J] at the given lengths (and batch size, for the batch-aware fit) with its
+        interval: (estimate, low, high)."""
         i = np.atleast_1d(np.asarray(input_len, dtype=float))
         o = np.atleast_1d(np.asarray(output_len, dtype=float))
-        samples = predict_energy(self.kind, self.draws(n), i[None, :], o[None, :])
-        est = self.predict(i, o)
-        return (est, *around(est, *interval(samples, level)))
+        b = None if batch_size is None else np.broadcast_to(np.asarray(batch_size, dtype=float), i.shape)
+        samples = predict_energy(self.kind, self.draws(n), i[None, :], o[None, :], None if b is None else b[None, :])
+        est = self.predict(i, o, b)
+        return estimate_interval(est, samples, level)
 
     def at_bound_share(self, n: int = 200) -> dict[str, float]:
         """Share of bootstrap draws in which each coefficient sits on its θ ≥ 0 bound."""
@@ -494,13 +466,25 @@ class ModelFit:
             out[n] = float("nan") if p.stderr is None or at_bound else float(p.stderr)
         return out
 
-    def predict(self, input_len, output_len):
-        """Energy of one request batch [J] at the given lengths (numpy or xarray)."""
-        return predict_energy(self.kind, self.params, input_len, output_len)
+    def predict(self, input_len, output_len, batch_size=None):
+        """Energy of one request batch [J] at the given lengths (numpy or xarray); ``batch_size``
+        [requests] for the batch-aware fit."""
+        return predict_energy(self.kind, self.params, input_len, output_len, batch_size)
+
+    def o_star(self, input_len, batch_size=None):
+        """``o*`` [tokens] at the input length (and batch size, for the batch-aware fit)."""
+        extra = {"batch_size": batch_size} if self.energy_model.has_batch else {}
+        return self.energy_model.o_star(self.params, input_len, **extra)
 
     @property
     def ape_pct(self) -> np.ndarray:
-        return ape_pct(self.predict(self.input_len, self.output_len), self.energy_j)
+        return ape_pct(self.predict(self.input_len, self.output_len, self.cell_batch_size), self.energy_j)
+
+    def batch_mape_pct(self) -> dict[int, float]:
+        """MAPE [%] of the fitted cells at each batch size."""
+        ape = self.ape_pct
+        b = self.cell_batch_size if self.cell_batch_size is not None else np.full(len(ape), self.batch_size)
+        return {int(k): float(np.mean(ape[b == k])) for k in sorted(set(b))}
 
     @property
     def mape_pct(self) -> float:
@@ -512,7 +496,7 @@ class ModelFit:
 
     @property
     def r2(self) -> float:
-        return r2(self.predict(self.input_len, self.output_len), self.energy_j)
+        return r2(self.predict(self.input_len, self.output_len, self.cell_batch_size), self.energy_j)
 
     @property
     def cv_mape_pct(self) -> float:
@@ -533,10 +517,15 @@ def _cells(ds: xr.Dataset, model: str, batch_size: int) -> pd.DataFrame:
 class FitSet:
     """Fits of the analytical model and the baseline for every (model, batch_size) of a dataset."""
 
-    def __init__(self, fits: dict[tuple[str, int, str], ModelFit], loss: str, cv_folds: int):
+    def __init__(self, fits: dict[tuple[str, int, str], ModelFit], loss: str, cv_folds: int,
+                 batched: dict[str, ModelFit] | None = None, batch_cv: dict[str, dict[int, float]] | None = None):
         self.fits = fits
         self.loss = loss
         self.cv_folds = cv_folds
+        self.batched = batched or {}
+        """Per model measured at several batch sizes: its fit of the batch-aware model E(i, o, B)."""
+        self.batch_cv = batch_cv or {}
+        """Per model in :attr:`batched`: leave-one-batch-size-out MAPE [%] by held-out batch size."""
 
     def __getitem__(self, key) -> ModelFit:
         return self.fits[key]
@@ -652,13 +641,22 @@ FITS_VERSION = 1
 def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = None) -> Path:
     """Write every fit of ``fitset`` with its cells, cross-validation errors and bootstrap draws."""
     names = list(THETA) + list(LINEAR)
-    keys = sorted(fitset.fits)
+    every = dict(fitset.fits)
+    if fitset.batched:  # files of single-batch data keep their layout
+        names += [n for n in BATCHED.names if n not in names]
+        every.update({(m, 0, "batched"): f for m, f in fitset.batched.items()})
+    keys = sorted(every)
     value = np.full((len(keys), len(names)), np.nan)
     stderr = np.full_like(value, np.nan)
     draws = np.full((len(keys), n_draws, len(names)), np.nan)
     cell_fit, cells = [], {"input_len": [], "output_len": [], "energy_j": [], "cv_ape_pct": []}
+    if fitset.batched:
+        cells["batch_size"] = []
     for k, key in enumerate(keys):
-        f = fitset.fits[key]
+        f = every[key]
+        if fitset.batched:
+            cells["batch_size"] += list(f.cell_batch_size if f.cell_batch_size is not None
+                                        else np.full(len(f.energy_j), float(f.batch_size)))
         for name, v in f.params.items():
             j = names.index(name)
             value[k, j], stderr[k, j] = v, f.stderr[name]
@@ -679,7 +677,10 @@ def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = No
                 "fit_batch_size": ("fit", np.asarray([b for _, b, _ in keys], dtype=np.int64)),
                 "fit_kind": ("fit", [kd for _, _, kd in keys])},
         attrs={"format": FITS_FORMAT, "version": FITS_VERSION, "loss": fitset.loss, "cv_folds": fitset.cv_folds,
-               "n_draws": n_draws, "seed": 0, **{f"source_{k}": json.dumps([str(x) for x in v]) if isinstance(v, (list, tuple)) else str(v)
+               "n_draws": n_draws, "seed": 0,
+               **({"batch_cv": json.dumps({m: {str(b): v for b, v in d.items()} for m, d in fitset.batch_cv.items()})}
+                  if fitset.batched else {}),
+               **{f"source_{k}": json.dumps([str(x) for x in v]) if isinstance(v, (list, tuple)) else str(v)
                   for k, v in (source or {}).items()}},
     )
     path = Path(path)
@@ -718,10 +719,10 @@ def load_fits(path, **expect) -> "FitSet":
     n_draws = int(ds.attrs["n_draws"])
     names = [str(p) for p in ds["param"].values]
     cell_fit = ds["cell_fit"].values
-    fits = {}
+    fits, batched = {}, {}
     for k in range(ds.sizes["fit"]):
         kind = str(ds["fit_kind"].values[k])
-        model = MODELS[kind]
+        model = model_of(kind)
         pars = lmfit.Parameters()
         draws = {}
         for name in model.names:
@@ -733,10 +734,15 @@ def load_fits(path, **expect) -> "FitSet":
         mine = cell_fit == k
         key = (str(ds["fit_model"].values[k]), int(ds["fit_batch_size"].values[k]), kind)
         f = ModelFit(*key, SavedResult(pars), ds["input_len"].values[mine], ds["output_len"].values[mine],
-                     ds["energy_j"].values[mine], ds["cv_ape_pct"].values[mine], str(ds.attrs["loss"]))
+                     ds["energy_j"].values[mine], ds["cv_ape_pct"].values[mine], str(ds.attrs["loss"]),
+                     cell_batch_size=ds["batch_size"].values[mine] if kind == "batched" else None)
         f._draws[(n_draws, 0)] = draws
-        fits[key] = f
-    return FitSet(fits, str(ds.attrs["loss"]), int(ds.attrs["cv_folds"]))
+        if kind == "batched":
+            batched[key[0]] = f
+        else:
+            fits[key] = f
+    batch_cv = {m: {int(b): float(v) for b, v in d.items()} for m, d in json.loads(ds.attrs.get("batch_cv", "{}")).items()}
+    return FitSet(fits, str(ds.attrs["loss"]), int(ds.attrs["cv_folds"]), batched, batch_cv)
 
 
 def fit_dataset(
@@ -779,10 +785,88 @@ def fit_dataset(
                     f"needs at least {len(THETA)} (measure more input/output lengths)"
                 )
             i, o, E = cells["input_len"].to_numpy(), cells["output_len"].to_numpy(), cells["energy_j"].to_numpy()
-            for kind in MODELS:
+            for kind in PER_BATCH:
                 res = fit_cells(E, i, o, kind=kind, loss=loss)
                 cv = cross_validate(E, i, o, kind=kind, loss=loss, k=cv_folds, seed=seed)
                 fits[(m, int(b), kind)] = ModelFit(m, int(b), kind, res, i, o, E, cv, loss)
     if not fits:
         raise FitError("no cell with a positive measured energy; nothing to fit")
-    return FitSet(fits, loss, cv_folds)
+    batched, batch_cv = {}, {}
+    for m in wanted:
+        if len({b for mm, b, _ in fits if mm == m}) > 1:
+            batched[m], batch_cv[m] = fit_batched(ds, m, loss, cv_folds, seed)
+    return FitSet(fits, loss, cv_folds, batched, batch_cv)
+
+
+def fit_batched(ds: xr.Dataset, model: str, loss: str = "l1", cv_folds: int = 5, seed: int = 0):
+    """Fit the batch-aware model E(i, o, B) to every measured cell of ``model`` across its batch sizes.
+
+    Returns the fit (a :class:`ModelFit` of kind ``"batched"`` with ``batch_size`` 0, meaning every
+    batch size; each cell's is in ``cell_batch_size``) and the leave-one-batch-size-out MAPE [%]
+    per batch size (:func:`leave_one_batch_out`).
+    """
+    cells = measured_cells(ds, model)
+    i, o, E = (cells[c].to_numpy(dtype=float) for c in ("input_len", "output_len", "energy_j"))
+    b = cells["batch_size"].to_numpy(dtype=float)
+    res = fit_cells(E, i, o, kind="batched", loss=loss, batch_size=b)
+    cv = cross_validate(E, i, o, kind="batched", loss=loss, k=cv_folds, seed=seed, batch_size=b)
+    fit = ModelFit(model, 0, "batched", res, i, o, E, cv, loss, cell_batch_size=b)
+    return fit, leave_one_batch_out(E, i, o, b, loss)
+
+
+def pricing_fit(ds: xr.Dataset, model: str, loss: str = "l1", cv_folds: int = 5) -> ModelFit:
+    """The fit that prices ``model``: the batch-aware model when it was measured at several batch
+    sizes, else the analytical model at its one batch size (what ``energykit predict DATA`` and the
+    price card use)."""
+    fits = fit_dataset(ds, models=[model], loss=loss, cv_folds=cv_folds)
+    if model in fits.batched:
+        return fits.batched[model]
+    sizes = sorted(b for m, b in fits.keys if m == model)
+    if len(sizes) != 1:
+        raise FitError(f"model {model!r} has no fit at any batch size")
+    return fits.get(model, sizes[0])
+
+
+PRICE_CARD = "energykit-price-card"
+PRICE_CARD_VERSION = 1
+"""Schema version of the price card (:func:`price_card`); ``energykit/price.py`` refuses others."""
+
+
+def price_card(ds: xr.Dataset, models: Iterable[str] | None = None, loss: str = "l1", n_draws: int = DRAWS,
+               source: Iterable[str] = ()) -> dict:
+    """The price card of ``energykit export``: per model/GPU/engine the declared terms, fitted
+    coefficients with standard errors and ``n_draws`` bootstrap draws, the ranges measured and the
+    units; read it with ``energykit/price.py`` (standard library only)."""
+    entries = []
+    for m in (list(models) if models is not None else model_names(ds)):
+        f = pricing_fit(ds, m, loss)
+        em = f.energy_model
+        cells = f._cells()
+        cells.setdefault("batch_size", np.full(len(f.energy_j), float(f.batch_size)))
+        draws = f.draws(n_draws)
+        entries.append({
+            "model": m,
+            "gpu": str(model_value(ds, m, "gpu", "")),
+            "engine": str(model_value(ds, m, "engine", "")),
+            "dtype": str(model_value(ds, m, "dtype", "")),
+            "kind": em.kind,
+            "description": em.description,
+            "formula": em.formula,
+            "variables": {v: {"symbol": VARIABLES[v].symbol, "unit": VARIABLES[v].unit, "meaning": VARIABLES[v].meaning}
+                          for v in em.variables},
+            "terms": [{"name": t.name, "factors": list(t.factors), "unit": t.unit, "meaning": t.meaning}
+                      for t in em.terms],
+            "coefficients": f.params,
+            "stderr": {k: (None if not np.isfinite(v) else v) for k, v in f.stderr.items()},
+            "draws": {k: [float(x) for x in v[:, 0]] for k, v in draws.items()},
+            "batch_sizes": f.batch_sizes,
+            "ranges": {v: [float(np.min(x)), float(np.max(x))] for v, x in cells.items()},
+            "cells": int(len(f.energy_j)),
+            "mape_pct": f.mape_pct,
+            "cv_mape_pct": None if not np.isfinite(f.cv_mape_pct) else f.cv_mape_pct,
+        })
+    return {"schema": PRICE_CARD, "schema_version": PRICE_CARD_VERSION, "energykit_version": __version__,
+            "source": [str(s) for s in source], "loss": loss, "level": LEVEL, "quantile": "inverted_cdf",
+            "units": {"energy": "J per batch of batch_size requests (price() divides by the batch: J per request)",
+                      "input_len": "tokens", "output_len": "tokens", "batch_size": "requests"},
+            "models": entries}

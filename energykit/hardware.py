@@ -32,12 +32,13 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import (THETA, ape_pct, around, column_rank, design_matrix, identified, interval, irls,
-                      wild_bootstrap)
+from .fitting import ape_pct, column_rank, irls, wild_bootstrap
+from .intervals import LEVEL, estimate_interval, identified
+from .model import SWEETSPOT, tokens_per_j
 from .physics import cell_work
 from .schema import GEOMETRY_KEYS
 
-__all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "calibrate", "leave_one_model_out",
+__all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "each_draw", "SIMULATED", "simulate", "calibrate", "leave_one_model_out",
            "coefficient_table", "theta_interval_table", "prediction_table"]
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
@@ -86,9 +87,20 @@ class HardwareModel:
         return column_rank(self._X)
 
     @property
-    def identified(self) -> bool:
+    def full_rank(self) -> bool:
         """True when the calibration cells identify every coefficient (one model alone never does)."""
         return self.rank == len(COEFFICIENTS)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The calibrated coefficients by name (the result protocol shared with :class:`~energykit.fitting.ModelFit`)."""
+        return dict(self.coef)
+
+    def identified(self, n: int = 200) -> dict[str, bool]:
+        """Whether the calibration identifies each coefficient: off its ≥ 0 bound in the fit and in most
+        draws (the rule of :func:`energykit.fitting.identified`, as for :meth:`ModelFit.identified`)."""
+        d = self.draws(n)
+        return {k: identified(self.coef[k], d[k][:, 0]) for k in COEFFICIENTS}
 
     def predict(self, geom: dict, batch_size, input_len, output_len, dtype="bfloat16", coef=None):
         """Energy of one request batch [J] for a geometry at the given lengths."""
@@ -100,22 +112,60 @@ class HardwareModel:
         i, o = np.meshgrid([64.0, 512.0, 2048.0, 4096.0], [16.0, 128.0, 512.0, 1024.0], indexing="ij")
         i, o = i.ravel(), o.ravel()
         E = self.predict(geom, batch_size, i, o, dtype, coef)
-        theta, *_ = np.linalg.lstsq(design_matrix("sweetspot", i, o), E, rcond=None)
-        return {n: float(max(v, 0.0)) for n, v in zip(THETA, theta)}
+        theta, *_ = np.linalg.lstsq(SWEETSPOT.design_matrix(i, o), E, rcond=None)
+        return {n: float(max(v, 0.0)) for n, v in zip(SWEETSPOT.names, theta)}
 
-    def draws(self, n: int = 200, seed: int = 0) -> list[dict]:
-        """Wild-bootstrap draws of the coefficients (see :mod:`energykit.uncertainty`), cached per (n, seed)."""
+    def draws(self, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
+        """Wild-bootstrap draws of the coefficients: ``{name: array of shape (n, 1)}`` like
+        :meth:`ModelFit.draws`, cached per (n, seed); :func:`each_draw` iterates them as dicts."""
         if (n, seed) not in self._draws:
             c = np.array([self.coef[k] for k in COEFFICIENTS])
             out = wild_bootstrap(self._X, self._E, c, self.loss, n, seed)
-            self._draws[(n, seed)] = [dict(zip(COEFFICIENTS, row)) for row in out]
+            self._draws[(n, seed)] = {k: out[:, [j]] for j, k in enumerate(COEFFICIENTS)}
         return self._draws[(n, seed)]
 
-    def predict_interval(self, geom, batch_size, input_len, output_len, dtype="bfloat16", n=200, level=0.95):
+    def predict_interval(self, geom, batch_size, input_len, output_len, dtype="bfloat16", n=200, level=LEVEL):
         """(estimate, low, high) of the predicted energy [J]."""
-        samples = np.array([self.predict(geom, batch_size, input_len, output_len, dtype, c) for c in self.draws(n)])
+        samples = np.array([self.predict(geom, batch_size, input_len, output_len, dtype, c)
+                            for c in each_draw(self.draws(n))])
         est = self.predict(geom, batch_size, input_len, output_len, dtype)
-        return (est, *around(est, *interval(samples, level)))
+        return estimate_interval(est, samples, level)
+
+
+def each_draw(draws: dict[str, np.ndarray]):
+    """The draws of :meth:`HardwareModel.draws` (or :meth:`ModelFit.draws`) one at a time, as ``{name: float}``."""
+    n = len(next(iter(draws.values())))
+    for j in range(n):
+        yield {k: float(v[j, 0]) for k, v in draws.items()}
+
+
+SIMULATED = "simulated (per-step physics)"
+"""The ``gpu`` and ``engine`` label of simulated cells: never presented as measured."""
+
+
+def simulate(geom: dict, coef: dict, batch_sizes, input_lens, output_lens, noise_pct: float = 0.0, repeats: int = 1,
+             seed: int = 0, name: str = "simulated", dtype: str = "bfloat16") -> pd.DataFrame:
+    """Tidy windows simulated from the per-step physics (:func:`energykit.physics.cell_work`) and
+    hardware coefficients, with multiplicative Gaussian noise of ``noise_pct`` % per window.
+
+    For checking fits and building pages before measurements exist; ``gpu`` and ``engine`` read
+    :data:`SIMULATED` so the rows can never pass for measured ones. Columns are those of a tidy file
+    (:mod:`energykit.dataset`), geometry included; build a Dataset with ``dataset.from_frame``.
+    """
+    rng = np.random.default_rng(seed)
+    hw = HardwareModel(dict(coef), [], "l1")
+    geo = {k: geom[k] for k in GEOMETRY_KEYS if k in geom}
+    rows = []
+    for b in batch_sizes:
+        for i in input_lens:
+            for o in output_lens:
+                e = float(hw.predict(geom, b, i, o, dtype)[0])
+                for r in range(repeats):
+                    rows.append(dict(model=name, engine=SIMULATED, gpu=SIMULATED, dtype=dtype, batch_size=int(b),
+                                     input_len=int(i), output_len=int(o), repeat=r,
+                                     energy_j=e * (1.0 + noise_pct / 100.0 * rng.standard_normal()), duration_s=1.0,
+                                     **geo))
+    return pd.DataFrame(rows)
 
 
 def calibrate(ds: xr.Dataset, models=None, loss: str = "l1") -> HardwareModel:
@@ -178,9 +228,9 @@ def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
     d = hw.draws(n)
     rows = []
     for k in COEFFICIENTS:
-        draws = np.array([c[k] for c in d])
-        lo, hi = around(hw.coef[k], *interval(draws))
-        rows.append({"coefficient": k, "value": hw.coef[k], "ci_low": float(lo), "ci_high": float(hi),
+        draws = d[k][:, 0]
+        _, lo, hi = estimate_interval(hw.coef[k], draws)
+        rows.append({"coefficient": k, "value": hw.coef[k], "value_low": float(lo), "value_high": float(hi),
                      "identified": identified(hw.coef[k], draws)})
     return pd.DataFrame(rows).set_index("coefficient")
 
@@ -188,11 +238,11 @@ def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
 def theta_interval_table(hw: HardwareModel, geom: dict, batch_size: int, dtype="bfloat16", n: int = 200) -> pd.DataFrame:
     """θ implied for a geometry with 95 % intervals over the calibration's bootstrap draws."""
     est = hw.theta(geom, batch_size, dtype)
-    samples = [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
+    samples = [hw.theta(geom, batch_size, dtype, c) for c in each_draw(hw.draws(n))]
     rows = []
-    for k in THETA:
-        lo, hi = around(est[k], *interval(np.array([s[k] for s in samples])))
-        rows.append({"param": k, "value": est[k], "ci_low": float(lo), "ci_high": float(hi)})
+    for k in SWEETSPOT.names:
+        _, lo, hi = estimate_interval(est[k], np.array([s[k] for s in samples]))
+        rows.append({"param": k, "value": est[k], "value_low": float(lo), "value_high": float(hi)})
     return pd.DataFrame(rows).set_index("param")
 
 
@@ -203,5 +253,6 @@ def prediction_table(hw: HardwareModel, geom: dict, batch_size: int, input_lens,
     i, o = i.ravel(), o.ravel()
     est, lo, hi = hw.predict_interval(geom, batch_size, i, o, dtype, n)
     return pd.DataFrame({"input_len": i.astype(int), "output_len": o.astype(int), "energy_j": est,
-                         "energy_j_low": lo, "energy_j_high": hi, "tokens_per_j": batch_size * o / est,
-                         "tokens_per_j_low": batch_size * o / hi, "tokens_per_j_high": batch_size * o / lo})
+                         "energy_j_low": lo, "energy_j_high": hi, "tokens_per_j": tokens_per_j(est, batch_size, o),
+                         "tokens_per_j_low": tokens_per_j(hi, batch_size, o),
+                         "tokens_per_j_high": tokens_per_j(lo, batch_size, o)})

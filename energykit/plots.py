@@ -8,11 +8,12 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from .fitting import FitSet, ModelFit, bounded_high
+from .fitting import FitSet, ModelFit
+from .intervals import bounded_high
 from .sweetspots import sweet_region
 from .uncertainty import o_star_interval
 
-__all__ = ["log_range", "clip_band", "efficiency_heatmap", "fit_curves", "parity", "residuals", "trace_density", "policy_bars",
+__all__ = ["batch_curves", "log_range", "clip_band", "efficiency_heatmap", "fit_curves", "parity", "residuals", "trace_density", "policy_bars",
            "region_probability_heatmap"]
 
 
@@ -48,12 +49,14 @@ def efficiency_heatmap(
     ax=None,
     low: xr.DataArray | None = None,
     high: xr.DataArray | None = None,
+    batch_size: int | None = None,
 ):
     """Heatmap of tokens per joule over (input_len, output_len).
 
     The sweet-spot region (within ``within_pct`` % of the best) is outlined, ``o*(i)`` from ``fit``
     is drawn as a line with its 95 % interval, extrapolated cells are hatched, and with ``low`` and
-    ``high`` (a predicted map's interval) each cell shows ``value [low, high]``.
+    ``high`` (a predicted map's interval) each cell shows ``value [low, high]``. ``batch_size``:
+    the batch of a batch-aware fit's ``o*(i, B)``.
     """
     ax = _ax(ax)
     da = tokens_per_j.transpose("output_len", "input_len")
@@ -84,7 +87,7 @@ def efficiency_heatmap(
                 color="white", bbox={"facecolor": "grey", "alpha": 0.8})
     elif fit is not None:
         xs = np.arange(len(ins)) + 0.5
-        ostar, lo, hi = o_star_interval(fit, np.asarray(ins, dtype=float))
+        ostar, lo, hi = o_star_interval(fit, np.asarray(ins, dtype=float), batch_size=batch_size)
         # heatmap rows are categorical: place o* by interpolating log(o) over the row centres
         logo = np.log(np.asarray(outs, dtype=float))
 
@@ -220,3 +223,26 @@ def region_probability_heatmap(share: xr.DataArray, title: str = "", ax=None):
     ax.set_ylabel("output length o [tokens]")
     ax.set_title(title)
     return ax
+
+
+def batch_curves(table: pd.DataFrame, axes=None):
+    """Energy per request and per output token against the batch size (log-log), one line per
+    (input_len, output_len) of :func:`energykit.sweetspots.batch_table`, with 95 % bands; measured
+    batch sizes are filled points, predicted ones open."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    palette = sns.color_palette("crest", n_colors=table.groupby(["input_len", "output_len"]).ngroups)
+    for color, ((i, o), g) in zip(palette, table.groupby(["input_len", "output_len"])):
+        for ax, col in zip(axes, ("energy_per_request_j", "energy_per_token_j")):
+            ax.plot(g["batch_size"], g[col], "-", color=color, label=f"i={i}, o={o}")
+            ax.fill_between(g["batch_size"], g[f"{col}_low"], g[f"{col}_high"], color=color, alpha=0.25, lw=0)
+            m = g["measured"].to_numpy(bool)
+            ax.plot(g["batch_size"][m], g[col][m], "o", color=color)
+            ax.plot(g["batch_size"][~m], g[col][~m], "o", mfc="white", color=color)
+    for ax, label in zip(axes, ("energy per request [J]", "energy per output token [J]")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B [requests]")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    return axes

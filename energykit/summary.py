@@ -14,7 +14,9 @@ import xarray as xr
 from IPython.display import Markdown, display
 
 from .dataset import model_value
-from .fitting import FitSet, ModelFit, bounded_high
+from .fitting import FitSet, ModelFit
+from .intervals import fmt
+from .intervals import format_interval as _with_interval
 from .sweetspots import PAPER_GRID, attention_kind, fitted_map, ratio_table
 
 __all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
@@ -27,38 +29,11 @@ PAPER_BEST_WORST = 33.41
 
 
 
-def fmt(value, digits: int = 4) -> str:
-    """One number for a report table: ``digits`` significant figures, "n/a" for NaN, "unbounded" for ±inf.
-
-    >>> fmt(1234.5678), fmt(0.000123456), fmt(float("nan")), fmt(float("inf")), fmt(16)
-    ('1235', '0.0001235', 'n/a', 'unbounded', '16')
-    """
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if not isinstance(value, (float, np.floating)):
-        return str(value)
-    v = float(value)
-    if np.isnan(v):
-        return "n/a"
-    if np.isinf(v):
-        return "unbounded"
-    return f"{v:.{digits}g}"
-
-
-def _with_interval(est, low, high, digits: int) -> str:
-    if not np.isfinite(est):
-        return fmt(est, digits)
-    top = float(bounded_high(est, low, high))  # NaN where the bound is absurd
-    return f"{fmt(est, digits)} [{fmt(low, digits)}, {'unbounded' if np.isnan(top) else fmt(top, digits)}]"
-
-
 def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model") -> pd.DataFrame:
     """A result table as a reader sees it: each interval in one column, rounded, as text.
 
     Columns ``x``, ``x_low``, ``x_high`` become one column ``x [95 %]`` reading ``est [low, high]``
-    (likewise ``value``/``ci_low``/``ci_high``); numbers keep ``digits`` significant figures; NaN
+    (:mod:`energykit.intervals`, the one column convention); numbers keep ``digits`` significant figures; NaN
     reads "n/a" (e.g. ``o*`` where θ4 is not identified); an infinite upper bound, or one more than
     :data:`energykit.fitting.UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
     so that headers wrap. ``index`` columns (present ones) become the row labels.
@@ -72,8 +47,6 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     """
     out = pd.DataFrame(index=df.index)
     pairs = {c: (f"{c}_low", f"{c}_high") for c in df.columns if f"{c}_low" in df and f"{c}_high" in df}
-    if {"value", "ci_low", "ci_high"} <= set(df.columns):
-        pairs["value"] = ("ci_low", "ci_high")
     bounds = {b for lo_hi in pairs.values() for b in lo_hi}
     for c in df.columns:
         if c in bounds:

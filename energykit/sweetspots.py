@@ -20,25 +20,16 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from .dataset import cell_means
-from .fitting import FitSet, ModelFit, predict_energy, sweetspot_energy
+from .fitting import FitSet, ModelFit, predict_energy
+from .model import SWEETSPOT, energy_per_token_j, tokens_per_j
 from .uncertainty import apply, o_star_interval, theta_table
 
 __all__ = ["PAPER_GRID", "tokens_per_j", "energy_per_token_j", "measured_map", "fitted_map", "extrapolated",
-           "o_star_numeric", "sweet_region", "best_worst_ratio", "best_cell", "o_star_table", "ratio_table",
+           "o_star_numeric", "batch_table", "saturation_table", "sweet_region", "best_worst_ratio", "best_cell", "o_star_table", "ratio_table",
            "region_probability", "attention_kind", "attention_table"]
 
 PAPER_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
 """Input and output lengths of the paper's grid [tokens] (arXiv:2602.05695)."""
-
-
-def tokens_per_j(energy_j, batch_size, output_len):
-    """Output tokens per joule :math:`B o / E` [tokens/J]."""
-    return batch_size * output_len / energy_j
-
-
-def energy_per_token_j(energy_j, batch_size, output_len):
-    """Energy per output token :math:`E / (B o)` [J/token]."""
-    return energy_j / (batch_size * output_len)
 
 
 def measured_map(ds: xr.Dataset) -> xr.Dataset:
@@ -61,19 +52,23 @@ def measured_map(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_draws: int = 200) -> xr.Dataset:
+def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_draws: int = 200,
+               batch_size: int | None = None) -> xr.Dataset:
     """Fitted efficiency on a grid of lengths, with 95 % intervals and an ``extrapolated`` flag.
 
     A cell is extrapolated when either length lies outside the range that the fit was measured on.
     ``tokens_per_j_low``/``_high`` come from the bootstrap of :mod:`energykit.uncertainty`.
+    ``batch_size`` [requests]: the batch of a batch-aware fit's map (default: the fit's own).
     """
+    b = fit.batch_size if batch_size is None else batch_size
+    vb = b if fit.energy_model.has_batch else None
     i = xr.DataArray(np.asarray(input_lens, dtype=int), dims="input_len", name="input_len")
     o = xr.DataArray(np.asarray(output_lens, dtype=int), dims="output_len", name="output_len")
     i = i.assign_coords(input_len=i.values)
     o = o.assign_coords(output_len=o.values)
-    E = fit.predict(i, o)
+    E = fit.predict(i, o, vb)
     ii, oo = xr.broadcast(i, o)
-    _, lo, hi = fit.predict_interval(ii.values.ravel(), oo.values.ravel(), n_draws)
+    _, lo, hi = fit.predict_interval(ii.values.ravel(), oo.values.ravel(), n_draws, batch_size=vb)
     e_lo = xr.DataArray(lo.reshape(ii.shape), coords=ii.coords, dims=ii.dims)
     e_hi = xr.DataArray(hi.reshape(ii.shape), coords=ii.coords, dims=ii.dims)
     out = xr.Dataset(
@@ -81,18 +76,51 @@ def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_d
             "energy_j": E,
             "energy_j_low": e_lo,
             "energy_j_high": e_hi,
-            "tokens_per_j": tokens_per_j(E, fit.batch_size, o),
-            "tokens_per_j_low": tokens_per_j(e_hi, fit.batch_size, o),
-            "tokens_per_j_high": tokens_per_j(e_lo, fit.batch_size, o),
-            "energy_per_token_j": energy_per_token_j(E, fit.batch_size, o),
-            "extrapolated": extrapolated(fit, i, o),
+            "tokens_per_j": tokens_per_j(E, b, o),
+            "tokens_per_j_low": tokens_per_j(e_hi, b, o),
+            "tokens_per_j_high": tokens_per_j(e_lo, b, o),
+            "energy_per_token_j": energy_per_token_j(E, b, o),
+            "extrapolated": extrapolated(fit, i, o) | (b < min(fit.batch_sizes)) | (b > max(fit.batch_sizes)),
         }
     )
     out["energy_j"].attrs["units"] = "J"
     out["tokens_per_j"].attrs["units"] = "tokens/J"
     out["energy_per_token_j"].attrs["units"] = "J/token"
-    out.attrs.update(model=fit.model, batch_size=fit.batch_size)
+    out.attrs.update(model=fit.model, batch_size=b)
     return out
+
+
+def batch_table(fit: ModelFit, cells, batch_sizes, n_draws: int = 200) -> pd.DataFrame:
+    """Energy per request and per output token against the batch size, with 95 % intervals.
+
+    One row per (input_len, output_len) of ``cells`` and batch size; ``measured`` says whether the
+    fit saw that batch size (the others are the model's prediction).
+    """
+    rows = []
+    for i, o in cells:
+        for b in batch_sizes:
+            e, lo, hi = (float(x[0]) for x in fit.predict_interval([i], [o], n_draws, batch_size=b))
+            rows.append({"input_len": int(i), "output_len": int(o), "batch_size": int(b),
+                         "energy_per_request_j": e / b, "energy_per_request_j_low": lo / b,
+                         "energy_per_request_j_high": hi / b,
+                         "energy_per_token_j": energy_per_token_j(e, b, o),
+                         "energy_per_token_j_low": energy_per_token_j(lo, b, o),
+                         "energy_per_token_j_high": energy_per_token_j(hi, b, o),
+                         "measured": int(b) in fit.batch_sizes})
+    return pd.DataFrame(rows)
+
+
+def saturation_table(fit: ModelFit, cells, drop_pct: float = 5.0, n_draws: int = 200) -> pd.DataFrame:
+    """Per (input_len, output_len): the batch size beyond which doubling it saves less than
+    ``drop_pct`` % of energy per token (:meth:`energykit.model.EnergyModel.saturation_batch`), with its
+    95 % interval over the fit's bootstrap draws."""
+    rows = []
+    for i, o in cells:
+        est, lo, hi = apply(fit, lambda p, i=i, o=o: float(fit.energy_model.saturation_batch(p, i, o, drop_pct=drop_pct)),
+                            n_draws)
+        rows.append({"input_len": int(i), "output_len": int(o), "saturation_batch": est, "saturation_batch_low": lo,
+                     "saturation_batch_high": hi, "beyond_measured": bool(est > max(fit.batch_sizes))})
+    return pd.DataFrame(rows)
 
 
 def extrapolated(fit: ModelFit, input_len, output_len):
@@ -107,7 +135,7 @@ def o_star_numeric(params: dict, input_len: float, o_max: float = 1e7) -> float:
 
     def per_token(log_o):
         o = np.exp(log_o)
-        return sweetspot_energy(input_len, o, **params) / o
+        return SWEETSPOT.energy(input_len, o, **params) / o
 
     res = minimize_scalar(per_token, bounds=(0.0, np.log(o_max)), method="bounded", options={"xatol": 1e-10})
     return float(np.exp(res.x))
@@ -150,7 +178,7 @@ def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFr
                     "o_star_high": float(hi),
                     "o_star_numeric": o_star_numeric(f.params, i) if np.isfinite(closed) else closed,
                     "tokens_per_j_at_o_star": (
-                        b * closed / sweetspot_energy(i, closed, **f.params) if np.isfinite(closed) else np.nan
+                        tokens_per_j(f.predict(i, closed), b, closed) if np.isfinite(closed) else np.nan
                     ),
                     "o_star_extrapolated": bool(
                         not np.isfinite(closed) or closed < f.output_len.min() or closed > f.output_len.max()
@@ -175,7 +203,7 @@ def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID, n_draws: int = 20
         ii, oo = np.meshgrid(g, g, indexing="ij")
 
         def paper_ratio(p, b=b):
-            tpj = b * oo / sweetspot_energy(ii, oo, **p)
+            tpj = tokens_per_j(SWEETSPOT.energy(ii, oo, **p), b, oo)
             return float(tpj.max() / tpj.min())
 
         _, r_lo, r_hi = apply(fits.get(m, b), paper_ratio, n_draws)
@@ -206,7 +234,7 @@ def region_probability(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_G
     o = np.asarray(output_lens, dtype=float)
     ii, oo = np.meshgrid(i, o, indexing="ij")
     d = {k: v[:, :, None] for k, v in fit.draws(n_draws).items()}  # (n, 1, 1)
-    tpj = fit.batch_size * oo[None] / predict_energy(fit.kind, d, ii[None], oo[None])
+    tpj = tokens_per_j(predict_energy(fit.kind, d, ii[None], oo[None]), fit.batch_size, oo[None])
     best = tpj.max(axis=(1, 2), keepdims=True)
     share = (tpj >= (1 - within_pct / 100.0) * best).mean(axis=0)
     return xr.DataArray(share, coords={"input_len": i.astype(int), "output_len": o.astype(int)},
@@ -249,11 +277,11 @@ def attention_table(ds: xr.Dataset, fits: FitSet, bytes_per_element: int = 2) ->
                 "num_kv_heads": nkv,
                 "kv_bytes_per_token": 2 * L * nkv * dh * bytes_per_element,
                 "theta2": f.params["theta2"],
-                "theta2_low": th.loc["theta2", "ci_low"],
-                "theta2_high": th.loc["theta2", "ci_high"],
+                "theta2_low": th.loc["theta2", "value_low"],
+                "theta2_high": th.loc["theta2", "value_high"],
                 "theta4": f.params["theta4"],
-                "theta4_low": th.loc["theta4", "ci_low"],
-                "theta4_high": th.loc["theta4", "ci_high"],
+                "theta4_low": th.loc["theta4", "value_low"],
+                "theta4_high": th.loc["theta4", "value_high"],
                 "geomean_tokens_per_j": float(np.exp(np.log(tpj).mean())),
             }
         )

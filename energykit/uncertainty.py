@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fitting import LEVEL, ModelFit, around, interval, o_star
+from .fitting import ModelFit
+from .intervals import LEVEL, estimate_interval
 
 __all__ = ["theta_table", "o_star_interval", "apply"]
 
@@ -23,25 +24,27 @@ def theta_table(fit: ModelFit, n: int = 200, level: float = LEVEL) -> pd.DataFra
     known = fit.identified(n)
     rows = []
     for name, value in fit.params.items():
-        lo, hi = around(value, *interval(d[name][:, 0], level))
-        rows.append({"param": name, "value": value, "stderr": fit.stderr[name], "ci_low": lo, "ci_high": hi,
+        _, lo, hi = estimate_interval(value, d[name][:, 0], level)
+        rows.append({"param": name, "value": value, "stderr": fit.stderr[name], "value_low": lo, "value_high": hi,
                      "identified": known[name]})
     return pd.DataFrame(rows)
 
 
-def o_star_interval(fit: ModelFit, input_len, n: int = 200, level: float = LEVEL):
+def o_star_interval(fit: ModelFit, input_len, n: int = 200, level: float = LEVEL, batch_size=None):
     """``o*(i)`` [tokens] with its interval: (estimate, low, high).
 
     All NaN ("n/a") when the cells do not identify θ4 (it is zero in most draws): ``o*`` then has
     no meaningful value. The upper bound is inf when θ4 = 0 in more than the interval's tail of draws.
+    ``batch_size`` [requests]: for a fit of the batch-aware model, ``o*(i, B)``.
     """
     i = np.atleast_1d(np.asarray(input_len, dtype=float))
     if not fit.identified(n)["theta4"]:
         nan = np.full(i.shape, np.nan)
         return nan, nan.copy(), nan.copy()
-    samples = o_star(fit.draws(n), i[None, :])
-    est = o_star(fit.params, i)
-    return (est, *around(est, *interval(samples, level)))
+    extra = {"batch_size": batch_size} if fit.energy_model.has_batch else {}
+    samples = fit.energy_model.o_star(fit.draws(n), i[None, :], **extra)
+    est = fit.o_star(i, batch_size)
+    return estimate_interval(est, samples, level)
 
 
 def apply(fit: ModelFit, func, n: int = 200, level: float = LEVEL):
@@ -49,5 +52,5 @@ def apply(fit: ModelFit, func, n: int = 200, level: float = LEVEL):
     d = fit.draws(n)
     values = np.array([func({k: float(v[j, 0]) for k, v in d.items()}) for j in range(n)])
     est = func(fit.params)
-    lo, hi = around(est, *interval(values, level))
+    _, lo, hi = estimate_interval(est, values, level)
     return est, float(lo), float(hi)

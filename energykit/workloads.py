@@ -18,9 +18,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import ParamsError
-from .fitting import ModelFit, around, interval, predict_energy
-from .hardware import HardwareModel
+from .errors import FitError, ParamsError
+from .fitting import ModelFit, predict_energy
+from .intervals import estimate_interval
+from .hardware import HardwareModel, each_draw
+from .model import tokens_per_j
 from .sweetspots import extrapolated
 
 __all__ = ["J_PER_KWH", "request_energy_j", "Policy", "truncate_inputs", "cap_outputs", "combine_policies",
@@ -32,6 +34,9 @@ J_PER_KWH = 3.6e6
 
 def request_energy_j(fit: ModelFit, input_len, output_len):
     """Energy of one request [J]: :math:`E(i, o) / B` for a request served in a batch of ``B``."""
+    if fit.energy_model.has_batch:
+        raise FitError(f"traces are priced by a fit at one batch size; use fits.get({fit.model!r}, BATCH) "
+                       "(the batch-aware fit needs a batch size: fit.predict(i, o, B) / B)")
     return fit.predict(np.asarray(input_len, dtype=float), np.asarray(output_len, dtype=float)) / fit.batch_size
 
 
@@ -97,7 +102,7 @@ def trace_energy(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, b
     out = trace.copy()
     out["energy_j"] = e
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["tokens_per_j"] = np.where(o > 0, o / e, 0.0)
+        out["tokens_per_j"] = np.where(o > 0, tokens_per_j(e, 1, o), 0.0)  # e is per request
     out["extrapolated"] = extrapolated(fit, i, o)
     best = best_tokens_per_j if best_tokens_per_j is not None else measured_range_best(fit)
     out["near_sweet_spot"] = out["tokens_per_j"] >= (1 - within_pct / 100.0) * best
@@ -109,7 +114,7 @@ def measured_range_best(fit: ModelFit, n: int = 200) -> float:
     i = np.geomspace(fit.input_len.min(), fit.input_len.max(), n)
     o = np.geomspace(fit.output_len.min(), fit.output_len.max(), n)
     ii, oo = np.meshgrid(i, o, indexing="ij")
-    return float(np.max(fit.batch_size * oo / fit.predict(ii, oo)))
+    return float(np.max(tokens_per_j(fit.predict(ii, oo), fit.batch_size, oo)))
 
 
 def _total_draws(fit: ModelFit, i, o, n_draws: int) -> np.ndarray:
@@ -124,7 +129,7 @@ def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, 
     tokens/J, shares near the sweet spot and extrapolated."""
     t = trace_energy(fit, trace, within_pct)
     total = t["energy_j"].sum()
-    lo, hi = around(total, *interval(_total_draws(fit, t["input_len"], t["output_len"], n_draws)))
+    _, lo, hi = estimate_interval(total, _total_draws(fit, t["input_len"], t["output_len"], n_draws))
     return {
         "model": fit.model,
         "requests": len(t),
@@ -166,7 +171,7 @@ def predicted_policy_savings(hw: HardwareModel, geom: dict, batch_size: int, tra
     intervals over the calibration's bootstrap draws (each draw prices the trace before and after
     with the same θ)."""
     est = hw.theta(geom, batch_size, dtype)
-    draws = [hw.theta(geom, batch_size, dtype, c) for c in hw.draws(n)]
+    draws = [hw.theta(geom, batch_size, dtype, c) for c in each_draw(hw.draws(n))]
 
     def totals(i, o):
         i, o = np.asarray(i, float), np.asarray(o, float)
@@ -188,10 +193,10 @@ def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Poli
         i1, o1 = p.apply(i0, o0)
         after, after_draws = totals(i1, o1)
         saving = 100.0 * (1 - after / base_total)
-        s_lo, s_hi = around(saving, *interval(100.0 * (1 - after_draws / base_draws)))
-        k_lo, k_hi = around(after, *interval(after_draws))
+        _, s_lo, s_hi = estimate_interval(saving, 100.0 * (1 - after_draws / base_draws))
+        _, k_lo, k_hi = estimate_interval(after, after_draws)
         per_token = 100.0 * ((after / o1.sum()) / (base_total / base_tokens) - 1)
-        t_lo, t_hi = around(per_token, *interval(100.0 * ((after_draws / o1.sum()) / (base_draws / base_tokens) - 1)))
+        _, t_lo, t_hi = estimate_interval(per_token, 100.0 * ((after_draws / o1.sum()) / (base_draws / base_tokens) - 1))
         rows.append(
             {
                 "policy": p.name,

@@ -71,7 +71,7 @@ hw = hardware.calibrate(cal, loss=loss)
 print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
 coef = hardware.coefficient_table(hw)
 unknown = [c for c in coef.index if not coef.loc[c, "identified"]]
-if unknown or not hw.identified:
+if unknown or not hw.full_rank:
     display(Markdown(f"**These calibration models do not identify {len(unknown)} of the 6 hardware coefficients** "
                      f"({', '.join(unknown)}; design rank {hw.rank} of 6). Each sits on its bound (0) in the fit or "
                      "in most bootstrap draws, so the predictions below are a rough guide, with skewed intervals. "
@@ -97,7 +97,7 @@ for name in predict_geometries:
                 annot=annot.unstack().sort_index(ascending=False), fmt="", cmap="viridis", ax=ax,
                 annot_kws={"fontsize": 8},
                 cbar_kws={"label": "predicted tokens/J"})
-    caveat = "" if not (unknown or not hw.identified) else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
+    caveat = "" if not (unknown or not hw.full_rank) else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
     ax.set(title=f"{gname}: predicted tokens/J with 95 % interval{caveat}", xlabel="input length i",
            ylabel="output length o")
     plt.show()

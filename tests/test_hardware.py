@@ -110,9 +110,9 @@ def test_one_model_calibration_is_flagged_not_identified():
     from energykit import dataset, hardware
 
     ds = dataset.load(ROOT / "data" / "h200_hf_energykit" / "measurements.nc")
-    assert hardware.calibrate(ds).identified
+    assert hardware.calibrate(ds).full_rank
     one = hardware.calibrate(ds, ["llama3.2-1b"])
-    assert not one.identified and one.rank == 5
+    assert not one.full_rank and one.rank == 5
     p = subprocess.run([sys.executable, "-m", "energykit", "predict", "--calibrate",
                         str(ROOT / "data" / "h200_hf_energykit" / "measurements.nc"), "--model", "llama3.2-1b",
                         "--geometry", "qwen2-1.5b", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -16,8 +16,8 @@ def noisy_fit():
 def test_intervals_cover_the_true_theta_of_a_simulation(noisy_fit):
     t = uncertainty.theta_table(noisy_fit, n=300).set_index("param")
     for name in ("theta3", "theta5", "theta2"):
-        assert t.loc[name, "ci_low"] <= TRUE_THETA[name] <= t.loc[name, "ci_high"], name
-    assert (t["ci_low"] <= t["value"]).all() and (t["value"] <= t["ci_high"]).all()
+        assert t.loc[name, "value_low"] <= TRUE_THETA[name] <= t.loc[name, "value_high"], name
+    assert (t["value_low"] <= t["value"]).all() and (t["value"] <= t["value_high"]).all()
 
 
 def test_exact_data_gives_zero_width_intervals():
