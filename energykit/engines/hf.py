@@ -22,7 +22,9 @@ Attention of ``decode: generate`` (``attention``, recorded in provenance):
 - ``flex_attention`` (default): PyTorch flex attention over the static cache with a block mask.
   Key/value blocks (128 positions) that lie wholly beyond the current context are skipped, so each
   decode step reads ⌈context/128⌉ blocks of the cache, not the whole preallocated cache, and the
-  grouped key/value heads of GQA/MQA are read as they are (no copy). This is what paged-KV
+  grouped key/value heads of GQA/MQA are read as they are (no copy) — except where the query-head
+  count is not a power of two (Qwen2-1.5B, Llama-3.2-3B): transformers then expands them
+  (``repeat_kv``, ``integrations/flex_attention.py``); ``decode: loop`` does not. This is what paged-KV
   production engines (TensorRT-LLM, vLLM) do, and what the SweetSpot model's i·o and o² terms assume.
 - ``sdpa``: transformers' SDPA path. With a static cache it attends over every preallocated
   position at every step (the mask is the cache's size) and expands GQA's key/value heads
@@ -135,7 +137,7 @@ def raise_recompile_limits(torch) -> None:
 
 
 class HFEngine(Engine):
-    """Engine on transformers ``generate()``.
+    """Engine on transformers models: the kit's decode loop, or ``generate()``.
 
     Parameters
     ----------
