@@ -214,12 +214,18 @@ def cmd_submit(args) -> int:
 
     jobs = submit(args.params, args.shards, partition=args.partition, time_min=args.time,
                   gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, folder=args.folder,
-                  wait=args.wait, retry=args.retry, progress=not args.no_progress)
+                  wait=args.wait, retry=args.retry, progress=not args.no_progress,
+                  container_image=args.container_image, apptainer=args.apptainer,
+                  container_python=args.container_python)
     if not jobs:
         print("nothing to submit: every shard is complete")
         return 0
     print(f"submitted {len(jobs)} shard(s) as Slurm array job {jobs[0].job_id.split('_')[0]}"
           + (" — all finished" if args.wait else "; follow with: energykit status OUTPUT"))
+    if args.container_image or args.apptainer:
+        array = jobs[0].job_id.split("_")[0]
+        script = jobs[0].paths.folder.parent / array / f"{array}_submission.sh"  # submitit: one script per array
+        print(f"each shard runs in {args.container_image or args.apptainer}; script: {script}")
     return 0
 
 
@@ -424,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--wait", action="store_true", help="wait for every shard, with a progress bar")
     sb.add_argument("--retry", action="store_true", help="resubmit only shards with missing or failed windows")
     sb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sb.add_argument("--container-image", help="run every shard in this image through pyxis (srun --container-image), "
+                    "e.g. a build of containers/Dockerfile.trtllm FROM nvcr.io/nvidia/tensorrt-llm/release:TAG")
+    sb.add_argument("--apptainer", metavar="SIF", help="run every shard in this Apptainer image "
+                    "(apptainer exec --nv SIF), e.g. built from containers/energykit-trtllm.def")
+    sb.add_argument("--container-python", default="python3",
+                    help="the Python inside the image that has energykit (default python3)")
     sb.set_defaults(func=cmd_submit)
 
     st = sub.add_parser("status", help="done, failed and missing windows per shard folder")

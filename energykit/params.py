@@ -12,9 +12,10 @@ from typing import Any, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError, field_validator,
-                      model_validator)
+                      model_serializer, model_validator)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .engines.trtllm import check_supported
+from .engines import ENGINES, engine_class
 from .errors import ParamsError
 from .presets import resolve
 
@@ -97,12 +98,30 @@ def notebook_parameters(params: BaseModel, declared: dict[str, Any]) -> dict[str
     return {k: v for k, v in values.items() if k in declared}
 
 
+def _error(loc: tuple, message: str, value: Any, kind: str = "engine_section") -> ValidationError:
+    """A one-error :class:`ValidationError` at ``loc``, shown by :func:`one_line` as ``loc: message (got value)``."""
+    return _errors([(kind, loc, message, value)])
+
+
+def _errors(errors: list[tuple[str, tuple, str, Any]]) -> ValidationError:
+    """A :class:`ValidationError` of ``(type, loc, message, value)`` errors, keeping pydantic's own key errors."""
+    return ValidationError.from_exception_data("MeasureParams", [InitErrorDetails(
+        type=kind if kind in ("missing", "extra_forbidden") else PydanticCustomError(kind, message), loc=loc,
+        input=value) for kind, loc, message, value in errors])
+
+
 class MeasureParams(BaseModel):
-    """Parameters of a sweep (``params/measure_*.yaml``)."""
+    """Parameters of a sweep (``params/measure_*.yaml``).
+
+    The options of the chosen engine live in a section named after it (``hf:``, ``trtllm:``),
+    validated by that engine's :attr:`~energykit.engines.Engine.Options`; they may also be written
+    at the top level, as before engines had sections. The validated section is
+    :attr:`engine_options`, and :meth:`model_dump` writes it back under the engine's name.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["hf", "trtllm"]
+    engine: str
     models: list[Union[str, dict[str, Any]]] = Field(min_length=1)
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     batch_sizes: list[StrictInt] = Field(min_length=1)
@@ -118,19 +137,62 @@ class MeasureParams(BaseModel):
     idle_s: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
     timeline: bool = False
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    compile: bool = True
-    attention: Literal["flex_attention", "sdpa", "eager"] = "flex_attention"
-    decode: Literal["loop", "generate"] | None = None
-    """hf engine: ``loop`` (the kit's decode loop; default with flex attention) or ``generate`` (default otherwise)."""
-    compile_cache: str = ""
-    """Folder of Inductor's and Triton's caches: reruns and array tasks on the same GPU type skip compiling."""
     seed: StrictInt = 0
-    backend: Literal["pytorch", "_autodeploy"] = "pytorch"
-    chunked_prefill: bool = False
-    tensor_parallel_size: StrictInt = Field(1, ge=1)
     plan_timing: str = ""
     """An earlier sweep's dataset: shards are balanced by its measured seconds instead of tokens moved."""
+    engine_options: BaseModel = Field(default=None, exclude=True)
+    """The engine's section, validated by its ``Options`` model (set by the validator, not by a file)."""
     _resolved: list = PrivateAttr(default_factory=list)
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v):
+        if v not in ENGINES:
+            raise ValueError(f"unknown engine {v!r}; use one of {', '.join(ENGINES)}")
+        return v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _engine_section(cls, data, handler):
+        """Validate the engine's section (and its keys at the top level) with the engine's own model."""
+        if not isinstance(data, dict):
+            return handler(data)
+        if "engine_options" in data:  # set from the section below, never given
+            raise _error(("engine_options",), "", data["engine_options"], "extra_forbidden")
+        kind = data.get("engine")
+        if not isinstance(kind, str) or kind not in ENGINES:
+            return handler(data)  # the engine field names the problem
+        options_model = ENGINES[kind].Options
+        data = dict(data)
+        section = data.pop(kind, None)
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise _error((kind,), f"the {kind} section is a mapping of option: value", section)
+        core = set(cls.model_fields)
+        flat = {k: data.pop(k) for k in list(data) if k in options_model.model_fields and k not in core}
+        for k in flat:
+            if k in section:
+                raise _error((k,), f"is given both at the top level and under {kind}:; keep one", flat[k])
+        for k, v in data.items():  # another engine's option or section: say whose, not just "unknown key"
+            owner = k if k in ENGINES else next((n for n, c in ENGINES.items() if k in c.Options.model_fields), None)
+            if k not in core and owner is not None:
+                what = "the section" if owner == k else "an option"
+                raise _error((k,), f"is {what} of engine {owner}, not of {kind}; remove it or set engine: {owner}", v)
+        try:
+            options = options_model.model_validate({**section, **flat})
+        except ValidationError as e:  # located as the file wrote it: under the section, or at the top level
+            raise _errors([(err["type"], ((kind,) if err["loc"][:1] and err["loc"][0] not in flat else ())
+                            + tuple(err["loc"]), err["msg"], err.get("input")) for err in e.errors()]) from None
+        return handler({**data, "engine_options": options})
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """The core fields, then the engine's section under its name (a dump validates again)."""
+        out = handler(self)
+        if self.engine_options is not None:
+            out[self.engine] = self.engine_options.model_dump()
+        return out
 
     @field_validator("batch_sizes", "input_lens", "output_lens")
     @classmethod
@@ -171,23 +233,10 @@ class MeasureParams(BaseModel):
                 raise ValueError(
                     f"longest request {need} tokens exceeds {name!r}'s context of {ctx}; shorten input_lens/output_lens"
                 )
-            if self.engine == "trtllm":
-                try:
-                    check_supported(name, geom, self.backend, ckpt)
-                except ParamsError as e:
-                    raise ValueError(str(e)) from None
-            elif self.tensor_parallel_size != 1:
-                raise ValueError("tensor_parallel_size applies to engine trtllm only; the hf engine runs on one GPU")
-            if self.engine == "hf" and self.decode_mode == "loop" and self.attention != "flex_attention":
-                raise ValueError(f"decode: loop runs the kit's flex attention; attention {self.attention!r} "
-                                 "needs decode: generate")
-            if self.engine == "hf" and self.decode_mode == "loop" and geom.get("arch") == "falcon":
-                raise ValueError(f"model {name!r} (falcon) has no flex attention in transformers: its sdpa path "
-                                 "attends over the whole static cache and expands the KV heads, so decode cost would "
-                                 "not follow the context; drop it, or use decode: generate with attention: sdpa")
-            if self.engine == "hf" and self.meter == "nvml" and self.device == "cpu":
-                raise ValueError("meter nvml with device cpu would meter a GPU while the model runs on the CPU; "
-                                 "use device: cuda (or auto on a GPU machine), or meter: none")
+            try:
+                engine_class(self.engine).check_model(self, name, geom, ckpt)
+            except ParamsError as e:
+                raise ValueError(str(e)) from None
             self._resolved.append((name, geom, ckpt))
         return self
 
@@ -197,13 +246,6 @@ class MeasureParams(BaseModel):
         if self.cells is not None:
             return [tuple(c) for c in self.cells]
         return [(i, o) for i in self.input_lens for o in self.output_lens]
-
-    @property
-    def decode_mode(self) -> str:
-        """The hf engine's decoding: ``decode``, or by default ``loop`` with flex attention, else ``generate``."""
-        if self.decode is not None:
-            return self.decode
-        return "loop" if self.attention == "flex_attention" else "generate"
 
     @property
     def max_len(self) -> int:

@@ -39,6 +39,9 @@ UNITS = {
     "window_energy_j": "J",
     "window_duration_s": "s",
     "idle_power_w": "W",
+    "ttft_spread_s": "s",
+    "library_energy_j": "J",
+    "library_energy_diff": "1",
 }
 """``attrs["units"]`` of each variable and coordinate."""
 GLOSSARY = {
@@ -46,5 +49,10 @@ GLOSSARY = {
     "duration_s": "wall time of one generate() call, device synchronised before and after",
     "output_tokens": "new tokens actually produced per sequence",
     "iterations": "identical generate() calls inside one meter window (energy_j is per call)",
+    "ttft_spread_s": "largest spread of the batch's times to first token in a window's calls (trtllm)",
+    "first_token_iterations": "executor iterations the batch's first tokens came from (1: one batch; trtllm)",
+    "decode_graphed": "decode ran as CUDA graphs captured at this batch size (trtllm)",
+    "library_energy_j": "the engine library's own energy counter over the same windows, per call",
+    "library_energy_diff": "(library_energy - window_energy) / window_energy of the kit's meter",
 }
 """``attrs["long_name"]`` of the main variables."""

@@ -4,10 +4,19 @@ Each array task runs one shard (:func:`energykit.sweep.run` with ``shard=(K, N)`
 GPU: every task asks Slurm for ``gpus_per_task`` GPUs as a generic resource, and Slurm never gives
 one GPU to two tasks. ``retry`` resubmits only the shards whose folders still miss or failed windows.
 Without submitit, ``scripts/energykit_array.sbatch`` does the same with plain ``sbatch``.
+
+Containers (TensorRT-LLM's wheels come from NVIDIA's index; clusters run NVIDIA's release image, see
+``containers/``): ``container_image`` runs every shard in that image through pyxis (``srun
+--container-image=IMAGE --container-mounts=… --container-workdir=…``); ``apptainer`` runs it in a
+SIF image (``apptainer exec --nv --bind … SIF python3 …``). The folders a shard reads and writes (the
+working directory, the params file's, the output, the logs) are mounted at the same paths; the image
+must hold energykit with its ``slurm`` extra (the recipes in ``containers/`` do).
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import time
 from pathlib import Path
 
@@ -19,7 +28,7 @@ from .params import load_measure_params
 from .shards import plan_shards, shard_folder
 from .sweep import run, status
 
-__all__ = ["run_shard", "shards_to_submit", "submit"]
+__all__ = ["run_shard", "shards_to_submit", "container_mounts", "container_launch", "submit"]
 
 
 def _submitit():
@@ -33,12 +42,13 @@ def _submitit():
 def run_shard(params_path: str, index: int, count: int) -> str:
     """What one array task runs: shard ``index`` of ``count`` of the sweep (resumes if rerun).
 
-    With ``compile_cache`` in the params, every task points Inductor and Triton at that folder before
-    anything compiles, so tasks on the same GPU type reuse each other's kernels.
+    With ``compile_cache`` in the engine's options (``hf:``), every task points Inductor and Triton at
+    that folder before anything compiles, so tasks on the same GPU type reuse each other's kernels.
     """
     params = load_measure_params(params_path)
-    if params.compile_cache:
-        use_compile_cache(params.compile_cache)
+    cache = getattr(params.engine_options, "compile_cache", "")
+    if cache:
+        use_compile_cache(cache)
     return str(run(params, params_path, progress=False, shard=(index, count)))
 
 
@@ -60,23 +70,77 @@ def shards_to_submit(params_path: str, count: int, retry: bool = False) -> list[
     return todo
 
 
+def container_mounts(params_path: str, output: str, logs: str | Path) -> list[str]:
+    """Host folders a shard needs inside a container: working directory, params file's, output, logs."""
+    cwd = Path.cwd().resolve()
+    wanted = [cwd, Path(params_path).resolve().parent, (cwd / output).resolve(), Path(logs).resolve()]
+    out = []
+    for p in sorted(set(wanted), key=lambda q: len(q.parts)):
+        if not any(p == q or q in p.parents for q in out):
+            out.append(p)
+    return [str(p) for p in out]
+
+
+def container_launch(mounts: list[str], container_image: str | None = None, apptainer: str | None = None,
+                     container_python: str = "python3") -> dict:
+    """submitit settings that start every shard inside a container image; ``{}`` without one.
+
+    Returns ``slurm_srun_args`` (pyxis: ``--container-image``, ``--container-mounts``,
+    ``--container-workdir``) and ``slurm_python`` (the interpreter command in the image; with Apptainer,
+    ``apptainer exec --nv --bind … SIF python3``).
+    """
+    if container_image and apptainer:
+        raise EnergykitError("give --container-image (pyxis) or --apptainer (a .sif), not both")
+    cwd = str(Path.cwd().resolve())
+    if container_image:
+        if any(c.isspace() or c == "," for c in container_image):
+            raise EnergykitError(f"container image {container_image!r} has a space or comma; pyxis takes one "
+                                 "image name such as nvcr.io/nvidia/tensorrt-llm/release:TAG")
+        bad = [m for m in mounts if "," in m or ":" in m]
+        if bad:
+            raise EnergykitError(f"folder {bad[0]!r} cannot be mounted by pyxis (',' or ':' in its path); "
+                                 "measure into a folder without them")
+        return {"slurm_srun_args": [f"--container-image={container_image}",
+                                    "--container-mounts=" + ",".join(f"{m}:{m}" for m in mounts),
+                                    f"--container-workdir={cwd}"],
+                "slurm_python": shlex.quote(container_python)}
+    if apptainer:
+        if not Path(apptainer).is_file():
+            raise EnergykitError(f"apptainer image {apptainer!r} is not a file; build it with "
+                                 "apptainer build energykit-trtllm.sif containers/energykit-trtllm.def")
+        cmd = ["apptainer", "exec", "--nv", "--bind", ",".join(mounts), "--pwd", cwd,
+               str(Path(apptainer).resolve()), container_python]
+        return {"slurm_python": shlex.join(cmd)}
+    return {}
+
+
 def submit(params_path: str, count: int, partition: str | None = None, time_min: int = 60, gpus_per_task: int = 1,
            cpus_per_task: int | None = None, folder: str | None = None, wait: bool = False, retry: bool = False,
-           progress: bool = True) -> list:
-    """Submit the shards as one Slurm array; returns the submitit jobs (waits for them with ``wait``)."""
+           progress: bool = True, container_image: str | None = None, apptainer: str | None = None,
+           container_python: str = "python3") -> list:
+    """Submit the shards as one Slurm array; returns the submitit jobs (waits for them with ``wait``).
+
+    ``container_image`` (pyxis) or ``apptainer`` (a SIF file) runs every shard inside that image, whose
+    ``container_python`` has energykit installed (see :func:`container_launch`).
+    """
     submitit = _submitit()
     indices = shards_to_submit(params_path, count, retry)
     if not indices:
         return []
     params = load_measure_params(params_path)
     logs = Path(folder) if folder else Path(params.output) / "slurm"
-    ex = submitit.AutoExecutor(folder=str(logs / "%j"), cluster="slurm")
+    launch = container_launch(container_mounts(params_path, params.output, logs), container_image, apptainer,
+                              container_python) if (container_image or apptainer) else {}
+    ex = submitit.AutoExecutor(folder=str(logs / "%j"), cluster="slurm",
+                               **({"slurm_python": launch["slurm_python"]} if "slurm_python" in launch else {}))
     opts = dict(timeout_min=int(time_min), slurm_gres=f"gpu:{int(gpus_per_task)}", tasks_per_node=1,
                 slurm_array_parallelism=len(indices), name="energykit")
     if partition:
         opts["slurm_partition"] = partition
     if cpus_per_task:
         opts["cpus_per_task"] = int(cpus_per_task)
+    if "slurm_srun_args" in launch:
+        opts["slurm_srun_args"] = launch["slurm_srun_args"]
     ex.update_parameters(**opts)
     with ex.batch():
         jobs = [ex.submit(run_shard, str(Path(params_path).resolve()), k, count) for k in indices]

@@ -14,6 +14,7 @@ import xarray as xr
 from IPython.display import Markdown, display
 
 from .dataset import model_value
+from .engines import caveat as engine_caveat
 from .fitting import FitSet, ModelFit
 from .intervals import fmt
 from .intervals import format_interval as _with_interval
@@ -121,11 +122,7 @@ def _attention_verdict(ds: xr.Dataset, fits: FitSet) -> str:
         kinds[m] = attention_kind(int(nq), int(nkv))
     if len(set(kinds.values())) < 2:
         return "GQA vs MHA: the data hold only one attention kind, so no comparison here."
-    engine = str(ds.attrs.get("engine", ""))
-    caveat = ""
-    if "sdpa" in engine or ("hf" in engine and "flex" not in engine):
-        caveat = (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
-                  "KV heads (sdpa), so KV-cache savings do not show; see the README's engine table.")
+    caveat = engine_caveat(str(ds.attrs.get("engine", "")))
     th = {m: fits.get(m).params["theta2"] for m in kinds}
     gqa = [m for m, k in kinds.items() if k != "MHA"]
     mha = [m for m, k in kinds.items() if k == "MHA"]

@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import time
-import importlib.util
 import socket
 import math
 import sys
@@ -26,8 +25,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .dataset import from_frame, write_netcdf
-from .engines import make_engine
-from .errors import DataError, EnergykitError, EngineError, MeterError, MissingExtraError, ParamsError
+from .engines import ENGINES, engine_class
+from .errors import DataError, EnergykitError, EngineError, MeterError, ParamsError
 from .iotools import read_window_log
 from .meters import make_meter
 from .params import MeasureParams
@@ -37,10 +36,10 @@ from .shards import all_windows, shard_folder, shard_of
 from .state import RawLog, WriterLock, atomic_write_json, read_json
 from .windows import measure
 
-__all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "ENGINE_MODULES", "check_engine_installed",
+__all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "check_engine_installed",
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
            "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
-           "finalize", "engine_label"]
+           "finalize", "engine_label", "LibraryCounter", "library_difference_line"]
 
 
 LOG = "windows.jsonl"
@@ -65,30 +64,28 @@ def git_commit() -> str:
 def plan(params: MeasureParams, done: set) -> list[tuple]:
     """The (model, batch, i, o, repeat) windows still to measure, shuffled within each model."""
     rng = random.Random(params.seed)
+    by_batch = engine_class(params.engine).loads_per_batch_size
     todo = []
     for name, _, _ in params.resolved:
         cells = [(name, b, i, o, r) for b in params.batch_sizes for (i, o) in params.grid for r in range(params.repeats)]
         rng.shuffle(cells)
+        if by_batch:  # an engine that loads one executor per batch size: each batch's windows together
+            order = list(dict.fromkeys(c[1] for c in cells))
+            cells.sort(key=lambda c: order.index(c[1]))
         todo += [c for c in cells if c not in done]
     return todo
 
 
-ENGINE_MODULES = {"hf": (("torch", "transformers"), "hf", ""),
-                  "trtllm": (("tensorrt_llm",), "trtllm", "its wheels come from NVIDIA's index, see README")}
-
-
 def check_engine_installed(engine: str) -> None:
     """Fail in one line, naming the pip extra, when the engine's libraries are not installed."""
-    modules, extra, hint = ENGINE_MODULES[engine]
-    for mod in modules:
-        present = sys.modules[mod] is not None if mod in sys.modules else importlib.util.find_spec(mod) is not None
-        if not present:
-            raise MissingExtraError(mod, extra, hint)
+    engine_class(engine).check_installed()
 
 
 FINGERPRINT = "fingerprint.json"
 HOST = socket.gethostname()
 LIBRARIES = ("torch", "transformers", "tensorrt_llm", "tensorrt-llm", "nvidia-ml-py")
+SETUP = ("engine", "dtype", "min_window_s", "meter", "device")
+"""Fields of the params that enter every fingerprint; an engine adds its own."""
 
 
 def library_versions() -> dict:
@@ -106,12 +103,10 @@ def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
     """Everything that changes what a window measures: the setup, and each model's geometry.
 
     Cells, repeats, batch sizes and new models may be added to a folder; anything here may not change.
+    The setup is the core's fields (:data:`SETUP`) and the engine's own (``Engine.fingerprint``).
     """
-    setup = {k: v for k, v in params.model_dump().items()
-             if k in ("engine", "dtype", "meter", "min_window_s", "device", "compile", "attention", "backend",
-                      "chunked_prefill", "tensor_parallel_size")}
-    if params.engine == "hf":
-        setup["decode"] = params.decode_mode
+    setup = {k: getattr(params, k) for k in SETUP}
+    setup.update(engine_class(params.engine).fingerprint(params.engine_options))
     setup["gpu_uuids"] = meter_info.get("gpu_uuids") or ([meter_info["gpu_uuid"]] if "gpu_uuid" in meter_info
                                                          else ["none"])
     setup["libraries"] = library_versions()
@@ -120,12 +115,15 @@ def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
 
 
 def fingerprint_difference(old: dict, new: dict) -> list[str]:
-    """What differs between a folder's fingerprint and this run's, as ``key: old -> new`` strings."""
+    """What differs between a folder's fingerprint and this run's, as ``key: old -> new`` strings.
+
+    Every key of this run's setup is compared. A key only the folder has is an option of another
+    engine (fingerprints written before engines owned their options recorded every engine's) and
+    does not change what this engine measures; a different engine differs in ``engine``.
+    """
     diffs = []
     o_setup, n_setup = old.get("setup", {}), new["setup"]
-    if "decode" in n_setup and "decode" not in o_setup and old:
-        o_setup = {**o_setup, "decode": "generate"}  # folders measured before the decode loop used generate()
-    for k in sorted(set(o_setup) | set(n_setup)):
+    for k in sorted(n_setup):
         if k == "libraries":
             lo, ln = o_setup.get(k, {}), n_setup.get(k, {})
             diffs += [f"{lib} {lo.get(lib)} -> {ln.get(lib)}" for lib in sorted(set(lo) | set(ln))
@@ -142,15 +140,8 @@ def fingerprint_difference(old: dict, new: dict) -> list[str]:
 
 
 def check_device(params: MeasureParams) -> None:
-    """Refuse to meter a GPU while the engine would run on the CPU (before anything is written)."""
-    if params.meter != "nvml" or params.engine != "hf" or params.device == "cuda":
-        return
-    import torch  # the hf extra, checked installed
-
-    if not torch.cuda.is_available():
-        raise ParamsError("device: auto resolves to the CPU here (torch sees no CUDA GPU; CUDA_VISIBLE_DEVICES="
-                          f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}), but meter: nvml would meter a GPU; "
-                          "run on a GPU machine or use meter: none")
+    """The engine's checks of this machine, e.g. no GPU metered while it runs on the CPU (before anything is written)."""
+    engine_class(params.engine).preflight(params)
 
 
 MIN_COUNTER_PERIODS = 5
@@ -262,9 +253,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                 if not mine:
                     continue
                 t_model = time.perf_counter()
-                engine = make_engine(params.engine, name=model_name, geometry=geom, checkpoint=ckpt,
-                                     dtype=params.dtype, max_len=params.max_len, seed=params.seed,
-                                     **_engine_options(params))
+                engine = engine_class(params.engine).from_params(params, model_name, geom, ckpt)
                 try:
                     engine.load()
                 except EnergykitError:
@@ -307,6 +296,11 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                 tqdm.write(timing_line(timing[0], timing[-1], left), file=sys.stderr)
         finally:
             bar.close()
+        line = library_difference_line(read_window_log(log_path)[0])
+        if line:
+            tqdm.write(line, file=sys.stderr)
+            provenance["library_energy"] = line
+            atomic_write_json(state_path, provenance)
     finally:
         if log is not None:
             log.close()
@@ -325,6 +319,56 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
     return path
 
 
+class LibraryCounter:
+    """A meter that also reads the engine library's own energy counter over each of its windows.
+
+    Wraps the kit's meter: each meter window opens, then a new library counter (``counter()``, from
+    ``engine.energy_counter()``: e.g. TensorRT-LLM's ``EnergyMonitor``) starts; it stops before the
+    meter's window ends.
+    ``library_energy_j`` sums the library's energy over the valid windows [J] (windows the protocol
+    drops as too short are invalid, and left out here too).
+    """
+
+    def __init__(self, meter, counter):
+        self._meter, self._counter = meter, counter
+        self._open = None
+        self.library_energy_j = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._meter, name)
+
+    def begin_window(self) -> None:
+        self._meter.begin_window()
+        self._open = self._counter()
+        self._open.__enter__()
+
+    def end_window(self):
+        counter, self._open = self._open, None
+        counter.__exit__(None, None, None)
+        reading = self._meter.end_window()
+        if reading.valid and counter.total_energy is not None:
+            self.library_energy_j += float(counter.total_energy)
+        return reading
+
+    def cancel_window(self) -> None:
+        if self._open is not None:
+            self._open.__exit__(None, None, None)
+            self._open = None
+        self._meter.cancel_window()
+
+
+def library_difference_line(records: list[dict]) -> str:
+    """One line: the engine library's energy counter against the kit's meter over a sweep's windows."""
+    diffs = sorted(r["library_energy_diff"] for r in records
+                   if r.get("status") == "ok" and r.get("library_energy_diff") == r.get("library_energy_diff")
+                   and "library_energy_diff" in r)
+    if not diffs:
+        return ""
+    mid = diffs[len(diffs) // 2] if len(diffs) % 2 else 0.5 * (diffs[len(diffs) // 2 - 1] + diffs[len(diffs) // 2])
+    return (f"engine's own energy counter vs the kit's meter over {len(diffs)} windows: median {mid:+.2%}, "
+            f"range {diffs[0]:+.2%} to {diffs[-1]:+.2%} (library_energy_diff per window)")
+
+
 def _measure_window(params, key, engine, meter, measure, provenance, pilots=None) -> dict:
     """Measure one (cell, repeat) and return its log record; engine failures are recorded, not raised.
 
@@ -332,6 +376,9 @@ def _measure_window(params, key, engine, meter, measure, provenance, pilots=None
     that its other repeats skip the pilot calls.
     """
     _, b, i, o, r = key
+    counter = engine.energy_counter()
+    if meter.measures_energy and counter is not None:
+        meter = LibraryCounter(meter, counter)
     rec = dict(zip(DIMS, key))
     rec.update(engine=f"{params.engine}", dtype=params.dtype, gpu=provenance["meter"].get("gpu_name", "cpu"),
                time=time.time())
@@ -350,6 +397,12 @@ def _measure_window(params, key, engine, meter, measure, provenance, pilots=None
             output_tokens=w.last_result.output_tokens, ttft_s=w.last_result.ttft_s,
             segments=w.segments, padding_s=w.reading.padding_s,
         )
+        rec.update({k: v for k, v in w.last_result.extra.items() if isinstance(v, (int, float, str, bool))})
+        library_j = getattr(meter, "library_energy_j", None)
+        if library_j is not None and w.reading.valid:  # the engine library's own counter, same window
+            rec["library_energy_j"] = library_j / w.iterations
+            rec["library_energy_diff"] = (library_j - w.reading.energy_j) / w.reading.energy_j \
+                if w.reading.energy_j else float("nan")
         if len(w.reading.per_gpu_j) > 1:
             rec["gpu_energy_j"] = {u: e / w.iterations for u, e in w.reading.per_gpu_j.items()}
         if params.timeline:
@@ -411,19 +464,9 @@ def _failure_summary(failed: list[dict], planned: int, out: Path) -> str:
             "and running the same command again retries the failed ones")
 
 
-def _engine_options(params: MeasureParams) -> dict:
-    if params.engine == "hf":
-        return {"device": params.device, "compile": params.compile, "attention": params.attention,
-                "decode": params.decode_mode, "compile_cache": params.compile_cache or None}
-    return {"max_batch_size": max(params.batch_sizes), "max_input_len": max(i for i, _ in params.grid),
-            "backend": params.backend, "chunked_prefill": params.chunked_prefill,
-            "tensor_parallel_size": params.tensor_parallel_size,
-            "workdir": str(Path(params.output) / "checkpoints")}
-
-
 def engine_gpus(params: MeasureParams) -> int:
     """GPUs one engine of this sweep runs on, which the meter reads and sums."""
-    return params.tensor_parallel_size if params.engine == "trtllm" else 1
+    return engine_class(params.engine).gpu_count(params.engine_options)
 
 
 LOG_ONLY = ("status", "time", "timeline", "reason", "error", "gpu_energy_j", "shard_folder")
@@ -464,6 +507,7 @@ def dataset_frame(df: pd.DataFrame, provenance: dict, params: MeasureParams | No
         "idle_power_w": provenance.get("idle_power_w", float("nan")),
         "engine_versions": provenance.get("engines", {}),
         "energykit_commit": provenance.get("energykit_commit", ""),
+        "library_energy": provenance.get("library_energy", ""),
         "params": params.model_dump() if params is not None else {},
     }
     return df, attrs
@@ -471,15 +515,8 @@ def dataset_frame(df: pd.DataFrame, provenance: dict, params: MeasureParams | No
 
 def engine_label(versions: dict) -> str:
     """A readable engine label from recorded versions, e.g. ``hf transformers-5.17.0 compiled``."""
-    if versions.get("engine") == "hf":
-        mode = "compiled" if versions.get("compile") else "eager"
-        attn = versions.get("attention", "sdpa")  # datasets measured before the attention choice used sdpa
-        if versions.get("decode") == "loop":
-            mode = "loop cuda-graph" if versions.get("cuda_graph") else "loop"
-        return f"hf transformers-{versions.get('transformers')} {mode} {attn}"
-    if versions.get("engine") == "trtllm":
-        return f"trtllm {versions.get('tensorrt_llm')} {versions.get('backend', '')}".strip()
-    return str(versions.get("engine", "unknown"))
+    cls = ENGINES.get(versions.get("engine"))
+    return cls.label(versions) if cls is not None else str(versions.get("engine", "unknown"))
 
 
 def _shard_folders(outputs) -> list[Path]:

@@ -4,18 +4,23 @@
   driven by a clock: an energy counter that advances in steps of ``counter_period_s`` at a constant
   power, optionally missing, optionally going down; or no GPU at all. :func:`fake_api_names` lists
   what it fakes, so a test can check each name exists in the real module.
-- :class:`FakeTensorRTLLM`: a stand-in ``tensorrt_llm`` module written from TensorRT-LLM 1.2's
-  source. It accepts exactly the arguments the real ``LLM``, ``SamplingParams`` and
-  ``KvCacheConfig`` accept, raises where the real ones raise (a missing ``end_id`` without a
-  tokenizer, an unknown argument, an architecture the PyTorch backend lacks, a prompt longer than
-  ``max_num_tokens``), reuses KV blocks of repeated prompts unless told not to, and counts what a
-  measurement must avoid: reused prefix blocks, repeated prompts and prefills split across
-  iterations.
+- :class:`FakeTensorRTLLM`: a stand-in ``tensorrt_llm`` module written from TensorRT-LLM's source
+  (1.2's contract; a few fields of the stored main snapshot, marked). It accepts exactly the
+  arguments the real ``LLM`` (both flows), ``SamplingParams``, ``KvCacheConfig``, ``CudaGraphConfig``
+  and ``BuildConfig`` accept, raises where the real ones raise, lists architectures as the library's
+  registries do, and simulates the executor iteration by iteration: an idle executor that wakes on the
+  first request (a batch submitted one by one comes out ragged), CUDA graphs only for captured
+  generation-only batch sizes, the overlap scheduler's in-flight step after the last response, and
+  per-request perf metrics (first/last iteration, steady-clock times). It counts what a measurement
+  must avoid: reused prefix blocks, repeated prompts, split prefills, ragged and ungraphed iterations.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
+import os
 import sys
 import time
 import types
@@ -23,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["FakeNVMLError", "FakeNVMLErrorNotSupported", "FakeNvml", "fake_api_names", "TRTLLM_BASE_ARGS",
-           "TRTLLM_TORCH_ARGS", "TRTLLM_TENSORRT_ONLY_ARGS", "TRTLLM_PYTORCH_ARCHITECTURES",
-           "TOKENS_PER_BLOCK", "FakeSamplingParams", "FakeKvCacheConfig", "FakeRequestError",
-           "FakeTensorRTLLM"]
+           "TRTLLM_TORCH_ARGS", "TRTLLM_TENSORRT_ONLY_ARGS", "TRTLLM_TRT_ARGS", "TRTLLM_MAIN_ONLY_ARGS",
+           "TRTLLM_PYTORCH_ARCHITECTURES", "TRTLLM_TENSORRT_ARCHITECTURES", "TOKENS_PER_BLOCK",
+           "cuda_graph_batch_sizes", "FakeSamplingParams", "FakeKvCacheConfig", "FakeCudaGraphConfig",
+           "FakeExtendedRuntimePerfKnobConfig", "FakeBuildConfig", "FakeRequestError", "FakeEnergyMonitor",
+           "FakeIteration", "FakeTensorRTLLM"]
 
 
 class FakeNVMLError(Exception):
@@ -201,7 +208,9 @@ def fake_api_names() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# TensorRT-LLM 1.2, as read from NVIDIA/TensorRT-LLM's public source:
+# TensorRT-LLM, as read from NVIDIA/TensorRT-LLM's public source. The contract is 1.2's; the points
+# marked [main] were read at the stored main snapshot (llm_args.py at commit 0004396720054fd8, copyright
+# 2026, newer than 1.2) and are what the kit targets where 1.2 lacks them. Files:
 #   tensorrt_llm/llmapi/llm.py       BaseLLM.__init__ rejects any kwarg that is not a field of the args
 #                                    class ("LLM got invalid argument: KEY"); _TorchLLM pops backend
 #                                    (default "pytorch") and rejects TensorRT-only fields;
@@ -209,14 +218,49 @@ def fake_api_names() -> list[str]:
 #                                    when end_id is None and there is no tokenizer, and ORs in
 #                                    LLM(return_perf_metrics=...); _check_arguments (pytorch backend, no
 #                                    chunked prefill) refuses a prompt longer than max_num_tokens.
+#                                    generate() calls generate_async() once per prompt, then waits for each.
+#   tensorrt_llm/_tensorrt_engine/__init__.py   ``LLM`` there is llmapi.llm._TrtLLM: the TensorRT
+#                                    engine-build flow (build_config, extended_runtime_perf_knob_config).
 #   tensorrt_llm/llmapi/llm_args.py  BaseLlmArgs/TorchLlmArgs fields (extra="forbid"): max_num_tokens
 #                                    default 8192, enable_chunked_prefill False, load_format 'auto'|'dummy',
 #                                    return_perf_metrics; KvCacheConfig (StrictBaseModel) with
-#                                    enable_block_reuse default True.
+#                                    enable_block_reuse default True; batch_wait_timeout_ms (default 0: "If
+#                                    greater than 0, the request queue might wait up to batch_wait_timeout_ms
+#                                    to receive max_batch_size requests"), batch_wait_timeout_iters,
+#                                    batch_wait_max_tokens_ratio; disable_overlap_scheduler (default False);
+#                                    CudaGraphConfig(batch_sizes, max_batch_size, enable_padding) whose
+#                                    validator [main: BaseCudaGraphConfig.validate_base_cuda_graph_config]
+#                                    sorts given batch_sizes, or generates 1..31, 32, 64, 128 (no padding)
+#                                    up to max_batch_size (default 128), and refuses a max_batch_size that is
+#                                    not max(batch_sizes); enable_energy_metrics [main].
+#   tensorrt_llm/_torch/pyexecutor/executor_request_queue.py  _fetch_and_process_requests: an idle
+#                                    executor (no active, no waiting request) blocks on the queue with no
+#                                    timeout, so it wakes on the first request that arrives; with
+#                                    batch_wait_timeout_ms > 0 it waits up to that long for max_batch_size.
+#   tensorrt_llm/_torch/pyexecutor/py_executor.py  _executor_loop_overlap: step k is launched before
+#                                    step k-1's tokens are processed (_update_requests, then
+#                                    _process_previous_batch sends the responses), so when the last
+#                                    response leaves, one forward step (k) is still on the GPU; an idle loop
+#                                    then blocks in the fetch above without processing it.
+#   tensorrt_llm/_torch/pyexecutor/cuda_graph_runner.py  a CUDA graph replays only a generation-only
+#                                    batch whose size was captured (or, with enable_padding, is padded up to
+#                                    one); a batch with context requests runs eagerly.
+#   tensorrt_llm/executor/result.py  RequestOutput.outputs[0].request_perf_metrics: timing_metrics
+#                                    (arrival_time, first_scheduled_time, first_token_time, last_token_time,
+#                                    timedelta on the steady clock), first_iter, last_iter.
 #   tensorrt_llm/sampling_params.py  SamplingParams: dataclass(slots=True, kw_only=True); unknown keyword
 #                                    -> TypeError; pad_id defaults to end_id.
-#   tensorrt_llm/llmapi/__init__.py  KvCacheConfig, SamplingParams, LLM are exported from tensorrt_llm.llmapi.
-#   tensorrt_llm/_torch/models/__init__.py   the architectures of the PyTorch backend (no OPT, no Falcon).
+#   tensorrt_llm/llmapi/__init__.py  KvCacheConfig, SamplingParams, LLM, CudaGraphConfig, BuildConfig are
+#                                    exported from tensorrt_llm.llmapi.
+#   tensorrt_llm/_torch/models/modeling_utils.py  MODEL_CLASS_MAPPING, filled by @register_auto_model(ARCH)
+#                                    when tensorrt_llm._torch.models is imported: the PyTorch backend's
+#                                    architectures (1.2: no OPT, Falcon, Gemma-2 or Granite).
+#   tensorrt_llm/models/__init__.py  MODEL_MAP: the TensorRT flow's architectures (OPTForCausalLM,
+#                                    FalconForCausalLM, Gemma2ForCausalLM, GraniteForCausalLM, Llama, Qwen2…).
+#   tensorrt_llm/bench/benchmark/utils/energy_monitor.py [main]  EnergyMonitor(world_size): a context
+#                                    manager reading nvmlDeviceGetTotalEnergyConsumption on the GPUs of
+#                                    CUDA_VISIBLE_DEVICES (UUIDs or indices) at enter and exit;
+#                                    total_energy [J] = sum of deltas / 1000 × world_size / devices.
 
 TRTLLM_BASE_ARGS = frozenset("""
 model tokenizer tokenizer_mode skip_tokenizer_init trust_remote_code tensor_parallel_size dtype revision
@@ -234,20 +278,51 @@ build_config garbage_collection_gen0_threshold cuda_graph_config disable_overlap
 attn_backend enable_mixed_sampler enable_trtllm_sampler enable_iter_perf_stats enable_iter_req_stats
 print_iter_log torch_compile_config enable_autotuner enable_layerwise_nvtx_marker enable_min_latency
 stream_interval force_dynamic_quantization allreduce_strategy checkpoint_loader checkpoint_format
-connector_config
+connector_config batch_wait_timeout_ms batch_wait_timeout_iters batch_wait_max_tokens_ratio
+perf_metrics_max_requests
 """.split())
+TRTLLM_MAIN_ONLY_ARGS = frozenset({"enable_energy_metrics"})
+"""Fields of the stored main snapshot's TorchLlmArgs that 1.2 does not have."""
 TRTLLM_TENSORRT_ONLY_ARGS = frozenset("""
 auto_parallel auto_parallel_world_size enable_tqdm workspace enable_build_cache
 extended_runtime_perf_knob_config calib_config quant_config embedding_parallel_mode fast_build
 enable_prompt_adapter max_prompt_adapter_token batching_type normalize_log_probs
 """.split())
+TRTLLM_TRT_ARGS = TRTLLM_BASE_ARGS | TRTLLM_TENSORRT_ONLY_ARGS | frozenset({"build_config"})
+"""Arguments of the TensorRT flow's ``LLM`` (``TrtLlmArgs``): no PyTorch-backend fields."""
 TRTLLM_PYTORCH_ARCHITECTURES = frozenset({
     "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
     "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "Gemma3ForCausalLM", "DeepseekV3ForCausalLM",
     "NemotronForCausalLM", "Exaone4ForCausalLM",
 })
+"""``MODEL_CLASS_MAPPING`` keys of the PyTorch backend in 1.2."""
+TRTLLM_TENSORRT_ARCHITECTURES = frozenset({
+    "GPT2LMHeadModel", "GPTForCausalLM", "NemotronForCausalLM", "OPTForCausalLM", "BloomForCausalLM",
+    "RWForCausalLM", "FalconForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM", "GPTNeoXForCausalLM",
+    "GPTJForCausalLM", "LlamaForCausalLM", "ExaoneForCausalLM", "MistralForCausalLM", "MixtralForCausalLM",
+    "InternLMForCausalLM", "GraniteForCausalLM", "GraniteMoeForCausalLM", "BaichuanForCausalLM",
+    "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "QWenForCausalLM", "Qwen2ForCausalLM",
+    "Qwen2MoeForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "DbrxForCausalLM", "CohereForCausalLM",
+    "DeepseekForCausalLM", "DeepseekV2ForCausalLM",
+})
+"""Causal-LM keys of ``tensorrt_llm.models.MODEL_MAP`` (the TensorRT engine-build flow)."""
 TOKENS_PER_BLOCK = 32
 """KV cache block of the paged cache [tokens] (TensorRT-LLM's default ``tokens_per_block``)."""
+
+
+def cuda_graph_batch_sizes(max_batch_size: int, enable_padding: bool) -> list[int]:
+    """``BaseCudaGraphConfig._generate_cuda_graph_batch_sizes``: the sizes captured when none are given."""
+    if enable_padding:
+        sizes = [1, 2, 4] + [i * 8 for i in range(1, 17)]
+        while sizes[-1] + 64 <= max_batch_size:
+            sizes.append(sizes[-1] + 64)
+    else:
+        sizes = list(range(1, 32)) + [32, 64, 128]
+        sizes += [2 ** i for i in range(8, math.ceil(math.log(max_batch_size, 2)))] if max_batch_size > 1 else []
+    sizes = sorted(s for s in sizes if s <= max_batch_size)
+    if not sizes or max_batch_size != sizes[-1]:
+        sizes.append(max_batch_size)
+    return sizes
 
 
 @dataclass(slots=True, kw_only=True)
@@ -284,21 +359,69 @@ class FakeSamplingParams:
             raise ValueError(f"best_of ({self.best_of}) cannot be less than n ({self.n})")
 
 
-class FakeKvCacheConfig:
+class _StrictModel:
+    """A pydantic ``StrictBaseModel`` stand-in: unknown fields raise ``ValueError`` ("Extra inputs")."""
+
+    FIELDS: dict = {}
+    NAME = ""
+
+    def __init__(self, **kwargs):
+        extra = sorted(set(kwargs) - set(self.FIELDS))
+        if extra:
+            raise ValueError(f"1 validation error for {self.NAME}\n{extra[0]}\n  Extra inputs are not permitted")
+        for k, v in {**self.FIELDS, **kwargs}.items():
+            setattr(self, k, v)
+
+
+class FakeKvCacheConfig(_StrictModel):
     """``tensorrt_llm.llmapi.KvCacheConfig`` (a strict pydantic model): unknown fields raise."""
 
+    NAME = "KvCacheConfig"
     FIELDS = {"enable_block_reuse": True, "max_tokens": None, "max_attention_window": None,
               "sink_token_length": None, "free_gpu_memory_fraction": None, "host_cache_size": None,
               "onboard_blocks": True, "cross_kv_cache_fraction": None, "secondary_offload_min_priority": None,
               "event_buffer_max_size": 0, "enable_partial_reuse": True, "copy_on_partial_reuse": True,
               "use_uvm": False, "dtype": "auto"}
 
+
+class FakeCudaGraphConfig(_StrictModel):
+    """``tensorrt_llm.llmapi.CudaGraphConfig``, with the validator of ``llm_args.py``."""
+
+    NAME = "CudaGraphConfig"
+    FIELDS = {"batch_sizes": None, "max_batch_size": 0, "enable_padding": False}
+
     def __init__(self, **kwargs):
-        extra = sorted(set(kwargs) - set(self.FIELDS))
-        if extra:
-            raise ValueError(f"1 validation error for KvCacheConfig\n{extra[0]}\n  Extra inputs are not permitted")
-        for k, v in {**self.FIELDS, **kwargs}.items():
-            setattr(self, k, v)
+        super().__init__(**kwargs)
+        if self.batch_sizes:
+            self.batch_sizes = sorted(self.batch_sizes)
+            if self.max_batch_size == 0:
+                self.max_batch_size = max(self.batch_sizes)
+            elif self.max_batch_size != max(self.batch_sizes):
+                raise ValueError("CudaGraphConfig.max_batch_size is incompatible with CudaGraphConfig.batch_sizes. "
+                                 "When both are provided, max_batch_size must equal max(batch_sizes).")
+        else:
+            self.max_batch_size = self.max_batch_size or 128
+            self.batch_sizes = cuda_graph_batch_sizes(self.max_batch_size, self.enable_padding)
+
+
+class FakeExtendedRuntimePerfKnobConfig(_StrictModel):
+    """``tensorrt_llm.llmapi.ExtendedRuntimePerfKnobConfig`` (TensorRT flow): ``cuda_graph_mode`` off by default."""
+
+    NAME = "ExtendedRuntimePerfKnobConfig"
+    FIELDS = {"multi_block_mode": True, "enable_context_fmha_fp32_acc": False, "cuda_graph_mode": False,
+              "cuda_graph_cache_size": 0}
+
+
+@dataclass(kw_only=True)
+class FakeBuildConfig:
+    """``tensorrt_llm.llmapi.BuildConfig`` (a dataclass in 1.2): unknown keywords raise TypeError."""
+
+    max_batch_size: int = 2048
+    max_input_len: int = 1024
+    max_seq_len: int | None = None
+    max_num_tokens: int = 8192
+    max_beam_width: int = 1
+    gather_context_logits: bool = False
 
 
 class FakeRequestError(RuntimeError):
@@ -316,141 +439,366 @@ class _RequestOutput:
     request_id: int
     prompt_token_ids: list
     outputs: list
+    finished: bool = True
+
+
+class _Future:
+    """What ``LLM.generate_async`` returns (``RequestOutput``): ``result()`` waits for the response."""
+
+    def __init__(self, fake, llm, request_id, prompt, sp):
+        self._fake, self._llm = fake, llm
+        self.request_id, self.prompt_token_ids, self.sp = request_id, list(prompt), sp
+        self.outputs: list = []
+        self.finished = False
+        self.respond_at = 0.0
+        self.submitted_at = time.monotonic()
+
+    def result(self, timeout=None):
+        self._llm._run()
+        wait = self.respond_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)  # the executor sends the response when the step that finished it is processed
+        return self
+
+
+class FakeEnergyMonitor:
+    """``tensorrt_llm.bench.benchmark.utils.energy_monitor.EnergyMonitor`` [main], on the installed ``pynvml``."""
+
+    def __init__(self, world_size):
+        import pynvml  # the real module imports it at import time; here whatever the test installed
+
+        self._nvml = pynvml
+        self._world_size = world_size
+        self._start_energies = None
+        self._total_energy = None
+        pynvml.nvmlInit()
+        ids = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
+        if not ids:
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
+                             for i in range(min(pynvml.nvmlDeviceGetCount(), world_size))]
+        else:
+            self._handles = [pynvml.nvmlDeviceGetHandleByUUID(d) if d.startswith(("GPU-", "MIG-"))
+                             else pynvml.nvmlDeviceGetHandleByIndex(int(d)) for d in ids[:world_size]]
+        self._device_count = len(self._handles)
+
+    def __enter__(self):
+        self._start_energies = [self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._handles]
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        total = sum((self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) - s) / 1000.0
+                    for h, s in zip(self._handles, self._start_energies))
+        self._total_energy = total * self._world_size / self._device_count
+        self._nvml.nvmlShutdown()
+        return False
+
+    @property
+    def total_energy(self):
+        return self._total_energy
+
+
+@dataclass
+class FakeIteration:
+    """One executor iteration as the stand-in ran it."""
+
+    iter: int
+    context_requests: int
+    generation_requests: int
+    graphed: bool
+    in_flight: bool = False
+    """The overlap scheduler's extra step, launched before the batch's last tokens were processed."""
 
 
 class FakeTensorRTLLM(types.ModuleType):
-    """A ``tensorrt_llm`` stand-in on the 1.2 contract (see the source notes above); records calls.
+    """A ``tensorrt_llm`` stand-in on the contract read above; records what a measurement must avoid.
 
-    Install with :meth:`install` (``tensorrt_llm`` and ``tensorrt_llm.llmapi``). Counters a test reads:
-    ``reused_blocks`` (prompt KV blocks served from the cache instead of prefilled),
-    ``repeated_prompts`` (prompts identical to one sent before), ``split_prefills`` (``generate()``
-    calls whose prompts exceed ``max_num_tokens`` and run their prefill over several iterations).
-    ``short_by`` makes every request return that many tokens fewer than asked.
+    Install with :meth:`install` (``tensorrt_llm``, ``tensorrt_llm.llmapi``, ``tensorrt_llm._tensorrt_engine``,
+    ``tensorrt_llm._torch.models.modeling_utils``, ``tensorrt_llm.models`` and, where ``energy_monitor``, the
+    bench's ``EnergyMonitor``).
+
+    The executor is simulated iteration by iteration: an idle executor wakes on the first request that
+    arrives (requests enqueued after it join the next iteration) unless ``batch_wait_timeout_ms`` makes it
+    wait for ``max_batch_size`` requests; each request prefills in the iteration that admits it (its first
+    token) and decodes one token per iteration; an iteration is graphed only when it holds generation
+    requests alone, at a captured batch size; with the overlap scheduler one more step runs after the last
+    tokens, and the GPU stays busy ``step_s`` past the last response (``gpu_busy_until``, on
+    ``time.monotonic``). Timings are on ``time.monotonic`` and responses really wait until their time.
+
+    Counters a test reads: ``reused_blocks``, ``repeated_prompts``, ``split_prefills`` (prompts over
+    ``max_num_tokens`` in one call), ``iterations`` (a :class:`FakeIteration` per step),
+    ``batch_wait_idle_s`` (seconds the queue waited for a batch that never filled). ``short_by`` makes every
+    request return that many tokens fewer than asked; ``ragged_calls`` makes the next that many submissions
+    lose their last request past the batch wait (it joins one iteration late). The TensorRT flow's C++
+    executor has no batch wait: its queue is modelled as the PyTorch one without it (the first request
+    wakes it), unless ``trt_flow_batch_arrives_whole`` (all of a call's requests queued before it wakes).
     """
 
-    def __init__(self, short_by=0, version="1.2.0"):
+    def __init__(self, short_by=0, version="1.2.0", step_s=0.001, pytorch_architectures=TRTLLM_PYTORCH_ARCHITECTURES,
+                 tensorrt_architectures=TRTLLM_TENSORRT_ARCHITECTURES, tensorrt_flow=True, energy_monitor=False,
+                 ragged_calls=0, trt_flow_batch_arrives_whole=False):
         super().__init__("tensorrt_llm")
         self.__version__ = version
+        self.step_s = step_s
         self.calls: list[tuple] = []
         self.reused_blocks = 0
         self.repeated_prompts = 0
         self.split_prefills = 0
         self.prompts_sent = 0
+        self.iterations: list[FakeIteration] = []
+        self.batch_wait_idle_s = 0.0
+        self.gpu_busy_until = 0.0
         self._seen_prompts: set = set()
         self._cached_blocks: set = set()
+        self._iter = 0
+        self._short_by = short_by
+        self.ragged_calls = ragged_calls
+        self.trt_flow_batch_arrives_whole = trt_flow_batch_arrives_whole
+        self.main_args = energy_monitor  # a build with the main snapshot's fields
         fake = self
         llmapi = types.ModuleType("tensorrt_llm.llmapi")
 
-        class LLM:
-            def __init__(self, model, tokenizer=None, tokenizer_mode="auto", skip_tokenizer_init=False,
-                         trust_remote_code=False, tensor_parallel_size=1, dtype="auto", revision=None,
-                         tokenizer_revision=None, **kwargs):
-                backend = kwargs.pop("backend", "pytorch")
-                trt_only = sorted(k for k in kwargs if k in TRTLLM_TENSORRT_ONLY_ARGS)
-                if trt_only:
-                    raise ValueError(f"The following arguments are specific to TensorRT backend and cannot be used "
-                                     f"with PyTorch backend: {trt_only}.")
-                for key in kwargs:
-                    if key not in TRTLLM_TORCH_ARGS:
-                        raise ValueError(f"LLM got invalid argument: {key}")
-                if backend not in ("pytorch", "_autodeploy"):
-                    raise ValueError(f"Invalid backend {backend!r}: tensorrt_llm.LLM runs 'pytorch' or '_autodeploy'")
-                load_format = kwargs.get("load_format", "auto")
-                if load_format not in ("auto", "dummy"):
-                    raise ValueError(f"load_format: Input should be 'auto' or 'dummy' (got {load_format!r})")
-                kv = kwargs.get("kv_cache_config", FakeKvCacheConfig())
-                if not isinstance(kv, FakeKvCacheConfig):
-                    raise ValueError("kv_cache_config: Input should be a valid KvCacheConfig")
-                cfg_path = Path(str(model)) / "config.json"
-                if not cfg_path.exists():
-                    raise ValueError(f"Failed to infer model format because no config.json exists in {model}")
-                arch = (json.loads(cfg_path.read_text()).get("architectures") or ["?"])[0]
-                if backend == "pytorch" and arch not in TRTLLM_PYTORCH_ARCHITECTURES:
-                    raise ValueError(f"Unknown architecture for AutoModelForCausalLM: {arch}")
-                if load_format == "auto" and not any(Path(str(model)).glob("*.safetensors")):
-                    raise FileNotFoundError(f"no weights (*.safetensors) in {model}; use load_format='dummy'")
-                fake.calls.append(("LLM", dict(model=model, skip_tokenizer_init=skip_tokenizer_init, dtype=dtype,
-                                               tensor_parallel_size=tensor_parallel_size, backend=backend, **kwargs)))
-                self.tokenizer = None if skip_tokenizer_init else object()
-                self.kv_cache_config = kv
-                self.max_num_tokens = kwargs.get("max_num_tokens", 8192)
-                self.max_seq_len = kwargs.get("max_seq_len")
-                self.chunked = kwargs.get("enable_chunked_prefill", False)
-                self.return_perf_metrics = kwargs.get("return_perf_metrics", False)
-                self._next = 0
-                self._shutdown = False
+        def make_llm(flow):
+            allowed = TRTLLM_TORCH_ARGS | (TRTLLM_MAIN_ONLY_ARGS if fake.main_args else frozenset())
 
-            def _prepare(self, sp):
-                if sp is None:
-                    sp = FakeSamplingParams()
-                if not isinstance(sp, FakeSamplingParams):
-                    raise TypeError(f"The sampling_params must be type SamplingParams or None, but got {type(sp)}")
-                if sp.end_id is None and self.tokenizer is None:
-                    raise ValueError("tokenizer is required to reset end_id if it is None, or you can explicitly "
-                                     "specify the end_id for sampling_params")
-                sp.return_perf_metrics = sp.return_perf_metrics or self.return_perf_metrics
-                return sp
+            class LLM:
+                def __init__(self, model, tokenizer=None, tokenizer_mode="auto", skip_tokenizer_init=False,
+                             trust_remote_code=False, tensor_parallel_size=1, dtype="auto", revision=None,
+                             tokenizer_revision=None, **kwargs):
+                    if flow == "pytorch":
+                        backend = kwargs.pop("backend", "pytorch")
+                        trt_only = sorted(k for k in kwargs if k in TRTLLM_TENSORRT_ONLY_ARGS)
+                        if trt_only:
+                            raise ValueError(f"The following arguments are specific to TensorRT backend and cannot "
+                                             f"be used with PyTorch backend: {trt_only}.")
+                        for key in kwargs:
+                            if key not in allowed:
+                                raise ValueError(f"LLM got invalid argument: {key}")
+                        if backend not in ("pytorch", "_autodeploy"):
+                            raise ValueError(f"Invalid backend {backend!r}: tensorrt_llm.LLM runs 'pytorch' or "
+                                             "'_autodeploy'")
+                    else:
+                        backend = "tensorrt"
+                        for key in kwargs:
+                            if key not in TRTLLM_TRT_ARGS:
+                                raise ValueError(f"LLM got invalid argument: {key}")
+                    load_format = kwargs.get("load_format", "auto")
+                    if load_format not in ("auto", "dummy"):
+                        raise ValueError(f"load_format: Input should be 'auto' or 'dummy' (got {load_format!r})")
+                    kv = kwargs.get("kv_cache_config", FakeKvCacheConfig())
+                    if not isinstance(kv, FakeKvCacheConfig):
+                        raise ValueError("kv_cache_config: Input should be a valid KvCacheConfig")
+                    cfg_path = Path(str(model)) / "config.json"
+                    if not cfg_path.exists():
+                        raise ValueError(f"Failed to infer model format because no config.json exists in {model}")
+                    arch = (json.loads(cfg_path.read_text()).get("architectures") or ["?"])[0]
+                    known = fake.pytorch_architectures if flow == "pytorch" else fake.tensorrt_architectures
+                    if backend in ("pytorch", "tensorrt") and arch not in known:
+                        raise ValueError(f"Unknown architecture for AutoModelForCausalLM: {arch}")
+                    if load_format == "auto" and not any(Path(str(model)).glob("*.safetensors")):
+                        raise FileNotFoundError(f"no weights (*.safetensors) in {model}; use load_format='dummy'")
+                    fake.calls.append(("LLM", dict(model=model, skip_tokenizer_init=skip_tokenizer_init, dtype=dtype,
+                                                   tensor_parallel_size=tensor_parallel_size, backend=backend,
+                                                   flow=flow, **kwargs)))
+                    self.flow = flow
+                    self.tokenizer = None if skip_tokenizer_init else object()
+                    self.kv_cache_config = kv
+                    build = kwargs.get("build_config") if flow == "tensorrt" else None
+                    if build is not None and not isinstance(build, FakeBuildConfig):
+                        raise ValueError("build_config: Input should be a valid BuildConfig")
+                    self.max_batch_size = kwargs.get("max_batch_size") or (build.max_batch_size if build else 2048)
+                    self.max_num_tokens = kwargs.get("max_num_tokens") or (build.max_num_tokens if build else 8192)
+                    self.max_seq_len = kwargs.get("max_seq_len") or (build.max_seq_len if build else None)
+                    self.chunked = kwargs.get("enable_chunked_prefill", False)
+                    self.return_perf_metrics = kwargs.get("return_perf_metrics", False)
+                    self.batch_wait_ms = kwargs.get("batch_wait_timeout_ms", 0) or 0
+                    if flow == "pytorch":
+                        graphs = kwargs.get("cuda_graph_config", FakeCudaGraphConfig())
+                        if graphs is not None and not isinstance(graphs, FakeCudaGraphConfig):
+                            raise ValueError("cuda_graph_config: Input should be a valid CudaGraphConfig")
+                        self.graph_sizes = set(graphs.batch_sizes) if graphs else set()
+                        self.graph_padding = bool(graphs and graphs.enable_padding)
+                        self.overlap = not kwargs.get("disable_overlap_scheduler", False)
+                    else:  # the C++ runtime captures a graph per generation batch shape when cuda_graph_mode is on
+                        knobs = kwargs.get("extended_runtime_perf_knob_config")
+                        on = bool(knobs and knobs.cuda_graph_mode)
+                        self.graph_sizes = set(range(1, self.max_batch_size + 1)) if on else set()
+                        self.graph_padding = False
+                        self.overlap = False
+                    self._pending: list[_Future] = []
+                    self._next = 0
+                    self._shutdown = False
 
-            def generate(self, inputs, sampling_params=None, use_tqdm=True, lora_request=None,
-                         prompt_adapter_request=None, kv_cache_retention_config=None, disaggregated_params=None,
-                         scheduling_params=None, cache_salt=None):
-                if self._shutdown:
-                    raise RuntimeError("LLM is shutting down")
-                batched = isinstance(inputs, list) and inputs and not isinstance(inputs[0], int)
-                prompts = inputs if batched else [inputs]
-                fake.calls.append(("generate", {"inputs": prompts, "sampling_params": sampling_params,
-                                                "use_tqdm": use_tqdm}))
-                if not self.chunked and sum(len(p) for p in prompts) > self.max_num_tokens:
-                    fake.split_prefills += 1
-                outs = []
-                for prompt in prompts:
+                def _prepare(self, sp):
+                    if sp is None:
+                        sp = FakeSamplingParams()
+                    if not isinstance(sp, FakeSamplingParams):
+                        raise TypeError(f"The sampling_params must be type SamplingParams or None, but got {type(sp)}")
+                    if sp.end_id is None and self.tokenizer is None:
+                        raise ValueError("tokenizer is required to reset end_id if it is None, or you can explicitly "
+                                         "specify the end_id for sampling_params")
+                    sp.return_perf_metrics = sp.return_perf_metrics or self.return_perf_metrics
+                    return sp
+
+                def generate_async(self, inputs, sampling_params=None, lora_request=None, prompt_adapter_request=None,
+                                   streaming=False, kv_cache_retention_config=None, disaggregated_params=None,
+                                   scheduling_params=None, cache_salt=None):
+                    if self._shutdown:
+                        raise RuntimeError("LLM is shutting down")
                     sp = self._prepare(sampling_params)
+                    prompt = list(inputs)
                     if not self.chunked and len(prompt) > self.max_num_tokens:
                         raise FakeRequestError(f"The sum of prompt length ({len(prompt)}), query length (0) should "
                                                f"not exceed max_num_tokens ({self.max_num_tokens})")
                     if self.max_seq_len and len(prompt) + sp.max_tokens > self.max_seq_len:
                         raise FakeRequestError(f"prompt {len(prompt)} + max_tokens {sp.max_tokens} exceeds "
                                                f"max_seq_len {self.max_seq_len}")
-                    key = tuple(prompt)
-                    fake.repeated_prompts += key in fake._seen_prompts
-                    fake._seen_prompts.add(key)
-                    fake.prompts_sent += 1
-                    for b in range(len(prompt) // TOKENS_PER_BLOCK):
-                        block = tuple(prompt[: (b + 1) * TOKENS_PER_BLOCK])  # a block is keyed by its whole prefix
-                        if self.kv_cache_config.enable_block_reuse:
-                            fake.reused_blocks += block in fake._cached_blocks
-                            fake._cached_blocks.add(block)
-                    n = sp.max_tokens - short_by
-                    if not sp.ignore_eos:
-                        n = max(1, n // 2)  # random weights hit end_id early unless EOS is ignored
-                    metrics = None
-                    if sp.return_perf_metrics:
-                        timing = types.SimpleNamespace(arrival_time=1.0, first_token_time=1.05,
-                                                       first_scheduled_time=1.0, last_token_time=2.0)
-                        metrics = types.SimpleNamespace(timing_metrics=timing)
-                    outs.append(_RequestOutput(self._next, list(prompt), [_Completion([7] * n, metrics)]))
+                    fake.calls.append(("generate_async", {"inputs": prompt, "sampling_params": sp}))
+                    fut = _Future(fake, self, self._next, prompt, sp)
                     self._next += 1
-                return outs if batched else outs[0]
+                    self._pending.append(fut)
+                    return fut
 
-            def shutdown(self):
-                fake.calls.append(("shutdown", {}))
-                self._shutdown = True
+                def generate(self, inputs, sampling_params=None, use_tqdm=True, lora_request=None,
+                             prompt_adapter_request=None, kv_cache_retention_config=None, disaggregated_params=None,
+                             scheduling_params=None, cache_salt=None):
+                    batched = isinstance(inputs, list) and inputs and not isinstance(inputs[0], int)
+                    prompts = inputs if batched else [inputs]
+                    fake.calls.append(("generate", {"inputs": prompts, "sampling_params": sampling_params,
+                                                    "use_tqdm": use_tqdm}))
+                    futures = [self.generate_async(p, sampling_params) for p in prompts]  # as llm.py does
+                    outs = [f.result() for f in futures]
+                    return outs if batched else outs[0]
 
-        def sampling_params(**kwargs):
-            fake.calls.append(("SamplingParams", dict(kwargs)))
-            return FakeSamplingParams(**kwargs)
+                def _run(self):
+                    """Run every pending request through the simulated executor."""
+                    if not self._pending:
+                        return
+                    fake._execute(self, self._pending)
+                    self._pending = []
 
-        def kv_cache_config(**kwargs):
-            fake.calls.append(("KvCacheConfig", dict(kwargs)))
-            return FakeKvCacheConfig(**kwargs)
+                def shutdown(self):
+                    fake.calls.append(("shutdown", {}))
+                    self._shutdown = True
 
-        self.LLM = llmapi.LLM = LLM
-        self.SamplingParams = llmapi.SamplingParams = sampling_params
-        llmapi.KvCacheConfig = kv_cache_config
+            return LLM
+
+        def factory(name, cls):
+            def make(**kwargs):
+                fake.calls.append((name, dict(kwargs)))
+                return cls(**kwargs)
+            return make
+
+        self.LLM = llmapi.LLM = make_llm("pytorch")
+        self.SamplingParams = llmapi.SamplingParams = factory("SamplingParams", FakeSamplingParams)
+        llmapi.KvCacheConfig = factory("KvCacheConfig", FakeKvCacheConfig)
+        llmapi.CudaGraphConfig = factory("CudaGraphConfig", FakeCudaGraphConfig)
+        llmapi.BuildConfig = factory("BuildConfig", FakeBuildConfig)
+        llmapi.ExtendedRuntimePerfKnobConfig = factory("ExtendedRuntimePerfKnobConfig", FakeExtendedRuntimePerfKnobConfig)
         self.llmapi = llmapi
+        self.pytorch_architectures = frozenset(pytorch_architectures)
+        self.tensorrt_architectures = frozenset(tensorrt_architectures)
+        self._modules = {"tensorrt_llm": self, "tensorrt_llm.llmapi": llmapi}
+        torch_pkg = types.ModuleType("tensorrt_llm._torch")
+        torch_models = types.ModuleType("tensorrt_llm._torch.models")
+        modeling_utils = types.ModuleType("tensorrt_llm._torch.models.modeling_utils")
+        modeling_utils.MODEL_CLASS_MAPPING = {a: object for a in self.pytorch_architectures}
+        self._modules.update({"tensorrt_llm._torch": torch_pkg, "tensorrt_llm._torch.models": torch_models,
+                              "tensorrt_llm._torch.models.modeling_utils": modeling_utils})
+        if tensorrt_flow:
+            models = types.ModuleType("tensorrt_llm.models")
+            models.MODEL_MAP = {a: object for a in self.tensorrt_architectures}
+            engine = types.ModuleType("tensorrt_llm._tensorrt_engine")
+            engine.LLM = make_llm("tensorrt")
+            self._modules.update({"tensorrt_llm.models": models, "tensorrt_llm._tensorrt_engine": engine})
+        if energy_monitor:
+            em = types.ModuleType("tensorrt_llm.bench.benchmark.utils.energy_monitor")
+            em.EnergyMonitor = FakeEnergyMonitor
+            for name in ("tensorrt_llm.bench", "tensorrt_llm.bench.benchmark", "tensorrt_llm.bench.benchmark.utils"):
+                self._modules[name] = types.ModuleType(name)
+            self._modules["tensorrt_llm.bench.benchmark.utils.energy_monitor"] = em
+
+    # -- the simulated executor ---------------------------------------------------------------------
+    def _execute(self, llm, pending: list) -> None:
+        """Admit, prefill and decode ``pending`` iteration by iteration (see the class docstring)."""
+        if not llm.chunked and sum(len(f.prompt_token_ids) for f in pending) > llm.max_num_tokens:
+            self.split_prefills += 1
+        for f in pending:
+            key = tuple(f.prompt_token_ids)
+            self.repeated_prompts += key in self._seen_prompts
+            self._seen_prompts.add(key)
+            self.prompts_sent += 1
+            for b in range(len(key) // TOKENS_PER_BLOCK):
+                block = key[: (b + 1) * TOKENS_PER_BLOCK]  # a block is keyed by its whole prefix
+                if llm.kv_cache_config.enable_block_reuse:
+                    self.reused_blocks += block in self._cached_blocks
+                    self._cached_blocks.add(block)
+        # admission: an idle executor wakes on the first request; the others arrive during that iteration
+        first = self._iter
+        if llm.batch_wait_ms > 0 or (llm.flow == "tensorrt" and self.trt_flow_batch_arrives_whole):
+            if llm.batch_wait_ms > 0 and len(pending) < llm.max_batch_size:
+                self.batch_wait_idle_s += llm.batch_wait_ms / 1e3  # the queue waited for a batch that never filled
+            admit = {id(f): first + (k // llm.max_batch_size) for k, f in enumerate(pending)}
+        else:
+            admit = {id(f): first if k == 0 else first + 1 + (k - 1) // llm.max_batch_size
+                     for k, f in enumerate(pending)}
+        if self.ragged_calls > 0 and len(pending) > 1:
+            self.ragged_calls -= 1
+            admit[id(pending[-1])] += 1
+        want = {id(f): max(0, f.sp.max_tokens - self._short_by) if f.sp.ignore_eos
+                else max(1, (f.sp.max_tokens - self._short_by) // 2) for f in pending}  # random weights hit EOS
+        made = {id(f): 0 for f in pending}
+        start = max(time.monotonic(), self.gpu_busy_until)
+        it = first
+        done = set()
+        first_iter, last_iter, t_first, t_last = {}, {}, {}, {}
+        while len(done) < len(pending):
+            ctx = [f for f in pending if admit[id(f)] == it]
+            gen = [f for f in pending if admit[id(f)] < it and id(f) not in done]
+            n = len(gen)
+            graphed = not ctx and n > 0 and (n in llm.graph_sizes or (llm.graph_padding and llm.graph_sizes
+                                                                      and n <= max(llm.graph_sizes)))
+            self.iterations.append(FakeIteration(it, len(ctx), n, graphed))
+            t_end = start + (it - first + 1) * self.step_s
+            for f in ctx + gen:
+                made[id(f)] += 1
+                if id(f) not in first_iter:
+                    first_iter[id(f)], t_first[id(f)] = it, t_end
+                if made[id(f)] >= want[id(f)]:
+                    done.add(id(f))
+                    last_iter[id(f)], t_last[id(f)] = it, t_end
+            it += 1
+        busy_until = start + (it - first) * self.step_s
+        if llm.overlap:  # step `it` was launched before the last tokens were processed: it runs on
+            last = [f for f in pending if last_iter[id(f)] == it - 1]
+            self.iterations.append(FakeIteration(it, 0, len(last), len(last) in llm.graph_sizes, in_flight=True))
+            it += 1
+            busy_until += self.step_s
+        self._iter = it
+        self.gpu_busy_until = busy_until
+        for f in pending:
+            k = id(f)
+            metrics = None
+            if f.sp.return_perf_metrics:
+                since = datetime.timedelta
+                timing = types.SimpleNamespace(
+                    arrival_time=since(seconds=f.submitted_at),
+                    first_scheduled_time=since(seconds=t_first[k] - self.step_s),
+                    first_token_time=since(seconds=t_first[k]), last_token_time=since(seconds=t_last[k]))
+                metrics = types.SimpleNamespace(timing_metrics=timing, first_iter=first_iter[k], last_iter=last_iter[k])
+            f.outputs = [_Completion([7] * want[k], metrics)]
+            f.finished = True
+            f.respond_at = t_last[k]  # with overlap: sent once the next step is launched, which runs on
+
+    def ragged_batches(self) -> int:
+        """Iterations that prefilled some requests while others of the same submission were decoding."""
+        return sum(1 for i in self.iterations if i.context_requests and i.generation_requests)
+
+    def ungraphed_decode_steps(self) -> int:
+        """Iterations with generation requests that ran without a CUDA graph (the in-flight step aside)."""
+        return sum(1 for i in self.iterations if i.generation_requests and not i.graphed and not i.in_flight)
 
     def install(self, monkeypatch) -> "FakeTensorRTLLM":
-        """Put this fake in ``sys.modules`` as ``tensorrt_llm`` and ``tensorrt_llm.llmapi``."""
-        monkeypatch.setitem(sys.modules, "tensorrt_llm", self)
-        monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi", self.llmapi)
+        """Put this fake in ``sys.modules`` (``tensorrt_llm`` and the submodules the kit imports)."""
+        for name, module in self._modules.items():
+            monkeypatch.setitem(sys.modules, name, module)
         return self

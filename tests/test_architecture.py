@@ -127,3 +127,20 @@ def test_help_imports_no_science_stack():
             "'pydantic', 'matplotlib') if m in sys.modules]\nassert not heavy, heavy\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_the_core_never_branches_on_an_engine_name():
+    """Outside its own module, no engine's name is compared, switched on or used as a key (ask engines.ENGINES)."""
+    from energykit.engines import ENGINES
+
+    names = set(ENGINES)
+    own = {f"engines.{cls.__module__.rsplit('.', 1)[-1]}" for cls in ENGINES.values()}
+    bad = []
+    for path, mod in _modules():
+        if mod in own or mod == "testing":  # an engine's own module; the fakes of its library
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Compare, ast.Dict, ast.MatchValue, ast.Subscript)):
+                hits = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and c.value in names]
+                bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {h!r}" for h in hits]
+    assert not bad, "\n".join(bad)

@@ -1,4 +1,4 @@
-"""Engines: the hf engine on the CPU, and the trtllm engine against a fake of TensorRT-LLM 1.2.
+"""Engines: the hf engine on the CPU, and the trtllm engine against a stand-in of TensorRT-LLM (1.2, newer fields marked).
 
 The fake (:class:`energykit.testing.FakeTensorRTLLM`) is written from TensorRT-LLM 1.2's source:
 ``tensorrt_llm/llmapi/llm.py`` (argument check, ``_prepare_sampling_params``, ``_check_arguments``),
@@ -8,12 +8,14 @@ The fake (:class:`energykit.testing.FakeTensorRTLLM`) is written from TensorRT-L
 """
 
 import json
+import time
 import sys
 
 import pytest
 
 from energykit import windows
 from energykit.engines import Request, make_engine
+from energykit.engines.trtllm import check_supported
 from energykit.errors import EngineError, MissingExtraError, ParamsError
 from energykit.meters import NullMeter
 from energykit.testing import FakeTensorRTLLM
@@ -96,6 +98,12 @@ def test_every_call_gets_fresh_prompts_prepared_outside_the_window():
 
 
 # -- TensorRT-LLM ----------------------------------------------------------------------------------
+# The stand-in follows TensorRT-LLM's source (files in energykit/testing.py): 1.2's LLM API
+# (llmapi/llm.py, llm_args.py, sampling_params.py), the PyTorch executor of the stored main snapshot
+# (NVIDIA/TensorRT-LLM, llm_args.py at commit 0004396720054fd8; _torch/pyexecutor/py_executor.py's
+# _executor_loop_overlap; executor_request_queue.py's _fetch_and_process_requests), the registries
+# (_torch/models/modeling_utils.py MODEL_CLASS_MAPPING, models/__init__.py MODEL_MAP) and the bench's
+# EnergyMonitor (bench/benchmark/utils/energy_monitor.py).
 @pytest.fixture
 def trt(monkeypatch):
     return FakeTensorRTLLM().install(monkeypatch)
@@ -108,16 +116,36 @@ def _engine(tmp_path, **kw):
     return make_engine("trtllm", **args)
 
 
+def _llm_calls(trt):
+    return [kw for kind, kw in trt.calls if kind == "LLM"]
+
+
+def _call(eng, b, i, o):
+    req = eng.request(b, i, o)
+    req.prepare(1)
+    return req()
+
+
+def _old_llm(trt, tmp_path, **kw):
+    """An LLM loaded as the engine before this contract was read: no batch wait, default CUDA graphs."""
+    d = tmp_path / "old"
+    d.mkdir(exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    args = dict(model=str(d), skip_tokenizer_init=True, load_format="dummy", max_seq_len=300, return_perf_metrics=True)
+    return trt.LLM(**{**args, **kw})
+
+
 def test_trtllm_calls_on_the_real_contract(trt, tmp_path):
     eng = _engine(tmp_path)
     eng.load()
     kind, kw = trt.calls[0]  # KvCacheConfig
     assert kind == "KvCacheConfig" and kw == {"enable_block_reuse": False}
-    kind, kw = trt.calls[1]
-    assert kind == "LLM"
+    kw = _llm_calls(trt)[0]
     assert kw["load_format"] == "dummy" and kw["skip_tokenizer_init"] is True and kw["return_perf_metrics"] is True
     assert kw["max_num_tokens"] >= 4 * 256 and kw["enable_chunked_prefill"] is False
     assert kw["max_batch_size"] == 4 and kw["max_seq_len"] == 300 and kw["backend"] == "pytorch"
+    assert kw["flow"] == "pytorch" and kw["batch_wait_timeout_ms"] > 0
+    assert kw["cuda_graph_config"].batch_sizes == [4] and kw["cuda_graph_config"].enable_padding is False
     cfg = json.loads((tmp_path / "ckpt" / "m" / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["num_key_value_heads"] == 2
     assert not list((tmp_path / "ckpt" / "m").glob("*.safetensors"))  # no weights written: dummy load
@@ -126,15 +154,100 @@ def test_trtllm_calls_on_the_real_contract(trt, tmp_path):
     assert sp["end_id"] is not None and sp["ignore_eos"] is True and sp["max_tokens"] == 9
     req.prepare(1)
     g = req()
-    gen = [c for c in trt.calls if c[0] == "generate"][-1][1]
-    assert gen["use_tqdm"] is False
-    assert len(gen["inputs"]) == 4 and all(len(p) == 50 for p in gen["inputs"])
-    assert all(0 <= t < TINY["vocab_size"] for p in gen["inputs"] for t in p)
-    assert g.output_tokens == 9 and g.ttft_s == pytest.approx(0.05)
+    sent = [c[1] for c in trt.calls if c[0] == "generate_async"]
+    assert len(sent) == 4 and all(len(c["inputs"]) == 50 for c in sent)  # each request enqueued, none awaited yet
+    assert all(0 <= t < TINY["vocab_size"] for c in sent for t in c["inputs"])
+    assert g.output_tokens == 9 and g.ttft_s > 0
+    assert g.extra["first_token_iterations"] == 1 and g.extra["decode_graphed"] is True
     v = eng.versions()
-    assert v["kv_cache"] == "paged, block reuse off" and v["chunked_prefill"] is False
+    assert v["kv_cache"] == "paged, block reuse off" and v["chunked_prefill"] is False and v["flow"] == "pytorch"
     eng.close()
     assert trt.calls[-1][0] == "shutdown"
+
+
+def test_trtllm_a_sweep_at_batch_16_is_one_batch_graphed_and_closes_after_the_gpu(trt, tmp_path):
+    """Done-when of issue 21, against the stand-in: one iteration per batch, graphed decode, no early close."""
+    eng = _engine(tmp_path, max_batch_size=16, batch_sizes=[16], max_input_len=64, max_len=128)
+    eng.load()
+    closes = []
+
+    def sync():  # the meter synchronises before it reads its counter at every window end
+        eng.synchronize()
+        closes.append(time.monotonic() >= trt.gpu_busy_until)
+
+    with pytest.warns(UserWarning):
+        meter = NullMeter(sync=sync)
+    for i, o in ((64, 8), (32, 16)):
+        w = windows.measure(meter, eng.request(16, i, o), min_window_s=0.02)
+        assert w.last_result.extra["first_token_iterations"] == 1 and w.last_result.extra["decode_graphed"] is True
+        assert 0 <= w.last_result.extra["ttft_spread_s"] < trt.step_s  # one prefill: only the arrivals differ
+    assert trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
+    assert closes and all(closes)  # every window ended after the overlap scheduler's in-flight step
+    assert trt.batch_wait_idle_s == 0  # the queue never waited past the B-th request
+
+
+def test_old_calls_fail_against_the_stand_in(trt, tmp_path, monkeypatch):
+    """One-by-one submission gives a ragged batch, the default graphs miss a batch of 48, the old wait closes early."""
+    from energykit.engines.trtllm import batch_check
+
+    sp = trt.SamplingParams(max_tokens=8, end_id=0, pad_id=0, ignore_eos=True)
+    old = _old_llm(trt, tmp_path, max_batch_size=16)
+    outs = old.generate([[3 + k] * 32 for k in range(16)], sp, use_tqdm=False)  # generate(): one by one
+    assert trt.ragged_batches() > 0 and trt.ungraphed_decode_steps() > 0
+    with pytest.raises(EngineError, match=r"ragged batch: .*first tokens came from iterations \[\d+, \d+\]"):
+        batch_check(outs, 16)
+    before = trt.ungraphed_decode_steps()
+    whole48 = _old_llm(trt, tmp_path, max_batch_size=48, batch_wait_timeout_ms=1000.0)
+    whole48.generate([[100 + k] * 32 for k in range(48)], sp, use_tqdm=False)  # one batch, default graph sizes
+    assert trt.ragged_batches() == 1 and trt.ungraphed_decode_steps() - before == 7  # 48 not in 1..31, 32, 64, 128
+    # the old wait: generate() returned and torch.cuda.synchronize() in this process; the step in flight runs on
+    slow = FakeTensorRTLLM(step_s=0.05).install(monkeypatch)
+    eng = _engine(tmp_path / "s", max_batch_size=2, batch_sizes=[2], max_input_len=16, max_len=32)
+    eng.load()
+    _call(eng, 2, 16, 2)
+    assert time.monotonic() < slow.gpu_busy_until  # what the old engine's synchronize() left running
+    eng.synchronize()
+    assert time.monotonic() >= slow.gpu_busy_until
+
+
+def test_trtllm_one_executor_per_batch_size_and_the_sweep_groups_them(trt, tmp_path):
+    from energykit import sweep
+    from energykit.params import MeasureParams
+
+    eng = _engine(tmp_path, max_batch_size=8, batch_sizes=[2, 8], max_input_len=32, max_len=64)
+    eng.load()
+    _call(eng, 8, 32, 4)
+    _call(eng, 8, 16, 4)
+    _call(eng, 2, 16, 4)
+    graphs = [kw["cuda_graph_config"].batch_sizes for kw in _llm_calls(trt)]
+    assert graphs == [[2], [8], [2]] and eng.loads == 3  # loaded for 2 at load(), then for each change
+    params = MeasureParams(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[2, 8, 4], input_lens=[8, 16],
+                           output_lens=[2, 4], repeats=2, output=str(tmp_path / "o"))
+    order = [b for _, b, *_ in sweep.plan(params, set())]
+    assert len(order) == 3 * 4 * 2 and sum(a != b for a, b in zip(order, order[1:])) == 2  # three blocks
+
+
+def test_trtllm_ragged_window_fails_and_the_next_run_retries_it(tmp_path, monkeypatch):
+    import yaml
+
+    from energykit import sweep
+    from energykit.iotools import read_window_log
+    from energykit.params import load_measure_params
+
+    FakeTensorRTLLM(ragged_calls=1).install(monkeypatch)  # one call loses a request past the batch wait
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[4], input_lens=[8],
+                                        output_lens=[4], repeats=1, min_window_s=0.0, meter="none", warmup=0,
+                                        idle_s=0, output=str(tmp_path / "out"))))
+    with pytest.warns(UserWarning), pytest.raises(sweep.SweepFailures, match="ragged batch"):
+        sweep.run(load_measure_params(path), progress=False)
+    rec = read_window_log(tmp_path / "out" / sweep.LOG)[0][-1]
+    assert rec["status"] == "error" and "first tokens came from iterations" in rec["error"]
+    with pytest.warns(UserWarning):
+        sweep.run(load_measure_params(path), progress=False)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
+    assert [r["status"] for r in recs] == ["error", "ok"] and recs[-1]["attempt"] == 2
+    assert recs[-1]["first_token_iterations"] == 1 and recs[-1]["decode_graphed"] is True
 
 
 def test_trtllm_no_prefix_reuse_across_calls_and_repeats(trt, tmp_path):
@@ -150,20 +263,19 @@ def test_trtllm_no_prefix_reuse_across_calls_and_repeats(trt, tmp_path):
 
 
 def test_trtllm_chunked_prefill_is_explicit_and_recorded(trt, tmp_path):
-    eng = _engine(tmp_path, chunked_prefill=True, max_batch_size=16, max_input_len=4096, max_len=5000)
+    eng = _engine(tmp_path, chunked_prefill=True, max_batch_size=16, batch_sizes=[16], max_input_len=4096,
+                  max_len=5000)
     eng.load()
-    kw = trt.calls[1][1]
+    kw = _llm_calls(trt)[0]
     assert kw["enable_chunked_prefill"] is True and kw["max_num_tokens"] == 8192
     assert eng.versions()["chunked_prefill"] is True
 
 
 def test_trtllm_long_batch_prefill_is_not_split(trt, tmp_path):
-    eng = _engine(tmp_path, max_batch_size=16, max_input_len=4096, max_len=5000)
+    eng = _engine(tmp_path, max_batch_size=16, batch_sizes=[16], max_input_len=4096, max_len=5000)
     eng.load()
-    assert trt.calls[1][1]["max_num_tokens"] == 16 * 4096
-    req = eng.request(16, 4096, 2)
-    req.prepare(1)
-    req()
+    assert _llm_calls(trt)[0]["max_num_tokens"] == 16 * 4096
+    _call(eng, 16, 4096, 2)
     assert trt.split_prefills == 0
 
 
@@ -201,20 +313,107 @@ def test_fake_rejects_unknown_arguments_and_backends(trt, tmp_path):
         trt.LLM(model=str(d), load_format="dummy", workspace="/tmp")
     with pytest.raises(ValueError, match="backend"):
         trt.LLM(model=str(d), load_format="dummy", backend="tensorrt")
+    with pytest.raises(ValueError, match="invalid argument: enable_energy_metrics"):  # a field of main, not 1.2
+        trt.LLM(model=str(d), load_format="dummy", enable_energy_metrics=True)
+    with pytest.raises(ValueError, match="invalid argument: cuda_graph_config"):  # the TensorRT flow has none
+        sys.modules["tensorrt_llm._tensorrt_engine"].LLM(model=str(d), load_format="dummy",
+                                                         cuda_graph_config=trt.llmapi.CudaGraphConfig())
     with pytest.raises(TypeError):
         trt.SamplingParams(max_new_tokens=3)
+    with pytest.raises(TypeError):
+        trt.llmapi.BuildConfig(max_batch=3)
     with pytest.raises(ValueError, match="Extra inputs"):
         trt.llmapi.KvCacheConfig(block_reuse=False)
+    with pytest.raises(ValueError, match="max_batch_size must equal max"):
+        trt.llmapi.CudaGraphConfig(batch_sizes=[4, 16], max_batch_size=8)
+    assert trt.llmapi.CudaGraphConfig().batch_sizes == list(range(1, 32)) + [32, 64, 128]
     (d / "config.json").write_text(json.dumps({"architectures": ["OPTForCausalLM"]}))
     with pytest.raises(ValueError, match="Unknown architecture"):
         trt.LLM(model=str(d), load_format="dummy")
 
 
-def test_trtllm_unsupported_arch_fails_before_loading(trt, tmp_path):
+@pytest.mark.parametrize("arch", ["opt", "falcon", "gemma2", "granite"])
+def test_trtllm_families_the_pytorch_backend_lacks_run_through_the_tensorrt_flow(trt, tmp_path, arch):
+    pytest.importorskip("transformers")
+    geom = dict(TINY, arch=arch, sliding_window=8)
+    if arch in ("opt", "falcon"):
+        geom.update(num_kv_heads=1 if arch == "falcon" else 4, ffn_gated=0)
+    eng = _engine(tmp_path, geometry=geom, batch_sizes=[4])
+    eng.load()
+    kw = _llm_calls(trt)[0]
+    assert kw["flow"] == "tensorrt" and kw["build_config"].max_batch_size == 4
+    assert kw["extended_runtime_perf_knob_config"].cuda_graph_mode is True
+    assert "cuda_graph_config" not in kw and "batch_wait_timeout_ms" not in kw
+    # the C++ executor has no batch wait: where the first request wakes it alone, the call is ragged and fails
+    with pytest.raises(EngineError, match="ragged batch"):
+        _call(eng, 4, 20, 5)
+    trt.trt_flow_batch_arrives_whole = True  # all four queued before it woke: one batch, graphed decode
+    g = _call(eng, 4, 20, 5)
+    assert g.output_tokens == 5 and g.extra["trtllm_flow"] == "tensorrt" and g.extra["first_token_iterations"] == 1
+    assert eng.versions()["flow"] == "tensorrt" and trt.ungraphed_decode_steps() == 1  # the ragged call's mixed step
+
+
+def test_trtllm_a_newer_release_runs_granite_on_pytorch(monkeypatch, tmp_path):
+    from energykit.testing import TRTLLM_PYTORCH_ARCHITECTURES
+
+    pytest.importorskip("transformers")
+    newer = FakeTensorRTLLM(version="1.3.0", pytorch_architectures=TRTLLM_PYTORCH_ARCHITECTURES | {"GraniteForCausalLM"})
+    newer.install(monkeypatch)
+    eng = _engine(tmp_path, geometry=dict(TINY, arch="granite"))
+    eng.load()
+    assert _llm_calls(newer)[0]["flow"] == "pytorch"
+
+
+def test_trtllm_refuses_only_when_no_flow_runs_the_model(monkeypatch, tmp_path):
+    FakeTensorRTLLM(tensorrt_flow=False).install(monkeypatch)
     opt = dict(TINY, arch="opt", num_kv_heads=4, ffn_gated=0)
     eng = _engine(tmp_path, geometry=opt)
-    with pytest.raises(ParamsError, match=r"no model for arch 'opt'.*engine: hf.*MHA-shaped llama"):
+    with pytest.raises(ParamsError, match=r"model 'm': TensorRT-LLM 1.2.0 runs OPTForCausalLM in no flow .*"
+                                          r"no TensorRT engine flow.*engine: hf"):
         eng.load()
+    with pytest.raises(ParamsError, match=r"TensorRT-LLM 1.2.0's pytorch flow has no model for OPTForCausalLM"):
+        check_supported("m", opt, flow="pytorch")
+    with pytest.raises(ParamsError, match=r"TensorRT-LLM 1.2.0 runs OPTForCausalLM in no flow"):  # at validation
+        _load(tmp_path, _measure_params(tmp_path, engine="trtllm", models=["opt-1.3b"]))
+
+
+def test_trtllm_architectures_are_not_refused_where_the_library_is_absent(monkeypatch):
+    from energykit.params import MeasureParams
+
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    check_supported("m", dict(TINY, arch="opt"))  # a planning machine: the GPU machine's library decides
+    p = MeasureParams(engine="trtllm", models=[dict(TINY, name="o", arch="opt")], batch_sizes=[2], input_lens=[8],
+                      output_lens=[2], output="x")
+    assert p.resolved[0][0] == "o"
+
+
+def test_trtllm_energy_counter_is_recorded_beside_the_meter(tmp_path, monkeypatch):
+    import yaml
+
+    from energykit import sweep
+    from energykit.iotools import read_window_log
+    from energykit.params import load_measure_params
+    from energykit.state import read_json
+    from energykit.testing import FakeNvml
+
+    FakeTensorRTLLM(energy_monitor=True).install(monkeypatch)
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(counter_period_s=0.01))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[2],
+                                        input_lens=[8], output_lens=[4], repeats=2, min_window_s=0.06,
+                                        meter="nvml", warmup=0, idle_s=0, output=str(tmp_path / "out"))))
+    sweep.run(load_measure_params(path), progress=False)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
+    assert all(r["library_energy_j"] > 0 and abs(r["library_energy_diff"]) < 1.0 for r in recs)
+    assert "engine's own energy counter vs the kit's meter over 2 windows" in \
+        read_json(tmp_path / "out" / "provenance.json")["library_energy"]
+
+
+def test_trtllm_unsupported_backend_is_one_line(trt, tmp_path):
+    with pytest.raises(ParamsError, match="trtllm backend 'tensorrt' is not one of pytorch, _autodeploy"):
+        check_supported("m", TINY, backend="tensorrt")
     assert trt.calls == []
 
 
@@ -222,16 +421,14 @@ def test_trtllm_short_output_is_an_error(monkeypatch, tmp_path):
     FakeTensorRTLLM(short_by=1).install(monkeypatch)
     eng = _engine(tmp_path)
     eng.load()
-    req = eng.request(2, 10, 5)
-    req.prepare(1)
     with pytest.raises(EngineError, match="asked for 5 new tokens"):
-        req()
+        _call(eng, 2, 10, 5)
 
 
 def test_trtllm_missing_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # import fails
     eng = make_engine("trtllm", name="m", geometry=TINY, checkpoint="x")
-    with pytest.raises(MissingExtraError, match=r"energykit\[trtllm\].*NVIDIA"):
+    with pytest.raises(MissingExtraError, match=r"energykit\[trtllm\].*NVIDIA.*containers/"):
         eng.load()
 
 
@@ -245,3 +442,196 @@ def test_hf_missing_names_the_extra(monkeypatch):
 def test_unknown_engine():
     with pytest.raises(ParamsError, match="unknown engine 'vllm'"):
         make_engine("vllm")
+
+
+# --- the registry: an engine class owns its options, checks, hint, GPUs, fingerprint, label ---------------------
+
+def _measure_params(tmp_path, **over):
+    p = dict(engine="hf", models=[dict(TINY, name="tiny")], dtype="float32", device="cpu", batch_sizes=[2],
+             input_lens=[8, 16], output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=1, idle_s=0,
+             output=str(tmp_path / "out"))
+    p.update(over)
+    return p
+
+
+def _load(tmp_path, p):
+    import yaml
+
+    from energykit.params import load_measure_params
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return load_measure_params(path)
+
+
+def test_engine_section_and_top_level_keys_are_the_same_options(tmp_path):
+    from energykit.engines.hf import HFOptions
+    from energykit.params import MeasureParams
+
+    flat = _load(tmp_path, _measure_params(tmp_path, attention="sdpa", compile=False))
+    section = _load(tmp_path, _measure_params(tmp_path, hf={"attention": "sdpa", "compile": False}))
+    assert flat.engine_options == section.engine_options == HFOptions(attention="sdpa", compile=False)
+    dumped = section.model_dump()
+    assert dumped["hf"] == {"compile": False, "attention": "sdpa", "decode": None, "compile_cache": ""}
+    assert "attention" not in dumped
+    assert "engine_options" not in dumped
+    assert MeasureParams.model_validate(dumped).engine_options == section.engine_options  # a dump validates again
+    assert _load(tmp_path, _measure_params(tmp_path, engine="trtllm", trtllm={"tensor_parallel_size": 2})
+                 ).engine_options.tensor_parallel_size == 2
+
+
+ENGINE_SECTION_ERRORS = [
+    (dict(attention="bogus"), "attention: Input should be 'flex_attention', 'sdpa' or 'eager' (got 'bogus')"),
+    (dict(hf={"attention": "bogus"}), "hf.attention: Input should be 'flex_attention', 'sdpa' or 'eager'"),
+    (dict(hf={"colour": 1}), "unknown key 'hf.colour'"),
+    (dict(hf=["sdpa"]), "hf: the hf section is a mapping of option: value"),
+    (dict(attention="sdpa", hf={"attention": "eager"}), "attention: is given both at the top level and under hf:"),
+    (dict(tensor_parallel_size=2), "tensor_parallel_size: is an option of engine trtllm, not of hf; remove it or "
+                                   "set engine: trtllm (got 2)"),
+    (dict(engine="trtllm", compile=False), "compile: is an option of engine hf, not of trtllm"),
+    (dict(engine="trtllm", trtllm={"tensor_parallel_size": 0}), "trtllm.tensor_parallel_size: Input should be "
+                                                                "greater than or equal to 1"),
+    (dict(engine="trtllm", backend="tensorrt"), "backend: Input should be 'pytorch' or '_autodeploy'"),
+    (dict(trtllm={"backend": "pytorch"}), "trtllm: is the section of engine trtllm, not of hf; remove it or set "
+                                           "engine: trtllm"),
+    (dict(engine="vllm"), "engine: unknown engine 'vllm'; use one of hf, trtllm"),
+    (dict(engine_options={"compile": False}), "unknown key 'engine_options'"),
+    (dict(meter="nvml"), "meter nvml with device cpu would meter a GPU while the model runs on the CPU"),
+]
+
+
+@pytest.mark.parametrize("over, match", ENGINE_SECTION_ERRORS)
+def test_engine_section_errors_are_one_line(tmp_path, over, match):
+    with pytest.raises(ParamsError) as e:
+        _load(tmp_path, _measure_params(tmp_path, **over))
+    msg = str(e.value)
+    assert match in msg and "\n" not in msg, msg
+
+
+def test_fingerprint_fields_and_values_of_hf_and_trtllm_are_kept(tmp_path):
+    """The setup of an hf and a trtllm sweep, as the code before engine sections wrote it, still resumes."""
+    from energykit import sweep
+    from energykit.params import MeasureParams
+
+    from conftest import ROOT
+
+    old = json.loads((ROOT / "data/h100_paper_families_pilot/fingerprint.json").read_text())
+    hf = _load(tmp_path, _measure_params(tmp_path, dtype="bfloat16", device="cuda", meter="nvml", min_window_s=1.0,
+                                         compile=False, attention="flex_attention", decode="generate"))
+    new = sweep.fingerprint(hf, {"gpu_uuid": old["setup"]["gpu_uuids"][0]})
+    # measured with generate(): the decode loop (the default with flex attention) is another setup
+    loop = _load(tmp_path, _measure_params(tmp_path, dtype="bfloat16", device="cuda", meter="nvml", min_window_s=1.0,
+                                           compile=False, attention="flex_attention"))
+    assert "decode: None -> 'loop'" in sweep.fingerprint_difference(
+        old, sweep.fingerprint(loop, {"gpu_uuid": old["setup"]["gpu_uuids"][0]}))
+    kept = {k: v for k, v in old["setup"].items() if k not in ("backend", "chunked_prefill", "tensor_parallel_size")}
+    assert {k: v for k, v in new["setup"].items() if k != "libraries"} == {k: v for k, v in kept.items()
+                                                                          if k != "libraries"}
+    old["setup"]["libraries"] = new["setup"]["libraries"]
+    old["models"] = new["models"]
+    assert sweep.fingerprint_difference(old, new) == []  # the shipped folder resumes
+    # a trtllm setup as the code before this change wrote it (every engine's options, the others at defaults)
+    trt = MeasureParams(**_measure_params(tmp_path, engine="trtllm", meter="nvml", device="auto",
+                                          trtllm={"chunked_prefill": True, "tensor_parallel_size": 2}))
+    new = sweep.fingerprint(trt, {"gpu_uuids": ["GPU-a", "GPU-b"]})
+    before = {"engine": "trtllm", "dtype": "float32", "min_window_s": 0.0, "meter": "nvml", "device": "auto",
+              "compile": True, "attention": "flex_attention", "backend": "pytorch", "chunked_prefill": True,
+              "tensor_parallel_size": 2, "gpu_uuids": ["GPU-a", "GPU-b"], "libraries": new["setup"]["libraries"]}
+    # issue 21 changed how a trtllm window is measured: a folder of the earlier engine is not resumed
+    assert sweep.fingerprint_difference({"setup": before, "models": new["models"]}, new) == [
+        "flow: None -> 'auto'", f"trtllm_protocol: None -> {new['setup']['trtllm_protocol']!r}"]
+    before.update(flow="auto", trtllm_protocol=new["setup"]["trtllm_protocol"])
+    assert set(new["setup"]) == set(before) - {"compile", "attention"}
+    assert sweep.fingerprint_difference({"setup": before, "models": new["models"]}, new) == []
+    changed = dict(before, chunked_prefill=False)
+    assert sweep.fingerprint_difference({"setup": changed, "models": {}}, new) == ["chunked_prefill: False -> True"]
+    assert sweep.fingerprint_difference({"setup": dict(before, engine="hf"), "models": {}}, new) == [
+        "engine: 'hf' -> 'trtllm'"]
+    assert sweep.engine_gpus(trt) == 2 and sweep.engine_gpus(hf) == 1
+
+
+def test_labels_caveats_and_install_hints_come_from_the_engine_class(monkeypatch):
+    from energykit import sweep
+    from energykit.engines import caveat
+
+    assert sweep.engine_label({"engine": "hf", "transformers": "5.17.0", "compile": True,
+                               "attention": "sdpa"}) == "hf transformers-5.17.0 compiled sdpa"
+    assert sweep.engine_label({"engine": "hf", "transformers": "5.17.0"}) == "hf transformers-5.17.0 eager sdpa"
+    assert sweep.engine_label({"engine": "trtllm", "tensorrt_llm": "1.2.0", "backend": "pytorch"}) == \
+        "trtllm 1.2.0 pytorch"
+    assert sweep.engine_label({"engine": "gone"}) == "gone"
+    assert "reads the whole static cache" in caveat("hf transformers-5.17.0 compiled sdpa")
+    assert caveat("hf transformers-5.17.0 compiled flex_attention") == caveat("trtllm 1.2.0 pytorch") == ""
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    with pytest.raises(MissingExtraError, match=r"energykit\[trtllm\].*nvidia.github.io"):
+        sweep.check_engine_installed("trtllm")
+
+
+def test_a_new_engine_is_one_file_and_one_registry_line(tmp_path, monkeypatch):
+    """tests/toy_engine.py plus one line in ENGINES: validated, fingerprinted, labelled and swept end to end."""
+    from energykit import dataset, engines, sweep
+    from toy_engine import ToyEngine
+
+    monkeypatch.setitem(engines.ENGINES, ToyEngine.name, ToyEngine)  # the registry line
+
+    with pytest.raises(ParamsError, match=r"unknown key 'toy.colour'"):
+        _load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"colour": 1}))
+    with pytest.raises(ParamsError, match=r"compile: is an option of engine hf, not of toy"):
+        _load(tmp_path, _measure_params(tmp_path, engine="toy", compile=True))
+    with pytest.raises(ParamsError, match=r"engine toy has no model for arch 'opt' \(it runs llama\)"):
+        _load(tmp_path, _measure_params(tmp_path, engine="toy", models=["opt-1.3b"]))
+    with pytest.raises(ParamsError, match=r"work: is an option of engine toy, not of hf"):
+        _load(tmp_path, _measure_params(tmp_path, work=2))
+
+    params = _load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"work": 2, "lanes": 3}))
+    assert sweep.engine_gpus(params) == 3
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        path = sweep.run(params, progress=False)
+    ds = dataset.load(path)
+    assert int(ds["duration_s"].notnull().sum()) == 2 * 2 * 2
+    assert (ds["output_tokens"].values == ds["output_len"].values[None, None, None, :, None]).all()
+    assert str(ds["engine"].values.ravel()[0]).startswith("toy numpy-") and ds.attrs["params"]["toy"]["work"] == 2
+    out = tmp_path / "out"
+    setup = json.loads((out / "fingerprint.json").read_text())["setup"]
+    assert setup["engine"] == "toy" and setup["work"] == 2 and "lanes" not in setup and "compile" not in setup
+    assert json.loads((out / "params.json").read_text())["toy"] == {"work": 2, "lanes": 3}
+    # the folder resumes with the same options and refuses changed ones, one line naming the option
+    assert sweep.run(_load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"work": 2, "lanes": 3})),
+                     progress=False) == path
+    with pytest.raises(ParamsError, match=r"work: 2 -> 5"):
+        sweep.run(_load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"work": 5})), progress=False)
+
+
+def test_trtllm_sweep_at_batch_16_records_one_batch_graphed_decode_and_reads_the_counter_after_the_gpu(
+        tmp_path, monkeypatch):
+    """The issue's done-when, through the sweep: every window's record, and every energy-counter read."""
+    import yaml
+
+    from energykit import sweep
+    from energykit.iotools import read_window_log
+    from energykit.params import load_measure_params
+    from energykit.testing import FakeNvml
+
+    trt = FakeTensorRTLLM(step_s=0.002).install(monkeypatch)
+    nvml = FakeNvml(counter_period_s=0.01)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    reads = []
+    counter = nvml.nvmlDeviceGetTotalEnergyConsumption
+
+    def read(handle):  # the kit's meter reads the counter only once the GPU's work is done
+        reads.append(time.monotonic() >= trt.gpu_busy_until)
+        return counter(handle)
+
+    nvml.nvmlDeviceGetTotalEnergyConsumption = read
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[16],
+                                        input_lens=[16, 32], output_lens=[4], repeats=2, min_window_s=0.06,
+                                        meter="nvml", warmup=1, idle_s=0, output=str(tmp_path / "out"))))
+    sweep.run(load_measure_params(path), progress=False)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+    assert all(r["first_token_iterations"] == 1 and r["decode_graphed"] is True and r["ttft_spread_s"] < trt.step_s
+               for r in recs)
+    assert trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
+    assert len(reads) > 8 and all(reads)  # no window closed while the overlap scheduler's step still ran

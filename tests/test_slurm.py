@@ -67,3 +67,70 @@ def test_submit_two_shards_on_two_gpus_and_merge(slurm, tmp_path):
     again = subprocess.run([sys.executable, "-m", "energykit", "submit", str(params), "--shards", "2", "--retry"],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert again.returncode == 0 and "nothing to submit" in again.stdout
+
+
+IMAGE = "nvcr.io/nvidia/tensorrt-llm/release:1.2.0"
+
+
+def _tiny_params(tmp_path, out):
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump(dict(
+        engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8],
+        output_lens=[2], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output=str(out))))
+    return params
+
+
+def test_submit_container_image_writes_the_pyxis_srun_line(slurm, tmp_path):
+    """The script Slurm got runs the shard in the image (pyxis is not installed here: the job is cancelled)."""
+    import shlex
+
+    params = _tiny_params(tmp_path, tmp_path / "out")
+    p = subprocess.run([sys.executable, "-m", "energykit", "submit", str(params), "--shards", "2", "--time", "5",
+                        "--container-image", IMAGE], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-2000:]
+    job = p.stdout.split("Slurm array job ")[1].split()[0].rstrip(";")
+    subprocess.run(["scancel", job], capture_output=True, timeout=30)
+    script = p.stdout.strip().rsplit("script: ", 1)[1]
+    srun = [line for line in open(script).read().splitlines() if line.startswith("srun ")][0]
+    print(f"slurm: job {job}'s shard line: {srun}")
+    words = shlex.split(srun)
+    assert f"--container-image={IMAGE}" in words and f"--container-workdir={tmp_path.resolve()}" in words
+    assert any(w.startswith("--container-mounts=") and f"{tmp_path.resolve()}:{tmp_path.resolve()}" in w for w in words)
+    assert words[-4:-1] == ["-u", "-m", "submitit.core._submit"] and words[-5] == "python3"
+
+
+def test_submit_apptainer_runs_every_shard_through_the_image_command(slurm, tmp_path):
+    """Two shards on the real Slurm, each started by `apptainer exec ... SIF python` (a stand-in apptainer)."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    stub = bin_ / "apptainer"
+    stub.write_text("""#!/bin/sh
+# stand-in for `apptainer exec --nv --bind DIRS --pwd DIR SIF CMD...`: logs the image, runs CMD on the host
+[ "$1" = exec ] || exit 64
+shift
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nv) shift ;;
+    --bind) shift 2 ;;
+    --pwd) cd "$2" || exit 65; shift 2 ;;
+    *) break ;;
+  esac
+done
+echo "apptainer-stand-in: image $1" >&2
+shift
+exec "$@"
+""")
+    stub.chmod(0o755)
+    sif = tmp_path / "energykit-trtllm.sif"
+    sif.write_text("")
+    out = tmp_path / "out"
+    params = _tiny_params(tmp_path, out)
+    env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-m", "energykit", "submit", str(params), "--shards", "2", "--wait",
+                        "--no-progress", "--time", "5", "--apptainer", str(sif), "--container-python", sys.executable],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=240, env=env)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-2000:]
+    logs = list((out / "slurm").rglob("*_log.err"))
+    assert logs and all(f"apptainer-stand-in: image {sif}" in f.read_text() for f in logs)
+    recs = [r for k in range(2) for r in read_window_log(out / f"shard-{k}-of-2" / sweep.LOG)[0]]
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)

@@ -247,7 +247,7 @@ def test_pilot_calls_run_once_per_cell_not_per_repeat(tmp_path, monkeypatch):
 
 def test_compile_cache_reaches_every_array_task(tmp_path, monkeypatch):
     from energykit import submit
-    from energykit.engines.hf import use_compile_cache
+    from energykit.engines.hf import HFEngine, use_compile_cache
 
     for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE",
                 "TORCHINDUCTOR_AUTOGRAD_CACHE"):
@@ -258,7 +258,7 @@ def test_compile_cache_reaches_every_array_task(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(submit, "run", lambda params, *a, **k: seen.update(
         inductor=os.environ.get("TORCHINDUCTOR_CACHE_DIR"), triton=os.environ.get("TRITON_CACHE_DIR"),
-        engine=sweep._engine_options(params)["compile_cache"]) or "ok")
+        engine=HFEngine.engine_kwargs(params)["compile_cache"]) or "ok")
     submit.run_shard(str(path), 0, 2)
     assert seen == {"inductor": str(cache.resolve()), "triton": str(cache.resolve() / "triton"), "engine": str(cache)}
     (tmp_path / "file").write_text("")
@@ -267,9 +267,14 @@ def test_compile_cache_reaches_every_array_task(tmp_path, monkeypatch):
         use_compile_cache(tmp_path / "file" / "sub")
 
 
-def test_folders_measured_before_the_decode_loop_read_as_generate():
-    old = {"setup": {"engine": "hf", "attention": "sdpa"}, "models": {}}
-    same = {"setup": {"engine": "hf", "attention": "sdpa", "decode": "generate"}, "models": {}}
-    loop = {"setup": {"engine": "hf", "attention": "flex_attention", "decode": "loop"}, "models": {}}
-    assert sweep.fingerprint_difference(old, same) == []
-    assert "decode: 'generate' -> 'loop'" in sweep.fingerprint_difference(old, loop)
+def test_folders_measured_before_the_decode_loop_resume_with_generate_and_refuse_the_loop(tmp_path):
+    """Folders measured with generate() have no 'decode' in their fingerprint; the loop adds it."""
+    from energykit.engines.hf import HFEngine
+
+    gen = load_measure_params(_write(tmp_path, _params(tmp_path, attention="sdpa")))
+    loop = load_measure_params(_write(tmp_path, _params(tmp_path)))
+    assert "decode" not in HFEngine.fingerprint(gen.engine_options)
+    assert HFEngine.fingerprint(loop.engine_options)["decode"] == "loop"
+    old = {"setup": {"engine": "hf", "attention": "flex_attention", "compile": True}, "models": {}}
+    new = {"setup": {"engine": "hf", **HFEngine.fingerprint(loop.engine_options)}, "models": {}}
+    assert sweep.fingerprint_difference(old, new) == ["decode: None -> 'loop'"]

@@ -39,13 +39,17 @@ import inspect
 import os
 import warnings
 from pathlib import Path
+from typing import Literal
 
-from ..errors import EngineError, MissingExtraError
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import EngineError, MissingExtraError, ParamsError
 from .base import Engine, Generation, Request
 from .hf_config import hf_config
 from . import hf_decode
 
-__all__ = ["ATTENTIONS", "DECODES", "use_compile_cache", "BLOCK_SIZE", "RECOMPILE_LIMIT", "import_torch", "raise_recompile_limits", "HFEngine"]
+__all__ = ["ATTENTIONS", "DECODES", "use_compile_cache", "BLOCK_SIZE", "RECOMPILE_LIMIT", "import_torch",
+           "raise_recompile_limits", "HFOptions", "HFEngine"]
 
 ATTENTIONS = ("flex_attention", "sdpa", "eager")
 DECODES = ("loop", "generate")
@@ -136,6 +140,28 @@ def raise_recompile_limits(torch) -> None:
             setattr(cfg, knob, max(getattr(cfg, knob), RECOMPILE_LIMIT))
 
 
+class HFOptions(BaseModel):
+    """The ``hf:`` section of a params file (its keys may also stand at the top level)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compile: bool = True
+    """Compile decode steps (CUDA graphs) with the static cache; GPU only."""
+    attention: Literal[ATTENTIONS] = "flex_attention"
+    """``flex_attention`` (context-proportional, native GQA), ``sdpa`` or ``eager``."""
+    decode: Literal[DECODES] | None = None
+    """``loop`` (the kit's decode loop; the default with flex attention) or ``generate`` (the default otherwise)."""
+    compile_cache: str = ""
+    """Folder of Inductor's and Triton's caches: reruns and array tasks on the same GPU type skip compiling."""
+
+    @property
+    def decode_mode(self) -> str:
+        """``decode``, or by default ``loop`` with flex attention and ``generate`` with another."""
+        if self.decode is not None:
+            return self.decode
+        return "loop" if self.attention == "flex_attention" else "generate"
+
+
 class HFEngine(Engine):
     """Engine on transformers models: the kit's decode loop, or ``generate()``.
 
@@ -167,6 +193,65 @@ class HFEngine(Engine):
     """
 
     name = "hf"
+    Options = HFOptions
+    requires = ("torch", "transformers")
+    extra = "hf"
+
+    @classmethod
+    def check_model(cls, params, name, geometry, checkpoint) -> None:
+        options = params.engine_options
+        if options.decode_mode == "loop" and options.attention != "flex_attention":
+            raise ParamsError(f"decode: loop runs the kit's flex attention; attention {options.attention!r} "
+                              "needs decode: generate")
+        if options.decode_mode == "loop" and geometry.get("arch") == "falcon":
+            raise ParamsError(f"model {name!r} (falcon) has no flex attention in transformers: its sdpa path attends "
+                              "over the whole static cache and expands the KV heads, so decode cost would not follow "
+                              "the context; drop it, or use decode: generate with attention: sdpa")
+        if params.meter == "nvml" and params.device == "cpu":
+            raise ParamsError("meter nvml with device cpu would meter a GPU while the model runs on the CPU; "
+                              "use device: cuda (or auto on a GPU machine), or meter: none")
+
+    @classmethod
+    def preflight(cls, params) -> None:
+        """Refuse to meter a GPU while the model would run on the CPU (``device: auto`` without CUDA)."""
+        if params.meter != "nvml" or params.device == "cuda":
+            return
+        torch, _ = import_torch()
+        if not torch.cuda.is_available():
+            raise ParamsError("device: auto resolves to the CPU here (torch sees no CUDA GPU; CUDA_VISIBLE_DEVICES="
+                              f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}), but meter: nvml would meter a GPU; "
+                              "run on a GPU machine or use meter: none")
+
+    @classmethod
+    def engine_kwargs(cls, params) -> dict:
+        options = params.engine_options.model_dump()
+        options.update(decode=params.engine_options.decode_mode, compile_cache=options["compile_cache"] or None)
+        return {"device": params.device, **options}
+
+    @classmethod
+    def fingerprint(cls, options) -> dict:
+        """compile and attention; ``decode`` where it is the loop (folders measured with ``generate()``
+        before the loop existed have no such key and resume); not the compile cache's folder."""
+        out = {"compile": options.compile, "attention": options.attention}
+        if options.decode_mode == "loop":
+            out["decode"] = "loop"
+        return out
+
+    @classmethod
+    def label(cls, versions: dict) -> str:
+        """E.g. ``hf transformers-5.17.0 compiled flex_attention`` or ``hf transformers-5.24.0 loop cuda-graph energykit_flex``."""
+        mode = "compiled" if versions.get("compile") else "eager"
+        attn = versions.get("attention", "sdpa")  # datasets measured before the attention choice used sdpa
+        if versions.get("decode") == "loop":
+            mode = "loop cuda-graph" if versions.get("cuda_graph") else "loop"
+        return f"hf transformers-{versions.get('transformers')} {mode} {attn}"
+
+    @classmethod
+    def caveat(cls, label: str) -> str:
+        if "sdpa" in label or ("hf" in label and "flex" not in label):
+            return (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
+                    "KV heads (sdpa), so KV-cache savings do not show; see the README's engine table.")
+        return ""
 
     def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", device="auto", compile=True,
                  attention="flex_attention", max_len=2048, seed=0, decode=None, compile_cache=None):
