@@ -10,9 +10,12 @@ PARAMS ?= params/report.yaml
 TORCH_SPEC ?= torch==2.13.0
 
 NOTEBOOKS := $(wildcard notebooks/0[2-9]_*.py)
-REPORTS := $(patsubst notebooks/%.py,reports/%.html,$(NOTEBOOKS))
 SRC := $(wildcard energykit/*.py energykit/*/*.py)
 DATA := $(wildcard data/*.csv data/*/*.nc)
+# each parameter set renders into its own folder, reports/<params-stem>/, listed by reports/index.html
+REPORT_DIR := reports/$(basename $(notdir $(PARAMS)))
+# root may run Lab only with --allow-root
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: help setup report test lab measure lint clean bench
 
@@ -33,20 +36,27 @@ $(VENV)/.dev: $(VENV)/.core
 
 setup: $(VENV)/.core ## create .venv and install energykit (core)
 
-report: $(REPORTS) ## execute the analysis notebooks and render reports/index.html
-	@echo "open reports/index.html"
+report: $(REPORT_DIR)/index.html ## render the notebooks for PARAMS (default params/report.yaml) into reports/<params-stem>/
+	@echo "open reports/index.html (this set: $(REPORT_DIR)/index.html)"
 
-reports/%.html: notebooks/%.py $(PARAMS) $(SRC) $(DATA) | $(VENV)/.core
-	$(BIN)/python -m energykit report --params $(PARAMS) --only $*
+# one process: loads and fits once, runs every notebook in one kernel; reruns when anything it reads changed
+$(REPORT_DIR)/index.html: $(NOTEBOOKS) $(PARAMS) $(SRC) $(DATA) | $(VENV)/.core
+	$(BIN)/python -m energykit report --params $(PARAMS) --out $(REPORT_DIR) --rendered-by "make report PARAMS=$(PARAMS)"
 
 test: $(VENV)/.dev ## run the test suite
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.dev ## time the fits and the report build (benchmarks/)
+bench: $(VENV)/.dev ## time the fits and the default report build (benchmarks/; prints both)
 	$(BIN)/python benchmarks/bench_fit.py
 
-lab: $(VENV)/.core ## open JupyterLab on the notebooks (the .py sources, paired with .ipynb by jupytext)
-	$(BIN)/jupyter lab notebooks/
+# jupytext's default viewer: double-clicking a notebook's .py source opens it as a notebook
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): jupyter/lab-overrides.json | $(VENV)/.core
+	@mkdir -p $(dir $@) && cp $< $@
+
+lab: $(VENV)/.core $(LAB_OVERRIDES) ## open JupyterLab on the notebooks (double-click a .py source: it opens as a notebook)
+	@echo "JupyterLab: open the http://127.0.0.1:... URL it prints below (with its token); Ctrl-C stops it"
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
 measure: $(VENV)/.core ## run a measurement sweep: make measure PARAMS=params/measure_cpu_tiny.yaml
 	@case "$(PARAMS)" in params/report.yaml) echo "make measure needs PARAMS=params/measure_<name>.yaml" >&2; exit 2;; esac

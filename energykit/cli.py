@@ -141,10 +141,19 @@ def cmd_fit(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build
+    import shlex
+    import time
+    from pathlib import Path
 
-    timings = build(args.params, args.out, args.only or None)
-    print(f"reports written to {args.out}/index.html ({sum(timings.values()):.1f} s)")
+    from .report import build, default_out, write_catalog
+
+    out = args.out or default_out(args.params)
+    command = args.rendered_by or "energykit " + shlex.join(sys.argv[1:])
+    t0 = time.perf_counter()
+    build(args.params, out, args.only or None, rendered_by=command)
+    catalog = write_catalog(Path(out).parent) if Path(out).resolve().parent.name == "reports" else None
+    print(f"reports written to {out}/index.html{f', listed in {catalog}' if catalog else ''} "
+          f"({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -343,15 +352,17 @@ def cmd_predict(args) -> int:
     from .dataset import load, to_frame
     from .fitting import o_star
     from .intervals import estimate_interval
-    from .hardware import calibrate, each_draw, leave_one_model_out, prediction_table
+    from .hardware import calibrate, each_draw, leave_one_model_out, prediction_table, transfer_error_pct, with_transfer_error
     from .presets import resolve
 
     ds = load(args.calibrate)
     name, geom, _ = resolve(args.geometry)
     hw = calibrate(ds, args.model or None, args.loss)
-    if not hw.full_rank:
-        print(f"energykit: warning: the calibration cells identify only {hw.rank} of 6 hardware coefficients "
-              f"(calibrated on {', '.join(hw.calibrated_on)}); the prediction rests on an arbitrary split between "
+    unidentified = hw.unidentified()
+    if not hw.all_identified():
+        print(f"energykit: warning: the calibration cells do not identify {len(unidentified)} of 6 hardware "
+              f"coefficients ({', '.join(unidentified) or 'design rank ' + str(hw.rank)}; calibrated on "
+              f"{', '.join(hw.calibrated_on)}); the prediction rests on an arbitrary split between "
               "them — calibrate on more models of different geometry", file=sys.stderr)
     frame = to_frame(ds)
     b = args.batch_size or int(frame["batch_size"].min())
@@ -366,17 +377,26 @@ def cmd_predict(args) -> int:
         _, lo, hi = estimate_interval(est, ostar_draws[:, k])
         ostar[str(i)] = {"value": est, "low": float(lo), "high": float(hi)}
     lomo = leave_one_model_out(ds, args.loss, hw.calibrated_on) if len(hw.calibrated_on) > 1 else pd.DataFrame()
+    transfer = transfer_error_pct(lomo)  # a held-out geometry's error: the cells' intervals cover it
+    table = with_transfer_error(table, transfer)
     if args.json:
         out = {
             "geometry": name, "batch_size": b, "calibrated_on": hw.calibrated_on, "gpu": hw.gpu, "engine": hw.engine,
-            "coefficients": hw.coef, "identified": hw.full_rank, "design_rank": hw.rank, "theta": theta,
+            "coefficients": hw.coef, "identified": hw.all_identified(), "unidentified_coefficients": unidentified,
+            "design_rank": hw.rank, "theta": theta,
             "o_star": ostar,
             "leave_one_model_out_mape_pct": {r["model"]: r["mape_pct"] for _, r in lomo.iterrows()},
+            "leave_one_model_out_max_ape_pct": {r["model"]: r["max_ape_pct"] for _, r in lomo.iterrows()},
+            "transfer_error_pct": transfer if math.isfinite(transfer) else None,
+            "cells_interval": "95 % over the calibration's bootstrap, widened by ±transfer_error_pct "
+                              "(the worst leave-one-model-out MAPE; absent: transfer unchecked)",
             "cells": table.to_dict(orient="records"),
         }
         print(json.dumps(out, indent=2))
         return 0
     print(f"{name}: predicted from {', '.join(hw.calibrated_on)} ({hw.gpu}, {hw.engine}), batch {b}")
+    print("intervals: 95 % over the calibration's bootstrap" + (f", widened by ±{transfer:.0f} % transfer error "
+          "(worst leave-one-model-out MAPE)" if math.isfinite(transfer) else "; the transfer is unchecked (one model)"))
     print(table.round(3).to_string(index=False))
     if not lomo.empty:
         print("\nleave-one-model-out on the calibration set:")
@@ -402,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="execute the analysis notebooks and render HTML into reports/")
     r.add_argument("--params", default="params/report.yaml", help="parameter file (default params/report.yaml)")
-    r.add_argument("--out", default="reports", help="output directory (default reports)")
+    r.add_argument("--out", help="output directory (default reports/<params-stem>, listed in reports/index.html)")
+    r.add_argument("--rendered-by", help="the command to name as the pages' origin (default: this command line)")
     r.add_argument("--only", action="append", help="render only this notebook (repeatable), e.g. 02_fit")
     r.set_defaults(func=cmd_report)
 

@@ -35,7 +35,7 @@ import xarray as xr
 
 from . import __version__
 from .errors import DataError
-from .iotools import read_netcdf, read_tidy
+from .iotools import read_netcdf, read_tidy, resolve
 from .state import DiskFullError, fault_point
 
 from .schema import DIMS, GEOMETRY_COLUMNS, GLOSSARY, PROVENANCE_COLUMNS, UNITS
@@ -217,13 +217,16 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
 
 
 def load(path: str | Path) -> xr.Dataset:
-    """Load measurements from a NetCDF dataset or a tidy CSV/JSONL file."""
-    path = Path(path)
+    """Load measurements from a NetCDF dataset or a tidy CSV/JSONL file (attribute ``loaded_from``: the path given)."""
+    given, path = path, resolve(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; give a measurement file in it (e.g. {path}/measurements.nc)")
     if path.suffix.lower() == ".nc":
-        return read_netcdf(path)[0]
-    return from_frame(read_tidy(path)[0], source=path.name)
+        ds = read_netcdf(path)[0]
+    else:
+        ds = from_frame(read_tidy(path)[0], source=path.name)
+    ds.attrs["loaded_from"] = str(given)  # the file read, as named (``source`` is where it was measured)
+    return ds
 
 
 def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
@@ -291,7 +294,9 @@ def load_many(paths: Iterable[str | Path]) -> xr.Dataset:
     paths = list(paths)
     if not paths:
         raise DataError("no measurement files given; pass at least one .nc, .csv or .jsonl file")
-    return combine([load(p) for p in paths])
+    out = combine([load(p) for p in paths])
+    out.attrs["loaded_from"] = ", ".join(str(p) for p in paths)
+    return out
 
 
 def to_frame(ds: xr.Dataset) -> pd.DataFrame:

@@ -36,6 +36,7 @@ from .dataset import batch_sizes, measured_cells, model_names, model_value
 from .errors import FitError
 from .intervals import IDENTIFIED_SHARE, LEVEL, UNBOUNDED_FACTOR, around, bounded_high, identified, interval
 from .intervals import estimate_interval
+from .iotools import resolve
 from .model import BATCHED, SWEETSPOT, VARIABLES, LinearEnergyModel, model_of, nnls_weighted
 from .model import LINEAR as LINEAR_MODEL
 
@@ -698,7 +699,7 @@ def load_fits(path, **expect) -> "FitSet":
     arguments (``loss="l1"``, ``cv_folds=5``, ``data=[...]``) must match what the file was fitted
     with, else a one-line error says which differs.
     """
-    path = Path(path)
+    path = resolve(path)
     if not path.is_file():
         raise FitError(f"fit file {path} does not exist; write one with: energykit fit DATA --save {path}")
     try:

@@ -39,7 +39,8 @@ from .physics import cell_work
 from .schema import GEOMETRY_KEYS
 
 __all__ = ["COEFFICIENTS", "NEEDED", "features", "HardwareModel", "each_draw", "SIMULATED", "simulate", "calibrate", "leave_one_model_out",
-           "coefficient_table", "theta_interval_table", "prediction_table"]
+           "coefficient_table", "theta_interval_table", "prediction_table", "transfer_error_pct",
+           "with_transfer_error"]
 
 COEFFICIENTS = ("prefill_j_per_flop", "decode_j_per_flop", "weight_j_per_byte", "kv_j_per_byte",
                 "step_j_per_layer", "request_j")
@@ -101,6 +102,16 @@ class HardwareModel:
         draws (the rule of :func:`energykit.fitting.identified`, as for :meth:`ModelFit.identified`)."""
         d = self.draws(n)
         return {k: identified(self.coef[k], d[k][:, 0]) for k in COEFFICIENTS}
+
+    def unidentified(self, n: int = 200) -> list[str]:
+        """The coefficients :meth:`identified` calls not identified, in order (what the 05 page and
+        ``energykit predict --json`` list)."""
+        return [k for k, ok in self.identified(n).items() if not ok]
+
+    def all_identified(self, n: int = 200) -> bool:
+        """Full design rank and every coefficient identified: the one rule of ``predict --json``'s
+        ``identified`` and of the 05 page's warning."""
+        return self.full_rank and not self.unidentified(n)
 
     def predict(self, geom: dict, batch_size, input_len, output_len, dtype="bfloat16", coef=None):
         """Energy of one request batch [J] for a geometry at the given lengths."""
@@ -256,3 +267,35 @@ def prediction_table(hw: HardwareModel, geom: dict, batch_size: int, input_lens,
                          "energy_j_low": lo, "energy_j_high": hi, "tokens_per_j": tokens_per_j(est, batch_size, o),
                          "tokens_per_j_low": tokens_per_j(hi, batch_size, o),
                          "tokens_per_j_high": tokens_per_j(lo, batch_size, o)})
+
+
+def transfer_error_pct(lomo: pd.DataFrame) -> float:
+    """The error of a prediction for an unmeasured geometry [%]: the worst model's leave-one-model-out MAPE.
+
+    NaN when the calibration has one model (nothing can be held out): the transfer is then unchecked.
+    """
+    return float(lomo["mape_pct"].max()) if len(lomo) else float("nan")
+
+
+def with_transfer_error(table: pd.DataFrame, error_pct: float) -> pd.DataFrame:
+    """A :func:`prediction_table` whose intervals also cover an energy error of ±``error_pct`` %.
+
+    θ's bootstrap interval alone describes the calibration's noise, not how far a geometry the
+    calibration never saw may be off; this widens each cell's energy interval to at least
+    [E (1 − e), E (1 + e)] and its tokens/J interval to the matching [t / (1 + e), t / (1 − e)]
+    (unbounded above for e ≥ 100 %). With ``error_pct`` NaN (unchecked) the table is returned unchanged.
+
+    >>> t = pd.DataFrame({"energy_j": [100.0], "energy_j_low": [99.0], "energy_j_high": [101.0], "tokens_per_j": [2.0],
+    ...                   "tokens_per_j_low": [1.98], "tokens_per_j_high": [2.02]})
+    >>> with_transfer_error(t, 50).round(3).iloc[0].tolist()
+    [100.0, 50.0, 150.0, 2.0, 1.333, 4.0]
+    """
+    if not np.isfinite(error_pct):
+        return table
+    e = error_pct / 100.0
+    out = table.copy()
+    out["energy_j_low"] = np.minimum(out["energy_j_low"], out["energy_j"] * max(1 - e, 0.0))
+    out["energy_j_high"] = np.maximum(out["energy_j_high"], out["energy_j"] * (1 + e))
+    out["tokens_per_j_low"] = np.minimum(out["tokens_per_j_low"], out["tokens_per_j"] / (1 + e))
+    out["tokens_per_j_high"] = np.maximum(out["tokens_per_j_high"], out["tokens_per_j"] / (1 - e) if e < 1 else np.inf)
+    return out

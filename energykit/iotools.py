@@ -4,7 +4,8 @@
 - :func:`read_netcdf`: a NetCDF dataset written by the kit, validated the same way;
 - :func:`read_window_log`: a sweep's raw ``windows.jsonl``;
 - :func:`read_trace`: a production request trace (Azure LLM inference format, or input_len/output_len);
-- :func:`read_hf_config`: a Hugging Face ``config.json``, as a geometry.
+- :func:`read_hf_config`: a Hugging Face ``config.json``, as a geometry;
+- :func:`resolve`: a relative path as the working directory or, failing that, the repository root reads it.
 
 A new format gets one function here; :func:`energykit.dataset.load` dispatches on the suffix.
 """
@@ -22,12 +23,34 @@ import xarray as xr
 from .errors import DataError, ParamsError
 from .schema import DIMS, DURATION_UNITS_S, ENERGY_UNITS_J, GEOMETRY_COLUMNS, INT_DIMS, PROVENANCE_COLUMNS, UNITS
 
-__all__ = ["read_tidy", "read_netcdf", "read_window_log", "read_trace", "read_hf_config", "geometry_from_hf_config",
+__all__ = ["resolve", "read_tidy", "read_netcdf", "read_window_log", "read_trace", "read_hf_config", "geometry_from_hf_config",
            "MAX_INT"]
 
 KEY = DIMS
 MAX_INT = 10**7
 """Largest batch size, length or repeat index accepted [1e7]: beyond it a value is a typo or an overflow."""
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout that holds this package (``params/``, ``data/``, ``notebooks/``) in an editable install."""
+
+
+def resolve(path: str | Path) -> Path:
+    """``path`` as the working directory reads it, else relative to the repository root.
+
+    Parameter files name data relative to the repository root, while JupyterLab starts a notebook's
+    kernel in ``notebooks/``; this lets a notebook find its data from any working directory. An
+    absolute path, or one that exists from the working directory, is returned unchanged; one found
+    nowhere is returned unchanged too, so the reader's "no such file" error names what was given.
+
+    >>> resolve("params/report.yaml").is_file()
+    True
+    """
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    candidate = REPO_ROOT / path
+    return candidate if candidate.exists() else path
+
+
 TRACE_COLUMNS = {"ContextTokens": "input_len", "GeneratedTokens": "output_len"}
 
 
@@ -100,7 +123,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     DataError
         With a one-line message naming the file, the column or row, and the fix.
     """
-    path = Path(path)
+    path = resolve(path)
     name = str(path)
     if not path.exists():
         raise DataError(f"{name}: no such file; check the path")
@@ -231,7 +254,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
 def read_netcdf(path: str | Path) -> xr.Dataset:
     """Read a measurement Dataset written by :func:`energykit.dataset.write_netcdf`, checking dims,
     units and energies like a tidy file; returns (Dataset, metadata = its attributes)."""
-    path = Path(path)
+    path = resolve(path)
     if not path.exists():
         raise DataError(f"{path}: no such file; check the path")
     try:
@@ -301,7 +324,7 @@ def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
     ``input_len``/``output_len``; returns ``input_len`` and ``output_len`` [tokens] per request, and
     metadata (``source``, ``requests``, ``format``).
     """
-    path = Path(path)
+    path = resolve(path)
     if not path.exists():
         raise DataError(f"{path}: no such trace file; check the path")
     try:

@@ -66,6 +66,8 @@ class ReportParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: list[str] = Field(min_length=1, description="measured files (.nc, .csv, .jsonl), combined along model")
+    label: str = Field("", description="what this parameter set is (e.g. 'PILOT: ...', 'APPENDIX: ...'), shown on "
+                                       "every page's header and in reports/index.html")
     loss: Literal["l1", "l2"] = "l1"
     cv_folds: int = Field(5, ge=2)
     fit_file: str = Field("", description="fits stored by energykit fit --save; empty: each page fits the data")

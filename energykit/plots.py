@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib import patheffects
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -13,7 +15,8 @@ from .intervals import bounded_high
 from .sweetspots import sweet_region
 from .uncertainty import o_star_interval
 
-__all__ = ["batch_curves", "log_range", "clip_band", "efficiency_heatmap", "fit_curves", "parity", "residuals", "trace_density", "policy_bars",
+__all__ = ["batch_curves", "log_range", "clip_band", "legend_outside", "plain_log_ticks", "efficiency_heatmap",
+           "fit_curves", "parity", "residuals", "trace_density", "policy_bars",
            "region_probability_heatmap"]
 
 
@@ -32,6 +35,41 @@ def clip_band(low, high, y_range) -> tuple[np.ndarray, np.ndarray]:
     """
     lo, hi = y_range
     return np.clip(np.asarray(low, dtype=float), lo, hi), np.clip(np.asarray(high, dtype=float), lo, hi)
+
+
+def legend_outside(ax, **kw):
+    """The axis legend below the plot, outside the data (a legend inside hides points or cells).
+
+    Seaborn's own legend is moved (``sns.move_legend``); otherwise one is drawn from the labelled artists.
+    """
+    fig = ax.figure
+    height_px = ax.get_window_extent().height or 1.0
+    below = -(50 * fig.dpi / 72) / height_px  # 50 pt under the axis: clear of tick labels and the axis label
+    kw.setdefault("frameon", False)
+    if ax.get_legend() is not None and not ax.get_legend_handles_labels()[0]:
+        sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, below), **kw)
+        return ax
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        kw.setdefault("ncol", min(len(handles), 3))
+        kw.setdefault("fontsize", 8)
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, below), **kw)
+    return ax
+
+
+def plain_log_ticks(ax, axis: str = "both"):
+    """Log axes labelled at their major ticks only, as plain numbers (minor labels overlap on short ranges)."""
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    for name in ("x", "y") if axis == "both" else (axis,):
+        a = ax.xaxis if name == "x" else ax.yaxis
+        if a.get_scale() != "log":
+            continue
+        lo, hi = sorted(ax.get_xlim() if name == "x" else ax.get_ylim())
+        subs = (1.0,) if hi / lo > 30 else (1.0, 2.0, 5.0)  # a short range gets 1-2-5 labels, never 2-3-4-6-…
+        a.set_major_locator(LogLocator(base=10, subs=subs))
+        a.set_major_formatter(fmt)
+        a.set_minor_formatter(NullFormatter())
+    return ax
 
 
 def _ax(ax):
@@ -94,11 +132,14 @@ def efficiency_heatmap(
         def row(o):
             return np.interp(-np.log(np.clip(o, outs[-1], outs[0])), -logo, np.arange(len(outs)) + 0.5)
 
-        ax.plot(xs, row(ostar), "w--o", lw=2, label="o*(i) (fitted)")
-        ax.fill_between(xs, row(lo), row(hi), color="white", alpha=0.35, lw=0, label="o*(i) 95 % interval")
-        ax.plot(xs, row(lo), "w:", lw=1)
-        ax.plot(xs, row(hi), "w:", lw=1)
-        ax.legend(loc="upper right", fontsize=8, facecolor="grey")
+        # the interval as two dotted edges, not a fill: a band over the cells would wash out their colours
+        # white lines with a dark outline read on light cells and on the blank of unmeasured ones
+        outline = [patheffects.withStroke(linewidth=3.5, foreground="0.2")]
+        ax.plot(xs, row(ostar), "--o", color="white", mec="black", lw=2, label="o*(i) (fitted)", path_effects=outline)
+        ax.plot(xs, row(lo), ":", color="white", lw=1.5, label="o*(i) 95 % interval (dotted edges)",
+                path_effects=outline)
+        ax.plot(xs, row(hi), ":", color="white", lw=1.5, path_effects=outline)
+        legend_outside(ax, frameon=True, facecolor="0.55", edgecolor="0.55")  # white lines need a dark key
     ax.set_xlabel("input length i [tokens]")
     ax.set_ylabel("output length o [tokens]")
     ax.set_title(title or f"efficiency; red: within {within_pct:g} % of best")
@@ -127,7 +168,8 @@ def fit_curves(fit: ModelFit, raw: pd.DataFrame | None = None, ax=None):
     ax.set_xlabel("output length o [tokens]")
     ax.set_ylabel("energy per batch E [J]")
     ax.set_title(f"{fit.model}\nmeasured (points) vs {fit.kind} fit (lines, 95 % band)", fontsize=10)
-    ax.legend(fontsize=8, ncol=2)
+    plain_log_ticks(ax)
+    legend_outside(ax, ncol=4)
     return ax
 
 
@@ -151,7 +193,8 @@ def parity(fits: FitSet, kind: str = "sweetspot", ax=None):
     ax.set_xlabel("measured E [J]")
     ax.set_ylabel("predicted E [J]")
     ax.set_title(f"parity, {kind} model")
-    ax.legend(fontsize=7)
+    plain_log_ticks(ax)
+    legend_outside(ax, ncol=1)
     return ax
 
 
@@ -169,7 +212,8 @@ def residuals(fits: FitSet, ax=None):
     ax.set_xlabel("measured E [J]")
     ax.set_ylabel("(predicted − measured) / measured [%]")
     ax.set_title("relative residuals")
-    ax.legend(fontsize=7)
+    plain_log_ticks(ax)
+    legend_outside(ax, ncol=3)
     return ax
 
 
@@ -184,7 +228,8 @@ def trace_density(trace: pd.DataFrame, fit: ModelFit | None = None, title: str =
         est, lo, hi = o_star_interval(fit, i)  # NaN (nothing drawn) where θ4 is not identified
         ax.plot(i, est, "r-", lw=2, label="o*(i) (fitted)" if np.isfinite(est).any() else "o*(i): n/a (θ4 not identified)")
         y_range = (max(t["output_len"].min(), 1) / 2, t["output_len"].max() * 2)
-        ax.fill_between(i, *clip_band(lo, hi, y_range), color="red", alpha=0.2, lw=0, label="o*(i) 95 % interval")
+        ax.plot(i, clip_band(lo, hi, y_range)[0], "r:", lw=1.5, label="o*(i) 95 % interval (dotted edges)")
+        ax.plot(i, clip_band(lo, hi, y_range)[1], "r:", lw=1.5)
         ax.set_ylim(*y_range)
         ax.add_patch(
             plt.Rectangle(
@@ -194,7 +239,8 @@ def trace_density(trace: pd.DataFrame, fit: ModelFit | None = None, title: str =
                 fill=False, edgecolor="k", ls="--", label="measured range",
             )
         )
-        ax.legend(fontsize=8)
+        legend_outside(ax)
+    plain_log_ticks(ax)
     ax.set_xlabel("input length [tokens]")
     ax.set_ylabel("output length [tokens]")
     ax.set_title(title)

@@ -12,18 +12,26 @@ and ``reports/index.html`` linking them, one line each on what it shows.
 from __future__ import annotations
 
 import ast
+import base64
 import html
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jupytext
 import latex2mathml.converter
 import nbformat
 import papermill as pm
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from papermill.parameterize import parameterize_notebook
 from nbconvert import HTMLExporter
 from nbconvert.filters import markdown2html
 
@@ -33,7 +41,7 @@ from .fitting import fit_dataset, load_fits
 from .iotools import read_trace
 from .params import ReportParams, load_report_params, notebook_parameters
 
-__all__ = ["ANALYSIS_GLOB", "FIT_FILE", "fit_once", "repo_root", "analysis_notebooks", "description", "execute", "to_html",
+__all__ = ["ANALYSIS_GLOB", "FIT_FILE", "BUILD_FILE", "execute_all", "fit_once", "repo_root", "default_out", "write_catalog", "analysis_notebooks", "description", "execute", "to_html",
            "write_index", "build", "read_source", "notebook_defaults",
            "mathml", "key_results"]
 
@@ -107,11 +115,83 @@ def execute(nb_path: Path, out_path: Path, params: ReportParams, root: Path) -> 
     return time.perf_counter() - t0
 
 
+RESET_CELL = ("%reset -f\nimport matplotlib.pyplot as plt\nplt.close('all')\n"
+              "%config InlineBackend.figure_formats = ['png', 'svg']\nplt.rcParams['svg.fonttype'] = 'none'")
+"""Run before each notebook in the shared kernel: an empty namespace and no open figures, as in a fresh
+kernel. Figures come as PNG (the landing page's thumbnails) and as SVG with real text, which the pages
+embed: crisp at any zoom, searchable, and their tick labels checkable by the browser test."""
+
+
+def start_kernel(root: Path) -> AsyncKernelManager:
+    """A Python kernel started in ``root``; it boots while the caller goes on (load, fit)."""
+    km = AsyncKernelManager(kernel_name="python3")
+    run_sync(km.start_kernel)(cwd=str(root))
+    return km
+
+
+def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root: Path, km=None,
+                on_done=None) -> dict[str, float]:
+    """Run the notebooks one after another in one kernel, each from an empty namespace; returns seconds each.
+
+    Each notebook gets its declared parameters injected as papermill does (a cell tagged
+    ``injected-parameters`` after the ``parameters`` cell) and is written executed to
+    ``out_dir/NN_name.ipynb``, then ``on_done(path)`` is called (the build renders its HTML while the
+    next notebook runs). One kernel start, and the science stack imported once, instead of one per
+    notebook; the namespace is reset (``%reset -f``) between notebooks so that none reads another's
+    variables, as when each is run alone in JupyterLab. ``km``: a kernel already started (see
+    :func:`start_kernel`); it is shut down at the end either way.
+    """
+    timings = {}
+    try:
+        for nb_path in notebooks:
+            nb = read_source(nb_path)
+            nb.metadata.setdefault("papermill", {})  # papermill records the parameters here
+            for cell in nb.cells:  # and reads every cell's tags
+                cell.metadata.setdefault("tags", [])
+            nb = parameterize_notebook(nb, notebook_parameters(params, notebook_defaults(nb_path)))
+            nb.cells.insert(0, nbformat.v4.new_code_cell(RESET_CELL))
+            client = NotebookClient(nb, km=km, kernel_name="python3", timeout=None, allow_errors=False,
+                                    resources={"metadata": {"path": str(root)}})
+            t0 = time.perf_counter()
+            try:
+                client.execute(cleanup_kc=False)
+            except CellExecutionError as e:
+                failed = next(((c.get("execution_count") or 1) - 1 for c in nb.cells  # the reset cell ran first
+                               if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+                raise EnergykitError(f"notebook {nb_path.name} failed in cell {failed}: {e.ename}: "
+                                     f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (no report was replaced)") from None
+            finally:
+                km = client.km
+            timings[nb_path.stem] = time.perf_counter() - t0
+            nb.cells.pop(0)
+            _renumber(nb)
+            nbformat.write(nb, out_dir / f"{nb_path.stem}.ipynb")
+            if on_done is not None:
+                on_done(out_dir / f"{nb_path.stem}.ipynb")
+    finally:
+        if km is not None and km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    return timings
+
+
+def _renumber(nb: nbformat.NotebookNode) -> None:
+    """Execution counts 1, 2, … within the notebook (the shared kernel counts across notebooks)."""
+    n = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("execution_count") is not None:
+            n += 1
+            cell.execution_count = n
+            for out in cell.get("outputs", []):
+                if "execution_count" in out:
+                    out["execution_count"] = n
+
+
 MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
 """``$$display$$`` and ``$inline$`` LaTeX in markdown cells."""
-FIT_TABLES = ("<style>.jp-OutputArea-output table, .jp-RenderedHTMLCommon table {display: block; max-width: 100%; "
-              "overflow-x: auto;}</style>")
-"""Wide tables scroll inside the page instead of running off it."""
+FIT_TABLES = ("<style>.jp-OutputArea-output table, .jp-RenderedHTMLCommon table {max-width: 100%; table-layout: auto;}"
+              " .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th {white-space: normal !important; "
+              "overflow-wrap: break-word; max-width: 40em;}</style>")
+"""Table cells wrap (a long list of cells or a policy's assumptions is read in full, never cut)."""
 CDN_SCRIPT = re.compile(r"<script[^>]*src=\"https?://[^\"]*(?:mathjax|require)[^\"]*\"[^>]*>\s*</script>", re.I)
 
 
@@ -129,16 +209,52 @@ def mathml(markdown: str) -> str:
     return MATH.sub(convert, markdown)
 
 
-def to_html(executed: Path, out_dir: Path) -> tuple[Path, Path]:
-    """Render the full and the no-code HTML of an executed notebook, formulas as MathML, nothing from a CDN."""
+SVG_IMG = re.compile(r'<img[^>]*src="data:image/svg\+xml;base64,([A-Za-z0-9+/=\s]+)"[^>]*>')
+SVG_CSS = "<style>.jp-OutputArea-output svg {max-width: 100%; height: auto;}</style>"
+
+
+def inline_svg(page: str) -> str:
+    """Figures embedded as SVG markup rather than ``<img>``: their text (tick labels, legends) is page text,
+    crisp at any zoom and searchable, and the browser test can measure where each tick label lies."""
+    def inline(m):
+        svg = base64.b64decode(m.group(1)).decode("utf-8")
+        svg = svg[svg.find("<svg"):]  # drop the XML declaration and DOCTYPE
+        return svg.replace("<svg ", '<svg role="img" ', 1)
+
+    return SVG_IMG.sub(inline, page)
+
+
+def banner(build_info: dict) -> str:
+    """The provenance line atop every page: parameter set and its label, data files loaded, command, commit."""
+    label = build_info.get("label") or ""
+    return ('<div class="ek-banner" style="font:0.9em sans-serif;background:#f4f4f4;border-left:4px solid '
+            f'{"#c60" if label.upper().startswith(("PILOT", "APPENDIX")) else "#888"};padding:0.4em 0.8em;margin:0.5em 0">'
+            f'<b>{html.escape(label or "parameter set")}</b> · params <code>{html.escape(build_info.get("params", ""))}</code>'
+            f' · data loaded: {", ".join(f"<code>{html.escape(d)}</code>" for d in build_info.get("data", []))}'
+            f' · rendered by <code>{html.escape(build_info.get("rendered_by", ""))}</code>'
+            f' · commit {html.escape(build_info.get("commit", ""))}</div>')
+
+
+def to_html(executed: Path, out_dir: Path, build_info: dict | None = None) -> tuple[Path, Path]:
+    """Render the full and the no-code HTML of an executed notebook, formulas as MathML, nothing from a CDN.
+
+    ``build_info`` (see :func:`build`) puts a provenance line atop the page. The no-code page shows
+    no ``In``/``Out`` prompts: a reader without the code has nothing to number.
+    """
     nb = nbformat.read(executed, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = mathml(cell.source)
     full = out_dir / f"{executed.stem}.html"
     nocode = out_dir / f"{executed.stem}.nocode.html"
-    for path, exporter in ((full, HTMLExporter()), (nocode, HTMLExporter(exclude_input=True))):
-        body = CDN_SCRIPT.sub("", exporter.from_notebook_node(nb)[0]).replace("</head>", FIT_TABLES + "</head>", 1)
+    top = banner(build_info) if build_info else ""
+    for path, exporter in ((full, HTMLExporter()),
+                           (nocode, HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                                                 exclude_output_prompt=True))):
+        body = CDN_SCRIPT.sub("", exporter.from_notebook_node(nb)[0]).replace("</head>", FIT_TABLES + SVG_CSS + "</head>", 1)
+        body = inline_svg(body)
+        if top:
+            body = re.sub(r"(<main[^>]*>|<body[^>]*>)", lambda m: m.group(1) + top, body, count=1)
         path.write_text(body, encoding="utf-8")
     return full, nocode
 
@@ -173,7 +289,7 @@ def _commit(root: Path) -> str:
 
 
 def write_index(out_dir: Path, entries: list[tuple[str, str]], params_path: Path, params: ReportParams | None = None,
-                root: Path | None = None) -> Path:
+                root: Path | None = None, rendered_by: str = "") -> Path:
     """``index.html``: a landing page with each page's key results beside the paper's, and its main figure."""
     sections = []
     for stem, desc in entries:
@@ -189,6 +305,8 @@ def write_index(out_dir: Path, entries: list[tuple[str, str]], params_path: Path
             "</section>"
         )
     data = ", ".join(params.data) if params is not None else ""
+    label = params.label if params is not None else ""
+    rendered_by = rendered_by or f"energykit report --params {params_path}"
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>energykit reports</title>
 <style>
@@ -198,13 +316,13 @@ body{{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.45;pad
 .key td,.key th{{border:1px solid #ddd;padding:0.2em 0.5em;text-align:left}} .desc{{color:#444}}
 section{{border-top:1px solid #ddd;margin-top:1.2em}}
 </style></head>
-<body><h1>energykit reports</h1>
-<p><b>Data:</b> {html.escape(data)} · <b>params:</b> <code>{html.escape(str(params_path))}</code> ·
+<body><h1>energykit reports{f": {html.escape(label)}" if label else ""}</h1>
+<p><b>Data loaded:</b> {html.escape(data)} · <b>params:</b> <code>{html.escape(str(params_path))}</code> ·
 <b>built:</b> {time.strftime("%Y-%m-%d %H:%M")} · <b>commit:</b> {html.escape(_commit(root or Path.cwd()))} ·
 <b>fits:</b> <a href="{FIT_FILE}">{FIT_FILE}</a> (fitted once, read by every page; <code>energykit.load_fits</code>)</p>
 <p>The paper (Pizzini Cavagna et al., arXiv:2602.05695; TensorRT-LLM on an H100, 13 models): mean MAPE
 1.79 %, best/worst efficiency up to 33.41x, GQA above MHA. Each page below opens with the same numbers
-for these measurements. Rendered by <code>make report</code>; never edited by hand.</p>
+for these measurements. Rendered by <code>{html.escape(rendered_by)}</code>; never edited by hand.</p>
 {"".join(sections)}
 <p>Azure LLM inference traces: Patel et al., "Splitwise: Efficient generative LLM inference using
 phase splitting", ISCA 2024 (CC-BY 4.0).</p>
@@ -238,21 +356,65 @@ def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
     return time.perf_counter() - t0
 
 
-def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = "reports", only=None) -> dict:
+BUILD_FILE = "build.json"
+"""What a build read and how it was run (params, label, data, command, commit, time), beside its pages."""
+
+
+def default_out(params_path: str | Path) -> Path:
+    """Where a parameter set's pages go by default: ``reports/<params-stem>/`` (one folder per set).
+
+    >>> str(default_out("params/report_probes.yaml"))
+    'reports/report_probes'
+    """
+    return Path("reports") / Path(params_path).stem
+
+
+def write_catalog(reports_dir: str | Path) -> Path:
+    """``reports_dir/index.html``: one line per rendered parameter set (its sub-folder), label first."""
+    reports_dir = Path(reports_dir)
+    rows = []
+    for info_path in sorted(reports_dir.glob(f"*/{BUILD_FILE}")):
+        info = json.loads(info_path.read_text())
+        name = info_path.parent.name
+        rows.append(f'<li><a href="{html.escape(name)}/index.html"><b>{html.escape(name)}</b></a>: '
+                    f'{html.escape(info.get("label") or "(no label)")}<br><small>params <code>'
+                    f'{html.escape(info.get("params", ""))}</code> · data {html.escape(", ".join(info.get("data", [])))}'
+                    f' · built {html.escape(info.get("built", ""))} by <code>{html.escape(info.get("rendered_by", ""))}'
+                    f'</code> · commit {html.escape(info.get("commit", ""))}</small></li>')
+    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>energykit reports</title><style>body{{font-family:'
+            f'sans-serif;max-width:60em;margin:2em auto;line-height:1.5;padding:0 1em}} li{{margin:0.6em 0}}</style></head>'
+            f'<body><h1>energykit reports</h1><p>One folder per parameter set (<code>make report PARAMS=params/X.yaml'
+            f'</code> renders <code>reports/X/</code>):</p><ul>{"".join(rows)}</ul></body></html>\n')
+    path = reports_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | None = None, only=None,
+          rendered_by: str | None = None) -> dict:
     """Fit once, then execute and render the analysis notebooks; returns {"fit" or notebook: seconds}.
 
     Parameters are validated before any notebook runs. Notebooks whose names are in ``only`` are
-    run; the index always lists every notebook that has a rendered report in ``out_dir``.
+    run; the index always lists every notebook that has a rendered report in ``out_dir`` (default
+    :func:`default_out`). ``rendered_by`` is the command the pages name as their origin.
     """
     root = repo_root()
+    out_dir = default_out(params_path) if out_dir is None else out_dir
     params_path = Path(params_path)
     if not params_path.is_absolute():
         params_path = root / params_path
     params = load_report_params(params_path)
+    shown_params = params_path.relative_to(root) if params_path.is_relative_to(root) else params_path
+    rendered_by = rendered_by or f"energykit.report.build({str(shown_params)!r})"
     for f in params.data + list(params.traces.values()) + ([params.calibrate_data] if params.calibrate_data else []):
         if not (root / f).exists():
             raise ParamsError(f"{params_path}: file {f!r} does not exist (paths are relative to {root})")
-    ds = _check_inputs(params, params_path, root)
+    km = start_kernel(root)  # it boots while the data are loaded and fitted
+    try:
+        ds = _check_inputs(params, params_path, root)
+    except BaseException:
+        run_sync(km.shutdown_kernel)(now=True)
+        raise
     out = Path(out_dir)
     if not out.is_absolute():
         out = root / out
@@ -260,22 +422,28 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
     # build into a fresh folder and swap it in: a failure never leaves a mix of new and stale pages
     stage = out.with_name(f".{out.name}.building-{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
+    pages = ThreadPoolExecutor(max_workers=1)  # HTML of one page is written while the kernel runs the next
     try:
         if out.is_dir():
             shutil.copytree(out, stage)
         else:
             stage.mkdir(parents=True)
+        info = {"params": str(shown_params), "label": params.label, "data": list(params.data),
+                "calibrate_data": params.calibrate_data, "rendered_by": rendered_by, "commit": _commit(root),
+                "built": time.strftime("%Y-%m-%d %H:%M")}
+        (stage / BUILD_FILE).write_text(json.dumps(info, indent=1))
         timings = {"fit": fit_once(params, ds, stage / FIT_FILE, root)}
         print(f"fitted once in {timings['fit']:.1f} s: {FIT_FILE}", flush=True)
         shared = params.model_copy(update={"fit_file": _relative(stage / FIT_FILE, root)})
-        for nb in notebooks:
-            executed = stage / f"{nb.stem}.ipynb"
-            timings[nb.stem] = execute(nb, executed, shared, root)
-            to_html(executed, stage)
-            print(f"rendered {nb.stem} in {timings[nb.stem]:.1f} s", flush=True)
+        rendering = []
+        timings.update(execute_all(notebooks, stage, shared, root, km,  # one kernel for every page
+                                   on_done=lambda nb: rendering.append(pages.submit(to_html, nb, stage, info))))
+        km = None
+        for nb, done in zip(notebooks, rendering):
+            done.result()
+            print(f"rendered {nb.stem} (ran {timings[nb.stem]:.1f} s)", flush=True)
         entries = [(p.stem, description(p)) for p in analysis_notebooks(root) if (stage / f"{p.stem}.html").exists()]
-        write_index(stage, entries, params_path.relative_to(root) if params_path.is_relative_to(root) else params_path,
-                    params, root)
+        write_index(stage, entries, shown_params, params, root, rendered_by)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         if out.exists():
             out.rename(old)
@@ -284,6 +452,9 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path = 
     except OSError as e:
         raise EnergykitError(f"cannot write the reports to {out} ({e.strerror or e}); choose a writable --out") from None
     finally:
+        pages.shutdown(wait=True, cancel_futures=True)
+        if km is not None and km.has_kernel:  # the build stopped before the notebooks ran
+            run_sync(km.shutdown_kernel)(now=True)
         shutil.rmtree(stage, ignore_errors=True)
     return timings
 

@@ -16,9 +16,8 @@ from IPython.display import Markdown, display
 from .dataset import model_value
 from .engines import caveat as engine_caveat
 from .fitting import FitSet, ModelFit
-from .intervals import fmt
-from .intervals import format_interval as _with_interval
-from .sweetspots import PAPER_GRID, attention_kind, fitted_map, ratio_table
+from .intervals import bounded_high, fmt, format_interval
+from .sweetspots import PAPER_GRID, attention_kind, measured_map, ratio_table
 
 __all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
            "planning_results", "dataset_line"]
@@ -28,6 +27,28 @@ PAPER_MAPE_PCT = 1.79
 PAPER_BEST_WORST = 33.41
 """The paper's largest best/worst efficiency ratio on its 64–4096 grid."""
 
+
+
+EDGE_NOTE = "(at its edge: one-sided draws)"
+"""Beside an estimate that sits on the edge of its own interval: the bootstrap draws fell on one side of it,
+as they do where a θ ≥ 0 coefficient sits on (or near) its bound."""
+
+
+def _with_interval(est, low, high, digits: int = 4) -> str:
+    """:func:`energykit.intervals.format_interval`, saying so when the estimate sits on its interval's edge.
+
+    >>> _with_interval(2.3, 2.29, 4.98, 3), _with_interval(4.2, 3.4, 1.02e15, 4), _with_interval(1.0, 0.5, 1.5)
+    ('2.3 [2.29, 4.98] (at its edge: one-sided draws)', '4.2 [3.4, unbounded]', '1 [0.5, 1.5]')
+    """
+    text = format_interval(est, low, high, digits)
+    if not np.isfinite(est):
+        return text
+    top = float(bounded_high(est, low, high))  # NaN where the bound is absurd (unbounded)
+    # within 2 % of the interval's width of an edge (unbounded above: of the estimate, from the lower edge)
+    width = top - float(low) if np.isfinite(top) else abs(float(est))
+    if width > 0 and min(est - low, top - est if np.isfinite(top) else np.inf) <= 0.02 * width:
+        text += " " + EDGE_NOTE  # an estimate on its interval's edge is said, not left for the reader to wonder
+    return text
 
 
 def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model") -> pd.DataFrame:
@@ -43,8 +64,8 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     ...                         "o_star_high": [float("inf")], "n": [3]}))
     >>> t.to_dict("records")
     [{'o star [95 %]': '130.8 [110.3, unbounded]', 'n': '3'}]
-    >>> _with_interval(0.0, 0.0, 3.015, 4), _with_interval(4.2, 3.4, 1.02e15, 4)
-    ('0 [0, 3.015]', '4.2 [3.4, unbounded]')
+    >>> _with_interval(0.0, 0.0, 3.015, 4), _with_interval(4.2, 3.4, 1.02e15, 4), _with_interval(2.3, 2.29, 4.98, 3)
+    ('0 [0, 3.015] (at its edge: one-sided draws)', '4.2 [3.4, unbounded]', '2.3 [2.29, 4.98] (at its edge: one-sided draws)')
     """
     out = pd.DataFrame(index=df.index)
     pairs = {c: (f"{c}_low", f"{c}_high") for c in df.columns if f"{c}_low" in df and f"{c}_high" in df}
@@ -69,11 +90,43 @@ def show(text: str, numbers: dict) -> None:
     display(Markdown(text), metadata={"energykit_key_results": numbers})
 
 
+def _attention(ds: xr.Dataset) -> str:
+    versions = ds.attrs.get("engine_versions")
+    found = sorted({str(v["attention"]) for v in versions.values() if isinstance(v, dict) and v.get("attention")}) \
+        if isinstance(versions, dict) else []
+    if found:
+        return ", ".join(found)
+    if isinstance(ds.attrs.get("params"), dict) and ds.attrs["params"].get("attention"):
+        return str(ds.attrs["params"]["attention"])
+    engine = str(ds.attrs.get("engine", ""))
+    if "flex" in engine:
+        return "flex_attention"
+    return "not recorded (transformers' default: sdpa)" if "transformers" in engine else "not recorded"
+
+
+def _weights(ds: xr.Dataset) -> str:
+    params = ds.attrs.get("params")
+    if not isinstance(params, dict) or "models" not in params:
+        return "not recorded"
+    ckpt = [m for m in params["models"] if isinstance(m, dict) and m.get("checkpoint")]
+    return "checkpoint" if ckpt else "random (energy depends on the geometry, not on weight values)"
+
+
 def dataset_line(ds: xr.Dataset) -> str:
-    """One line on where the data come from: GPU, engine, batch sizes, source."""
+    """Where the data come from, in one line: file loaded, GPU, engine, attention, dtype, batch, weights.
+
+    >>> ds = xr.Dataset(coords={"batch_size": [16]}, attrs={"gpu": "NVIDIA H200", "engine": "hf transformers-5.17.0 "
+    ...                 "compiled", "dtype": "bfloat16", "loaded_from": "data/x.nc", "params": {"models": ["opt-1.3b"]}})
+    >>> dataset_line(ds)  # doctest: +NORMALIZE_WHITESPACE
+    "data `data/x.nc` · NVIDIA H200 · hf transformers-5.17.0 compiled · attention not recorded (transformers' default:
+    sdpa) · bfloat16 · batch 16 · weights random (energy depends on the geometry, not on weight values)"
+    """
     batch = sorted({int(b) for b in np.atleast_1d(ds["batch_size"].values)})
-    return (f"{ds.attrs.get('gpu', 'unknown GPU')} · {ds.attrs.get('engine', 'unknown engine')} · batch "
-            f"{', '.join(map(str, batch))} · {ds.attrs.get('source', '')}")
+    loaded = ds.attrs.get("loaded_from") or ds.attrs.get("source", "")
+    files = ", ".join(f"`{f.strip()}`" for f in str(loaded).split(",") if f.strip())
+    return (f"data {files} · {ds.attrs.get('gpu', 'unknown GPU')} · {ds.attrs.get('engine', 'unknown engine')} · "
+            f"attention {_attention(ds)} · {ds.attrs.get('dtype', 'dtype not recorded')} · batch "
+            f"{', '.join(map(str, batch))} · weights {_weights(ds)}")
 
 
 def fit_results(ds: xr.Dataset, fits: FitSet) -> tuple[str, dict]:
@@ -91,48 +144,84 @@ def fit_results(ds: xr.Dataset, fits: FitSet) -> tuple[str, dict]:
 
 
 def sweetspot_results(ds: xr.Dataset, fits: FitSet, sweet_pct: float = 10.0) -> tuple[str, dict]:
-    """03_sweetspots: best/worst ratio on the paper's grid, where the sweet spot is, GQA vs MHA."""
+    """03_sweetspots: best/worst ratio on the paper's grid (its cells named, measured or not), GQA vs MHA."""
     ratios = ratio_table(ds, fits)
-    lines, numbers = [], {"paper_best_worst": PAPER_BEST_WORST, "models": {}}
+    lines, numbers = [], {"paper_grid_best_worst": PAPER_BEST_WORST, "models": {}}
+    cells = len(PAPER_GRID) ** 2
     for r in ratios.itertuples():
-        fm = fitted_map(fits.get(r.model, r.batch_size))
-        t = fm["tokens_per_j"]
-        best = t.where(t == t.max(), drop=True)
         lines.append(f"| {r.model} | {r.paper_grid_best_worst:.1f}x [{r.paper_grid_best_worst_low:.1f}, "
-                     f"{r.paper_grid_best_worst_high:.1f}] | i={int(best.input_len[0])}, o={int(best.output_len[0])} | "
-                     f"{r.measured_best_worst:.1f}x |")
+                     f"{r.paper_grid_best_worst_high:.1f}] | {r.paper_grid_best_cell} | {r.paper_grid_worst_cell} | "
+                     f"{r.paper_grid_extrapolated_cells} of {cells} | {r.measured_best_worst:.1f}x "
+                     f"({r.measured_best_cell} / {r.measured_worst_cell}) |")
         numbers["models"][r.model] = {"paper_grid_best_worst": r.paper_grid_best_worst,
                                       "measured_best_worst": r.measured_best_worst}
     verdict = _attention_verdict(ds, fits)
     top = max(ratios["paper_grid_best_worst"]) if len(ratios) else float("nan")
     numbers["best_worst"] = float(top)
+    outs = sorted({int(v) for m, b in fits.keys for v in fits.get(m, b).output_len})
+    ins = sorted({int(v) for m, b in fits.keys for v in fits.get(m, b).input_len})
+    off_grid = sorted({x for x in outs + ins if x < PAPER_GRID[0] or x > PAPER_GRID[-1]})
+    note = (f" The measured cells include lengths outside the paper's grid ({', '.join(map(str, off_grid))}), so "
+            "their ratio is not comparable with the paper's." if off_grid else "")
     text = (f"### Key results\n\n{dataset_line(ds)}\n\n"
-            f"Best/worst efficiency on the paper's {PAPER_GRID[0]}–{PAPER_GRID[-1]} grid: up to **{top:.1f}x** "
-            f"(paper: **{PAPER_BEST_WORST}x**).\n\n| model | best/worst, paper grid [95 %] | best cell | "
-            f"best/worst, measured cells |\n|---|---|---|---|\n" + "\n".join(lines) + f"\n\n{verdict}\n")
+            f"Best/worst efficiency on the paper's {PAPER_GRID[0]}–{PAPER_GRID[-1]} grid ({cells} cells, fitted): up to "
+            f"**{top:.1f}x** (paper: **{PAPER_BEST_WORST}x**). Brackets: 95 % interval over θ's bootstrap only; "
+            f"cells outside the measured range are extrapolated.{note}\n\n"
+            "| model | best/worst, paper grid [95 %] | best cell | worst cell | cells extrapolated | "
+            "best/worst, measured cells (best / worst) |\n|---|---|---|---|---|---|\n" + "\n".join(lines)
+            + f"\n\n{verdict}\n")
     return text, numbers
 
 
 def _attention_verdict(ds: xr.Dataset, fits: FitSet) -> str:
-    kinds = {}
+    """GQA vs MHA, per engine: efficiency at matched measured cells first, θ2 as the mechanism, other differences named."""
+    kinds, engines = {}, {}
     for m, b in fits.keys:
         nq, nkv = model_value(ds, m, "num_heads"), model_value(ds, m, "num_kv_heads")
         if nq is None or nkv is None or nq != nq or nkv != nkv:
             continue
         kinds[m] = attention_kind(int(nq), int(nkv))
-    if len(set(kinds.values())) < 2:
-        return "GQA vs MHA: the data hold only one attention kind, so no comparison here."
-    caveat = engine_caveat(str(ds.attrs.get("engine", "")))
-    th = {m: fits.get(m).params["theta2"] for m in kinds}
+        engines[m] = str(model_value(ds, m, "engine", ds.attrs.get("engine", "")))
+    groups = {e: [m for m in kinds if engines[m] == e] for e in dict.fromkeys(engines.values())}
+    groups = {e: ms for e, ms in groups.items() if len({kinds[m] for m in ms}) == 2}
+    if not groups:
+        return ("GQA vs MHA: no engine here measured both attention kinds, so no comparison (models measured "
+                "with different engines are not compared).")
+    return "\n\n".join(_attention_group(ds, fits, {m: kinds[m] for m in ms}, e, len(groups) > 1)
+                       for e, ms in groups.items())
+
+
+def _attention_group(ds: xr.Dataset, fits: FitSet, kinds: dict, engine: str, name_engine: bool) -> str:
     gqa = [m for m, k in kinds.items() if k != "MHA"]
     mha = [m for m, k in kinds.items() if k == "MHA"]
-    wins = all(th[g] <= th[h] for g in gqa for h in mha)
-    return (f"GQA vs MHA: θ2 (KV reads per i·o) is {'lower' if wins else 'not lower'} for GQA "
-            f"({', '.join(gqa)}) than for MHA ({', '.join(mha)}) — {'as' if wins else 'unlike'} the paper."
-            + caveat)
+    where = f" ({engine})" if name_engine else ""
+    # efficiency at the cells measured for every compared model (geometric mean of tokens/J)
+    tpj = measured_map(ds)["tokens_per_j"].sel(model=gqa + mha)
+    tpj = tpj.isel(batch_size=0) if "batch_size" in tpj.dims else tpj
+    common = tpj.notnull().all("model")
+    n_common = int(common.sum())
+    if n_common == 0:
+        return f"GQA vs MHA{where}: no cell was measured for every model, so efficiency cannot be compared at matched lengths."
+    gmean = {m: float(np.exp(np.log(tpj.sel(model=m).where(common)).mean())) for m in gqa + mha}
+    ahead = all(gmean[g] > gmean[h] for g in gqa for h in mha)
+    behind = all(gmean[g] < gmean[h] for g in gqa for h in mha)
+    verdict = "above" if ahead else "below" if behind else "mixed against"
+    paper = "as in the paper" if ahead else "unlike the paper (GQA above MHA)"
+    eff = ", ".join(f"{m} {gmean[m]:.2f}" for m in gqa + mha)
+    th = {m: fits.get(m).params["theta2"] for m in kinds}
+    lower = all(th[g] <= th[h] for g in gqa for h in mha)
+    others = "; ".join(
+        f"{m}: {model_value(ds, m, 'num_layers')} layers, vocabulary {model_value(ds, m, 'vocab_size')}, "
+        f"{float(model_value(ds, m, 'params') or float('nan')) / 1e9:.2f} B parameters" for m in gqa + mha)
+    caveat = engine_caveat(engine)
+    return (f"GQA vs MHA{where}: at the {n_common} cells (i, o) measured for every model, GQA ({', '.join(gqa)}) is "
+            f"**{verdict}** MHA ({', '.join(mha)}) in efficiency — {paper} (geometric mean tokens/J: {eff}). "
+            f"Mechanism: θ2 (KV reads per i·o) is {'lower' if lower else 'not lower'} for GQA. The models differ in "
+            f"more than attention ({others}), so the gap is not attention's alone." + caveat)
 
 
-def workload_results(fit: ModelFit, summaries: dict[str, dict], savings: dict[str, pd.DataFrame]) -> tuple[str, dict]:
+def workload_results(fit: ModelFit, summaries: dict[str, dict], savings: dict[str, pd.DataFrame],
+                     ds: xr.Dataset | None = None) -> tuple[str, dict]:
     """04_workloads: energy per request and per token, share outside the measured grid, policy savings.
 
     ``summaries`` and ``savings`` are each trace's :func:`~energykit.workloads.trace_summary` and
@@ -142,31 +231,45 @@ def workload_results(fit: ModelFit, summaries: dict[str, dict], savings: dict[st
     for name, s in summaries.items():
         out = s["extrapolated_pct"]
         sav = savings[name]
-        best = sav.loc[sav["energy_per_token_change_pct"].idxmin()]
+        best = sav.loc[sav["per_token_saving_pct"].idxmax()]
         lines.append(f"| {name} | {s['mean_energy_per_request_j']:.1f} J | {1 / s['tokens_per_j']:.3f} J | "
                      f"{out:.0f} % | {best['policy']}: {best['saving_pct']:+.1f} % total, "
-                     f"{-best['energy_per_token_change_pct']:+.1f} % per token |")
+                     f"{best['per_token_saving_pct']:+.1f} % per token [{best['per_token_saving_pct_low']:+.1f}, "
+                     f"{best['per_token_saving_pct_high']:+.1f}] ({best['extrapolated_pct']:.0f} % of requests "
+                     "extrapolated) |")
         numbers[name] = {"energy_per_request_j": s["mean_energy_per_request_j"], "outside_grid_pct": out,
                          "best_policy": best["policy"], "saving_pct": best["saving_pct"],
-                         "per_token_saving_pct": -best["energy_per_token_change_pct"]}
-    text = ("### Key results\n\nPriced with " + fit.model + f" at batch {fit.batch_size}.\n\n"
+                         "per_token_saving_pct": best["per_token_saving_pct"]}
+    err = next(iter(savings.values()))["extrapolation_error_pct"].iloc[0] if savings else float("nan")
+    text = ("### Key results\n\n" + (f"{dataset_line(ds)}\n\n" if ds is not None else "") +
+            "Priced with " + fit.model + f" at batch {fit.batch_size}.\n\n"
             "| trace | energy per request | per delivered token | outside the measured grid | best policy per "
             "delivered token (saving) |\n|---|---|---|---|---|\n" + "\n".join(lines) +
             "\n\nA saving in total energy is not a saving per delivered token: a cap saves energy by "
-            "delivering fewer tokens. Requests outside the measured grid are extrapolated.\n")
+            "delivering fewer tokens. Savings are positive when energy falls, here and in the tables below. "
+            "Brackets: 95 % interval over θ's bootstrap, widened so that every request outside the measured grid "
+            f"(extrapolated) may cost ±{err:.0f} % more or less (the fit's worst cross-validated cell error).\n")
     return text, numbers
 
 
-def planning_results(lomo: pd.DataFrame) -> tuple[str, dict]:
-    """05_planning: how far a prediction from geometry alone can be trusted."""
+def planning_results(lomo: pd.DataFrame, ds: xr.Dataset | None = None) -> tuple[str, dict]:
+    """05_planning: how far a prediction from geometry alone can be trusted (``ds``: the calibration data)."""
+    head = "### Key results\n\n" + (f"{dataset_line(ds)}\n\n" if ds is not None else "")
     if lomo.empty:
-        return ("### Key results\n\nOnly one calibration model: the transfer to an unmeasured geometry cannot be "
+        return (head + "Only one calibration model: the transfer to an unmeasured geometry cannot be "
                 "checked; treat predictions as unvalidated.\n", {})
     worst = float(lomo["mape_pct"].max())
+    worst_cell = float(lomo["max_ape_pct"].max()) if "max_ape_pct" in lomo else float("nan")
     words = ("trustworthy for planning (within 10 %)" if worst <= 10 else
              "a rough guide only (errors of tens of percent)" if worst <= 50 else "not to be trusted yet")
-    rows = "\n".join(f"| {r.model} | {r.calibrated_on} | {r.mape_pct:.1f} % |" for r in lomo.itertuples())
-    text = (f"### Key results\n\nPredicting a held-out model from its geometry misses by up to **{worst:.0f} %** "
-            f"(leave-one-model-out MAPE): predictions are **{words}** with these calibration models.\n\n"
-            f"| predicted | calibrated on | MAPE |\n|---|---|---|\n{rows}\n")
-    return text, {"lomo_max_mape_pct": worst}
+    has_max = "max_ape_pct" in lomo
+    rows = "\n".join(f"| {r.model} | {r.calibrated_on} | {r.mape_pct:.1f} % |"
+                     + (f" {r.max_ape_pct:.1f} % |" if has_max else "") for r in lomo.itertuples())
+    text = (head + f"Predicting a held-out model from its geometry misses by a mean of up to **{worst:.0f} %** per "
+            f"model (leave-one-model-out MAPE)" + (f", and by up to **{worst_cell:.0f} %** in its worst cell" if has_max
+                                                    else "") +
+            f": predictions are **{words}** with these calibration models. Each predicted interval below is "
+            f"widened by ±{worst:.0f} % for this transfer error.\n\n"
+            f"| predicted | calibrated on | mean error (MAPE) |" + (" max error |" if has_max else "") + "\n|---|---|---|"
+            + ("---|" if has_max else "") + f"\n{rows}\n")
+    return text, {"lomo_max_mape_pct": worst, "lomo_max_cell_ape_pct": worst_cell}

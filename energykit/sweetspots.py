@@ -25,7 +25,8 @@ from .model import SWEETSPOT, energy_per_token_j, tokens_per_j
 from .uncertainty import apply, o_star_interval, theta_table
 
 __all__ = ["PAPER_GRID", "tokens_per_j", "energy_per_token_j", "measured_map", "fitted_map", "extrapolated",
-           "o_star_numeric", "batch_table", "saturation_table", "sweet_region", "best_worst_ratio", "best_cell", "o_star_table", "ratio_table",
+           "o_star_numeric", "batch_table", "saturation_table", "sweet_region", "best_worst_ratio", "best_cell",
+           "worst_cell", "o_star_table", "ratio_table",
            "region_probability", "attention_kind", "attention_table"]
 
 PAPER_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
@@ -159,6 +160,13 @@ def best_cell(tokens_per_j: xr.DataArray) -> tuple[int, int, float]:
     return int(stacked["input_len"][k]), int(stacked["output_len"][k]), float(stacked[k])
 
 
+def worst_cell(tokens_per_j: xr.DataArray) -> tuple[int, int, float]:
+    """(input_len, output_len, tokens_per_j) of the least efficient cell."""
+    stacked = tokens_per_j.stack(cell=("input_len", "output_len")).dropna("cell")
+    k = int(np.nanargmin(stacked.values))
+    return int(stacked["input_len"][k]), int(stacked["output_len"][k]), float(stacked[k])
+
+
 def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFrame:
     """``o*(i)`` per model: closed form with its 95 % bootstrap interval, and the numeric optimum."""
     rows = []
@@ -191,14 +199,27 @@ def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFr
 
 def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID, n_draws: int = 200) -> pd.DataFrame:
     """Best/worst efficiency ratios per model: on the measured grid and on the paper's grid (fitted,
-    with its 95 % bootstrap interval)."""
+    with its 95 % bootstrap interval), each with its best and worst cell; a paper-grid cell says
+    whether it was measured or extrapolated by the fit."""
     meas = measured_map(ds)
     rows = []
     for m, b in fits.keys:
         tpj = meas["tokens_per_j"].sel(model=m, batch_size=b)
         fm = fitted_map(fits.get(m, b), grid, grid)
         bi, bo, bt = best_cell(tpj)
+        wi, wo, _ = worst_cell(tpj)
         fi, fo, ft = best_cell(fm["tokens_per_j"])
+        gi, go, _ = worst_cell(fm["tokens_per_j"])
+
+        fit = fits.get(m, b)
+        cells = set(zip(fit.input_len.astype(int).tolist(), fit.output_len.astype(int).tolist()))
+
+        def on_grid(i, o):  # how the fit knows a paper-grid cell
+            if (i, o) in cells:
+                return "measured"
+            return ("extrapolated" if bool(fm["extrapolated"].sel(input_len=i, output_len=o))
+                    else "fitted, inside the measured range")
+
         g = np.asarray(grid, dtype=float)
         ii, oo = np.meshgrid(g, g, indexing="ij")
 
@@ -213,11 +234,13 @@ def ratio_table(ds: xr.Dataset, fits: FitSet, grid=PAPER_GRID, n_draws: int = 20
                 "batch_size": b,
                 "measured_best_worst": best_worst_ratio(tpj),
                 "measured_best_cell": f"i={bi}, o={bo}",
+                "measured_worst_cell": f"i={wi}, o={wo}",
                 "measured_best_tokens_per_j": bt,
                 "paper_grid_best_worst": best_worst_ratio(fm["tokens_per_j"]),
                 "paper_grid_best_worst_low": r_lo,
                 "paper_grid_best_worst_high": r_hi,
-                "paper_grid_best_cell": f"i={fi}, o={fo}",
+                "paper_grid_best_cell": f"i={fi}, o={fo} ({on_grid(fi, fo)})",
+                "paper_grid_worst_cell": f"i={gi}, o={go} ({on_grid(gi, go)})",
                 "paper_grid_extrapolated_cells": int(fm["extrapolated"].sum()),
             }
         )

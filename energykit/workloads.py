@@ -26,7 +26,7 @@ from .model import tokens_per_j
 from .sweetspots import extrapolated
 
 __all__ = ["J_PER_KWH", "request_energy_j", "Policy", "truncate_inputs", "cap_outputs", "combine_policies",
-           "policies_from_params", "trace_energy", "measured_range_best", "trace_summary", "policy_savings",
+           "policies_from_params", "extrapolation_error_pct", "trace_energy", "measured_range_best", "trace_summary", "policy_savings",
            "predicted_policy_savings"]
 
 J_PER_KWH = 3.6e6
@@ -148,28 +148,81 @@ def trace_summary(fit: ModelFit, trace: pd.DataFrame, within_pct: float = 10.0, 
     }
 
 
+def extrapolation_error_pct(fit: ModelFit) -> float:
+    """How far off an extrapolated request's energy is allowed to be [%]: the fit's worst cross-validated cell error.
+
+    A stated assumption, not a measurement: nothing measured says how the model errs outside the
+    grid; the worst error on a held-out measured cell is the smallest honest allowance.
+    """
+    return float(np.nanmax(fit.cv_ape_pct)) if np.isfinite(fit.cv_ape_pct).any() else float("nan")
+
+
+def _widened(energy: Callable, outside: Callable, i0, o0, i1, o1, err: float):
+    """Range of (saving %, per-token saving %) when every extrapolated request's energy is off by ±``err``.
+
+    ``energy(i, o)`` prices requests, ``outside(i, o)`` flags those outside the measured grid. Requests
+    outside it before and after the policy are scaled independently by 1 ± err (the four corners), so
+    the range grows with the share of requests the policy leaves extrapolated.
+    """
+    e0, e1 = energy(i0, o0), energy(i1, o1)
+    x0, x1 = outside(i0, o0), outside(i1, o1)
+    savings, per_token = [], []
+    for a in (1 - err, 1 + err):
+        for b in (1 - err, 1 + err):
+            base, after = np.where(x0, a * e0, e0).sum(), np.where(x1, b * e1, e1).sum()
+            savings.append(100.0 * (1 - after / base))
+            per_token.append(100.0 * (1 - (after / o1.sum()) / (base / o0.sum())))
+    return (min(savings), max(savings)), (min(per_token), max(per_token))
+
+
+def _widen_for_extrapolation(table: pd.DataFrame, energy: Callable, outside: Callable, trace: pd.DataFrame,
+                             policies: Sequence[Policy], err_pct: float) -> pd.DataFrame:
+    """Add ``extrapolated_pct`` and ``extrapolation_error_pct`` and widen the savings' intervals (see :func:`_widened`)."""
+    i0, o0 = trace["input_len"].to_numpy(), trace["output_len"].to_numpy()
+    shares = []
+    for row, p in zip(table.index, policies):
+        i1, o1 = p.apply(i0, o0)
+        shares.append(100.0 * np.mean(outside(i1, o1)))
+        if np.isfinite(err_pct):
+            widened = _widened(energy, outside, i0, o0, i1, o1, err_pct / 100.0)
+            for col, (lo, hi) in zip(("saving_pct", "per_token_saving_pct"), widened):
+                if f"{col}_low" in table:
+                    table.loc[row, f"{col}_low"] = min(table.loc[row, f"{col}_low"], lo)
+                    table.loc[row, f"{col}_high"] = max(table.loc[row, f"{col}_high"], hi)
+    table.insert(len(table.columns) - 1, "extrapolated_pct", shares)
+    table.insert(len(table.columns) - 1, "extrapolation_error_pct", err_pct)
+    return table
+
+
 def policy_savings(fit: ModelFit, trace: pd.DataFrame, policies: Sequence[Policy], n_draws: int = 200) -> pd.DataFrame:
     """Energy saved by each policy on a trace, with the tokens it gives up and its assumption.
 
-    ``saving_pct`` compares total energy, with its 95 % bootstrap interval (each draw prices the
-    trace before and after the policy with the same θ); ``energy_per_token_change_pct`` compares
-    joules per delivered output token (a cap saves energy but delivers fewer tokens).
+    ``saving_pct`` compares total energy; ``per_token_saving_pct`` compares joules per delivered
+    output token (a cap saves energy but delivers fewer tokens). Both are savings: positive means
+    less energy. Their 95 % intervals carry θ's bootstrap uncertainty (each draw prices the trace
+    before and after with the same θ), widened to cover every extrapolated request being off by
+    ``extrapolation_error_pct`` (the column of that name); ``extrapolated_pct`` is the share of
+    requests outside the measured grid after the policy.
     """
     def totals(i, o):
         return request_energy_j(fit, i, o).sum(), _total_draws(fit, i, o, n_draws)
 
     table = _policy_table(totals, trace, policies)
-    table.insert(len(table.columns) - 1, "extrapolated_pct",
-                 [100.0 * np.mean(extrapolated(fit, *p.apply(trace["input_len"].to_numpy(), trace["output_len"].to_numpy())))
-                  for p in policies])
-    return table
+    return _widen_for_extrapolation(table, lambda i, o: request_energy_j(fit, i, o), lambda i, o: extrapolated(fit, i, o),
+                                    trace, policies, extrapolation_error_pct(fit))
 
 
 def predicted_policy_savings(hw: HardwareModel, geom: dict, batch_size: int, trace: pd.DataFrame, policies,
-                             dtype: str = "bfloat16", n: int = 100) -> pd.DataFrame:
+                             dtype: str = "bfloat16", n: int = 100, measured_range=None,
+                             error_pct: float = float("nan")) -> pd.DataFrame:
     """Savings of each policy on a trace for a *predicted* model (:mod:`energykit.hardware`), with 95 %
     intervals over the calibration's bootstrap draws (each draw prices the trace before and after
-    with the same θ)."""
+    with the same θ).
+
+    With ``measured_range`` = (input min, input max, output min, output max) of the calibration
+    cells, ``extrapolated_pct`` says which share of requests lies outside it, and the intervals widen
+    so that each of those may be off by ±``error_pct`` % (e.g. the leave-one-model-out error).
+    """
     est = hw.theta(geom, batch_size, dtype)
     draws = [hw.theta(geom, batch_size, dtype, c) for c in each_draw(hw.draws(n))]
 
@@ -178,8 +231,18 @@ def predicted_policy_savings(hw: HardwareModel, geom: dict, batch_size: int, tra
         return (predict_energy("sweetspot", est, i, o).sum(),
                 np.array([predict_energy("sweetspot", t, i, o).sum() for t in draws]))
 
-    table = _policy_table(totals, trace, policies)
-    return table[["policy", "saving_pct", "saving_pct_low", "saving_pct_high", "assumption"]]
+    table = _policy_table(totals, trace, policies)[["policy", "saving_pct", "saving_pct_low", "saving_pct_high",
+                                                      "assumption"]]
+    if measured_range is None:
+        return table
+    i_lo, i_hi, o_lo, o_hi = measured_range
+
+    def outside(i, o):
+        return (i < i_lo) | (i > i_hi) | (o < o_lo) | (o > o_hi)
+
+    return _widen_for_extrapolation(table, lambda i, o: predict_energy("sweetspot", est, np.asarray(i, float),
+                                                                       np.asarray(o, float)),
+                                    outside, trace, policies, error_pct)
 
 
 def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Policy]) -> pd.DataFrame:
@@ -195,8 +258,8 @@ def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Poli
         saving = 100.0 * (1 - after / base_total)
         _, s_lo, s_hi = estimate_interval(saving, 100.0 * (1 - after_draws / base_draws))
         _, k_lo, k_hi = estimate_interval(after, after_draws)
-        per_token = 100.0 * ((after / o1.sum()) / (base_total / base_tokens) - 1)
-        _, t_lo, t_hi = estimate_interval(per_token, 100.0 * ((after_draws / o1.sum()) / (base_draws / base_tokens) - 1))
+        per_token = 100.0 * (1 - (after / o1.sum()) / (base_total / base_tokens))
+        _, t_lo, t_hi = estimate_interval(per_token, 100.0 * (1 - (after_draws / o1.sum()) / (base_draws / base_tokens)))
         rows.append(
             {
                 "policy": p.name,
@@ -208,9 +271,9 @@ def _policy_table(totals: Callable, trace: pd.DataFrame, policies: Sequence[Poli
                 "saving_pct_low": s_lo,
                 "saving_pct_high": s_hi,
                 "output_tokens_kept_pct": 100.0 * o1.sum() / base_tokens,
-                "energy_per_token_change_pct": per_token,
-                "energy_per_token_change_pct_low": t_lo,
-                "energy_per_token_change_pct_high": t_hi,
+                "per_token_saving_pct": per_token,
+                "per_token_saving_pct_low": t_lo,
+                "per_token_saving_pct_high": t_hi,
                 "assumption": p.assumption,
             }
         )

@@ -38,6 +38,7 @@ from energykit import dataset, fitting, plots, sweetspots
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
+pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
 # %matplotlib inline
 
 # %%
@@ -57,7 +58,8 @@ summary.show(*summary.fit_results(ds, fits))
 
 # %%
 raw = dataset.to_frame(ds)
-print(ds.attrs.get("source"), "|", ds.attrs.get("gpu"), "|", ds.attrs.get("engine"))
+print(f"loaded {ds.attrs.get('loaded_from')} (measured into {ds.attrs.get('source')}) | {ds.attrs.get('gpu')} | "
+      f"{ds.attrs.get('engine')}")
 raw.groupby("model").agg(windows=("energy_j", "size"), cells=("input_len", lambda s: len(set(zip(s, raw.loc[s.index, "output_len"])))),
                          inputs=("input_len", lambda s: f"{s.min()}–{s.max()}"),
                          outputs=("output_len", lambda s: f"{s.min()}–{s.max()}"),
@@ -69,7 +71,9 @@ spread = (100 * means["energy_j_std"] / means["energy_j"]).to_dataframe(name="re
 spread = spread.join(means["duration_s"].to_dataframe()[["duration_s"]]).dropna()
 ax = sns.scatterplot(data=spread.reset_index(), x="duration_s", y="repeat_spread_pct", hue="model")
 ax.set(xscale="log", xlabel="window duration [s]", ylabel="repeat spread (std/mean) [%]",
-       title="short windows carry NVML counter-step noise");
+       title="short windows carry NVML counter-step noise")
+plots.plain_log_ticks(ax)
+plots.legend_outside(ax);
 
 # %% [markdown]
 # ## Where the model comes from
@@ -160,4 +164,5 @@ plt.tight_layout()
 acc = fits.summary().melt(id_vars="model", value_vars=["mape_pct", "cv_mape_pct", "baseline_mape_pct", "baseline_cv_mape_pct"],
                    var_name="metric", value_name="percent")
 ax = sns.barplot(data=acc, x="percent", y="model", hue="metric")
-ax.set(xlabel="MAPE [%]", ylabel="", title="lower is better");
+ax.set(xlabel="MAPE [%]", ylabel="", title="lower is better")
+plots.legend_outside(ax, ncol=2);

@@ -42,6 +42,7 @@ from energykit import dataset, fitting, plots, sweetspots
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
+pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
 # %matplotlib inline
 
 # %%
@@ -91,9 +92,13 @@ plt.tight_layout()
 
 # %%
 jpt = measured["energy_per_token_j"].to_dataframe().reset_index().dropna()
-g = sns.relplot(data=jpt, x="output_len", y="energy_per_token_j", hue="input_len", col="model", kind="line",
-                marker="o", palette="crest", col_wrap=3, height=3.5)
-g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="J per output token");
+# input lengths as categories: the legend lists the measured lengths only, not a numeric scale's ticks
+jpt["input length"] = pd.Categorical(jpt["input_len"].astype(str), [str(v) for v in sorted(jpt["input_len"].unique())])
+g = sns.relplot(data=jpt, x="output_len", y="energy_per_token_j", hue="input length", col="model", kind="line",
+                marker="o", palette="crest", col_wrap=3, height=3.5, facet_kws={"sharey": False})
+g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="J per output token")
+for ax in g.axes.flat:
+    plots.plain_log_ticks(ax)
 
 # %% [markdown]
 # ## $o^*(i)$: closed form vs numeric optimum
@@ -146,6 +151,9 @@ if not att.empty:
                          fontsize=8)
     axes[0].set(xscale="log", yscale="log", xlabel="KV-cache bytes per token",
                 ylabel="θ2 [J/token²] (95 % interval)", title="θ2 against KV bytes per token")
+    plots.plain_log_ticks(axes[0])
+    plots.legend_outside(axes[0])
     sns.barplot(data=att, y="model", x="geomean_tokens_per_j", hue="attention", ax=axes[1])
     axes[1].set(xlabel="geometric-mean tokens/J on shared cells", ylabel="", title="efficiency on shared cells")
+    plots.legend_outside(axes[1])
     plt.tight_layout()

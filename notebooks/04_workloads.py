@@ -45,6 +45,7 @@ from energykit import dataset, fitting, plots, sweetspots
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
+pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
 # %matplotlib inline
 from energykit import iotools, workloads
 
@@ -63,7 +64,7 @@ policies = workloads.policies_from_params(truncate_inputs, cap_outputs)
 # each trace is priced once (with its bootstrap intervals); the key results and the tables below share it
 summaries = {k: workloads.trace_summary(fit, t, sweet_pct) for k, t in loaded.items()}
 savings_by_trace = {k: workloads.policy_savings(fit, t, policies) for k, t in loaded.items()}
-summary.show(*summary.workload_results(fit, summaries, savings_by_trace))
+summary.show(*summary.workload_results(fit, summaries, savings_by_trace, ds))
 
 # %% [markdown]
 # **Assumptions.** Each request is served as it was measured: in a batch of $B$ concurrent sequences of
@@ -78,7 +79,8 @@ for ax, (k, t) in zip(axes[0], loaded.items()):
 plt.tight_layout()
 
 # %% [markdown]
-# Totals with their 95 % bootstrap interval in brackets.
+# Totals with their 95 % interval in brackets: θ's bootstrap uncertainty only (the extrapolated share
+# in `extrapolated pct` is not in it).
 
 # %%
 summary.table(pd.DataFrame([{"trace": k, **s} for k, s in summaries.items()]), index="trace")
@@ -94,15 +96,20 @@ ax = sns.histplot(data=per, x="energy_j", hue="trace", log_scale=True, element="
 for color, (k, s) in zip(sns.color_palette(), summaries.items()):
     ax.axvline(s["mean_energy_per_request_j"], color=color, ls="--")
     ax.axvspan(s["mean_energy_per_request_j_low"], s["mean_energy_per_request_j_high"], color=color, alpha=0.2)
-ax.set(xlabel="energy per request [J]", title="dashed: mean per request, shaded: its 95 % interval");
+ax.set(xlabel="energy per request [J]", title="dashed: mean per request, shaded: its 95 % interval")
+plots.plain_log_ticks(ax)
+plots.legend_outside(ax);
 
 # %% [markdown]
 # ## Policies
 #
-# `saving pct` compares total energy (in brackets its 95 % bootstrap interval: each draw prices the
-# trace before and after with the same θ); `energy per token change pct` compares joules per *delivered*
-# output token (a cap saves energy partly by delivering fewer tokens, and `output_tokens_kept_pct`
-# says how many). The assumption of each policy stands next to its numbers.
+# `saving pct` compares total energy; `per token saving pct` compares joules per *delivered* output
+# token (a cap saves energy partly by delivering fewer tokens, and `output tokens kept pct` says how
+# many). Both are savings: positive means less energy. In brackets, the 95 % interval over θ's
+# bootstrap (each draw prices the trace before and after with the same θ), widened so that every
+# request outside the measured grid may be off by `extrapolation error pct` (the fit's worst
+# cross-validated cell error); `extrapolated pct` is that share after the policy. The assumption of
+# each policy stands next to its numbers.
 
 # %%
 savings = pd.concat([sav.assign(trace=k) for k, sav in savings_by_trace.items()])

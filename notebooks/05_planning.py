@@ -42,6 +42,7 @@ from energykit import dataset, fitting, plots, sweetspots
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
+pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
 # %matplotlib inline
 from energykit import design, hardware, iotools, presets, uncertainty, workloads
 
@@ -52,7 +53,7 @@ from energykit import summary
 
 cal = dataset.load(calibrate_data)
 lomo = hardware.leave_one_model_out(cal, loss)
-summary.show(*summary.planning_results(lomo))
+summary.show(*summary.planning_results(lomo, cal))
 
 # %% [markdown]
 # ## 1. What will this model cost on my GPU?
@@ -70,8 +71,8 @@ summary.show(*summary.planning_results(lomo))
 hw = hardware.calibrate(cal, loss=loss)
 print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
 coef = hardware.coefficient_table(hw)
-unknown = [c for c in coef.index if not coef.loc[c, "identified"]]
-if unknown or not hw.full_rank:
+unknown = hw.unidentified()  # the same rule as the table's `identified` column and `energykit predict --json`
+if not hw.all_identified():
     display(Markdown(f"**These calibration models do not identify {len(unknown)} of the 6 hardware coefficients** "
                      f"({', '.join(unknown)}; design rank {hw.rank} of 6). Each sits on its bound (0) in the fit or "
                      "in most bootstrap draws, so the predictions below are a rough guide, with skewed intervals. "
@@ -85,20 +86,26 @@ summary.table(lomo)
 B = int(cal["batch_size"].values[0])
 ins = [int(v) for v in cal["input_len"].values]
 outs = [int(v) for v in cal["output_len"].values]
+# θ's bootstrap says how noisy the calibration is; how far an unseen geometry may be off is the
+# leave-one-model-out error above, so each predicted cell's interval covers that too
+transfer = hardware.transfer_error_pct(lomo)
 for name in predict_geometries:
     gname, geom, _ = presets.resolve(name)
-    table = hardware.prediction_table(hw, geom, B, ins, outs)
-    display(Markdown(f"**{gname}: predicted θ [95 % interval]**"))
+    table = hardware.with_transfer_error(hardware.prediction_table(hw, geom, B, ins, outs), transfer)
+    display(Markdown(f"**{gname}: predicted θ [95 % interval: θ's bootstrap only, not the transfer error]**"))
     display(summary.table(hardware.theta_interval_table(hw, geom, B).reset_index(), index="param"))
     grid = table.set_index(["output_len", "input_len"])
     fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(ins)), max(4.5, 1.0 * len(outs))))
-    annot = grid.apply(lambda r: f"{r.tokens_per_j:.2f}\n[{r.tokens_per_j_low:.2f}, {r.tokens_per_j_high:.2f}]", axis=1)
+    annot = grid.apply(lambda r: f"{summary.fmt(r.tokens_per_j, 3)}\n[{summary.fmt(r.tokens_per_j_low, 3)}, "
+                                 f"{summary.fmt(r.tokens_per_j_high, 3)}]", axis=1)
     sns.heatmap(grid["tokens_per_j"].unstack().sort_index(ascending=False),
                 annot=annot.unstack().sort_index(ascending=False), fmt="", cmap="viridis", ax=ax,
                 annot_kws={"fontsize": 8},
                 cbar_kws={"label": "predicted tokens/J"})
-    caveat = "" if not (unknown or not hw.full_rank) else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
-    ax.set(title=f"{gname}: predicted tokens/J with 95 % interval{caveat}", xlabel="input length i",
+    caveat = "" if hw.all_identified() else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
+    covers = (f"interval: θ's 95 % bootstrap widened by ±{transfer:.0f} % transfer error (leave-one-model-out MAPE)"
+              if transfer == transfer else "interval: θ's 95 % bootstrap only; the transfer is unchecked (one calibration model)")
+    ax.set(title=f"{gname}: predicted tokens/J [{covers}]{caveat}", xlabel="input length i",
            ylabel="output length o")
     plt.show()
 
@@ -114,7 +121,8 @@ ds = dataset.load_many(data)
 # held-out MAPE compares predictions with measured cells the fit never saw: it is itself the check
 curve = pd.concat([design.evaluate_design(ds, k, loss).assign(budget=k) for k in design_budgets])
 ax = sns.lineplot(data=curve, x="budget", y="heldout_mape_pct", hue="model", marker="o")
-ax.set(xlabel="cells measured (k)", ylabel="MAPE on the cells not measured [%]");
+ax.set(xlabel="cells measured (k)", ylabel="MAPE on the cells not measured [%]")
+plots.legend_outside(ax);
 
 # %%
 k = 8 if 8 in design_budgets else design_budgets[0]
@@ -126,8 +134,11 @@ summary.table(curve.query("budget == @k")[["model", "heldout_cells", "heldout_ma
 #
 # ## 3. Savings on the Azure traces, with their uncertainty
 #
-# The savings of each policy for every predicted model: each bootstrap draw of the calibration prices
-# the trace before and after the policy with the same θ. Assumptions as in `04_workloads`: a request
+# The savings of each policy for every predicted model (positive: less energy). In brackets, the 95 %
+# interval over the calibration's bootstrap (each draw prices the trace before and after the policy
+# with the same θ), widened so that every request outside the calibration's measured lengths
+# (`extrapolated pct`, after the policy) may be off by the transfer error (`extrapolation error pct`,
+# the leave-one-model-out MAPE). Assumptions as in `04_workloads`: a request
 # costs $E(i,o)/B$ in a batch of $B$ identical requests; policies change lengths only.
 # *Traces: Patel et al., "Splitwise", ISCA 2024 (CC-BY 4.0).*
 
@@ -138,7 +149,8 @@ for name in predict_geometries:
     gname, geom, _ = presets.resolve(name)
     for tname, path in traces.items():
         t = iotools.read_trace(path)[0]
-        rows.append(workloads.predicted_policy_savings(hw, geom, B, t, policies).assign(model=gname, trace=tname))
+        rows.append(workloads.predicted_policy_savings(hw, geom, B, t, policies, measured_range=(
+            min(ins), max(ins), min(outs), max(outs)), error_pct=transfer).assign(model=gname, trace=tname))
 saved = pd.concat(rows)
 summary.table(saved, index=["model", "trace", "policy"])
 

@@ -45,6 +45,7 @@ from energykit import dataset, fitting, hardware, plots, summary, sweetspots
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
+pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
 # %matplotlib inline
 
 SIM_BATCHES = (1, 4, 16, 64)  # batch sizes of the simulated sweep [requests]

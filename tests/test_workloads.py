@@ -36,6 +36,26 @@ def test_policies_hand_checked(fit):
     assert cap["output_tokens_kept_pct"] == pytest.approx(100 * 160 / 460)
 
 
+def test_savings_are_positive_when_energy_falls_and_widen_with_the_extrapolated_share(fit):
+    """Issue #19: one sign convention, and an interval that grows with the requests outside the grid."""
+    inside = pd.DataFrame({"input_len": [256, 512, 1024, 256], "output_len": [64, 128, 200, 250]})
+    outside = pd.DataFrame({"input_len": [256, 512, 1024, 9000], "output_len": [64, 128, 200, 900]})
+    cap = [workloads.cap_outputs(100)]
+    a, b = workloads.policy_savings(fit, inside, cap).iloc[0], workloads.policy_savings(fit, outside, cap).iloc[0]
+    e0 = workloads.request_energy_j(fit, inside.input_len, inside.output_len).sum()
+    e1 = workloads.request_energy_j(fit, inside.input_len, np.minimum(inside.output_len, 100)).sum()
+    kept = np.minimum(inside.output_len, 100).sum() / inside.output_len.sum()
+    assert a["per_token_saving_pct"] == pytest.approx(100 * (1 - (e1 / kept) / e0))  # positive: less per token
+    assert a["saving_pct"] > 0 and "energy_per_token_change_pct" not in a
+    assert a["extrapolated_pct"] == 0 and b["extrapolated_pct"] == 25
+    assert b["extrapolation_error_pct"] == pytest.approx(np.max(fit.cv_ape_pct))
+    width = lambda r: r["saving_pct_high"] - r["saving_pct_low"]
+    assert width(b) > width(a)
+    for r in (a, b):
+        assert r["saving_pct_low"] <= r["saving_pct"] <= r["saving_pct_high"]
+        assert r["per_token_saving_pct_low"] <= r["per_token_saving_pct"] <= r["per_token_saving_pct_high"]
+
+
 def test_extrapolation_and_sweet_spot_flags(fit):
     trace = pd.DataFrame({"input_len": [64, 8000], "output_len": [128, 5]})
     t = workloads.trace_energy(fit, trace)
