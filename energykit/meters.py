@@ -1,7 +1,13 @@
 """Energy meters: NVML (counter, or power integration where there is no counter) and a null meter.
 
 A meter measures *windows*: :meth:`Meter.begin_window` → work → :meth:`Meter.end_window`, which
-returns a :class:`WindowReading`. NVML's vendor units (mJ, mW) are converted to SI here and nowhere
+returns a :class:`WindowReading`.
+
+NVML's energy counter advances in steps (every 100 ms on an H100/H200), so a window that starts and
+ends at arbitrary phases of it is off by up to one step at each end. The NVML meter therefore aligns
+its windows to the counter (``align``): it begins the work just after a counter tick (reading the
+counter as it changes), and at the end synchronises the device, waits for the next tick and subtracts
+idle power × that padding. What is left is the idle-power estimate's error over the padding. NVML's vendor units (mJ, mW) are converted to SI here and nowhere
 else. A window whose counter went down (driver reload) or that holds too few power samples is
 flagged invalid with a reason; it is never stored as zero.
 """
@@ -18,7 +24,8 @@ from typing import Callable
 from .errors import MeterError
 
 __all__ = ["COUNTER", "POWER_INSTANT", "POWER_AVERAGE", "NONE", "WindowReading", "Meter", "NullMeter",
-           "visible_devices", "visible_device", "NvmlMeter", "METERS", "make_meter"]
+           "visible_devices", "visible_device", "NvmlMeter", "METERS", "make_meter", "TICK_POLL_S",
+           "ALIGN_IDLE_S"]
 
 COUNTER = "nvml_energy_counter"
 POWER_INSTANT = "nvml_power_instant_integrated"
@@ -44,13 +51,17 @@ class WindowReading:
     """(t [s since window start], power [W]) pairs when a timeline was asked for."""
     per_gpu_j: dict = field(default_factory=dict)
     """Energy of each metered GPU [J], by UUID (their sum is ``energy_j``)."""
+    padding_s: float = 0.0
+    """Idle time between the end of the work and the counter tick that closed the window [s]; idle
+    power × this was subtracted from ``energy_j``."""
 
     def __add__(self, other: "WindowReading") -> "WindowReading":
         """Two consecutive windows of one measurement as one: energies, durations and samples add."""
         gpus = {u: self.per_gpu_j.get(u, 0.0) + other.per_gpu_j.get(u, 0.0) for u in {**self.per_gpu_j, **other.per_gpu_j}}
         return WindowReading(self.energy_j + other.energy_j, self.duration_s + other.duration_s, self.method,
                              self.valid and other.valid, "; ".join(r for r in (self.reason, other.reason) if r),
-                             self.samples + other.samples, self.timeline + other.timeline, gpus)
+                             self.samples + other.samples, self.timeline + other.timeline, gpus,
+                             self.padding_s + other.padding_s)
 
 
 class Meter:
@@ -156,12 +167,24 @@ class NvmlMeter(Meter):
         Power sampling period [s].
     probe_counter_s : float
         How long to poll the counter at start to measure its update period [s].
+    align : bool
+        Align windows to the counter's ticks (see the module docstring); counter method only.
+    idle_power_w : float, optional
+        Idle power [W] subtracted over the end padding of aligned windows; measured once (for
+        :data:`ALIGN_IDLE_S`) before the first aligned window when not given or measured earlier.
+    clock, sleep : callable
+        Time source [s] and sleep (tests pass a virtual clock).
     """
 
     measures_energy = True
 
-    def __init__(self, device=None, sync=None, timeline=False, sample_period_s=0.01, probe_counter_s=1.5, gpus=1):
+    def __init__(self, device=None, sync=None, timeline=False, sample_period_s=0.01, probe_counter_s=1.5, gpus=1,
+                 align=True, idle_power_w=None, clock=time.perf_counter, sleep=time.sleep):
         super().__init__(sync)
+        self._clock, self._sleep = clock, sleep
+        self.idle_w = idle_power_w
+        self.idle_gpu_w = None
+        """Each GPU's idle power [W], when measured by :meth:`idle_power_w`."""
         self.nvml = nv = _pynvml()
         try:
             nv.nvmlInit()
@@ -185,7 +208,9 @@ class NvmlMeter(Meter):
         if self.has_counter:
             self.method = COUNTER
             self.counter_period_s = self._probe_counter(probe_counter_s)
+            self.align = bool(align) and self.counter_period_s == self.counter_period_s
         else:
+            self.align = False
             self.method = POWER_INSTANT if self.instant_field else POWER_AVERAGE
             self.counter_period_s = float("nan")
             warnings.warn(
@@ -256,13 +281,13 @@ class NvmlMeter(Meter):
         changes = []
         try:
             last = self._energy_j()
-            t_end = time.perf_counter() + duration_s
-            while time.perf_counter() < t_end:
+            t_end = self._clock() + duration_s
+            while self._clock() < t_end:
                 v = self._energy_j()
                 if v != last:
-                    changes.append(time.perf_counter())
+                    changes.append(self._clock())
                     last = v
-                time.sleep(0.002)
+                self._sleep(0.002)
         except nv.NVMLError as e:
             raise MeterError(f"NVML failed while probing the energy counter of {self.name} ({e}); "
                              "check the driver, or use meter: none") from e
@@ -270,15 +295,37 @@ class NvmlMeter(Meter):
             return float("nan")
         return (changes[-1] - changes[0]) / (len(changes) - 1)
 
+    def _next_tick(self) -> tuple[list[float], list[float]]:
+        """Poll until every GPU's counter has changed once: (each counter [J], each change's time [s])."""
+        last = self._energies_j()
+        values, times = list(last), [None] * len(last)
+        limit = self._clock() + 10 * self.counter_period_s + 1.0
+        while any(t is None for t in times):
+            self._sleep(TICK_POLL_S)
+            now, t = self._energies_j(), self._clock()
+            for k, (a, b) in enumerate(zip(last, now)):
+                if times[k] is None and a != b:
+                    values[k], times[k] = b, t
+            if t > limit:
+                raise MeterError(f"the energy counter of {self.name} stopped advancing; check the driver, "
+                                 "or use meter: none")
+        return values, times
+
     # -- windows ---------------------------------------------------------------------------------
     def begin_window(self) -> None:
         self.sync()
         try:
+            if self.align and self.idle_w is None:
+                self.idle_power_w(ALIGN_IDLE_S)
             if self.timeline or not self.has_counter:
-                self._sampler = _PowerSampler(self._powers_w, self.sample_period_s)
+                self._sampler = _PowerSampler(self._powers_w, self.sample_period_s, self._clock)
                 self._sampler.start()
-            self._t0 = time.perf_counter()
-            self._start = self._energies_j() if self.has_counter else None
+            if self.align:  # the work starts just after a tick (of every metered GPU)
+                self._start, self._ticks = self._next_tick()
+                self._t0 = self._clock()
+            else:
+                self._t0 = self._clock()
+                self._start = self._energies_j() if self.has_counter else None
         except self.nvml.NVMLError as e:
             self.cancel_window()
             raise self._lost(e) from e
@@ -300,9 +347,17 @@ class NvmlMeter(Meter):
             self.sync()
             if self._t0 is None:
                 raise MeterError("end_window() called without begin_window(); start a window first")
-            end = self._energies_j() if self.has_counter else None
-            t_end = time.perf_counter()
+            t_end = self._clock()
             dt = t_end - self._t0
+            padding_s = 0.0
+            if self.align:  # wait for the tick that closes the window; idle power over the padding is subtracted
+                end, t_ticks = self._next_tick()
+                # each GPU's idle time in its counter window: from its start tick to the work, and from
+                # the work to its end tick (GPUs' counters tick at their own phases)
+                idle_s = [(self._t0 - a) + (b - t_end) for a, b in zip(self._ticks, t_ticks)]
+                padding_s = max(idle_s)
+            else:
+                end = self._energies_j() if self.has_counter else None
         except self.nvml.NVMLError as e:
             self.cancel_window()
             raise self._lost(e) from e
@@ -327,7 +382,14 @@ class NvmlMeter(Meter):
                 warnings.warn(f"zero-energy window of {dt:.3f} s: shorter than the counter period; marked invalid")
                 return WindowReading(float("nan"), dt, self.method, False,
                                      "counter did not advance; lengthen min_window_s", n, timeline)
-            return WindowReading(sum(deltas), dt, self.method, True, "", n, timeline, per_gpu)
+            if self.align and not self.idle_w == self.idle_w:
+                return WindowReading(float("nan"), dt, self.method, False,
+                                     "idle power unknown: cannot subtract the padding to the counter tick; "
+                                     "check the driver, or rerun", n, timeline)
+            if self.align:
+                idle = self.idle_gpu_w or [self.idle_w / len(deltas)] * len(deltas)
+                per_gpu = {u: d - w * s for (u, d), w, s in zip(per_gpu.items(), idle, idle_s)}
+            return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu, padding_s)
         if n < 2:
             return WindowReading(float("nan"), dt, self.method, False,
                                  f"only {n} power sample(s); lengthen the window", n, timeline)
@@ -357,8 +419,25 @@ class NvmlMeter(Meter):
                                  "would be counted; wait for them or choose a free GPU")
 
     def idle_power_w(self, duration_s: float = 5.0) -> float:
+        """Board power at idle [W] over ``duration_s``, from counter tick to counter tick where there is
+        a counter; kept as the idle power that aligned windows subtract."""
+        self.sync()
+        if self.has_counter:
+            try:
+                e0, t0 = self._next_tick()
+                self._sleep(duration_s)
+                e1, t1 = self._next_tick()
+            except self.nvml.NVMLError as e:
+                raise self._lost(e) from e
+            per_gpu = [(b - a) / (tb - ta) for a, b, ta, tb in zip(e0, e1, t0, t1)]
+            if any(w < 0 for w in per_gpu):  # the counter went down (driver reload)
+                self.idle_w = float("nan")
+                return self.idle_w
+            self.idle_gpu_w = per_gpu
+            self.idle_w = sum(per_gpu)
+            return self.idle_w
         self.begin_window()
-        time.sleep(duration_s)
+        self._sleep(duration_s)
         r = self.end_window()
         return r.energy_j / r.duration_s if r.valid else float("nan")
 
@@ -391,27 +470,28 @@ class NvmlMeter(Meter):
 class _PowerSampler:
     """Samples a power reader (each GPU's W) in a daemon thread; ``stop()`` returns (t [s], [W, ...]) pairs."""
 
-    def __init__(self, read: Callable[[], float], period_s: float):
+    def __init__(self, read: Callable[[], float], period_s: float, clock: Callable[[], float] = time.perf_counter):
         self.read = read
         self.period_s = period_s
         self.samples: list = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._t0 = 0.0
+        self._clock = clock  # the meter's clock: the window's start and end are read on it
 
     def start(self):
-        self._t0 = time.perf_counter()
+        self._t0 = self._clock()
         self.samples.append((0.0, self.read()))
         self._thread.start()
 
     def _run(self):
         while not self._stop.wait(self.period_s):
-            self.samples.append((time.perf_counter() - self._t0, self.read()))
+            self.samples.append((self._clock() - self._t0, self.read()))
 
     def stop(self, final: bool = True, since: float | None = None, until: float | None = None) -> list:
         """Stop the thread (always); with ``final``, take one last sample first.
 
-        ``since``/``until`` (``time.perf_counter()`` values, the window's start and end): the samples are
+        ``since``/``until`` (values of the meter's clock, the window's start and end): the samples are
         cut to the window, the first stamped at its start and the last at its end, so that the integral
         spans the window's duration however late the thread starts or is joined (on a loaded machine
         either can lag by tens of ms).
@@ -420,7 +500,7 @@ class _PowerSampler:
         if self._thread.is_alive():
             self._thread.join()
         if final:
-            self.samples.append((time.perf_counter() - self._t0, self.read()))
+            self.samples.append((self._clock() - self._t0, self.read()))
             if since is not None and until is not None and until > since:
                 start, end = since - self._t0, until - self._t0
                 inner = [(t - start, p) for t, p in self.samples[1:-1] if start < t < end]
@@ -436,6 +516,11 @@ def _integrate(samples: list[tuple[float, float]]) -> float:
 def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
+
+TICK_POLL_S = 0.0005
+"""How often an aligned window polls the counter for its tick [s]."""
+ALIGN_IDLE_S = 1.0
+"""Idle power is measured over this long before the first aligned window when not measured before [s]."""
 
 METERS = ("nvml", "none")
 

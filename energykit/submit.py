@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .engines.hf import use_compile_cache
 from .errors import EnergykitError, MissingExtraError, ParamsError
 from .iotools import check_text
 from .params import load_measure_params
@@ -42,8 +43,15 @@ def _submitit():
 
 
 def run_shard(params_path: str, index: int, count: int) -> str:
-    """What one array task runs: shard ``index`` of ``count`` of the sweep (resumes if rerun)."""
+    """What one array task runs: shard ``index`` of ``count`` of the sweep (resumes if rerun).
+
+    With ``compile_cache`` in the engine's options (``hf:``), every task points Inductor and Triton at
+    that folder before anything compiles, so tasks on the same GPU type reuse each other's kernels.
+    """
     params = load_measure_params(params_path)
+    cache = getattr(params.engine_options, "compile_cache", "")
+    if cache:
+        use_compile_cache(cache)
     return str(run(params, params_path, progress=False, shard=(index, count)))
 
 

@@ -64,6 +64,8 @@ class FakeNvml:
         After this many counter reads the counter goes back to zero (driver reload).
     gpus : int
         Number of GPUs; 0 makes ``nvmlInit`` fail as on a machine without a driver.
+    counter_phase_s : float or list of float
+        When each GPU's counter ticks within its period [s] (GPUs tick at their own phases).
     """
 
     NVMLError = FakeNVMLError
@@ -76,7 +78,7 @@ class FakeNvml:
     NVML_TEMPERATURE_GPU = 0
 
     def __init__(self, power_w=300.0, counter_period_s=0.1, has_counter=True, counter_drop_after=None, gpus=1,
-                 instant_field=True, clock=time.perf_counter):
+                 instant_field=True, clock=time.perf_counter, counter_phase_s=0.0):
         self.power_w = power_w
         self.counter_period_s = counter_period_s
         self.has_counter = has_counter
@@ -84,7 +86,9 @@ class FakeNvml:
         self.gpus = gpus
         self.instant_field = instant_field
         self.clock = clock
+        self.counter_phase_s = counter_phase_s
         self.t0 = clock()
+        self._energy = {}  # handle index -> (t [s since t0], energy [J] at t, energy [J] at the last tick)
         self.calls: list[str] = []
         self.counter_reads = 0
         self.initialised = False
@@ -138,9 +142,30 @@ class FakeNvml:
         if self.counter_drop_after is not None and self.counter_reads > self.counter_drop_after:
             self.t0 = self.clock()  # driver reload: the counter starts from zero again
             self.counter_drop_after = None
-        elapsed = self.clock() - self.t0
-        steps = int(elapsed / self.counter_period_s)
-        return int(steps * self.counter_period_s * self._power(handle) * 1000) + 10_000_000
+            self._energy = {}
+        return int(self._advance(handle)[2] * 1000) + 10_000_000
+
+    def _advance(self, handle):
+        """Integrate this GPU's power up to now; the counter shows the energy at the last tick."""
+        now = self.clock() - self.t0
+        t, e, at_tick = self._energy.get(handle[1], (0.0, 0.0, 0.0))
+        if now > t:
+            p = self._power(handle)
+            phase = (self.counter_phase_s[handle[1]] if isinstance(self.counter_phase_s, (list, tuple))
+                     else self.counter_phase_s)
+            tick = int((now - phase) / self.counter_period_s) * self.counter_period_s + phase
+            if tick > t:
+                at_tick = e + p * (tick - t)
+            e += p * (now - t)
+            t = now
+        self._energy[handle[1]] = (t, e, at_tick)
+        return self._energy[handle[1]]
+
+    def set_power(self, power_w) -> None:
+        """Change the board power from now on (what was drawn so far is integrated first)."""
+        for i in range(max(self.gpus, 1)):
+            self._advance(("handle", i))
+        self.power_w = power_w
 
     def nvmlDeviceGetPowerUsage(self, handle):
         """Average power [mW]."""

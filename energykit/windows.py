@@ -6,7 +6,8 @@ window lasts at least ``min_window_s`` and divides by the number of calls.
 
 Every call sends fresh prompts, drawn before the window opens (so that drawing them is not
 metered). For an engine :class:`~energykit.engines.Request`, two unmetered pilot calls first warm
-the cell's shapes and time it; then enough prompts are drawn for ``min_window_s``. If the calls
+the cell's shapes and time it; then enough prompts are drawn for ``min_window_s``. A sweep runs the
+pilots once per (model, batch, cell) and hands their time (``pilot_s``) to the cell's other repeats. If the calls
 run faster than the pilot said and the prompts run out, the window closes, more are drawn, and a
 further window (of at least half ``min_window_s``) continues the measurement: the readings add up
 (energy, duration, calls).
@@ -43,6 +44,8 @@ class Window:
     last_result: Any
     segments: int = 1
     """Meter windows the measurement took (more than one when prompts ran out)."""
+    pilot_s: float = float("nan")
+    """Seconds per call the pilots measured (or that were given), for the cell's next repeats."""
 
     @property
     def energy_j(self) -> float:
@@ -75,32 +78,38 @@ def _segment(meter: Meter, call: Callable[[], Any], budget: int, t_needed_s: flo
     return meter.end_window(), n, result
 
 
-def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, max_iterations: int = 10_000) -> Window:
+def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, max_iterations: int = 10_000,
+            pilot_s: float | None = None) -> Window:
     """Run ``call`` repeatedly inside meter windows until they last ``min_window_s`` [s] together.
 
     ``call`` is an engine :class:`~energykit.engines.Request` (fresh prompts per call, prepared
     outside the window) or any plain callable. Windows that ended early because the prompts ran out,
     too short for the energy counter to move, are measured again (at most :data:`MAX_DISCARDED`).
+    ``pilot_s`` [s per call], from an earlier measurement of the same cell, skips the pilot calls.
     """
     prepare = getattr(call, "prepare", None)
     if prepare is None:
         reading, n, result = _segment(meter, call, max_iterations, min_window_s, lambda: True)
         return Window(reading, n, result)
 
-    prepare(PILOT_CALLS)
-    per_call_s = float("inf")
-    for _ in range(PILOT_CALLS):  # pilots: time the cell, warm its shapes; not metered
-        t0 = time.perf_counter()
-        call()
-        meter.sync()
-        per_call_s = min(per_call_s, max(time.perf_counter() - t0, 1e-6))
+    if pilot_s is not None and pilot_s > 0:
+        per_call_s = float(pilot_s)
+    else:
+        prepare(PILOT_CALLS)
+        per_call_s = float("inf")
+        for _ in range(PILOT_CALLS):  # pilots: time the cell, warm its shapes; not metered
+            t0 = time.perf_counter()
+            call()
+            meter.sync()
+            per_call_s = min(per_call_s, max(time.perf_counter() - t0, 1e-6))
+    pilot = per_call_s
     reading, iterations, result, segments, discarded = None, 0, None, 0, 0
     while True:
         left_s = min_window_s - (reading.duration_s if reading else 0.0)
         if reading is not None:  # a continuation spans half a window at least, never a sliver of a counter step
             left_s = max(left_s, 0.5 * min_window_s)
             if max_iterations - iterations < math.ceil(left_s / per_call_s):
-                return Window(reading, iterations, result, segments)  # the call budget cannot fill it
+                return Window(reading, iterations, result, segments, pilot)  # the call budget cannot fill it
         want = min(max_iterations - iterations, max(1, math.ceil(PILOT_MARGIN * left_s / per_call_s)))
         prepare(want - call.prepared)
         r, n, result = _segment(meter, call, want, left_s, lambda: call.prepared > 0)
@@ -112,4 +121,4 @@ def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, ma
         iterations += n
         segments += 1
         if reading.duration_s >= min_window_s or iterations >= max_iterations:
-            return Window(reading, iterations, result, segments)
+            return Window(reading, iterations, result, segments, pilot)

@@ -6,10 +6,12 @@
 # Usage (repo root, on the GPU machine): OUT=/some/dir SWEEP_S=480 bash scripts/gpu_paper.sh
 # COMPILE=false sweeps with eager decoding (noisy: see README). RESUME_FROM=folder continues an earlier
 # run's sweep folder (e.g. one committed under data/); a changed setup is refused by its fingerprint.
-# SHARD=K/N measures shard K of N only (grouped by model, balanced by tokens): with compiled decode
-# (about 130 s of compilation per model and shard on an H100) the five models need three device
-# sessions, SHARD=0/3, 1/3 and 2/3 (each compiles 2-3 models, ~8 min estimated; `energykit plan
-# params/measure_paper_families.yaml --shards 3` lists them); then: python -m energykit merge ... Wheels for packages the GPU image lacks may be in .whl/.
+# SHARD=K/N measures shard K of N only (balanced by tokens moved): on the paper's grid (outputs up to
+# 4096) with the decode loop the five models need four device sessions, SHARD=0/4 .. 3/4 (each
+# prepares 2 models; ~7.5 min estimated from the bytes floor, not yet measured; `energykit plan
+# params/measure_paper_families.yaml --shards 4` lists them); then: python -m energykit merge ...
+# The params' compile_cache (runs/compile_cache) is kept between shards of one session only.
+# Wheels for packages the GPU image lacks may be in .whl/.
 set -u
 OUT=${OUT:-runs/gpu_out}
 SWEEP_S=${SWEEP_S:-480}

@@ -24,7 +24,8 @@ def _decode_masks(monkeypatch, attention, input_len):
     """(key shape, mask) handed to the attention function at each decode step of one request."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    eng = make_engine("hf", name="gqa", geometry=GQA, dtype="float32", device="cpu", max_len=CACHE, attention=attention)
+    eng = make_engine("hf", name="gqa", geometry=GQA, dtype="float32", device="cpu", max_len=CACHE, attention=attention,
+                      decode="generate")  # transformers' attention path (the kit's loop: tests/test_decode.py)
     eng.load()
     seen = []
     real = ALL_ATTENTION_FUNCTIONS[attention]

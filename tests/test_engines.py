@@ -64,7 +64,7 @@ def test_hf_engine_other_families(arch):
 def test_attention_an_arch_lacks_is_one_line():
     pytest.importorskip("transformers")
     geom = dict(TINY, arch="falcon", num_kv_heads=1, ffn_gated=0)
-    eng = make_engine("hf", name="f", geometry=geom, dtype="float32", device="cpu", max_len=48)
+    eng = make_engine("hf", name="f", geometry=geom, dtype="float32", device="cpu", max_len=48, decode="generate")
     with pytest.raises(EngineError, match="has no flex_attention .* set attention: to one of sdpa, eager"):
         eng.load()
 
@@ -473,7 +473,8 @@ def test_engine_section_and_top_level_keys_are_the_same_options(tmp_path):
     section = _load(tmp_path, _measure_params(tmp_path, hf={"attention": "sdpa", "compile": False}))
     assert flat.engine_options == section.engine_options == HFOptions(attention="sdpa", compile=False)
     dumped = section.model_dump()
-    assert dumped["hf"] == {"compile": False, "attention": "sdpa"} and "attention" not in dumped
+    assert dumped["hf"] == {"compile": False, "attention": "sdpa", "decode": None, "compile_cache": ""}
+    assert "attention" not in dumped
     assert "engine_options" not in dumped
     assert MeasureParams.model_validate(dumped).engine_options == section.engine_options  # a dump validates again
     assert _load(tmp_path, _measure_params(tmp_path, engine="trtllm", trtllm={"tensor_parallel_size": 2})
@@ -517,8 +518,13 @@ def test_fingerprint_fields_and_values_of_hf_and_trtllm_are_kept(tmp_path):
 
     old = json.loads((ROOT / "data/h100_paper_families_pilot/fingerprint.json").read_text())
     hf = _load(tmp_path, _measure_params(tmp_path, dtype="bfloat16", device="cuda", meter="nvml", min_window_s=1.0,
-                                         compile=False, attention="flex_attention"))
+                                         compile=False, attention="flex_attention", decode="generate"))
     new = sweep.fingerprint(hf, {"gpu_uuid": old["setup"]["gpu_uuids"][0]})
+    # measured with generate(): the decode loop (the default with flex attention) is another setup
+    loop = _load(tmp_path, _measure_params(tmp_path, dtype="bfloat16", device="cuda", meter="nvml", min_window_s=1.0,
+                                           compile=False, attention="flex_attention"))
+    assert "decode: None -> 'loop'" in sweep.fingerprint_difference(
+        old, sweep.fingerprint(loop, {"gpu_uuid": old["setup"]["gpu_uuids"][0]}))
     kept = {k: v for k, v in old["setup"].items() if k not in ("backend", "chunked_prefill", "tensor_parallel_size")}
     assert new["setup"]["max_len"] == hf.max_len  # the static cache, recorded since issue 18
     assert {k: v for k, v in new["setup"].items() if k != "libraries" and k != "max_len"} == {

@@ -221,3 +221,61 @@ def test_a_model_that_fails_to_load_is_one_line_and_keeps_earlier_windows(tmp_pa
     assert "windows measured so far are kept" in msg
     records = read_window_log(tmp_path / "out" / "windows.jsonl")[0]
     assert {r["model"] for r in records} == {"tiny"} and len(records) == 4
+
+
+def test_pilot_calls_run_once_per_cell_not_per_repeat(tmp_path, monkeypatch):
+    """Two pilot calls per (model, batch, cell); the cell's other repeats reuse their timing."""
+    pytest.importorskip("transformers")
+    from energykit import windows
+
+    real = windows.measure
+    piloted = []
+
+    def spy(meter, call, min_window_s=2.0, max_iterations=10_000, pilot_s=None):
+        w = real(meter, call, min_window_s, max_iterations, pilot_s=pilot_s)
+        piloted.append(pilot_s is None)
+        return w
+
+    monkeypatch.setattr(sweep, "measure", spy)
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, repeats=3)))
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        sweep.run(params, progress=False)
+    assert len(piloted) == 4 * 3 and sum(piloted) == 4  # 4 cells x 3 repeats; pilots only at each first
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["engines"]["tiny"]["decode"] == "loop"
+    assert json.loads((tmp_path / "out" / sweep.FINGERPRINT).read_text())["setup"]["decode"] == "loop"
+
+
+def test_compile_cache_reaches_every_array_task(tmp_path, monkeypatch):
+    from energykit import submit
+    from energykit.engines.hf import HFEngine, use_compile_cache
+
+    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE",
+                "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+        monkeypatch.setenv(var, "")  # registered, so that teardown restores what was there
+        monkeypatch.delenv(var)
+    cache = tmp_path / "kernels"
+    path = _write(tmp_path, _params(tmp_path, compile_cache=str(cache)))
+    seen = {}
+    monkeypatch.setattr(submit, "run", lambda params, *a, **k: seen.update(
+        inductor=os.environ.get("TORCHINDUCTOR_CACHE_DIR"), triton=os.environ.get("TRITON_CACHE_DIR"),
+        engine=HFEngine.engine_kwargs(params)["compile_cache"]) or "ok")
+    submit.run_shard(str(path), 0, 2)
+    assert seen == {"inductor": str(cache.resolve()), "triton": str(cache.resolve() / "triton"), "engine": str(cache)}
+    (tmp_path / "file").write_text("")
+    from energykit.errors import EngineError
+    with pytest.raises(EngineError, match="compile_cache .* cannot be created"):
+        use_compile_cache(tmp_path / "file" / "sub")
+
+
+def test_folders_measured_before_the_decode_loop_resume_with_generate_and_refuse_the_loop(tmp_path):
+    """Folders measured with generate() have no 'decode' in their fingerprint; the loop adds it."""
+    from energykit.engines.hf import HFEngine
+
+    gen = load_measure_params(_write(tmp_path, _params(tmp_path, attention="sdpa")))
+    loop = load_measure_params(_write(tmp_path, _params(tmp_path)))
+    assert "decode" not in HFEngine.fingerprint(gen.engine_options)
+    assert HFEngine.fingerprint(loop.engine_options)["decode"] == "loop"
+    old = {"setup": {"engine": "hf", "attention": "flex_attention", "compile": True}, "models": {}}
+    new = {"setup": {"engine": "hf", **HFEngine.fingerprint(loop.engine_options)}, "models": {}}
+    assert sweep.fingerprint_difference(old, new) == ["decode: None -> 'loop'"]

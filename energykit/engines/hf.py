@@ -1,15 +1,30 @@
 """transformers/PyTorch engine: random weights from a geometry or a local checkpoint.
 
-On a GPU it runs in bf16 with one static KV cache, allocated once for the sweep's longest request
-and reset between calls, and lets transformers compile the decode step (CUDA graphs); ``compile:
-false`` gives eager decoding. It also runs on the CPU, for tests.
+Decoding (``decode``, recorded in provenance and in a sweep's fingerprint):
 
-Attention (``attention``, recorded in provenance):
+- ``loop`` (default): the kit's own greedy loop (:mod:`energykit.engines.hf_decode`): one prefill
+  forward over exactly ``i`` tokens, then ``o − 1`` one-token steps over one static cache per batch
+  size, everything on the device; on CUDA the step is a CUDA graph captured once per (model, batch
+  size) and replayed (``compile: false`` replays it uncaptured), and only flex attention is compiled.
+  One host synchronisation per call. Its attention is the kit's flex attention (grouped KV heads read
+  as stored for every head ratio). Gemma-2's sliding window is widened to the static cache
+  (``max_len``), so its layers never roll a window; recorded in provenance as a deviation. Falcon has
+  no flex path in transformers and is refused.
+- ``generate``: transformers ``generate()`` with the same static cache (reset, i.e. zeroed, before
+  every call) and transformers' attention (``attention``); on a GPU transformers compiles the decode
+  step (CUDA graphs) unless ``compile: false``. The host reads a flag after every step. Kept to
+  measure the old path side by side.
+
+It also runs on the CPU, for tests.
+
+Attention of ``decode: generate`` (``attention``, recorded in provenance):
 
 - ``flex_attention`` (default): PyTorch flex attention over the static cache with a block mask.
   Key/value blocks (128 positions) that lie wholly beyond the current context are skipped, so each
   decode step reads ⌈context/128⌉ blocks of the cache, not the whole preallocated cache, and the
-  grouped key/value heads of GQA/MQA are read as they are (no copy). This is what paged-KV
+  grouped key/value heads of GQA/MQA are read as they are (no copy) — except where the query-head
+  count is not a power of two (Qwen2-1.5B, Llama-3.2-3B): transformers then expands them
+  (``repeat_kv``, ``integrations/flex_attention.py``); ``decode: loop`` does not. This is what paged-KV
   production engines (TensorRT-LLM, vLLM) do, and what the SweetSpot model's i·o and o² terms assume.
 - ``sdpa``: transformers' SDPA path. With a static cache it attends over every preallocated
   position at every step (the mask is the cache's size) and expands GQA's key/value heads
@@ -23,6 +38,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -30,11 +46,37 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import EngineError, MissingExtraError, ParamsError
 from .base import Engine, Generation, Request
 from .hf_config import hf_config
+from . import hf_decode
 
-__all__ = ["ATTENTIONS", "BLOCK_SIZE", "RECOMPILE_LIMIT", "import_torch", "raise_recompile_limits", "HFOptions",
-           "HFEngine"]
+__all__ = ["ATTENTIONS", "DECODES", "use_compile_cache", "BLOCK_SIZE", "RECOMPILE_LIMIT", "import_torch",
+           "raise_recompile_limits", "HFOptions", "HFEngine"]
 
 ATTENTIONS = ("flex_attention", "sdpa", "eager")
+DECODES = ("loop", "generate")
+
+
+def use_compile_cache(directory: str | os.PathLike) -> Path:
+    """Keep Inductor's and Triton's compiled kernels in ``directory`` (created), so reruns skip compiling.
+
+    Sets ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR`` (read by Inductor and Triton when they
+    first compile) and Inductor's FX-graph cache, before any compilation of this process.
+    """
+    path = Path(directory).expanduser().resolve()
+    try:
+        (path / "triton").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EngineError(f"compile_cache {str(directory)!r} cannot be created ({e.strerror}); give a writable folder") from None
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    os.environ["TRITON_CACHE_DIR"] = str(path / "triton")
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    try:
+        import torch._inductor.config as inductor
+
+        inductor.fx_graph_cache = True
+    except ImportError:
+        pass
+    return path
 BLOCK_SIZE = 128
 """Key/value block of flex attention's block mask [positions]."""
 
@@ -107,10 +149,21 @@ class HFOptions(BaseModel):
     """Compile decode steps (CUDA graphs) with the static cache; GPU only."""
     attention: Literal[ATTENTIONS] = "flex_attention"
     """``flex_attention`` (context-proportional, native GQA), ``sdpa`` or ``eager``."""
+    decode: Literal[DECODES] | None = None
+    """``loop`` (the kit's decode loop; the default with flex attention) or ``generate`` (the default otherwise)."""
+    compile_cache: str = ""
+    """Folder of Inductor's and Triton's caches: reruns and array tasks on the same GPU type skip compiling."""
+
+    @property
+    def decode_mode(self) -> str:
+        """``decode``, or by default ``loop`` with flex attention and ``generate`` with another."""
+        if self.decode is not None:
+            return self.decode
+        return "loop" if self.attention == "flex_attention" else "generate"
 
 
 class HFEngine(Engine):
-    """Engine on transformers ``generate()``.
+    """Engine on transformers models: the kit's decode loop, or ``generate()``.
 
     Parameters
     ----------
@@ -132,6 +185,11 @@ class HFEngine(Engine):
         Longest request of the sweep, input plus output [tokens]: the static cache's size.
     seed : int
         Seed of the random weights and of the stream of prompt token ids.
+    decode : str, optional
+        ``loop`` (the kit's decode loop) or ``generate`` (transformers ``generate()``); by default
+        ``loop`` with flex attention, ``generate`` with another attention.
+    compile_cache : str, optional
+        Folder of Inductor's and Triton's caches (see :func:`use_compile_cache`).
     """
 
     name = "hf"
@@ -141,6 +199,14 @@ class HFEngine(Engine):
 
     @classmethod
     def check_model(cls, params, name, geometry, checkpoint) -> None:
+        options = params.engine_options
+        if options.decode_mode == "loop" and options.attention != "flex_attention":
+            raise ParamsError(f"decode: loop runs the kit's flex attention; attention {options.attention!r} "
+                              "needs decode: generate")
+        if options.decode_mode == "loop" and geometry.get("arch") == "falcon":
+            raise ParamsError(f"model {name!r} (falcon) has no flex attention in transformers: its sdpa path attends "
+                              "over the whole static cache and expands the KV heads, so decode cost would not follow "
+                              "the context; drop it, or use decode: generate with attention: sdpa")
         if params.meter == "nvml" and params.device == "cpu":
             raise ParamsError("meter nvml with device cpu would meter a GPU while the model runs on the CPU; "
                               "use device: cuda (or auto on a GPU machine), or meter: none")
@@ -158,13 +224,26 @@ class HFEngine(Engine):
 
     @classmethod
     def engine_kwargs(cls, params) -> dict:
-        return {"device": params.device, **params.engine_options.model_dump()}
+        options = params.engine_options.model_dump()
+        options.update(decode=params.engine_options.decode_mode, compile_cache=options["compile_cache"] or None)
+        return {"device": params.device, **options}
+
+    @classmethod
+    def fingerprint(cls, options) -> dict:
+        """compile and attention; ``decode`` where it is the loop (folders measured with ``generate()``
+        before the loop existed have no such key and resume); not the compile cache's folder."""
+        out = {"compile": options.compile, "attention": options.attention}
+        if options.decode_mode == "loop":
+            out["decode"] = "loop"
+        return out
 
     @classmethod
     def label(cls, versions: dict) -> str:
-        """E.g. ``hf transformers-5.17.0 compiled flex_attention``."""
+        """E.g. ``hf transformers-5.17.0 compiled flex_attention`` or ``hf transformers-5.24.0 loop cuda-graph energykit_flex``."""
         mode = "compiled" if versions.get("compile") else "eager"
         attn = versions.get("attention", "sdpa")  # datasets measured before the attention choice used sdpa
+        if versions.get("decode") == "loop":
+            mode = "loop cuda-graph" if versions.get("cuda_graph") else "loop"
         return f"hf transformers-{versions.get('transformers')} {mode} {attn}"
 
     @classmethod
@@ -175,9 +254,24 @@ class HFEngine(Engine):
         return ""
 
     def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", device="auto", compile=True,
-                 attention="flex_attention", max_len=2048, seed=0):
+                 attention="flex_attention", max_len=2048, seed=0, decode=None, compile_cache=None):
         if attention not in ATTENTIONS:
             raise EngineError(f"attention {attention!r} is not one of {', '.join(ATTENTIONS)}")
+        if decode is None:
+            decode = "loop" if attention == "flex_attention" else "generate"
+        if decode not in DECODES:
+            raise EngineError(f"decode {decode!r} is not one of {', '.join(DECODES)}")
+        if decode == "loop" and attention != "flex_attention":
+            raise EngineError(f"decode: loop runs the kit's flex attention; attention {attention!r} needs decode: generate")
+        if decode == "loop" and geometry.get("arch") == "falcon":
+            raise EngineError(f"model {name!r} (falcon) has no flex attention in transformers: its sdpa path attends "
+                              "over the whole static cache and expands the KV heads, so decode cost would not follow "
+                              "the context; drop it, or measure it with decode: generate, attention: sdpa (not comparable)")
+        self.decode = decode
+        self.compile_cache = compile_cache
+        self.deviations = {}
+        self._loop = None
+        self.last_tokens = None
         self.model_name = name
         self.geometry = geometry
         self.checkpoint = checkpoint
@@ -191,6 +285,8 @@ class HFEngine(Engine):
         self._caches = {}
 
     def load(self) -> None:
+        if self.compile_cache:
+            use_compile_cache(self.compile_cache)
         torch, tf = import_torch()
         self.torch = torch
         dev = self.device_name
@@ -199,19 +295,20 @@ class HFEngine(Engine):
         if dev == "cuda" and not torch.cuda.is_available():
             raise EngineError("device 'cuda' asked for but torch sees no CUDA GPU; use device: cpu or auto")
         self.device = torch.device(dev)
-        if self.device.type == "cpu" and self.attention == "flex_attention":
+        if self.device.type == "cpu" and self.attention == "flex_attention" and self.decode == "generate":
             _uncompiled_flex_attention()
         dtype = getattr(torch, self.dtype_name)
         torch.manual_seed(self.seed)
+        attn = hf_decode.register_attention() if self.decode == "loop" else self.attention
         try:
             if self.checkpoint:
                 model = tf.AutoModelForCausalLM.from_pretrained(self.checkpoint, dtype=dtype, local_files_only=True,
-                                                                attn_implementation=self.attention)
+                                                                attn_implementation=attn)
                 model = model.to(self.device)
             else:
                 cfg = hf_config(self.geometry, self.max_len)
                 with self.device:
-                    model = tf.AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=self.attention)
+                    model = tf.AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn)
         except ValueError as e:
             if "attention" not in str(e).lower() and "attn" not in str(e).lower():
                 raise
@@ -219,6 +316,14 @@ class HFEngine(Engine):
             raise EngineError(f"model {self.model_name!r} ({self.geometry.get('arch')}) has no {self.attention} in "
                               f"transformers {tf.__version__}; set attention: to one of {others}") from None
         self.model = model.eval()
+        window = getattr(model.config, "sliding_window", None)
+        if self.decode == "loop" and window is not None and "gemma" in str(model.config.model_type):
+            # the loop's mask is causal over the whole static cache: a window of at least max_len, never rolled
+            model.config.sliding_window = max(int(window), self.max_len)
+            self.deviations["sliding_window"] = (f"{window} -> {model.config.sliding_window} (>= max_len "
+                                                 f"{self.max_len}: the cache never rolls a window)")
+        if self.decode == "loop":
+            self._loop = hf_decode.DecodeLoop(model, self.max_len, capture=self.compile)
         self.vocab_size = int(self.model.config.vocab_size)
         self.cache_cls = tf.StaticCache
         # one prompt stream for the whole sweep: every call and every repeat gets new token ids
@@ -251,6 +356,10 @@ class HFEngine(Engine):
             ids = torch.randint(0, self.vocab_size, (batch_size, input_len), generator=self._prompt_gen)
             return ids.to(self.device)
 
+        def run_loop(ids) -> Generation:
+            self.last_tokens = tokens = self._loop.generate(ids, output_len)
+            return Generation(output_tokens=int(tokens.shape[1]))
+
         def run(ids) -> Generation:
             with torch.inference_mode(), warnings.catch_warnings():
                 # transformers >= 5.2x renames past_key_values to cache; the old name still works
@@ -263,7 +372,7 @@ class HFEngine(Engine):
                 raise EngineError(f"asked for {output_len} new tokens per sequence, got {new}")
             return Generation(output_tokens=int(new))
 
-        return Request(make_prompts, run)
+        return Request(make_prompts, run_loop if self._loop is not None else run)
 
     def synchronize(self) -> None:
         if self.model is not None and self.device.type == "cuda":
@@ -272,17 +381,35 @@ class HFEngine(Engine):
     def recover(self) -> None:
         if self.model is not None and self.device.type == "cuda":
             self._caches.clear()
+            if self._loop is not None:
+                self._loop.close()
             self.torch.cuda.empty_cache()
 
     def versions(self) -> dict:
         torch, tf = import_torch()
         on_gpu = getattr(self, "device", None) is not None and self.device.type == "cuda"
-        return {"torch": torch.__version__, "transformers": tf.__version__, "cuda": str(torch.version.cuda),
-                "compile": bool(self.compile and on_gpu), "attention": self.attention,
-                "kv_cache": f"static {self.max_len} positions"}
+        out = {"torch": torch.__version__, "transformers": tf.__version__, "cuda": str(torch.version.cuda),
+               "compile": bool(self.compile and on_gpu), "attention": self.attention,
+               "kv_cache": f"static {self.max_len} positions", "decode": self.decode}
+        if self.decode == "loop":
+            out.update(attention=hf_decode.ATTENTION_NAME, cuda_graph=bool(self.compile and on_gpu),
+                       compiled="flex attention only" if on_gpu else "none (CPU)",
+                       kv_cache=f"static {self.max_len} positions; reset sets the length only",
+                       gqa="grouped KV heads as stored" + (" (query heads folded into the query length)"
+                                                          if hf_decode.folded(self.geometry.get("num_heads", 1),
+                                                                              self.geometry.get("num_kv_heads", 1))
+                                                          else ""))
+        if self.deviations:
+            out["deviations"] = dict(self.deviations)
+        if self.compile_cache:
+            out["compile_cache"] = str(self.compile_cache)
+        return out
 
     def close(self) -> None:
         self.model = None
         self._caches.clear()
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
         if getattr(self, "device", None) is not None and self.device.type == "cuda":
             self.torch.cuda.empty_cache()

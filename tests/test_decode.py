@@ -1,0 +1,245 @@
+"""The hf engine's decode loop on the CPU (the same loop as on CUDA, without graph capture).
+
+Written against transformers 5.24 (``cache_utils.StaticLayer``, ``integrations/flex_attention.py``)
+and torch 2.13 (``nn/attention/flex_attention.py``; ``_inductor/kernel/flex/flex_decoding.py`` refuses
+a non-power-of-two GQA ratio, which the loop folds into the query length).
+"""
+
+import pytest
+
+from energykit.engines import make_engine
+from energykit.engines import hf_decode
+from energykit.errors import EngineError
+from energykit.presets import PRESETS
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+
+
+def tiny(arch, heads=4, kv_heads=2, **extra):
+    """A tiny geometry of a family; weights are drawn wide so that greedy tokens differ step to step."""
+    g = dict(arch=arch, num_layers=2, hidden_size=16 * heads, num_heads=heads, num_kv_heads=kv_heads, head_dim=16,
+             intermediate_size=128, ffn_gated=0 if arch == "opt" else 1, vocab_size=128, tied_embeddings=1,
+             max_position_embeddings=512)
+    if arch == "gemma2":
+        g["sliding_window"] = 16  # shorter than the requests below: generate() would slide, the loop never does
+    g.update(extra)
+    return g
+
+
+WIDTH = 1.0
+"""Std of the weights x sqrt(fan-in)."""
+
+
+def engine(geom, max_len=96, **kw):
+    eng = make_engine("hf", name=geom["arch"], geometry=geom, dtype="float32", device="cpu", max_len=max_len, **kw)
+    eng.load()
+    with torch.no_grad():  # wide weights: distinct greedy tokens (the default init gives one repeated token)
+        for p in eng.model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, (0.3 if geom["arch"] == "gemma2" else WIDTH) / p.shape[-1] ** 0.5)
+    return eng
+
+
+def family_geometries():
+    """One tiny geometry per family of the presets, with each preset's head ratio (12/2, 24/8, ...)."""
+    seen = {}
+    for name, g in PRESETS.items():
+        if g["arch"] == "falcon":
+            continue
+        ratio = g["num_heads"] // g["num_kv_heads"]
+        key = (g["arch"], ratio)
+        if key not in seen:
+            seen[key] = pytest.param(tiny(g["arch"], heads=2 * ratio if ratio > 1 else 4,
+                                          kv_heads=2 if ratio > 1 else 4), id=f"{name}-ratio{ratio}")
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("geom", family_geometries())
+def test_loop_generates_the_tokens_of_transformers_generate(geom):
+    eng = engine(geom)
+    ids = torch.randint(0, geom["vocab_size"], (2, 21), generator=torch.Generator().manual_seed(3))
+    req = eng.request(2, 21, 12)
+    req._ready.append(ids)
+    assert req().output_tokens == 12
+    ours = eng.last_tokens.clone()
+    eng.model.set_attn_implementation("eager")  # transformers' reference attention and generate()
+    ref = eng.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, min_new_tokens=12,
+                             do_sample=False, pad_token_id=0, eos_token_id=None)[:, 21:]
+    assert ref.unique().numel() >= 2  # a real sequence, not one token repeated (Gemma-2's softcaps flatten most)
+    assert torch.equal(ours, ref)
+
+
+def test_loop_repeats_calls_on_one_cache_and_matches_itself():
+    eng = engine(tiny("llama"))
+    ids = torch.randint(0, 128, (3, 30), generator=torch.Generator().manual_seed(1))
+    outs = []
+    for i, o in ((30, 9), (5, 3), (30, 9)):  # a short call between two equal ones: stale slots must not matter
+        req = eng.request(3, i, o)
+        req._ready.append(ids[:, :i])
+        req()
+        outs.append(eng.last_tokens.clone())
+    assert list(eng._loop._slots) == [3]
+    assert torch.equal(outs[0], outs[2])
+
+
+def _attention_calls(monkeypatch, eng):
+    """(query, key, value, enable_gqa, cache key tensors) of every flex attention call of the loop."""
+    seen = []
+    real = eng._loop.flex
+
+    def spy(q, k, v, **kw):
+        seen.append((q.shape, k, v, kw["enable_gqa"]))
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(eng._loop, "flex", spy)
+    return seen
+
+
+@pytest.mark.parametrize("heads, kv_heads, folded", [(12, 2, True), (24, 8, True), (8, 2, False)])
+def test_gqa_reads_the_cache_as_stored_without_an_expanded_copy(monkeypatch, heads, kv_heads, folded):
+    eng = engine(tiny("qwen2", heads, kv_heads))
+    seen = _attention_calls(monkeypatch, eng)
+    from transformers.integrations import flex_attention as integration
+    monkeypatch.setattr(integration, "repeat_kv", lambda *a: pytest.fail("repeat_kv called"))
+    req = eng.request(2, 40, 4)
+    req.prepare(1)
+    req()
+    slot = eng._loop._slots[2]
+    stored = {layer.keys.data_ptr() for layer in slot.cache.layers} | {l.values.data_ptr() for l in slot.cache.layers}
+    assert len(seen) == 2 * 4  # 2 layers x (prefill + 3 decode steps)
+    g = heads // kv_heads
+    for n, (q_shape, k, v, gqa) in enumerate(seen):
+        assert k.shape[1] == v.shape[1] == kv_heads  # grouped heads, as stored
+        assert k.data_ptr() in stored and v.data_ptr() in stored  # the cache itself, not a copy
+        assert gqa is (not folded)
+        q_len = 40 if n < 2 else 1
+        assert tuple(q_shape) == ((2, kv_heads, q_len * g, 16) if folded else (2, heads, q_len, 16))
+    assert hf_decode.folded(heads, kv_heads) is folded
+
+
+def test_a_later_cache_slot_does_not_change_earlier_logits():
+    """Causality: the decode mask's position never runs ahead of the slot being written."""
+    eng = engine(tiny("llama"))
+    loop = eng._loop
+    ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(5))
+
+    def step_logits(poison):
+        slot = loop.slot(2)
+        with torch.inference_mode():
+            slot.position.zero_()
+            loop._forward(slot, ids, torch.arange(20).expand(2, 20), loop.prefill_mask(20), keep=True)
+            if poison:
+                for layer in slot.cache.layers:  # every slot after the one the step writes (20)
+                    layer.keys[:, :, 21:] = 1e4
+                    layer.values[:, :, 21:] = 1e4
+            slot.position.fill_(20)
+            slot.token.fill_(7)
+            slot.position_ids.fill_(20)
+            block = 20 // hf_decode.BLOCK_SIZE
+            slot.kv_indices[..., 0] = block
+            slot.full_kv_num_blocks.fill_(block)
+            return loop._forward(slot, slot.token, slot.position_ids, slot.mask).clone()
+
+    assert torch.allclose(step_logits(False), step_logits(True), atol=0, rtol=0)
+    # and within the prefill: changing a later token leaves the earlier positions' logits alone
+    slot = loop.slot(2)
+
+    def prefill_logits(x):
+        with torch.inference_mode():
+            slot.position.zero_()
+            _ACTIVE_prefill = loop.prefill_mask(20)
+            hf_decode._ACTIVE.update(mask=_ACTIVE_prefill, flex=loop.flex)
+            try:
+                out = eng.model(input_ids=x, position_ids=torch.arange(20).expand(2, 20), use_cache=True,
+                                **{loop.cache_kw: slot.cache}).logits
+            finally:
+                hf_decode._ACTIVE["mask"] = None
+        return out[:, :15].clone()
+
+    later = ids.clone()
+    later[:, 15:] = (later[:, 15:] + 1) % 128
+    assert torch.equal(prefill_logits(ids), prefill_logits(later))
+
+
+def test_gemma2_never_rolls_its_window(monkeypatch):
+    eng = engine(tiny("gemma2", 8, 4))
+    assert "sliding_window" in eng.versions()["deviations"]
+    assert eng.model.config.sliding_window >= eng.max_len
+    monkeypatch.setattr(torch.Tensor, "roll", lambda *a, **k: pytest.fail("the cache rolled a window"))
+    monkeypatch.setattr(torch, "roll", lambda *a, **k: pytest.fail("the cache rolled a window"))
+    req = eng.request(2, 30, 20)  # 50 positions > the geometry's 16-slot window
+    req.prepare(1)
+    assert req().output_tokens == 20
+
+
+def test_reset_sets_the_length_only(monkeypatch):
+    eng = engine(tiny("llama"))
+    req = eng.request(2, 10, 3)
+    req.prepare(2)
+    req()
+    zeroed = []
+    monkeypatch.setattr(torch.Tensor, "zero_", lambda self: zeroed.append(tuple(self.shape)) or self.fill_(0))
+    req()
+    assert zeroed == [(1,)]  # the position tensor; never a [B, H, max_len, D] key/value tensor
+
+
+def test_falcon_is_refused_in_one_line_naming_sdpa():
+    with pytest.raises(EngineError, match="falcon.*sdpa.*decode: generate"):
+        make_engine("hf", name="f", geometry=tiny("falcon", 4, 1), dtype="float32", device="cpu")
+
+
+def test_loop_and_generate_are_recorded():
+    assert engine(tiny("llama")).versions()["decode"] == "loop"
+    eng = engine(tiny("llama"), decode="generate")
+    assert eng.versions()["decode"] == "generate" and eng._loop is None
+    with pytest.raises(EngineError, match="needs decode: generate"):
+        make_engine("hf", name="x", geometry=tiny("llama"), attention="sdpa", decode="loop")
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_the_cpu_in_tiny_mode(tmp_path):
+    """The GPU check's smoke test: same code, tiny geometry, meter none (figures mean nothing)."""
+    import csv
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    p = subprocess.run([sys.executable, "scripts/gpu_check.py", str(tmp_path), "--tiny", "--models", "qwen2-1.5b"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "gpu_check.csv").open()))
+    assert len(rows) == 1 and rows[0]["model"] == "tiny-qwen2-1.5b" and rows[0]["decode"] == "loop"
+    for key in ("prep_cold_s", "prep_warm_s", "ms_step_40", "floor_ms_40", "ratio_40", "spread_pct", "copy_gb_s"):
+        assert rows[0][key] not in ("", "nan"), key
+
+
+@pytest.mark.parametrize("arch, heads, kv_heads", [("llama", 4, 2), ("qwen2", 12, 2), ("opt", 4, 4), ("gemma2", 8, 4)])
+def test_one_host_synchronisation_per_call(monkeypatch, arch, heads, kv_heads):
+    """Nothing in prefill or the decode steps reads a device value on the host; the call's end does, once.
+
+    On CUDA each of these reads (``item``, ``bool``, ``int``, ``float``, ``tolist``) waits for the GPU; in a
+    captured step it would fail the capture. Reads inside torch's flex attention are left out: the CPU
+    runs its unfused reference (traced by dynamo with automatic dynamic floats: once two models with
+    different scales ran, it reads ``scale`` from a tensor),
+    where CUDA runs it compiled with ``dynamic=False`` (floats specialised).
+    """
+    import traceback
+
+    eng = engine(tiny(arch, heads, kv_heads))
+    req = eng.request(2, 20, 6)
+    req.prepare(2)
+    req()  # first call: masks are built (outside the window, in a sweep's pilot)
+    reads = []
+    for name in ("item", "__bool__", "__int__", "__float__", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            if not any("nn/attention/flex_attention.py" in f.filename for f in traceback.extract_stack()):
+                reads.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    req()
+    assert reads == ["item"]
