@@ -67,11 +67,13 @@ MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
 
 
 def escape_markdown(text: str) -> str:
-    """Markdown whose text can hold no HTML: ``<``, ``>`` and ``&`` outside ``$math$`` become entities, and
-    ``javascript:`` links are dropped. Model names and file names reach the reports through here.
+    """Markdown whose text can hold no HTML: ``<``, ``&`` and ``>`` (but a blockquote's ``>``) outside
+    ``$math$`` become entities, and ``javascript:`` links are dropped. Model names and file names reach the reports through here.
 
     >>> escape_markdown("**<img src=x onerror=alert(1)>**: $o < o^*$")
     '**&lt;img src=x onerror=alert(1)&gt;**: $o < o^*$'
+    >>> escape_markdown("> **Simulated only.** a > b")  # a blockquote stays one
+    '> **Simulated only.** a &gt; b'
     """
     out, last = [], 0
     for m in MATH.finditer(text):
@@ -83,7 +85,9 @@ def escape_markdown(text: str) -> str:
 
 def _escape_text(text: str) -> str:
     text = re.sub(r"&(?!(?:lt|gt|amp|quot|#\d+);)", "&amp;", text)  # entities already escaped stay as they are
-    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("<", "&lt;")
+    # a '>' opens no tag once every '<' is escaped; one at a line's start is a blockquote marker and stays
+    text = re.sub(r"(?m)(?<!^)(?<!^ )(?<!^  )(?<!^   )>", "&gt;", text)
     return re.sub(r"\]\(\s*(?:javascript|data|vbscript):[^)]*\)", "](#)", text, flags=re.I)
 
 

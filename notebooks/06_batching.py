@@ -78,6 +78,10 @@ else:
     batched = ds
     display(Markdown(f"Measured at several batch sizes: {', '.join(f'{m} ({sizes})' for m, sizes in several.items())}."))
 fits = fitting.fit_dataset(batched, loss=loss, cv_folds=cv_folds)
+rows = pd.DataFrame([{"model": m, "batch_size": b, "mape_pct": v, "leave_this_batch_out_mape_pct": fits.batch_cv[m][b]}
+                     for m, f in fits.batched.items() for b, v in f.batch_mape_pct().items()])
+sat = pd.concat([sweetspots.saturation_table(f, REFERENCE, DROP_PCT).assign(model=m) for m, f in fits.batched.items()])
+summary.show(*summary.batching_results(ds, rows, sat, simulated, DROP_PCT))
 
 # %% [markdown]
 # ## How well one model explains every batch size
@@ -86,11 +90,7 @@ fits = fitting.fit_dataset(batched, loss=loss, cv_folds=cv_folds)
 # it (leave one batch size out: the others predict it).
 
 # %%
-rows = []
-for m, f in fits.batched.items():
-    for b, v in f.batch_mape_pct().items():
-        rows.append({"model": m, "batch_size": b, "mape_pct": v, "leave_this_batch_out_mape_pct": fits.batch_cv[m][b]})
-summary.table(pd.DataFrame(rows), index=["model", "batch_size"])
+summary.table(rows, index=["model", "batch_size"])
 
 # %%
 for m, f in fits.batched.items():
@@ -119,7 +119,6 @@ for m, f in fits.batched.items():
 # interval over the fit's bootstrap draws; `beyond measured` marks a batch larger than any in the data.
 
 # %%
-sat = pd.concat([sweetspots.saturation_table(f, REFERENCE, DROP_PCT).assign(model=m) for m, f in fits.batched.items()])
 summary.table(sat, index=["model", "input_len", "output_len"])
 
 # %% [markdown]
