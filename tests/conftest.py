@@ -13,6 +13,18 @@ TRUE_THETA = {"theta1": 3e-6, "theta2": 4e-4, "theta3": 0.05, "theta4": 2e-4, "t
 GRID_I = (64, 256, 1024, 2048, 4096)
 GRID_O = (16, 64, 256, 1024)
 
+TINY = dict(name="tiny", arch="llama", num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
+            intermediate_size=64, ffn_gated=1, vocab_size=128, tied_embeddings=1, max_position_embeddings=512)
+"""A two-layer Llama geometry that sweeps on the CPU in seconds."""
+
+
+def tiny_params(**over):
+    """Measure params of a tiny CPU sweep (no meter, no warm-up), with ``over`` replacing keys."""
+    p = dict(engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8, 16],
+             output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output="out")
+    p.update(over)
+    return p
+
 
 def synthetic_frame(theta=TRUE_THETA, noise=0.01, repeats=3, seed=0, model="synthetic"):
     """Tidy windows simulated from the analytical model with multiplicative noise."""

@@ -19,18 +19,7 @@ from hypothesis import strategies as st
 from energykit import cli
 from energykit.errors import DataError, EnergykitError, FitError, ParamsError
 
-from conftest import synthetic_frame
-
-TINY = dict(name="tiny", arch="llama", num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
-            intermediate_size=64, ffn_gated=1, vocab_size=128, tied_embeddings=1, max_position_embeddings=512)
-
-
-def _params(**over):
-    p = dict(engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8, 16],
-             output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output="out")
-    p.update(over)
-    return p
-
+from conftest import TINY, synthetic_frame, tiny_params as _params
 
 def _write(path, obj):
     path.write_text(obj if isinstance(obj, str) else yaml.safe_dump(obj))

@@ -16,18 +16,7 @@ from energykit.errors import ParamsError
 from energykit.iotools import read_window_log
 from energykit.params import MeasureParams, load_measure_params
 
-from conftest import ROOT
-
-TINY = dict(name="tiny", arch="llama", num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
-            intermediate_size=64, ffn_gated=1, vocab_size=128, tied_embeddings=1, max_position_embeddings=512)
-
-
-def _params(**over):
-    p = dict(engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8, 16],
-             output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output="out")
-    p.update(over)
-    return p
-
+from conftest import ROOT, TINY, tiny_params as _params
 
 @settings(max_examples=60, deadline=None)
 @given(n_models=st.integers(1, 3), n_in=st.integers(1, 4), n_out=st.integers(1, 4), repeats=st.integers(1, 3),
