@@ -188,8 +188,10 @@ def o_star_table(fits: FitSet, input_lens=None, n_draws: int = 200) -> pd.DataFr
                     "tokens_per_j_at_o_star": (
                         tokens_per_j(f.predict(i, closed), b, closed) if np.isfinite(closed) else np.nan
                     ),
-                    "o_star_extrapolated": bool(
-                        not np.isfinite(closed) or closed < f.output_len.min() or closed > f.output_len.max()
+                    # no o* (θ4 not identified) is not an extrapolated o*: NaN, which tables print as "n/a"
+                    "o_star_extrapolated": (
+                        bool(closed < f.output_len.min() or closed > f.output_len.max()) if np.isfinite(closed)
+                        else np.nan
                     ),
                     "theta4_identified": bool(not np.isnan(closed)),
                 }

@@ -565,6 +565,8 @@ def test_labels_caveats_and_install_hints_come_from_the_engine_class(monkeypatch
         "trtllm 1.2.0 pytorch"
     assert sweep.engine_label({"engine": "gone"}) == "gone"
     assert "reads the whole static cache" in caveat("hf transformers-5.17.0 compiled sdpa")
+    # the probe files (shared/data README) ran transformers' default attention, sdpa, and their label says only that
+    assert "reads the whole static cache" in caveat("transformers-5.17-static-cache-compiled")
     assert caveat("hf transformers-5.17.0 compiled flex_attention") == caveat("trtllm 1.2.0 pytorch") == ""
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
     with pytest.raises(MissingExtraError, match=r"energykit\[trtllm\].*nvidia.github.io"):

@@ -159,6 +159,7 @@ def test_a_coefficient_the_cells_cannot_see_is_not_identified_and_o_star_is_na()
     assert np.isnan(est).all() and np.isnan(lo).all() and np.isnan(hi).all()
     shown = summary.table(sweetspots.o_star_table(fitting.fit_dataset(dataset.from_frame(frame))))
     assert set(shown["o star [95 %]"]) == {"n/a"}
+    assert set(shown["o star extrapolated"]) == {"n/a"}  # no o* is not an extrapolated o*
     theta = uncertainty.theta_table(fit).set_index("param")
     assert not theta.loc["theta4", "identified"] and theta.loc["theta2", "identified"]
 

@@ -248,7 +248,8 @@ class HFEngine(Engine):
 
     @classmethod
     def caveat(cls, label: str) -> str:
-        if "sdpa" in label or ("hf" in label and "flex" not in label):
+        # the probe files' labels (transformers-5.17-...) name no attention: transformers' default, sdpa
+        if "sdpa" in label or (("hf" in label or "transformers" in label) and "flex" not in label):
             return (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
                     "KV heads (sdpa), so KV-cache savings do not show; see the README's engine table.")
         return ""
