@@ -122,10 +122,11 @@ def cmd_fit(args) -> int:
     from pathlib import Path
 
     from .errors import ParamsError
+    from .iotools import resolve
     from .state import check_output
 
     if args.save:  # before any work: the output is neither the data nor a file the kit did not write
-        check_output(args.save, [args.data], "netcdf", "--save")
+        check_output(args.save, [args.data, resolve(args.data)], "fits", "--save")  # the data as the reader finds it
         folder = Path(args.save).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ParamsError(f"--save {args.save}: the folder {folder} does not exist or is not writable; "

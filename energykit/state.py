@@ -241,6 +241,18 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _netcdf_format(path: Path) -> str:
+    """The ``format`` attribute of a NetCDF (HDF5) file, ``""`` when it has none or cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get("format", "")
+    except (OSError, ValueError):
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the output") -> Path:
     """Refuse, in one line, an output that is one of the command's inputs or an existing file not of ``kind``.
 
@@ -253,7 +265,8 @@ def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the
         input folder's crash-safe state (``windows.jsonl``, ``*.json``, ``.lock``).
     kind : str
         ``"netcdf"``: an existing ``path`` may be replaced only when it is a NetCDF (HDF5) file, as
-        the kit writes; ``"json"``: only when it is a JSON object naming its ``schema`` (a price card);
+        the kit writes; ``"fits"``: only a fit file (``format`` attribute ``energykit-fits``);
+        ``"measurements"``: only a NetCDF that is not a fit file; ``"json"``: only when it is a JSON object naming its ``schema`` (a price card);
         any other existing file is not the kit's to overwrite.
     option : str
         How the user names the output (``--save``, ``-o``), for the message.
@@ -287,10 +300,15 @@ def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the
             if not ours:
                 raise EnergykitError(f"{option} {path} exists and is not a file written by energykit; it would be "
                                      "overwritten — give a new file path")
-        if kind == "netcdf":
+        if kind in ("netcdf", "fits", "measurements"):
             with open(path, "rb") as f:
                 magic = f.read(8)
             if magic != b"\x89HDF\r\n\x1a\n":
                 raise EnergykitError(f"{option} {path} exists and is not a NetCDF file written by energykit; "
                                      "it would be overwritten — give a new file path")
+        if kind in ("fits", "measurements"):  # a fit never replaces measurements, nor merged measurements a fit
+            is_fit = _netcdf_format(path) == "energykit-fits"
+            if is_fit != (kind == "fits"):
+                raise EnergykitError(f"{option} {path} exists and holds {'fits' if is_fit else 'measurements'}, not "
+                                     f"{kind}; it would be replaced — give a new file path")
     return path

@@ -560,7 +560,7 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
     sweep's params are given — missing ones.
     """
     folders = _shard_folders(outputs)
-    check_output(destination, [f / LOG for f in folders] + folders + [Path(o) for o in outputs], "netcdf", "-o")
+    check_output(destination, [f / LOG for f in folders] + folders + [Path(o) for o in outputs], "measurements", "-o")
     check_shard_setups(folders, params)
     records = []
     for f in folders:

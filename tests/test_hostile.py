@@ -247,6 +247,30 @@ class TestNoOverwrite:
         _one_line_error(*_run(["merge", out, "-o", out / "windows.jsonl"], capsys))
         assert (out / "windows.jsonl").read_bytes() == before
 
+    @pytest.mark.parametrize("case", ["fit-onto-measurements", "merge-onto-fits", "input-by-repo-root-spelling"])
+    def test_other_kinds_and_other_spellings_are_kept(self, synthetic_csv, tmp_path, capsys, monkeypatch, case):
+        """A fit never replaces a measurements NetCDF (nor merge a fit file), and the data named relative to the
+        repository root (as the readers find it) is the same input as its absolute path."""
+        from energykit import iotools
+        from energykit.dataset import from_frame, write_netcdf
+
+        meas = write_netcdf(from_frame(synthetic_frame(repeats=1)), tmp_path / "repo" / "data" / "m.nc")
+        if case == "fit-onto-measurements":
+            victim, argv = meas, ["fit", synthetic_csv, "--save", meas, "--cv-folds", "2"]
+        elif case == "merge-onto-fits":
+            victim = tmp_path / "fits.nc"
+            assert cli.main(["fit", str(synthetic_csv), "--save", str(victim), "--cv-folds", "2"]) == 0
+            capsys.readouterr()
+            victim, argv = victim, ["merge", _shard(tmp_path / "out", "m", 0), "-o", victim]
+        else:
+            monkeypatch.setattr(iotools, "REPO_ROOT", tmp_path / "repo")
+            (tmp_path / "elsewhere").mkdir()
+            monkeypatch.chdir(tmp_path / "elsewhere")
+            victim, argv = meas, ["fit", "data/m.nc", "--save", meas, "--cv-folds", "2"]
+        before = victim.read_bytes()
+        _one_line_error(*_run(argv, capsys))
+        assert victim.read_bytes() == before
+
     def test_report_out_onto_a_file(self, tmp_path, capsys):
         victim = tmp_path / "victim.txt"
         victim.write_text("precious")
