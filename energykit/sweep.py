@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import time
 import socket
@@ -204,6 +205,11 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA indices = nvidia-smi/NVML indices
     if out.exists() and not out.is_dir():
         raise ParamsError(f"output {out} is a file; give a folder path")
+    foreign = _foreign_entries(out)
+    if foreign:
+        raise ParamsError(f"output {params.output!r} is an existing folder that energykit did not write (it holds "
+                          f"{foreign[0]!r}); the sweep's files would land among them — give a new or empty folder, "
+                          f"e.g. {Path(params.output) / 'sweep'}")
     lock = WriterLock(out).acquire() if out.is_dir() else None  # a running writer is refused at once
     current = {"engine": None}
 
@@ -551,6 +557,23 @@ def _shard_folders(outputs) -> list[Path]:
     if not found:
         raise DataError(f"no windows.jsonl under {', '.join(map(str, outputs))}; give sweep or shard folders")
     return found
+
+
+KIT_ENTRIES = re.compile(r"^(?:windows\.jsonl|fingerprint\.json|params\.json|provenance\.json|"
+                         r"\.lock|slurm|shard-\d+-of-\d+|\..+\.tmp)$")
+"""What a sweep writes into its output folder (a folder holding anything else is not the kit's)."""
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """Names in the existing folder ``out`` that no sweep writes, sorted; ``[]`` when it is new, empty or the kit's.
+
+    A folder the kit wrote (it holds its log, fingerprint or shard folders) is resumed as it is."""
+    if not out.is_dir():
+        return []
+    names = sorted(p.name for p in out.iterdir())
+    if any(n in (LOG, FINGERPRINT) or n.startswith("shard-") for n in names):
+        return []
+    return [n for n in names if not KIT_ENTRIES.match(n)]
 
 
 def merge(outputs, destination: str | Path, params: MeasureParams | None = None) -> tuple[Path, dict]:

@@ -146,6 +146,18 @@ class TestPathTraversal:
         with pytest.raises(ParamsError, match="plain name|control character"):
             resolve(dict(TINY, name=name))
 
+    @pytest.mark.parametrize("output", [".", "..", "notes", "./notes/"])
+    def test_output_is_a_new_empty_or_kit_folder(self, tmp_path, capsys, monkeypatch, output):
+        """``output: .`` (the spelling of "" the empty check missed), ``..`` or a folder of the user's files
+        would get windows.jsonl, .lock and measurements.nc among them (``output: /`` wrote them into /)."""
+        (tmp_path / "work" / "notes").mkdir(parents=True)
+        (tmp_path / "work" / "notes" / "measurements.nc").write_text("mine")
+        monkeypatch.chdir(tmp_path / "work")
+        path = _write(tmp_path / "work" / "p.yaml", _params(output=output))
+        before = _files(tmp_path)
+        line = _one_line_error(*_run(["measure", path, "--no-progress"], capsys))
+        assert "did not write" in line and _files(tmp_path) == before
+
     def test_trtllm_config_dir_stays_under_its_workdir(self, tmp_path):
         from energykit.engines.trtllm import TrtLlmEngine
 
