@@ -598,6 +598,7 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
     retried = int(df.duplicated(list(DIMS)).sum())
     df = df.drop_duplicates(list(DIMS), keep="last")
     provenance = {f.name: read_json(f / "provenance.json") for f in folders}
+    check_shard_meters(provenance)
     frame, attrs = dataset_frame(df, merged_provenance(provenance), params)
     gpus = sorted({str(g) for g in frame["gpu"]}) if "gpu" in frame else []
     if len(gpus) > 1:  # shards on different GPU models: never average them; one entry per (model, GPU)
@@ -646,11 +647,27 @@ def check_shard_setups(folders: list[Path], params: MeasureParams | None = None)
             if diffs:
                 raise DataError(f"{f} was measured with another setup than the params give ({'; '.join(diffs)}); "
                                 "merge only the shards of this sweep")
-    for f in folders[1:]:
-        diffs = fingerprint_difference(ref, setup_of(prints[f]))
+    for f in folders[1:]:  # both ways: a field one shard lacks is a difference too, whichever folder comes first
+        diffs = fingerprint_difference(ref, setup_of(prints[f])) or fingerprint_difference(setup_of(prints[f]), ref)
         if diffs:
             raise DataError(f"{f} and {first} were measured with different setups ({'; '.join(diffs)}); "
                             "merge only shards of one sweep, or fit them as separate datasets")
+
+
+def check_shard_meters(provenance: dict[str, dict]) -> None:
+    """Refuse shards whose GPUs of one model ran at different power limits: the merged dataset records one limit
+    (the first shard's meter), and a capped GPU draws less energy per window."""
+    seen = {}
+    for name, p in provenance.items():
+        meter = p.get("meter") or {}
+        if meter.get("power_limit_w") is None:
+            continue
+        gpu = meter.get("gpu_name", "")
+        if gpu in seen and seen[gpu][1] != meter["power_limit_w"]:
+            raise DataError(f"{name} ran its {gpu or 'GPU'} at power_limit_w {meter['power_limit_w']}, {seen[gpu][0]} at "
+                            f"{seen[gpu][1]}; merge only shards measured at one power limit (nvidia-smi -pl), or fit "
+                            "them as separate datasets")
+        seen.setdefault(gpu, (name, meter["power_limit_w"]))
 
 
 def merged_provenance(provenance: dict[str, dict]) -> dict:

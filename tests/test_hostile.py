@@ -322,6 +322,26 @@ class TestMergeIdentity:
         line = _one_line_error(*_run(["merge", tmp_path / "out", "-o", tmp_path / "m.nc"], capsys))
         assert "num_layers 2 -> 4" in line and not (tmp_path / "m.nc").exists()
 
+    @pytest.mark.parametrize("case", ["power-limit", "field-only-in-the-first-shard"])
+    def test_fields_beyond_the_fingerprint_are_compared(self, tmp_path, capsys, case):
+        """Shards at different power limits (the merged attrs kept only the first's), and a setup field that the
+        second shard lacks (the comparison ran one way only), merged with exit 0."""
+        a = _shard(tmp_path / "out", "a", 0, shard_name="shard-0-of-2")
+        b = _shard(tmp_path / "out", "b", 1, shard_name="shard-1-of-2")
+        if case == "power-limit":
+            for f, watts in ((a, 700.0), (b, 400.0)):
+                prov = json.loads((f / "provenance.json").read_text())
+                prov["meter"].update(gpu_name="NVIDIA H200", power_limit_w=watts)
+                (f / "provenance.json").write_text(json.dumps(prov))
+            field = "power_limit_w"
+        else:
+            fp = json.loads((b / "fingerprint.json").read_text())
+            del fp["setup"]["attention"]
+            (b / "fingerprint.json").write_text(json.dumps(fp))
+            field = "attention"
+        line = _one_line_error(*_run(["merge", tmp_path / "out", "-o", tmp_path / "m.nc"], capsys))
+        assert field in line and not (tmp_path / "m.nc").exists()
+
     def test_different_dtype_against_the_params_is_refused(self, tmp_path, capsys):
         _shard(tmp_path / "out", "tiny", 0, shard_name="shard-0-of-1")
         params = _write(tmp_path / "p.yaml", _params(dtype="bfloat16", attention="sdpa", output=str(tmp_path / "out"),
