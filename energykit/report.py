@@ -35,8 +35,8 @@ from papermill.parameterize import parameterize_notebook
 from nbconvert import HTMLExporter
 from nbconvert.filters import markdown2html
 
-from .dataset import load_many
-from .errors import EnergykitError, ParamsError
+from .dataset import load_many, model_names
+from .errors import EnergykitError, FitError, ParamsError
 from .fitting import fit_dataset, load_fits
 from .iotools import MATH, check_text, escape_markdown, read_trace
 from .state import file_sha256
@@ -353,7 +353,11 @@ def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
     hashes = [file_sha256(root / f) for f in params.data]  # ties the fit to the data's content, not its path
     if params.fit_file:
         source = Path(params.fit_file) if Path(params.fit_file).is_absolute() else root / params.fit_file
-        load_fits(source, loss=params.loss, cv_folds=params.cv_folds, data=params.data, data_sha256=hashes)
+        fits = load_fits(source, loss=params.loss, cv_folds=params.cv_folds, data=params.data, data_sha256=hashes)
+        lacking = [m for m in model_names(ds) if m not in {m for m, _ in fits.keys}]
+        if lacking:  # a fit of some models only (fit --model) would drop the others from every page
+            raise FitError(f"fit_file {params.fit_file} holds no fit of model {lacking[0]!r} of the data (fitted with "
+                           f"--model?); fit every model (energykit fit DATA --save FILE) or leave fit_file empty")
         shutil.copyfile(source, path)
     else:
         fit_dataset(ds, loss=params.loss, cv_folds=params.cv_folds).save(

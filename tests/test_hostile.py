@@ -385,6 +385,34 @@ class TestStaleFit:
         with pytest.raises(FitError, match="other data"):
             load_fits("f.nc", data=["d.csv"])
 
+    @pytest.mark.parametrize("case", ["fit-of-one-model", "same-size-other-content", "touched-same-content"])
+    def test_report_fit_file_routes(self, tmp_path, monkeypatch, case):
+        """The report's fit_file: a fit made with --model of one model (the other model vanished from every page,
+        exit 0), data rewritten at the same size (refused), data touched with its content unchanged (accepted)."""
+        from energykit.dataset import load_many
+        from energykit.params import ReportParams
+        from energykit.report import fit_once
+
+        monkeypatch.chdir(tmp_path)
+        df = pd.concat([synthetic_frame(repeats=1, model="a"), synthetic_frame(repeats=1, model="b", seed=1)])
+        df.to_csv("d.csv", index=False)
+        argv = ["fit", "d.csv", "--save", "f.nc", "--cv-folds", "2"] + (["--model", "a"] if case == "fit-of-one-model"
+                                                                         else [])
+        assert cli.main(argv) == 0
+        if case == "same-size-other-content":
+            text = Path("d.csv").read_text()
+            Path("d.csv").write_text(text.replace("\na,", "\nA,"))  # same size, one model renamed
+            assert len(Path("d.csv").read_text()) == len(text) and Path("d.csv").read_text() != text
+        elif case == "touched-same-content":
+            os.utime("d.csv", (1, 1))
+        params = ReportParams(data=["d.csv"], cv_folds=2, fit_file="f.nc")
+        run = lambda: fit_once(params, load_many(params.data), tmp_path / "staged.nc", tmp_path)
+        if case == "touched-same-content":
+            run()
+        else:
+            with pytest.raises(FitError, match="other data|no fit of model 'b'"):
+                run()
+
     def test_fit_file_without_draws_is_one_line(self, tmp_path):
         import xarray as xr
 
