@@ -58,6 +58,8 @@ MAX_VOCAB = 1 << 22
 """Largest plausible vocabulary [tokens]; released models use 32k to 256k."""
 MIN_ENERGY_J, MAX_ENERGY_J = 1e-3, 1e7
 """Plausible median energy of one measured window [J]: outside it the column's unit is likely wrong."""
+MAX_WINDOW_ENERGY_J = 1e12
+"""Largest energy of any one window accepted [J] (278 MWh): beyond it a value is garbage and overflows the fit."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -292,10 +294,11 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
             f"{name}: column '{e_col}' row {_rows(nan, first_row)}: energy is missing or not a number; "
             "re-measure or remove those windows"
         )
-    inf = np.isinf(energy.to_numpy(dtype=float))
+    inf = np.isinf(energy.to_numpy(dtype=float)) | (energy.to_numpy(dtype=float) > MAX_WINDOW_ENERGY_J)
     if inf.any():
-        raise DataError(f"{name}: column '{e_col}' row {_rows(inf, first_row)}: energy is infinite; "
-                        "re-measure or remove those windows")
+        raise DataError(f"{name}: column '{e_col}' row {_rows(inf, first_row)}: energy "
+                        f"{energy.to_numpy(dtype=float)[inf][0]:g} J is infinite or over {MAX_WINDOW_ENERGY_J:g} J "
+                        "(no window draws that much; it overflows the fit) — re-measure or remove those windows")
     neg = (energy <= 0).to_numpy() | _is_bool(df[e_col])
     if neg.any():
         v = df[e_col][neg].iloc[0]
@@ -436,10 +439,11 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
     if "window" not in ds.dims and len(set(map(str, ds["model"].values))) != ds.sizes.get("model", 0):
         raise DataError(f"{path}: a model name occurs twice in the 'model' dimension; give every model one name")
     e = ds["energy_j"].values
-    bad = np.isinf(e) | (e <= 0)
+    bad = np.isinf(e) | (e <= 0) | (e > MAX_WINDOW_ENERGY_J)
     if bad.any():
         where = {d: ds[d].values[ix].item() for d, ix in zip(ds["energy_j"].dims, np.argwhere(bad)[0])}
-        what = "zero (not positive)" if e[bad][0] == 0 else "negative or infinite"
+        what = ("zero (not positive)" if e[bad][0] == 0 else "negative or infinite" if e[bad][0] < 0 or np.isinf(e[bad][0])
+                else f"over {MAX_WINDOW_ENERGY_J:g} J (no window draws that much)")
         raise DataError(f"{path}: energy_j {e[bad][0]:g} J is {what} at {where}; "
                         "a window always draws energy — re-measure or remove that window")
     _check_energy_scale(np.asarray(e, dtype=float).ravel(), f"{path}: energy_j")

@@ -56,6 +56,20 @@ def _walk(data, source: str) -> None:
                               "params hold text, numbers, true/false, lists and mappings only")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key_node.value[:60]!r} is written twice; "
+                                                            "keep one", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing, oversized, non-UTF-8 or non-mapping file is a :class:`ParamsError`.
 
@@ -76,7 +90,7 @@ def read_yaml(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise ParamsError(f"{path}: not UTF-8 text (UTF-16 or binary?); save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -185,7 +199,7 @@ class MeasureParams(BaseModel):
     output_lens: list[StrictInt] = Field(min_length=1)
     cells: list[tuple[StrictInt, StrictInt]] | None = None
     repeats: StrictInt = Field(3, ge=1)
-    min_window_s: float = Field(2.0, ge=0, allow_inf_nan=False)
+    min_window_s: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False)
     meter: Literal["nvml", "none"] = "nvml"
     output: str
     warmup: StrictInt = Field(3, ge=0)
@@ -193,7 +207,7 @@ class MeasureParams(BaseModel):
     idle_s: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
     timeline: bool = False
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    seed: StrictInt = 0
+    seed: StrictInt = Field(0, ge=0, lt=2**32)  # torch.manual_seed overflows past 2**64, after the model loaded
     plan_timing: str = ""
     """An earlier sweep's dataset: shards are balanced by its measured seconds instead of tokens moved."""
     engine_options: BaseModel = Field(default=None, exclude=True)

@@ -231,6 +231,16 @@ class TestBoundedParams:
         path.write_bytes(content)
         _one_line_error(*_run(["plan", path, "--shards", "1"], capsys))
 
+    @pytest.mark.parametrize("text, match", [
+        ("repeats: 3\n", "written twice"),  # PyYAML kept the last 'repeats' silently
+        ("seed: 1" + "0" * 40 + "\n", "seed"),  # failed only after the model loaded ('model failed to load')
+        ("min_window_s: 1.0e+300\n", "min_window_s"),  # a window that never ends
+    ], ids=["duplicate-key", "huge-seed", "huge-min-window"])
+    def test_duplicate_keys_and_huge_numbers(self, tmp_path, capsys, text, match):
+        p = {k: v for k, v in _params().items() if k not in ("seed", "min_window_s")} | {"repeats": 2}
+        path = _write(tmp_path / "p.yaml", yaml.safe_dump(p) + text)
+        assert match in _one_line_error(*_run(["plan", path, "--shards", "1"], capsys))
+
     def test_long_validation_values_are_cut(self, tmp_path, capsys):
         line = _one_line_error(*_run(["plan", _write(tmp_path / "p.yaml", _params(dtype="x" * 100_000)), "--shards",
                                       "1"], capsys))
@@ -467,6 +477,18 @@ class TestSchemas:
         df.to_csv(tmp_path / "s.csv", index=False)
         with pytest.warns(UserWarning, match="median window energy"):
             load(tmp_path / "s.csv")
+
+    @pytest.mark.parametrize("fmt", ["csv", "nc"])
+    def test_one_enormous_window_is_refused(self, tmp_path, fmt):
+        """One window of 1e308 J overflowed the fit's squares (theta1 off by 30 %), exit 0 with numpy warnings."""
+        from energykit.dataset import from_frame, load, write_netcdf
+
+        df = synthetic_frame(repeats=1)
+        df.loc[3, "energy_j"] = 1e308
+        path = tmp_path / f"d.{fmt}"
+        df.to_csv(path, index=False) if fmt == "csv" else write_netcdf(from_frame(df), path)
+        with pytest.raises(DataError, match="1e\\+308"):
+            load(path)
 
     def test_model_names_are_one_per_model(self, tmp_path):
         from energykit.dataset import load
