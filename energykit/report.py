@@ -344,6 +344,14 @@ def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+def copy_previous(out: Path, stage: Path) -> None:
+    """Copy the pages of a previous build into ``stage``, leaving symbolic links out.
+
+    A link planted in a reports folder is neither followed (its target's content copied into pages that get
+    published) nor kept (the build would write through it); a dangling one no longer stops the build."""
+    shutil.copytree(out, stage, ignore=lambda folder, names: [n for n in names if os.path.islink(os.path.join(folder, n))])
+
+
 def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
     """Fit the report's data ``ds`` once, bootstrap draws included, and store it at ``path``; returns seconds.
 
@@ -444,7 +452,7 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
     pages = ThreadPoolExecutor(max_workers=1)  # HTML of one page is written while the kernel runs the next
     try:
         if out.is_dir():
-            shutil.copytree(out, stage)
+            copy_previous(out, stage)
         else:
             stage.mkdir(parents=True)
         info = {"params": str(shown_params), "label": params.label, "data": list(params.data),

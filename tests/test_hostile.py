@@ -200,6 +200,25 @@ class TestSymlinks:
         assert victim.read_text() == "precious"
 
 
+    @pytest.mark.parametrize("target", ["secret", "missing"])
+    def test_links_in_a_previous_reports_folder_are_left_out(self, tmp_path, target):
+        """A link in the reports folder: its target's content was copied into the new pages (a secret published),
+        or, dangling, stopped the build with a Python list as its message."""
+        from energykit.report import copy_previous
+
+        (tmp_path / "secret").write_text("ssh key")
+        out = tmp_path / "reports"
+        (out / "sub").mkdir(parents=True)
+        (out / "02_fit.html").write_text("old page")
+        (out / "notes.html").symlink_to(tmp_path / target)
+        (out / "sub" / "index.html").symlink_to(tmp_path / target)
+        copy_previous(out, tmp_path / "stage")
+        assert (tmp_path / "stage" / "02_fit.html").read_text() == "old page"
+        assert not (tmp_path / "stage" / "notes.html").exists() and not (tmp_path / "stage" / "notes.html").is_symlink()
+        assert not (tmp_path / "stage" / "sub" / "index.html").is_symlink()
+        assert not (tmp_path / "stage" / "sub" / "index.html").exists()
+
+
 class TestBoundedParams:
     """Params files are bounded in size, alias expansion and planned windows; odd encodings are one line."""
 
