@@ -78,12 +78,20 @@ def energykit_flex_attention(module, query, key, value, attention_mask, scaling=
         query = query.reshape(b, hkv, g, q_len, d).transpose(2, 3).reshape(b, hkv, q_len * g, d)
 
     score_mod = _softcap_mod(softcap) if softcap is not None else None
+    # a prefill (more than one token) runs flex attention's main kernel: below 128 query rows Inductor
+    # would pick its decode kernel, whose tile BLOCK_M = next_pow2(q_len * g) must divide the mask's
+    # 128-row query block; at q_len 64 with g = 4 (Llama-3.2-1B, Granite-3-2B) it is 256 and no kernel
+    # config remains (torch _inductor/kernel/flex/flex_decoding.py, create_flex_decoding_kernel)
+    options = dict(_PREFILL_KERNEL) if q_len > 1 else None
     out = flex(query, key, value, score_mod=score_mod, block_mask=mask, enable_gqa=g > 1 and not fold,
-               scale=scaling)
+               scale=scaling, kernel_options=options)
     if fold:
         out = out.reshape(b, hkv, q_len, g, -1).transpose(2, 3).reshape(b, hq, q_len, -1)
     return out.transpose(1, 2).contiguous(), None
 
+
+_PREFILL_KERNEL = {"FORCE_USE_FLEX_ATTENTION": True}
+"""Flex attention kernel options of a prefill: its main (tiled) kernel, never the decode kernel."""
 
 _SOFTCAPS: dict = {}
 
