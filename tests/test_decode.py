@@ -281,3 +281,9 @@ def test_every_flex_call_has_a_cuda_kernel(monkeypatch, heads, kv_heads):
     for q_len, hq, hkv, gqa, options in calls:
         assert _inductor_decode_kernel_fits(q_len, hq, hkv, gqa, options), (q_len, hq, hkv, gqa, options)
     assert calls[-1][-1] is None  # decode steps keep the decode kernel (one tile of query rows)
+
+
+def test_dynamo_can_fail_on_its_recompile_limit():
+    """On CUDA the loop sets this knob: past the limit dynamo would run flex attention unfused, silently."""
+    cfg = torch._dynamo.config
+    assert any(hasattr(cfg, k) for k in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"))

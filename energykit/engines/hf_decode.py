@@ -212,7 +212,17 @@ class DecodeLoop:
         self.n_blocks = -(-self.max_len // BLOCK_SIZE)
         from torch.nn.attention.flex_attention import flex_attention
 
-        self.flex = torch.compile(flex_attention, dynamic=False) if self.device.type == "cuda" else flex_attention
+        if self.device.type == "cuda":
+            self.flex = torch.compile(flex_attention, dynamic=False)
+            # past dynamo's recompile limit the compiled function silently runs flex attention unfused
+            # (the full score matrix): fail instead of measuring that (torch _dynamo/config.py)
+            cfg = torch._dynamo.config
+            for knob in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+                if hasattr(cfg, knob):
+                    setattr(cfg, knob, True)
+                    break
+        else:
+            self.flex = flex_attention
         params = inspect.signature(model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         self.keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
@@ -244,8 +254,8 @@ class DecodeLoop:
         _ACTIVE["mask"], _ACTIVE["flex"] = mask, self.flex
         try:
             with warnings.catch_warnings():
-                # the CPU runs flex attention unfused on purpose (tests); on CUDA it is compiled
-                warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+                if self.device.type == "cpu":  # unfused on purpose (tests); on CUDA the warning means a fallback
+                    warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
                 out = self.model(input_ids=ids, position_ids=position_ids, use_cache=True,
                                  **{self.cache_kw: slot.cache}, **(self.keep_kw if keep else {}))
         finally:
