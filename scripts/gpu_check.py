@@ -187,7 +187,7 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if cfg["device"] == "cuda" else "cpu"
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} {gpu}: copy {bandwidth / 1e9:.0f} GB/s, "
           f"idle {idle_w:.1f} W", flush=True)
-    rows, specs = [], []
+    rows = []
     for spec in a.models:
         try:
             row = check_model(spec, a, cfg, meter, holder, bandwidth, cache)
@@ -197,17 +197,17 @@ def main() -> int:
                   flush=True)
             continue
         row.update(gpu=gpu, date=time.strftime("%Y-%m-%d", time.gmtime()))
+        # the warm preparation right after the model's windows (the child runs alone: this process waits),
+        # so that a run cut short by its time limit still has complete rows
+        row["prep_warm_s"] = round(warm_prep_s(a, spec, cache), 2)
         rows.append(row)
-        specs.append(spec)
         print(json.dumps(row), flush=True)
         pd.DataFrame(rows).to_csv(out / "gpu_check.csv", index=False)
-    for row, spec in zip(rows, specs):  # after every measurement: a second process would disturb them
-        row["prep_warm_s"] = round(warm_prep_s(a, spec, cache), 2)
-        pd.DataFrame(rows).to_csv(out / "gpu_check.csv", index=False)
-    info = meter.info()
+        # the provenance with every row, too: a run killed at its time limit keeps it
+        (out / "gpu_check.json").write_text(json.dumps({"meter": meter.info(), "idle_power_w": idle_w,
+                                                        "copy_b_s": bandwidth, "config": cfg, "rows": rows},
+                                                       indent=2, default=str))
     meter.close()
-    (out / "gpu_check.json").write_text(json.dumps({"meter": info, "idle_power_w": idle_w, "copy_b_s": bandwidth,
-                                                    "config": cfg, "rows": rows}, indent=2, default=str))
     if rows:
         df = pd.DataFrame(rows).set_index("model")
         cols = [c for c in df.columns if c.startswith(("prep_", "ms_step_", "ratio_", "spread_pct"))]
