@@ -287,3 +287,30 @@ def test_dynamo_can_fail_on_its_recompile_limit():
     """On CUDA the loop sets this knob: past the limit dynamo would run flex attention unfused, silently."""
     cfg = torch._dynamo.config
     assert any(hasattr(cfg, k) for k in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"))
+
+
+def test_the_captured_step_reads_the_same_tensors_every_call():
+    """A CUDA graph replays the addresses it captured: the step must update its state in place, never
+    rebind it, and the block mask must hold the loop's own tensors (``BlockMask.from_kv_blocks`` stores
+    them as given, torch ``nn/attention/flex_attention.py``), or replays would read stale positions."""
+    eng = engine(tiny("llama", 8, 2))
+    loop = eng._loop
+
+    def addresses(slot):
+        cache = [t.data_ptr() for layer in slot.cache.layers for t in (layer.keys, layer.values)]
+        own = [getattr(slot, n).data_ptr() for n in ("position", "token", "position_ids", "generated", "kv_indices",
+                                                     "kv_num_blocks", "full_kv_num_blocks", "full_kv_indices")]
+        return own + cache
+
+    req = eng.request(2, 30, 5)
+    req.prepare(1)
+    req()
+    slot = loop._slots[2]
+    before = addresses(slot)
+    assert slot.mask.kv_indices is slot.kv_indices and slot.mask.full_kv_num_blocks is slot.full_kv_num_blocks
+    assert slot.mask.kv_num_blocks is slot.kv_num_blocks and slot.mask.full_kv_indices is slot.full_kv_indices
+    for i, o in ((7, 9), (50, 3)):
+        req = eng.request(2, i, o)
+        req.prepare(1)
+        req()
+        assert loop._slots[2] is slot and addresses(slot) == before
