@@ -314,3 +314,26 @@ def test_the_captured_step_reads_the_same_tensors_every_call():
         req.prepare(1)
         req()
         assert loop._slots[2] is slot and addresses(slot) == before
+
+
+def test_replay_check_tells_a_bad_replay_from_a_good_one():
+    """``replay_matches_eager`` (run by gpu_check on CUDA) with stand-in graphs: one replaying the real step,
+    one whose replay also corrupts the next token (what reading stale state would do)."""
+    eng = engine(tiny("llama", 8, 2))
+    loop = eng._loop
+    ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(7))
+    slot = loop.slot(2)
+
+    class Graph:
+        def __init__(self, corrupt):
+            self.corrupt = corrupt
+
+        def replay(self):
+            loop._step(slot)
+            if self.corrupt:
+                slot.token.add_(1).remainder_(128)
+
+    for corrupt in (False, True):
+        slot.graph = graph = Graph(corrupt)
+        assert loop.replay_matches_eager(ids, 6) is (not corrupt)
+        assert slot.graph is graph and loop.capture is False  # restored (the CPU never captures)

@@ -316,6 +316,23 @@ class DecodeLoop:
             raise EngineError(f"decode loop ended at position {end}, expected {i + output_len - 1}")
         return slot.generated[:, i:i + output_len]
 
+    def replay_matches_eager(self, ids, output_len: int) -> bool:
+        """Whether the captured step's replays give the tokens of the same step run uncaptured.
+
+        A check of the CUDA graph (state read at stale addresses, work left out of the capture): the
+        same compiled kernels in the same order, so the tokens should be identical. Trivially true
+        where nothing is captured (the CPU, ``compile: false``).
+        """
+        captured = self.generate(ids, output_len).clone()
+        slot = self.slot(ids.shape[0])
+        graph, capture = slot.graph, self.capture
+        slot.graph, self.capture = None, False
+        try:
+            eager = self.generate(ids, output_len)
+        finally:
+            slot.graph, self.capture = graph, capture
+        return bool(self.torch.equal(captured, eager))
+
     def close(self) -> None:
         self._slots.clear()
         self._prefill_masks.clear()
