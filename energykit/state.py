@@ -25,6 +25,8 @@ import socket
 import time
 from pathlib import Path
 
+import h5py
+
 from .errors import DataError, EnergykitError
 
 __all__ = ["FAULT_ENV", "fault_point", "DiskFullError", "atomic_write_text", "atomic_write_json",
@@ -243,8 +245,6 @@ def file_sha256(path: str | Path) -> str:
 
 def _netcdf_format(path: Path) -> str:
     """The ``format`` attribute of a NetCDF (HDF5) file, ``""`` when it has none or cannot be read."""
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             value = f.attrs.get("format", "")
