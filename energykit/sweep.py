@@ -587,7 +587,12 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
     check_shard_setups(folders, params)
     records = []
     for f in folders:
+        known = read_json(f / FINGERPRINT).get("models", {})
         for rec in read_window_log(f / "windows.jsonl")[0]:
+            if rec.get("status") == "ok" and rec["model"] not in known:  # a line from another sweep, or edited
+                raise DataError(f"{f / LOG} holds a window of model {str(rec['model'])[:60]!r}, which {f / FINGERPRINT} "
+                                f"does not list ({', '.join(map(repr, known)) or 'none'}); its setup is unknown — "
+                                "remove those lines or merge only folders measured by this sweep")
             records.append(dict(rec, shard_folder=f.name))
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:

@@ -371,6 +371,18 @@ class TestMergeIdentity:
         line = _one_line_error(*_run(["merge", tmp_path / "out", "-o", tmp_path / "m.nc"], capsys))
         assert field in line and not (tmp_path / "m.nc").exists()
 
+    @pytest.mark.parametrize("line", [b'"<img src=x onerror=alert(1)>"', b'"caf\xe9"', b'"m2"'],
+                             ids=["html", "latin1", "other-model"])
+    def test_windows_of_a_model_the_fingerprint_does_not_list(self, tmp_path, capsys, line):
+        """A log line of a model absent from the folder's fingerprint (pasted from another sweep, edited, or not
+        UTF-8) merged with exit 0: its setup was never checked."""
+        f = _shard(tmp_path / "out", "m", 0)
+        with open(f / "windows.jsonl", "ab") as log:
+            log.write(b'{"model": ' + line + b', "batch_size": 2, "input_len": 8, "output_len": 4, "repeat": 0, '
+                      b'"energy_j": 1.0, "status": "ok", "time": "t"}\n')
+        line = _one_line_error(*_run(["merge", f, "-o", tmp_path / "m.nc"], capsys))
+        assert "does not list" in line and not (tmp_path / "m.nc").exists()
+
     def test_different_dtype_against_the_params_is_refused(self, tmp_path, capsys):
         _shard(tmp_path / "out", "tiny", 0, shard_name="shard-0-of-1")
         params = _write(tmp_path / "p.yaml", _params(dtype="bfloat16", attention="sdpa", output=str(tmp_path / "out"),
