@@ -202,7 +202,7 @@ class MeasureParams(BaseModel):
     min_window_s: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False)
     meter: Literal["nvml", "none"] = "nvml"
     output: str
-    warmup: StrictInt = Field(3, ge=0)
+    warmup: StrictInt = Field(3, ge=0, le=1000)  # warm-up calls per model; more is a typo, not a warm-up
     cooldown_s: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
     idle_s: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
     timeline: bool = False

@@ -233,7 +233,8 @@ class TestBoundedParams:
 
     @pytest.mark.parametrize("over, match", [({"repeats": 10**11}, "over"), ({"repeats": 300_000}, "windows"),
                                              ({"input_lens": list(range(1, 3001)), "output_lens": list(range(1, 3001))},
-                                              "windows")])
+                                              "windows"),
+                                             ({"warmup": 10**6}, "warmup")])
     def test_planned_windows_are_bounded(self, tmp_path, capsys, over, match):
         line = _one_line_error(*_run(["plan", _write(tmp_path / "p.yaml", _params(**over)), "--shards", "1"], capsys))
         assert match in line
