@@ -134,6 +134,9 @@ def submit(params_path: str, count: int, partition: str | None = None, time_min:
     if partition is not None and not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", partition):
         raise ParamsError(f"--partition {partition[:60]!r}: a Slurm partition name is letters, digits and _ . , - ; "
                           "list them with sinfo -s")
+    if not re.fullmatch(r"[A-Za-z0-9_./+-]+", container_python):
+        raise ParamsError(f"--container-python {container_python[:60]!r}: one executable (a name or a path inside the "
+                          "image, e.g. python3 or /usr/bin/python3), no spaces or shell syntax")
     indices = shards_to_submit(params_path, count, retry)
     if not indices:
         return []

@@ -55,12 +55,12 @@ class TestShellInjection:
         assert "control character" in line
 
     @pytest.mark.parametrize("opt", [["--partition", "gpu\n#SBATCH --wrap=id"], ["--partition", "a;id"],
-                                     ["--folder", "logs\nid"]])
+                                     ["--folder", "logs\nid"], ["--container-python", "python3; touch pwned"]])
     def test_submit_values_are_checked_before_anything_is_submitted(self, tmp_path, capsys, opt):
         pytest.importorskip("submitit")
         path = _write(tmp_path / "p.yaml", _params(output=str(tmp_path / "out")))
         line = _one_line_error(*_run(["submit", path, "--shards", "2", *opt], capsys))
-        assert "--partition" in line or "--folder" in line
+        assert opt[0] in line
         assert not (tmp_path / "out").exists()
 
     def test_submitit_quotes_what_remains_allowed(self, tmp_path):
