@@ -106,6 +106,8 @@ def test_report_renders_every_notebook(tmp_path):
         assert len(nocode) < len(full)
         assert f'href="{stem}.nocode.html"' in index
     assert "Splitwise" in index
+    # token lengths print as integers (the line read 'measured inputs 64.0–4096.0')
+    assert "measured inputs 64–4096, outputs 16–1024 tokens" in (tmp_path / "04_workloads.nocode.html").read_text()
 
 
 @pytest.mark.slow
