@@ -69,7 +69,7 @@ summary.show(*summary.planning_results(lomo, cal))
 
 # %%
 hw = hardware.calibrate(cal, loss=loss)
-print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
+print(f"calibrated on {hw.calibrated_on} from {calibrate_data} ({hw.gpu}, {hw.engine})")
 coef = hardware.coefficient_table(hw)
 unknown = hw.unidentified()  # the same rule as the table's `identified` column and `energykit predict --json`
 if not hw.all_identified():
