@@ -105,8 +105,8 @@ for name in predict_geometries:
     caveat = "" if hw.all_identified() else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
     covers = (f"interval: θ's 95 % bootstrap widened by ±{transfer:.0f} % transfer error (leave-one-model-out MAPE)"
               if transfer == transfer else "interval: θ's 95 % bootstrap only; the transfer is unchecked (one calibration model)")
-    ax.set(title=f"{gname}: predicted tokens/J [{covers}]{caveat}", xlabel="input length i",
-           ylabel="output length o")
+    ax.set(title=f"{gname}: predicted tokens/J [{covers}]{caveat}", xlabel="input length i [tokens]",
+           ylabel="output length o [tokens]")
     plt.show()
 
 # %% [markdown]
