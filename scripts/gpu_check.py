@@ -13,6 +13,8 @@ For each model (random weights, bf16, the hf engine's decode loop, batch 16):
   context) ÷ the device's copy bandwidth, measured in the same run (``copy_gb_s``: bytes read plus
   bytes written per second by a large device-to-device copy);
 - ``ratio_C`` = ms_step_C / floor_ms_C;
+- ``replay_matches_eager``: the captured decode step's tokens equal those of the same step run
+  uncaptured (one extra call at the first context; a check of the CUDA graph, not of the figures);
 - ``spread_pct``: (max − min) / mean of J per call over 3 windows at one cell (context 1024, o_long).
 
 Rows are appended to ``gpu_check.csv`` under OUT as they are measured, so a run stopped early keeps
@@ -94,6 +96,13 @@ def prepare(name, geom, cfg, compile_cache) -> tuple[object, float]:
     return eng, time.perf_counter() - t0
 
 
+def replay_matches_eager(eng, cfg) -> bool:
+    """The captured decode step against the same step uncaptured, at the first context (one extra call)."""
+    req = eng.request(cfg["batch"], cfg["contexts"][0], cfg["o_short"])
+    req.prepare(1)
+    return eng._loop.replay_matches_eager(req._ready.popleft(), cfg["o_short"])
+
+
 def prep_only(a, cfg) -> int:
     """The warm preparation, in its own process: prints {"prep_s": ...}."""
     name, geom = tiny_geometry(a.prep_only) if a.tiny else resolve(a.prep_only)[:2]
@@ -119,7 +128,8 @@ def check_model(spec, a, cfg, meter, holder, bandwidth_b_s, cache) -> dict:
     name, geom = tiny_geometry(spec) if a.tiny else resolve(spec)[:2]
     eng, prep_cold_s = prepare(name, geom, cfg, cache)
     holder["e"] = eng
-    row = dict(model=name, batch_size=cfg["batch"], prep_cold_s=round(prep_cold_s, 2))
+    row = dict(model=name, batch_size=cfg["batch"], prep_cold_s=round(prep_cold_s, 2),
+               replay_matches_eager=replay_matches_eager(eng, cfg))
     weights = sum(p.numel() * p.element_size() for p in eng.model.parameters())
     kv_token = kv_bytes_per_token(geom, cfg["dtype"])
     row.update(weights_gb=round(weights / 1e9, 3), kv_bytes_per_token=kv_token,
@@ -187,7 +197,7 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if cfg["device"] == "cuda" else "cpu"
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} {gpu}: copy {bandwidth / 1e9:.0f} GB/s, "
           f"idle {idle_w:.1f} W", flush=True)
-    rows, specs = [], []
+    rows = []
     for spec in a.models:
         try:
             row = check_model(spec, a, cfg, meter, holder, bandwidth, cache)
@@ -197,17 +207,17 @@ def main() -> int:
                   flush=True)
             continue
         row.update(gpu=gpu, date=time.strftime("%Y-%m-%d", time.gmtime()))
+        # the warm preparation right after the model's windows (the child runs alone: this process waits),
+        # so that a run cut short by its time limit still has complete rows
+        row["prep_warm_s"] = round(warm_prep_s(a, spec, cache), 2)
         rows.append(row)
-        specs.append(spec)
         print(json.dumps(row), flush=True)
         pd.DataFrame(rows).to_csv(out / "gpu_check.csv", index=False)
-    for row, spec in zip(rows, specs):  # after every measurement: a second process would disturb them
-        row["prep_warm_s"] = round(warm_prep_s(a, spec, cache), 2)
-        pd.DataFrame(rows).to_csv(out / "gpu_check.csv", index=False)
-    info = meter.info()
+        # the provenance with every row, too: a run killed at its time limit keeps it
+        (out / "gpu_check.json").write_text(json.dumps({"meter": meter.info(), "idle_power_w": idle_w,
+                                                        "copy_b_s": bandwidth, "config": cfg, "rows": rows},
+                                                       indent=2, default=str))
     meter.close()
-    (out / "gpu_check.json").write_text(json.dumps({"meter": info, "idle_power_w": idle_w, "copy_b_s": bandwidth,
-                                                    "config": cfg, "rows": rows}, indent=2, default=str))
     if rows:
         df = pd.DataFrame(rows).set_index("model")
         cols = [c for c in df.columns if c.startswith(("prep_", "ms_step_", "ratio_", "spread_pct"))]

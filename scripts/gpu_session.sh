@@ -14,7 +14,7 @@ set -u
 OUT=${OUT:-runs/gpu_session}
 TOTAL_S=${TOTAL_S:-560}
 SHARDS=${SHARDS-0/4 1/4 2/4 3/4}   # SHARDS="" runs the check only
-CHECK_S=${CHECK_S:-300}
+CHECK_S=${CHECK_S:-470}      # the check of 5 models needs ~6-10 min (estimate): it comes first
 MIN_SHARD_S=${MIN_SHARD_S:-90}     # below this a shard would only load and compile: stop instead
 mkdir -p "$OUT"
 start=$(date +%s)

@@ -243,3 +243,97 @@ def test_one_host_synchronisation_per_call(monkeypatch, arch, heads, kv_heads):
         monkeypatch.setattr(torch.Tensor, name, spy)
     req()
     assert reads == ["item"]
+
+
+def _inductor_decode_kernel_fits(q_len, hq, hkv, enable_gqa, kernel_options, sparse_q_block=hf_decode.BLOCK_SIZE):
+    """Whether Inductor can compile this flex attention call on CUDA, as far as its kernel choice goes.
+
+    From torch 2.13 ``_inductor/kernel/flex/flex_decoding.py`` (same rule in the main branch):
+    ``_use_flex_decoding`` picks the decode kernel for fewer than 128 query rows (static batch and heads,
+    power-of-two ratio) unless ``FORCE_USE_FLEX_ATTENTION``; ``create_flex_decoding_kernel`` then sets
+    ``BLOCK_M = max(next_power_of_2(q_len * g), 16)`` and drops every config whose
+    ``SPARSE_Q_BLOCK_SIZE % BLOCK_M != 0`` (no choice left: the compile fails).
+    """
+    g = hq // hkv if enable_gqa else 1
+    if (kernel_options or {}).get("FORCE_USE_FLEX_ATTENTION") or q_len >= 128 or g & (g - 1):
+        return True  # the main kernel: BLOCK_M from the tuning table, which divides 128
+    block_m = max(1 << (q_len * g - 1).bit_length(), 16)
+    return sparse_q_block % block_m == 0
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(8, 2), (16, 2), (12, 2), (4, 4)])
+def test_every_flex_call_has_a_cuda_kernel(monkeypatch, heads, kv_heads):
+    """A prefill shorter than 128 tokens with 4 query heads per KV head (Llama-3.2-1B and Granite-3-2B at
+    context 64) would get the decode kernel with BLOCK_M 256 > the mask's 128-row block: no kernel."""
+    eng = engine(tiny("llama", heads, kv_heads))
+    calls = []
+    real = eng._loop.flex
+
+    def spy(q, k, v, **kw):
+        calls.append((q.shape[-2], q.shape[1], k.shape[1], kw["enable_gqa"], kw.get("kernel_options")))
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(eng._loop, "flex", spy)
+    req = eng.request(2, 64, 3)
+    req.prepare(1)
+    req()
+    assert len(calls) == 2 * 3
+    for q_len, hq, hkv, gqa, options in calls:
+        assert _inductor_decode_kernel_fits(q_len, hq, hkv, gqa, options), (q_len, hq, hkv, gqa, options)
+    assert calls[-1][-1] is None  # decode steps keep the decode kernel (one tile of query rows)
+
+
+def test_dynamo_can_fail_on_its_recompile_limit():
+    """On CUDA the loop sets this knob: past the limit dynamo would run flex attention unfused, silently."""
+    cfg = torch._dynamo.config
+    assert any(hasattr(cfg, k) for k in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"))
+
+
+def test_the_captured_step_reads_the_same_tensors_every_call():
+    """A CUDA graph replays the addresses it captured: the step must update its state in place, never
+    rebind it, and the block mask must hold the loop's own tensors (``BlockMask.from_kv_blocks`` stores
+    them as given, torch ``nn/attention/flex_attention.py``), or replays would read stale positions."""
+    eng = engine(tiny("llama", 8, 2))
+    loop = eng._loop
+
+    def addresses(slot):
+        cache = [t.data_ptr() for layer in slot.cache.layers for t in (layer.keys, layer.values)]
+        own = [getattr(slot, n).data_ptr() for n in ("position", "token", "position_ids", "generated", "kv_indices",
+                                                     "kv_num_blocks", "full_kv_num_blocks", "full_kv_indices")]
+        return own + cache
+
+    req = eng.request(2, 30, 5)
+    req.prepare(1)
+    req()
+    slot = loop._slots[2]
+    before = addresses(slot)
+    assert slot.mask.kv_indices is slot.kv_indices and slot.mask.full_kv_num_blocks is slot.full_kv_num_blocks
+    assert slot.mask.kv_num_blocks is slot.kv_num_blocks and slot.mask.full_kv_indices is slot.full_kv_indices
+    for i, o in ((7, 9), (50, 3)):
+        req = eng.request(2, i, o)
+        req.prepare(1)
+        req()
+        assert loop._slots[2] is slot and addresses(slot) == before
+
+
+def test_replay_check_tells_a_bad_replay_from_a_good_one():
+    """``replay_matches_eager`` (run by gpu_check on CUDA) with stand-in graphs: one replaying the real step,
+    one whose replay also corrupts the next token (what reading stale state would do)."""
+    eng = engine(tiny("llama", 8, 2))
+    loop = eng._loop
+    ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(7))
+    slot = loop.slot(2)
+
+    class Graph:
+        def __init__(self, corrupt):
+            self.corrupt = corrupt
+
+        def replay(self):
+            loop._step(slot)
+            if self.corrupt:
+                slot.token.add_(1).remainder_(128)
+
+    for corrupt in (False, True):
+        slot.graph = graph = Graph(corrupt)
+        assert loop.replay_matches_eager(ids, 6) is (not corrupt)
+        assert slot.graph is graph and loop.capture is False  # restored (the CPU never captures)

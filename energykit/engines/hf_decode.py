@@ -78,12 +78,20 @@ def energykit_flex_attention(module, query, key, value, attention_mask, scaling=
         query = query.reshape(b, hkv, g, q_len, d).transpose(2, 3).reshape(b, hkv, q_len * g, d)
 
     score_mod = _softcap_mod(softcap) if softcap is not None else None
+    # a prefill (more than one token) runs flex attention's main kernel: below 128 query rows Inductor
+    # would pick its decode kernel, whose tile BLOCK_M = next_pow2(q_len * g) must divide the mask's
+    # 128-row query block; at q_len 64 with g = 4 (Llama-3.2-1B, Granite-3-2B) it is 256 and no kernel
+    # config remains (torch _inductor/kernel/flex/flex_decoding.py, create_flex_decoding_kernel)
+    options = dict(_PREFILL_KERNEL) if q_len > 1 else None
     out = flex(query, key, value, score_mod=score_mod, block_mask=mask, enable_gqa=g > 1 and not fold,
-               scale=scaling)
+               scale=scaling, kernel_options=options)
     if fold:
         out = out.reshape(b, hkv, q_len, g, -1).transpose(2, 3).reshape(b, hq, q_len, -1)
     return out.transpose(1, 2).contiguous(), None
 
+
+_PREFILL_KERNEL = {"FORCE_USE_FLEX_ATTENTION": True}
+"""Flex attention kernel options of a prefill: its main (tiled) kernel, never the decode kernel."""
 
 _SOFTCAPS: dict = {}
 
@@ -204,7 +212,17 @@ class DecodeLoop:
         self.n_blocks = -(-self.max_len // BLOCK_SIZE)
         from torch.nn.attention.flex_attention import flex_attention
 
-        self.flex = torch.compile(flex_attention, dynamic=False) if self.device.type == "cuda" else flex_attention
+        if self.device.type == "cuda":
+            self.flex = torch.compile(flex_attention, dynamic=False)
+            # past dynamo's recompile limit the compiled function silently runs flex attention unfused
+            # (the full score matrix): fail instead of measuring that (torch _dynamo/config.py)
+            cfg = torch._dynamo.config
+            for knob in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+                if hasattr(cfg, knob):
+                    setattr(cfg, knob, True)
+                    break
+        else:
+            self.flex = flex_attention
         params = inspect.signature(model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         self.keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
@@ -236,8 +254,8 @@ class DecodeLoop:
         _ACTIVE["mask"], _ACTIVE["flex"] = mask, self.flex
         try:
             with warnings.catch_warnings():
-                # the CPU runs flex attention unfused on purpose (tests); on CUDA it is compiled
-                warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+                if self.device.type == "cpu":  # unfused on purpose (tests); on CUDA the warning means a fallback
+                    warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
                 out = self.model(input_ids=ids, position_ids=position_ids, use_cache=True,
                                  **{self.cache_kw: slot.cache}, **(self.keep_kw if keep else {}))
         finally:
@@ -297,6 +315,23 @@ class DecodeLoop:
         if end != i + output_len - 1:
             raise EngineError(f"decode loop ended at position {end}, expected {i + output_len - 1}")
         return slot.generated[:, i:i + output_len]
+
+    def replay_matches_eager(self, ids, output_len: int) -> bool:
+        """Whether the captured step's replays give the tokens of the same step run uncaptured.
+
+        A check of the CUDA graph (state read at stale addresses, work left out of the capture): the
+        same compiled kernels in the same order, so the tokens should be identical. Trivially true
+        where nothing is captured (the CPU, ``compile: false``).
+        """
+        captured = self.generate(ids, output_len).clone()
+        slot = self.slot(ids.shape[0])
+        graph, capture = slot.graph, self.capture
+        slot.graph, self.capture = None, False
+        try:
+            eager = self.generate(ids, output_len)
+        finally:
+            slot.graph, self.capture = graph, capture
+        return bool(self.torch.equal(captured, eager))
 
     def close(self) -> None:
         self._slots.clear()
