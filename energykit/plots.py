@@ -120,6 +120,7 @@ def efficiency_heatmap(
                 ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, edgecolor="red", lw=2.5))
             if extrapolated is not None and bool(extrapolated.sel(input_len=i, output_len=o)):
                 ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="white", lw=0))
+    note = ""
     if fit is not None and not fit.identified()["theta4"]:
         ax.text(0.02, 0.02, "o*(i): n/a (θ4 not identified by these cells)", transform=ax.transAxes, fontsize=8,
                 color="white", bbox={"facecolor": "grey", "alpha": 0.8})
@@ -135,14 +136,22 @@ def efficiency_heatmap(
         # the interval as two dotted edges, not a fill: a band over the cells would wash out their colours
         # white lines with a dark outline read on light cells and on the blank of unmeasured ones
         outline = [patheffects.withStroke(linewidth=3.5, foreground="0.2")]
-        ax.plot(xs, row(ostar), "--o", color="white", mec="black", lw=2, label="o*(i) (fitted)", path_effects=outline)
+        # o* beyond the rows is not drawn on the edge row (a marker there read as o* = that row's length): the line
+        # stops, and a note says where o* leaves the plotted range
+        ostar = np.asarray(ostar, dtype=float)
+        inside = (ostar >= min(outs)) & (ostar <= max(outs))
+        ax.plot(xs, np.where(inside, row(ostar), np.nan), "--o", color="white", mec="black", lw=2,
+                label="o*(i) (fitted)", path_effects=outline)
+        outside = [f"{i:g}" for i, ok in zip(ins, inside) if not ok]
+        if outside:
+            note = f"\no*(i) outside the plotted o range at i = {', '.join(outside)}"
         ax.plot(xs, row(lo), ":", color="white", lw=1.5, label="o*(i) 95 % interval (dotted edges)",
                 path_effects=outline)
         ax.plot(xs, row(hi), ":", color="white", lw=1.5, path_effects=outline)
         legend_outside(ax, frameon=True, facecolor="0.55", edgecolor="0.55")  # white lines need a dark key
     ax.set_xlabel("input length i [tokens]")
     ax.set_ylabel("output length o [tokens]")
-    ax.set_title(title or f"efficiency; red: within {within_pct:g} % of best")
+    ax.set_title((title or f"efficiency; red: within {within_pct:g} % of best") + note)
     return ax
 
 

@@ -210,6 +210,10 @@ def mathml(markdown: str) -> str:
 
 SVG_IMG = re.compile(r'<img[^>]*src="data:image/svg\+xml;base64,([A-Za-z0-9+/=\s]+)"[^>]*>')
 SVG_CSS = "<style>.jp-OutputArea-output svg {max-width: 100%; height: auto;}</style>"
+MATH_FONTS = '"STIX Two Math", "Latin Modern Math", "Cambria Math", "DejaVu Math TeX Gyre", math'
+MATH_CSS = f"<style>math {{font-family: {MATH_FONTS};}}</style>"
+"""Formulas in a font with an OpenType MATH table, named: Chromium's generic ``math`` family can fall back to
+a text font, whose radical does not stretch, and sqrt((a)/b) then reads as sqrt(a)/b."""
 
 
 def inline_svg(page: str) -> str:
@@ -253,7 +257,7 @@ def to_html(executed: Path, out_dir: Path, build_info: dict | None = None) -> tu
     for path, exporter in ((full, HTMLExporter()),
                            (nocode, HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                                                  exclude_output_prompt=True))):
-        body = CDN_SCRIPT.sub("", exporter.from_notebook_node(nb)[0]).replace("</head>", FIT_TABLES + SVG_CSS + "</head>", 1)
+        body = CDN_SCRIPT.sub("", exporter.from_notebook_node(nb)[0]).replace("</head>", FIT_TABLES + SVG_CSS + MATH_CSS + "</head>", 1)
         body = inline_svg(body)
         if top:
             body = re.sub(r"(<main[^>]*>|<body[^>]*>)", lambda m: m.group(1) + top, body, count=1)
@@ -313,7 +317,7 @@ def write_index(out_dir: Path, entries: list[tuple[str, str]], params_path: Path
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>energykit reports</title>
 <style>
-body{{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.45;padding:0 1em}}
+body{{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.45;padding:0 1em}} math{{font-family:{MATH_FONTS}}}
 .row{{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}} .thumb{{width:22em;max-width:100%;border:1px solid #ccc}}
 .key{{flex:1;min-width:22em}} .key table{{border-collapse:collapse;font-size:0.92em}}
 .key td,.key th{{border:1px solid #ddd;padding:0.2em 0.5em;text-align:left}} .desc{{color:#444}}

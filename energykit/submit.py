@@ -158,8 +158,16 @@ def submit(params_path: str, count: int, partition: str | None = None, time_min:
     if "slurm_srun_args" in launch:
         opts["slurm_srun_args"] = launch["slurm_srun_args"]
     ex.update_parameters(**opts)
-    with ex.batch():
-        jobs = [ex.submit(run_shard, str(Path(params_path).resolve()), k, count) for k in indices]
+    from submitit.core.utils import FailedJobError
+
+    try:
+        with ex.batch():
+            jobs = [ex.submit(run_shard, str(Path(params_path).resolve()), k, count) for k in indices]
+    except FailedJobError as e:  # sbatch itself refused: no controller reachable, a bad partition, ...
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        raise EnergykitError(f"sbatch refused the array job ({lines[-1][:200] if lines else 'no message'}); "
+                             "check that this node reaches a Slurm controller (sinfo) and the partition exists, "
+                             "then run the same command again") from None
     if wait:
         bar = tqdm(total=len(jobs), desc="shards", unit="shard", disable=not progress)
         pending = list(jobs)

@@ -278,18 +278,21 @@ def planning_results(lomo: pd.DataFrame, ds: xr.Dataset | None = None) -> tuple[
 
 
 def batching_results(ds: xr.Dataset, rows: pd.DataFrame, sat: pd.DataFrame, simulated: bool,
-                     drop_pct: float = 5.0) -> tuple[str, dict]:
+                     drop_pct: float = 5.0, calibrated_from: str = "") -> tuple[str, dict]:
     """06_batching: how well E(i, o, B) explains each batch size, and where energy per token stops falling.
 
     ``rows``: one row per (model, batch_size) with ``mape_pct`` and ``leave_this_batch_out_mape_pct``;
-    ``sat``: :func:`energykit.sweetspots.saturation_table` rows with a ``model`` column.
+    ``sat``: :func:`energykit.sweetspots.saturation_table` rows with a ``model`` column; ``calibrated_from``:
+    the data file whose hardware coefficients drove the simulation (it may differ from ``ds``'s files).
     """
     head = "### Key results\n\n" + f"{dataset_line(ds)}\n\n"
     if rows.empty:
         return head + "No model was measured at more than one batch size.\n", {}
     if simulated:
+        source = f" with the hardware coefficients calibrated on `{calibrated_from}`" if calibrated_from else ""
         head += ("**Simulated only**: no measured data at several batch sizes exist yet; every number below comes "
-                 "from windows simulated from the per-step physics, to show what the analysis will report.\n\n")
+                 f"from windows simulated from the per-step physics{source}, to show what the analysis will "
+                 "report.\n\n")
     mape, lobo = float(rows["mape_pct"].max()), float(rows["leave_this_batch_out_mape_pct"].max())
     lo, hi = float(sat["saturation_batch"].min()), float(sat["saturation_batch"].max())
     text = (head + f"The batch-aware model fits every batch size within a max MAPE of **{mape:.1f} %**; predicting a "

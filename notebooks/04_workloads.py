@@ -56,8 +56,8 @@ fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if 
 name = workload_model or fits.keys[0][0]
 fit = fits.get(name)
 loaded = {k: iotools.read_trace(v)[0] for k, v in traces.items()}
-print(f"pricing with {name} at batch size {fit.batch_size}; measured inputs {fit.input_len.min()}–{fit.input_len.max()}, "
-      f"outputs {fit.output_len.min()}–{fit.output_len.max()} tokens")
+print(f"pricing with {name} at batch size {fit.batch_size}; measured inputs {fit.input_len.min():.0f}–{fit.input_len.max():.0f}, "
+      f"outputs {fit.output_len.min():.0f}–{fit.output_len.max():.0f} tokens")
 from energykit import summary
 
 policies = workloads.policies_from_params(truncate_inputs, cap_outputs)

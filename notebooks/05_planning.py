@@ -69,7 +69,7 @@ summary.show(*summary.planning_results(lomo, cal))
 
 # %%
 hw = hardware.calibrate(cal, loss=loss)
-print(f"calibrated on {hw.calibrated_on} ({hw.gpu}, {hw.engine})")
+print(f"calibrated on {hw.calibrated_on} from {calibrate_data} ({hw.gpu}, {hw.engine})")
 coef = hardware.coefficient_table(hw)
 unknown = hw.unidentified()  # the same rule as the table's `identified` column and `energykit predict --json`
 if not hw.all_identified():
@@ -105,8 +105,8 @@ for name in predict_geometries:
     caveat = "" if hw.all_identified() else f"\n{len(unknown)} of 6 hardware coefficients not identified: a rough guide"
     covers = (f"interval: θ's 95 % bootstrap widened by ±{transfer:.0f} % transfer error (leave-one-model-out MAPE)"
               if transfer == transfer else "interval: θ's 95 % bootstrap only; the transfer is unchecked (one calibration model)")
-    ax.set(title=f"{gname}: predicted tokens/J [{covers}]{caveat}", xlabel="input length i",
-           ylabel="output length o")
+    ax.set(title=f"{gname}: predicted tokens/J [{covers}]{caveat}", xlabel="input length i [tokens]",
+           ylabel="output length o [tokens]")
     plt.show()
 
 # %% [markdown]

@@ -69,7 +69,8 @@ if simulated:
         f"> **Simulated only.** No measured data at several batch sizes exist yet ({summary.dataset_line(ds)}). "
         f"Every number and figure on this page comes from windows **simulated** from the per-step physics "
         f"(`energykit.hardware.simulate`) with the hardware coefficients calibrated on {', '.join(hw.calibrated_on)} "
-        f"({hw.gpu}, {hw.engine}) at batch {', '.join(map(str, sorted(set(cal['batch_size'].values.ravel().tolist()))))}, "
+        f"(`{calibrate_data}`, "
+        f"{hw.gpu}, {hw.engine}) at batch {', '.join(map(str, sorted(set(cal['batch_size'].values.ravel().tolist()))))}, "
         f"at B ∈ {{{', '.join(map(str, SIM_BATCHES))}}} with {SIM_NOISE_PCT:g} % noise. They show what the analysis "
         "will report, not what a GPU does: a calibration at one batch size separates per-request from per-batch "
         "work only through the models' different geometries, so the batch at which savings stop is illustrative. "
@@ -81,7 +82,7 @@ fits = fitting.fit_dataset(batched, loss=loss, cv_folds=cv_folds)
 rows = pd.DataFrame([{"model": m, "batch_size": b, "mape_pct": v, "leave_this_batch_out_mape_pct": fits.batch_cv[m][b]}
                      for m, f in fits.batched.items() for b, v in f.batch_mape_pct().items()])
 sat = pd.concat([sweetspots.saturation_table(f, REFERENCE, DROP_PCT).assign(model=m) for m, f in fits.batched.items()])
-summary.show(*summary.batching_results(ds, rows, sat, simulated, DROP_PCT))
+summary.show(*summary.batching_results(ds, rows, sat, simulated, DROP_PCT, calibrate_data if simulated else ""))
 
 # %% [markdown]
 # ## How well one model explains every batch size

@@ -5,9 +5,9 @@ pages once and checks each page and the landing page: no console error or failed
 image loaded, formulas rendered (no raw ``$…$`` left in the visible text), no table running past the
 page width or fitting it only by scrolling sideways, no table cell whose text is cut (pandas' "..."
 or overflowing its cell), no two tick labels of a figure's axis overlapping (figures are embedded as
-SVG with real text), no ``Out[n]:`` prompt on a page without code, and the parameter set's label
-and the data file loaded on every page. Skipped where Chromium or Playwright is missing (``.ci/run``
-installs both).
+SVG with real text), no ``Out[n]:`` prompt on a page without code, formulas in a named math font
+(whose radical stretches over a fraction), and the parameter set's label and the data file loaded on
+every page. Skipped where Chromium or Playwright is missing (``.ci/run`` installs both).
 """
 
 import json
@@ -88,10 +88,15 @@ def test_pages_render_offline_and_readable_in_chromium(built):
             prompts = page.evaluate("() => [...document.querySelectorAll('.jp-OutputPrompt, .jp-InputPrompt')]"
                                     ".filter(e => e.innerText.trim()).length") if name.endswith(".nocode") else 0
             missing = [w for w in [params.label] + params.data if w not in text]
-            if errors or broken or raw_math or wide or scrolled or cut or ticks or prompts or missing:
+            # formulas name fonts with a MATH table: under the bare generic 'math' Chromium drew a radical that did not
+            # stretch, so o*(i) = sqrt((a)/θ4) read as sqrt(a)/θ4
+            generic_math = page.evaluate("() => [...document.querySelectorAll('math')]"
+                                         ".filter(m => !getComputedStyle(m).fontFamily.includes('Math\"')).length")
+            if errors or broken or raw_math or wide or scrolled or cut or ticks or prompts or missing or generic_math:
                 problems.append(f"{params_name} {name}: errors {errors[:2]}, broken images {broken}, raw math {raw_math}, "
                                 f"tables past the page {wide}, tables scrolling sideways {scrolled}, cut cells {cut}, "
-                                f"overlapping tick labels {ticks}, Out/In prompts {prompts}, provenance missing {missing}")
+                                f"overlapping tick labels {ticks}, Out/In prompts {prompts}, provenance missing {missing}, "
+                                f"formulas in the generic math font {generic_math}")
             if name.startswith("02_fit"):
                 assert page.evaluate("() => document.querySelectorAll('math').length") > 5, "formulas render as MathML"
             if name != "index":

@@ -87,6 +87,23 @@ class TestShellInjection:
         path = _write(tmp_path / "p.yaml", _params(output=str(tmp_path / "out")))
         assert "srun/sbatch are not on PATH" in _one_line_error(*_run(["submit", path, "--shards", "2"], capsys))
 
+    def test_submit_where_sbatch_fails_is_one_line(self, tmp_path, capsys, monkeypatch):
+        """Slurm installed but no controller reachable: sbatch's own message, one line, exit 2 (was a traceback)."""
+        pytest.importorskip("submitit")
+        from submitit.slurm import slurm
+
+        monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 1))
+        (tmp_path / "bin").mkdir()
+        for name, body in (("srun", "exit 0"),
+                           ("sbatch", "echo 'sbatch: fatal: Could not establish a configuration source' >&2; exit 1")):
+            (tmp_path / "bin" / name).write_text(f"#!/bin/sh\n{body}\n")
+            (tmp_path / "bin" / name).chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        path = _write(tmp_path / "p.yaml", _params(output=str(tmp_path / "out")))
+        line = _one_line_error(*_run(["submit", path, "--shards", "2",
+                                      "--container-image", "nvcr.io/nvidia/tensorrt-llm/release:1.2.0"], capsys))
+        assert "sbatch refused" in line and "Could not establish a configuration source" in line
+
 
 class TestHtmlEscaping:
     """A model named like HTML shows as text in the key-results boxes and in index.html."""

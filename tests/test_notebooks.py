@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from energykit import fitting, report
+from energykit.params import load_report_params
 
 from conftest import ROOT
 
@@ -106,6 +107,8 @@ def test_report_renders_every_notebook(tmp_path):
         assert len(nocode) < len(full)
         assert f'href="{stem}.nocode.html"' in index
     assert "Splitwise" in index
+    # token lengths print as integers (the line read 'measured inputs 64.0–4096.0')
+    assert "measured inputs 64–4096, outputs 16–1024 tokens" in (tmp_path / "04_workloads.nocode.html").read_text()
 
 
 @pytest.mark.slow
@@ -190,3 +193,16 @@ def test_a_given_fit_file_is_checked_and_read_by_the_pages(tmp_path):
     with pytest.raises(FitError, match="fitted with loss=l1, not l2"):
         report.build(tmp_path / "q.yaml", tmp_path / "out2", only=["02_fit"])
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.slow
+def test_probe_pages_name_the_file_that_calibrated_them(tmp_path):
+    """The probes set calibrates its hardware model on another file than the probes it loads: 05 and 06 name it
+    (06's key-results box said only 'simulated', beside the probe files, with the kit's H200 numbers)."""
+    report.build(ROOT / "params" / "report_probes.yaml", tmp_path)
+    calibration = load_report_params(ROOT / "params" / "report_probes.yaml").calibrate_data
+    assert calibration not in load_report_params(ROOT / "params" / "report_probes.yaml").data
+    for stem in ("05_planning", "06_batching"):
+        assert calibration in (tmp_path / f"{stem}.nocode.html").read_text(), stem
+    box = (tmp_path / "06_batching.nocode.html").read_text().split("Key results", 1)[1].split("<h2", 1)[0]
+    assert f"calibrated on <code>{calibration}</code>" in box

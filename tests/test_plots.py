@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from energykit import dataset, fitting, plots  # noqa: E402
@@ -46,3 +47,18 @@ def test_fit_bands_and_parity_error_bars_stay_inside_the_data_range(monkeypatch)
     for bars in ax.collections:  # the error bars' segments
         for seg in bars.get_segments():
             assert seg[:, 1].min() >= lo * (1 - 1e-9) and seg[:, 1].max() <= hi * (1 + 1e-9)
+
+
+def test_heatmap_draws_no_o_star_marker_on_the_edge_row_when_o_star_is_beyond_it():
+    """The pilot's OPT-1.3B map (o ≤ 256 measured) showed o* markers on the top row at i ≥ 1024, reading as
+    o* = 256 where the fit gives more: beyond the rows the line stops and the title says where."""
+    ds = dataset.load("data/h100_paper_families_pilot/measurements.nc")
+    fit = fitting.fit_dataset(ds, loss="l1", cv_folds=2).get("opt-1.3b")
+    tpj = (ds["batch_size"] * ds["output_len"] / ds["energy_j"].mean("repeat")).sel(model="opt-1.3b").isel(batch_size=0)
+    ax = plots.efficiency_heatmap(tpj, fit)
+    line = next(l for l in ax.get_lines() if l.get_label() == "o*(i) (fitted)")
+    y = np.asarray(line.get_ydata(), dtype=float)
+    top_row_centre = 0.5  # heatmap rows run from the longest output (row 0) down
+    assert np.isnan(y).any() and not np.any(np.isclose(y, top_row_centre))
+    assert "outside the plotted o range at i = " in ax.get_title()
+    plt.close("all")
