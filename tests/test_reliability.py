@@ -269,7 +269,7 @@ ONE_LINE_CASES = [
     ("fit", "folder", "is a folder"),
     ("fit", "inf_len", "not a positive integer up to"),
     ("fit", "huge_len", "not a positive integer up to"),
-    ("fit", "inf_energy", "energy is infinite"),
+    ("fit", "inf_energy", "J is infinite"),
     ("fit", "MJ", "unknown unit 'MJ'"),
     ("fit", "semicolon", "separated by ';'"),
     ("fit", "bad_jsonl", "line 2: not valid JSON"),
