@@ -69,7 +69,8 @@ summary.show(*summary.planning_results(lomo, cal))
 
 # %%
 hw = hardware.calibrate(cal, loss=loss)
-print(f"calibrated on {hw.calibrated_on} from {calibrate_data} ({hw.gpu}, {hw.engine})")
+display(Markdown(iotools.escape_markdown(f"Calibrated on {', '.join(hw.calibrated_on)} from `{calibrate_data}` "
+                                         f"({hw.gpu}, {hw.engine}).")))
 coef = hardware.coefficient_table(hw)
 unknown = hw.unidentified()  # the same rule as the table's `identified` column and `energykit predict --json`
 if not hw.all_identified():
