@@ -189,25 +189,28 @@ class TestPathTraversal:
 class TestSymlinks:
     """A lock, log or temp file planted as a symlink is never written through."""
 
-    def test_symlinked_lock_is_refused_and_the_target_kept(self, tmp_path):
-        from energykit.state import WriterLock
-
+    @pytest.fixture
+    def planted(self, tmp_path):
+        """A victim file outside an empty output folder: (victim, out)."""
         victim = tmp_path / "victim.txt"
         victim.write_text("precious")
         out = tmp_path / "out"
         out.mkdir()
+        return victim, out
+
+    def test_symlinked_lock_is_refused_and_the_target_kept(self, planted):
+        from energykit.state import WriterLock
+
+        victim, out = planted
         (out / ".lock").symlink_to(victim)
         with pytest.raises(EnergykitError, match="symbolic link"):
             WriterLock(out).acquire()
         assert victim.read_text() == "precious"
 
-    def test_state_temp_files_and_log_do_not_follow_links(self, tmp_path):
+    def test_state_temp_files_and_log_do_not_follow_links(self, planted):
         from energykit.state import RawLog, atomic_write_json
 
-        victim = tmp_path / "victim.txt"
-        victim.write_text("precious")
-        out = tmp_path / "out"
-        out.mkdir()
+        victim, out = planted
         (out / ".provenance.json.tmp").symlink_to(victim)
         atomic_write_json(out / "provenance.json", {"a": 1})
         assert json.loads((out / "provenance.json").read_text()) == {"a": 1}
