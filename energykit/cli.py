@@ -177,9 +177,14 @@ def cmd_report(args) -> int:
     import time
     from pathlib import Path
 
-    from .report import build, default_out, write_catalog
+    from .report import build, default_out, stale_reasons, write_catalog
 
     out = args.out or default_out(args.params)
+    if args.check_stale:  # make report asks this: exit 1 when the pages no longer show what the params name
+        reasons = stale_reasons(args.params, out)
+        print(f"{out}: " + ("; ".join(reasons) if reasons else "up to date (the params and every file they name "
+                                                                "are unchanged since the last build)"))
+        return 1 if reasons else 0
     command = args.rendered_by or "energykit " + shlex.join(sys.argv[1:])
     t0 = time.perf_counter()
     build(args.params, out, args.only or None, rendered_by=command)
@@ -436,7 +441,10 @@ def cmd_predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="energykit", description="Energy-efficiency sweet spots of LLM inference.")
+    p.add_argument("--version", action="version", version=f"energykit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit the analytical model and the linear baseline to measured data")
@@ -456,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default reports/<params-stem>, listed in reports/index.html)")
     r.add_argument("--rendered-by", help="the command to name as the pages' origin (default: this command line)")
     r.add_argument("--only", action="append", help="render only this notebook (repeatable), e.g. 02_fit")
+    r.add_argument("--check-stale", action="store_true", help="build nothing: exit 0 when the pages in --out were "
+                   "built from the params file and every file it names as they are now (SHA-256), else print why and exit 1")
     r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("measure", help="run (or resume) a measurement sweep from a params file")

@@ -23,7 +23,7 @@
 # `OUTPUT/windows.jsonl` as it completes, so an interrupted notebook loses at most one window: run the
 # cell again and it resumes.
 #
-# **Protocol** (DESIGN.md §3): synchronise the device, read the NVML energy counter, run the same
+# **Protocol** (docs/measuring.md): synchronise the device, read the NVML energy counter, run the same
 # batch of requests until the window lasts `min_window_s`, synchronise, read again, divide by the
 # number of calls. Cells are shuffled, each model is warmed up, each cell is repeated, and an idle
 # baseline is stored with the sweep.
