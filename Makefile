@@ -41,12 +41,12 @@ report: $(REPORT_DIR)/index.html ## render the notebooks for PARAMS (default par
 
 # The build records the SHA-256 of the params file and of every file it names (build.json); this stamp is
 # touched when `energykit report --check-stale` says they changed, wherever those files live (make's own
-# times see only data/).
+# times see only data/). It only reads and touches the stamp, so it runs under make -n too (+).
 REPORT_STAMP := reports/.$(notdir $(REPORT_DIR)).inputs
 $(REPORT_STAMP): FORCE | $(VENV)/.core
-	@mkdir -p reports
-	@$(BIN)/python -m energykit report --params $(PARAMS) --out $(REPORT_DIR) --check-stale || touch $@
-	@[ -e $@ ] || touch -d @0 $@
+	+@mkdir -p reports
+	+@$(BIN)/python -m energykit report --params $(PARAMS) --out $(REPORT_DIR) --check-stale || touch $@
+	+@[ -e $@ ] || touch -d @0 $@
 
 # one process: loads and fits once, runs every notebook in one kernel; reruns when anything it reads changed
 $(REPORT_DIR)/index.html: $(NOTEBOOKS) $(PARAMS) $(SRC) $(DATA) $(REPORT_STAMP) | $(VENV)/.core

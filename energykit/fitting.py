@@ -714,6 +714,8 @@ def load_fits(path, **expect) -> "FitSet":
     with, else a one-line error says which differs.
     """
     path = resolve(path)
+    if not path.is_file() and not path.is_absolute() and Path(path.name).is_file():
+        path = Path(path.name)  # a copied report folder: the fits beside the notebook, whose folder its kernel runs in
     if not path.is_file():
         raise FitError(f"fit file {path} does not exist; write one with: energykit fit DATA --save {path}")
     try:

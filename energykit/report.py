@@ -41,7 +41,8 @@ from .fitting import fit_dataset, load_fits
 from .iotools import MATH, check_text, escape_markdown, read_trace
 from .state import file_sha256
 from .summary import paper_findings
-from .params import ReportParams, load_report_params, notebook_parameters
+from .params import (BUILD_FILE, ReportParams, default_out, input_files, input_hashes, load_report_params,
+                     notebook_parameters, stale_reasons)
 
 __all__ = ["ANALYSIS_GLOB", "FIT_FILE", "BUILD_FILE", "execute_all", "fit_once", "repo_root", "default_out", "write_catalog", "analysis_notebooks", "description", "execute", "to_html",
            "write_index", "build", "input_files", "input_hashes", "stale_reasons", "read_source", "notebook_defaults",
@@ -414,69 +415,6 @@ def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
     return time.perf_counter() - t0
 
 
-BUILD_FILE = "build.json"
-"""What a build read and how it was run (params, label, data, command, commit, time, the SHA-256 of every input
-file), beside its pages."""
-
-
-def input_files(params: ReportParams) -> list[str]:
-    """Every file a parameter set names (data, traces, calibration data, a given fit file), as written there."""
-    named = list(params.data) + list(params.traces.values()) + [params.calibrate_data, params.fit_file]
-    return list(dict.fromkeys(f for f in named if f))
-
-
-def _digest(path: Path) -> str:
-    """SHA-256 of a file; of a folder, its files' names and hashes; ``missing`` when there is nothing."""
-    if path.is_dir():
-        return ",".join(f"{p.relative_to(path)}:{file_sha256(p)}" for p in sorted(path.rglob("*")) if p.is_file())
-    return file_sha256(path) if path.is_file() else "missing"
-
-
-def input_hashes(params_path: Path, params: ReportParams, root: Path) -> dict[str, str]:
-    """``{"params": SHA-256 of the params file, FILE: SHA-256, ...}`` for every file the params name."""
-    out = {"params": _digest(params_path)}
-    for f in input_files(params):
-        out[f] = _digest(Path(f) if Path(f).is_absolute() else root / f)
-    return out
-
-
-def stale_reasons(params_path: str | Path, out_dir: str | Path | None = None) -> list[str]:
-    """Why the pages in ``out_dir`` (default :func:`default_out`) do not show what ``params_path`` names now.
-
-    Empty when the last build read exactly these files: the same params file and, byte for byte, the same data,
-    traces, calibration data and fit file (their SHA-256, recorded in ``build.json``). ``make report`` asks this
-    (``energykit report --check-stale``), so a report is rebuilt when data the params name anywhere changes, not
-    only the files under ``data/`` whose times make sees.
-    """
-    root = repo_root()
-    out = Path(default_out(params_path) if out_dir is None else out_dir)
-    out = out if out.is_absolute() else root / out
-    params_path = Path(params_path)
-    params_path = params_path if params_path.is_absolute() else root / params_path
-    info_path = out / BUILD_FILE
-    if not info_path.is_file():
-        return [f"{_relative(out, root)} holds no build yet"]
-    try:
-        info = json.loads(info_path.read_text())
-        recorded = info.get("inputs") if isinstance(info, dict) else None
-    except (OSError, ValueError):
-        recorded = None
-    if not isinstance(recorded, dict):
-        return [f"{_relative(info_path, root)} records no input hashes (built by an older energykit)"]
-    now = input_hashes(params_path, load_report_params(params_path), root)
-    reasons = [f"{_relative(params_path, root) if k == 'params' else k} "
-               f"{'was not read by the last build' if k not in recorded else 'changed since the last build'}"
-               for k, v in now.items() if recorded.get(k) != v]
-    return reasons + [f"{k} is no longer named by the params" for k in recorded if k not in now]
-
-
-def default_out(params_path: str | Path) -> Path:
-    """Where a parameter set's pages go by default: ``reports/<params-stem>/`` (one folder per set).
-
-    >>> str(default_out("params/report_probes.yaml"))
-    'reports/report_probes'
-    """
-    return Path("reports") / Path(params_path).stem
 
 
 def write_catalog(reports_dir: str | Path) -> Path:
