@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   energykit:
-#     description: energy per request and per token across batch sizes, E(i, o, B); SIMULATED ONLY until
-#       GPU data at several batch sizes exist
+#     description: energy per request and per token across batch sizes, E(i, o, B);
+#       SIMULATED ONLY until GPU data at several batch sizes exist
 #   jupytext:
 #     notebook_metadata_filter: energykit,kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -10,7 +10,7 @@
 #       format_name: percent
 #       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---

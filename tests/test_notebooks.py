@@ -310,3 +310,37 @@ def test_check_stale_names_what_changed_and_exits_1(tmp_path):
                                                      f"{data} changed since the last build"}
     (out / BUILD_FILE).write_text(json.dumps({"params": "old build"}))
     assert "records no input hashes" in stale_reasons(params, out, ROOT)[0]
+
+
+def _lab_save(notebooks, name: str) -> None:
+    """Open and save a notebook as JupyterLab does: jupytext's contents manager rooted at ``notebooks/`` (make lab's
+    root), the kernelspec of the kernel Lab starts (ipykernel's kernel.json) written into the model."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.utils import run_sync
+    from jupytext.async_contentsmanager import AsyncTextFileContentsManager  # what Lab's server runs (jupytext 1.19)
+
+    cm = AsyncTextFileContentsManager(root_dir=str(notebooks))
+    model = run_sync(cm.get)(name, content=True)
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    model["content"]["metadata"]["kernelspec"] = {"display_name": spec.display_name, "language": spec.language,
+                                                  "name": "python3"}
+    run_sync(cm.save)(model, name)
+
+
+def test_lab_pairs_a_notebook_and_saving_rewrites_no_tracked_source(tmp_path):
+    """Lab's root is notebooks/: jupytext finds its configuration there (it never looks above Lab's root), so saving
+    02_fit.py writes the paired .ipynb, and the .py comes back byte for byte (the kernel's name included)."""
+    import shutil
+
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    for path in sorted((ROOT / "notebooks").glob("0*.py")):
+        _lab_save(notebooks, path.name)
+        assert (notebooks / path.name).read_bytes() == path.read_bytes(), f"saving rewrote {path.name}"
+        assert (notebooks / path.with_suffix(".ipynb").name).is_file(), f"saving {path.name} paired no .ipynb"
+    # the old layout (the configuration at the repository root, above Lab's root) paired nothing
+    (notebooks / "jupytext.toml").unlink()
+    for p in notebooks.glob("*.ipynb"):
+        p.unlink()
+    _lab_save(notebooks, "02_fit.py")
+    assert not (notebooks / "02_fit.ipynb").exists()
