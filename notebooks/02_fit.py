@@ -76,7 +76,7 @@ window = "window_duration_s" if "window_duration_s" in ds else "duration_s"  # f
 spread = spread.join(ds[window].mean("repeat").to_dataframe(name="window_s")[["window_s"]]).dropna()
 ax = sns.scatterplot(data=spread.reset_index(), x="window_s", y="repeat_spread_pct", hue="model")
 ax.set(xscale="log", xlabel="meter window length [s] (mean over repeats)", ylabel="repeat spread (std/mean) [%]",
-       title="windows under ~1 s carry the counter's 100 ms step error")
+       title="repeat spread against window length (the counter steps every 100 ms)")
 plots.plain_log_ticks(ax)
 plots.legend_outside(ax);
 
