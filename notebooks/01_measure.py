@@ -62,9 +62,9 @@ cells["spread_pct"] = 100 * cells["energy_std_j"] / cells["energy_j"]
 cells
 
 # %%
-g = sns.relplot(data=df, x="output_len", y="duration_s", hue="input_len", col="model", kind="line", marker="o",
-                palette="crest", height=3.5)
-g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="time per generate() [s]");
+g = sns.relplot(data=df.rename(columns={"input_len": "input length [tokens]"}), x="output_len", y="duration_s",
+                hue="input length [tokens]", col="model", kind="line", marker="o", palette="crest", height=3.5)
+g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="time per call [s]");
 
 # %%
 {k: ds.attrs.get(k) for k in ("gpu", "gpu_uuid", "driver_version", "power_limit_w", "counter_period_s",
