@@ -36,7 +36,7 @@ $(VENV)/.dev: $(VENV)/.core
 
 setup: $(VENV)/.core ## create .venv and install energykit (core)
 
-report: $(REPORT_DIR)/index.html ## render the notebooks for PARAMS (default params/report.yaml) into reports/<params-stem>/
+report: $(REPORT_DIR)/index.html ## render the notebooks for PARAMS (default params/report.yaml) into reports/<params-stem>/, again when anything they read changed
 	@echo "open reports/index.html (this set: $(REPORT_DIR)/index.html)"
 
 # The build records the SHA-256 of the params file and of every file it names (build.json); this stamp is
