@@ -200,7 +200,9 @@ class MeasureParams(BaseModel):
     cells: list[tuple[StrictInt, StrictInt]] | None = None
     repeats: StrictInt = Field(3, ge=1)
     min_window_s: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False)
-    meter: Literal["nvml", "none"] = "nvml"
+    meter: Literal["nvml", "none", "process_cpu"] = "nvml"
+    cpu_core_power_w: float = Field(10.0, gt=0, lt=1e4, allow_inf_nan=False)
+    """``meter: process_cpu`` only: the stated power of one busy core [W] (a proxy, not a measurement)."""
     output: str
     warmup: StrictInt = Field(3, ge=0, le=1000)  # warm-up calls per model; more is a typo, not a warm-up
     cooldown_s: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)

@@ -22,7 +22,7 @@ LAYERS = {
     "testing": 8, "submit": 8,
     "cli": 9, "__main__": 10,
 }
-LAZY_ALLOWED = {"torch", "transformers", "tensorrt_llm", "submitit", "pynvml"}
+LAZY_ALLOWED = {"torch", "transformers", "tensorrt_llm", "submitit", "pynvml", "httpx"}
 """Heavy or hardware libraries that may be imported inside a function (everywhere)."""
 
 
