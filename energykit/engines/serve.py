@@ -423,6 +423,9 @@ class ServeEngine(Engine):
                                 finish = ch["finish_reason"]
                         if chunk.get("usage"):
                             usage = chunk["usage"]
+                if usage is None and finish is None:
+                    raise EngineError(f"the stream from {url} ended before its last chunk: the server may have died; "
+                                      "rerun to resume")
                 if rec["first_token_s"] != rec["first_token_s"]:  # no text at all: the end is the only token time
                     rec["first_token_s"] = rec["last_token_s"] = time.perf_counter()
         except httpx.ConnectError as e:
