@@ -75,8 +75,8 @@ class FakeServer:
     """A vLLM-like fake for fault paths: ``mode`` "exact", "ignore" (stops at EOS, ignoring the knobs),
     "error" (HTTP 500 with a message), "slow" (answers after ``delay_s``), "die" (closes mid-stream)."""
 
-    def __init__(self, mode="exact", delay_s=0.0):
-        self.mode, self.delay_s, self.bodies = mode, delay_s, []
+    def __init__(self, mode="exact", delay_s=0.0, version="0.0-fake", fail_after=None):
+        self.mode, self.delay_s, self.bodies, self.version, self.fail_after = mode, delay_s, [], version, fail_after
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,12 +96,14 @@ class FakeServer:
                     return self._json(200, {"object": "list", "data": [{"id": "m", "owned_by": "vllm",
                                                                         "max_model_len": 2048}]})
                 if self.path == "/version":
-                    return self._json(200, {"version": "0.0-fake"})
+                    return self._json(200, {"version": fake.version})
                 self._json(404, {"detail": "Not Found"})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 fake.bodies.append(body)
+                if fake.fail_after is not None and len(fake.bodies) > fake.fail_after:
+                    return self._json(503, {"object": "error", "message": "engine dead (fake)"})
                 if fake.mode == "error":
                     return self._json(500, {"object": "error", "message": "CUDA out of memory (fake)"})
                 if fake.mode == "slow":
@@ -134,8 +136,8 @@ class FakeServer:
 def fake():
     servers = []
 
-    def start(mode="exact", delay_s=0.0):
-        servers.append(FakeServer(mode, delay_s))
+    def start(mode="exact", delay_s=0.0, **kw):
+        servers.append(FakeServer(mode, delay_s, **kw))
         return servers[-1]
 
     yield start
@@ -240,6 +242,41 @@ def test_measure_against_a_knob_ignoring_server_keeps_no_window(tmp_path, fake):
     assert "ignored the length knob min_tokens" in (r.stderr + (out / "windows.jsonl").read_text())
     recs = [json.loads(x) for x in (out / "windows.jsonl").read_text().splitlines()]
     assert recs and all(x["status"] == "error" for x in recs)
+
+
+def _sweep(tmp_path, url, out, **over):
+    from energykit.engines import serve
+    from energykit.params import load_measure_params
+    from energykit.sweep import run
+    serve._INFO.clear()
+    over = {"meter": "none", "batch_sizes": [2], "input_lens": [8], "output_lens": [4, 8], "warmup": 0,
+            "idle_s": 0, "min_window_s": 0.05, **over}
+    return run(load_measure_params(_params(tmp_path, url, "m", "auto", out, **over)), progress=False)
+
+
+@pytest.mark.filterwarnings("ignore:meter 'none'")
+def test_a_server_dying_mid_sweep_keeps_every_window_and_the_rerun_resumes(tmp_path, fake):
+    from energykit.sweep import SweepFailures
+    out = tmp_path / "dies"
+    dying = fake("exact", fail_after=6)  # a window: 2 pilot calls + 1 call of B=2 requests; then 503 on every request
+    with pytest.raises(SweepFailures, match="failed"):
+        _sweep(tmp_path, dying.url, out, min_window_s=0)
+    recs = [json.loads(x) for x in (out / "windows.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in recs].count("ok") >= 1 and any("HTTP 503" in r.get("error", "") for r in recs)
+    kept = {(r["output_len"]) for r in recs if r["status"] == "ok"}
+    healthy = fake("exact")
+    _sweep(tmp_path, healthy.url, out, min_window_s=0)  # same server identity (version, model, dialect): resumes
+    recs = [json.loads(x) for x in (out / "windows.jsonl").read_text().splitlines()]
+    assert {r["output_len"] for r in recs if r["status"] == "ok"} == {4, 8}
+    assert all(len(b["prompt"]) == 8 for b in healthy.bodies) and kept
+
+
+@pytest.mark.filterwarnings("ignore:meter 'none'")
+def test_a_server_restarted_with_another_version_is_a_mixed_sweep_and_refused(tmp_path, fake):
+    out = tmp_path / "mixed"
+    _sweep(tmp_path, fake("exact", version="1.0").url, out, output_lens=[4])
+    with pytest.raises(ParamsError, match=r"another setup \(.*server_version: '1.0' -> '2.0'"):
+        _sweep(tmp_path, fake("exact", version="2.0").url, out, output_lens=[4, 8])
 
 
 # --- the real server ---------------------------------------------------------------------------------------
