@@ -383,7 +383,31 @@ class ServeEngine(Engine):
         return results
 
     async def complete(self, prompt, input_len: int, output_len: int) -> dict:
-        """One request: send, stream, time the first and last token, check its exactness."""
+        """One request: send, stream, time the first and last token, check its exactness (else raise)."""
+        rec = await self.send(prompt, input_len, output_len)
+        if rec["error"]:
+            raise EngineError(rec["error"])
+        return rec
+
+    async def send(self, prompt, input_len: int, output_len: int) -> dict:
+        """One request, never raising for what the server did: a record with ``sent_s``, ``first_token_s``,
+        ``last_token_s`` (``time.perf_counter`` [s]), ``prompt_tokens``, ``completion_tokens`` (the server's
+        usage, or None) and ``error`` (None when exact, else the one-line reason)."""
+        rec = {"sent_s": time.perf_counter(), "first_token_s": math.nan, "last_token_s": math.nan,
+               "prompt_tokens": None, "completion_tokens": None, "error": None}
+        try:
+            usage, finish = await self._exchange(prompt, output_len, rec)
+        except EngineError as e:
+            rec["error"] = str(e)
+            return rec
+        if usage:
+            rec.update(prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
+        why = check_exact(self.dialect, input_len, output_len, usage, finish)
+        if why:
+            rec["error"] = f"inexact request, window not kept: {why}"
+        return rec
+
+    async def _exchange(self, prompt, output_len: int, rec: dict):
         httpx = _httpx()
         body = {"model": self.model_name, "prompt": prompt, **knob_body(self.dialect, output_len)}
         if self.options.stream:
@@ -391,7 +415,6 @@ class ServeEngine(Engine):
             if self.dialect != "transformers":  # transformers ignores stream_options; its last chunk has usage
                 body["stream_options"] = {"include_usage": True}
         url = self.options.url + "/v1/completions"
-        rec = {"sent_s": time.perf_counter(), "first_token_s": math.nan, "last_token_s": math.nan}
         usage, finish = None, None
         try:
             if not self.options.stream:
@@ -436,11 +459,9 @@ class ServeEngine(Engine):
         except (httpx.RemoteProtocolError, httpx.ReadError) as e:
             raise EngineError(f"the server at {url} dropped the connection ({type(e).__name__}); it may have died; "
                               "rerun to resume")
-        why = check_exact(self.dialect, input_len, output_len, usage, finish)
-        if why:
-            raise EngineError(f"inexact request, window not kept: {why}")
-        rec.update(prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"])
-        return rec
+        except ValueError as e:  # a chunk that is not JSON
+            raise EngineError(f"the server at {url} sent a stream chunk that is not JSON ({e})")
+        return usage, finish
 
     def energy_counter(self):
         """trtllm-serve's ``/energy_metrics`` (``total_energy_j``, cumulative) over a window, where it has one."""
