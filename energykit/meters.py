@@ -563,6 +563,22 @@ def process_cpu_s(pid: int) -> float:
     except (OSError, ValueError) as e:
         raise MeterError(f"cannot read /proc/{pid}/stat ({e}); the metered process is gone or not on this "
                          "machine") from None
+    try:  # the descendants from each thread's children list (Linux >= 3.5): a few small reads
+        seen, todo = {pid}, [pid]
+        while todo:
+            for task in Path(f"/proc/{todo.pop()}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    if int(child) not in seen:
+                        seen.add(int(child))
+                        todo.append(int(child))
+                        try:
+                            total += stat(child)[1]
+                        except (OSError, ValueError):
+                            pass  # exited since: counted in its parent's cutime once waited for
+        return total / tick
+    except OSError:
+        pass  # no children lists (kernel without CONFIG_PROC_CHILDREN): walk every process's parent
+    _, total = stat(pid)
     parents = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != pid:
