@@ -50,7 +50,12 @@ case "${1:-}" in
     skip "the server did not answer in 120 s (see $DIR/server.log)"
     ;;
   stop)
-    if [ -f "$DIR/server.pid" ]; then kill "$(cat "$DIR/server.pid")" 2>/dev/null; rm -f "$DIR/server.pid"; fi
+    if [ -f "$DIR/server.pid" ]; then
+      pid=$(cat "$DIR/server.pid")
+      kill "$pid" 2>/dev/null
+      for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done  # its port is free again
+      rm -f "$DIR/server.pid"
+    fi
     ;;
   *) echo "usage: $0 install|start [PORT]|stop"; exit 2 ;;
 esac
