@@ -44,8 +44,9 @@ refuses a folder measured against a server started with other settings, as the k
 mixed setup. The fingerprint is asked once per URL and process.
 
 **Energy.** The kit's meter reads the GPUs the server uses (``gpus``: NVML indices or UUIDs). Where the
-server exposes its own energy counter (trtllm-serve ``/energy_metrics``, ``total_energy_j``), its
-difference over each window is recorded beside the kit's (``library_energy_j``). Without a GPU,
+server exposes its own energy counter (trtllm-serve ``/energy_metrics``, ``total_energy_j``, as issue 28
+reports it; not yet verified against TensorRT-LLM's ``serve/openai_server.py``), its difference over each
+window is recorded beside the kit's (``library_energy_j``). A server without the endpoint records none. Without a GPU,
 ``meter: process_cpu`` meters the server process's CPU time times a stated nominal power: a proxy,
 labelled as such.
 """
