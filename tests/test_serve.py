@@ -75,8 +75,9 @@ class FakeServer:
     """A vLLM-like fake for fault paths: ``mode`` "exact", "ignore" (stops at EOS, ignoring the knobs),
     "error" (HTTP 500 with a message), "slow" (answers after ``delay_s``), "die" (closes mid-stream)."""
 
-    def __init__(self, mode="exact", delay_s=0.0, version="0.0-fake", fail_after=None):
+    def __init__(self, mode="exact", delay_s=0.0, version="0.0-fake", fail_after=None, owned_by="vllm"):
         self.mode, self.delay_s, self.bodies, self.version, self.fail_after = mode, delay_s, [], version, fail_after
+        self.owned_by, self.energy_j = owned_by, 1000.0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,10 +94,13 @@ class FakeServer:
 
             def do_GET(self):
                 if self.path == "/v1/models":
-                    return self._json(200, {"object": "list", "data": [{"id": "m", "owned_by": "vllm",
+                    return self._json(200, {"object": "list", "data": [{"id": "m", "owned_by": fake.owned_by,
                                                                         "max_model_len": 2048}]})
                 if self.path == "/version":
                     return self._json(200, {"version": fake.version})
+                if self.path == "/energy_metrics" and fake.owned_by == "tensorrt_llm":
+                    fake.energy_j += 12.5
+                    return self._json(200, {"total_energy_j": fake.energy_j})
                 self._json(404, {"detail": "Not Found"})
 
             def do_POST(self):
@@ -198,6 +202,23 @@ def test_a_server_dying_mid_stream_is_one_line(fake):
     with pytest.raises(EngineError, match="may have died.*rerun to resume"):
         _call(e, 1)
     e.close()
+
+
+def test_the_nvml_meter_reads_the_gpus_the_server_uses():
+    from energykit.params import MeasureParams
+    from energykit.sweep import meter_kwargs
+    p = MeasureParams(engine="serve", serve={"gpus": [1, "GPU-0a1b"]}, models=[{"name": "m", **GEOM}],
+                      batch_sizes=[1], input_lens=[8], output_lens=[4], output="o")
+    assert meter_kwargs(p) == {"timeline": False, "gpus": 2, "device": [1, "GPU-0a1b"]}
+
+
+def test_trtllm_serve_energy_counter_is_read_per_window_and_others_have_none(fake):
+    e = _engine(fake(owned_by="tensorrt_llm").url)
+    assert e.dialect == "trtllm"
+    with e.energy_counter()() as c:
+        pass
+    assert c.total_energy == pytest.approx(12.5)  # the cumulative counter's difference over the window [J]
+    assert _engine(fake().url).energy_counter() is None
 
 
 def test_connection_refused_is_one_line():
