@@ -351,3 +351,21 @@ def test_real_server_rejects_a_wrong_dialect_and_keeps_no_window(tmp_path, real_
     assert "HTTP 422" in text and "ignore_eos" in text
     recs = [json.loads(x) for x in (out / "windows.jsonl").read_text().splitlines()]
     assert recs and all(x["status"] == "error" for x in recs)
+
+
+def test_text_prompts_have_exactly_the_tokens_asked_with_a_byte_level_bpe_tokenizer():
+    """The transformers dialect takes text: drawn ids are decoded and kept only if they encode back to i."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the quick brown fox jumps over the lazy dog", "energy of inference scales with input and output"] * 50
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+    e = ServeEngine("m", {**GEOM, "vocab_size": 300})
+    e.tokenizer = fast
+    prompts = [e._prompt(n) for n in (1, 8, 64, 256)]
+    assert [len(fast(p)["input_ids"]) for p in prompts] == [1, 8, 64, 256]
+    assert len({e._prompt(8) for _ in range(5)}) == 5  # fresh every call

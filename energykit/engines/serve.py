@@ -266,11 +266,6 @@ class ServeEngine(Engine):
     install_hint = "the server itself runs apart, e.g. vllm serve MODEL or trtllm-serve MODEL"
 
     @classmethod
-    def check_model(cls, params, name, geometry, checkpoint) -> None:
-        if not params.engine_options.model and not name:
-            raise ParamsError("serve needs the model as the server names it; set serve.model")
-
-    @classmethod
     def preflight(cls, params) -> None:
         """The server answers, serves the model, and its dialect is known (before anything is written)."""
         for name, _, _ in params.resolved:
@@ -304,7 +299,8 @@ class ServeEngine(Engine):
     def label(cls, versions: dict) -> str:
         return f"serve {versions.get('dialect', '?')} {versions.get('server_version', '')}".strip()
 
-    def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", max_len=2048, seed=0, url="", model="",
+    def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", max_len=2048, seed=0,
+                 url="http://127.0.0.1:8000", model="",
                  dialect="auto", gpus=(), timeout_s=600.0, stream=True, tokenizer="", server_pid=None):
         self.options = ServeOptions(url=url, model=model, dialect=dialect, gpus=list(gpus), timeout_s=timeout_s,
                                     stream=stream, tokenizer=tokenizer, server_pid=server_pid)
@@ -342,11 +338,29 @@ class ServeEngine(Engine):
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
         self._client = httpx.AsyncClient(base_url=self.options.url, timeout=self.options.timeout_s, limits=limits)
 
+    def _text_ids(self) -> tuple[list[int], int]:
+        """Token ids for text prompts, and the special tokens the tokenizer adds to every text.
+
+        Prefer whole words with a leading space (`` the``, `` cat``): a run of them decodes and encodes back
+        to the same ids with BPE/SentencePiece tokenizers, so the prompt has exactly the tokens drawn.
+        """
+        if getattr(self, "_ids", None) is None:
+            tok, special = self.tokenizer, set(self.tokenizer.all_special_ids)
+            ids = [t for t in range(min(self.vocab_size, len(tok))) if t not in special]
+            words = []
+            for t in ids:
+                text = tok.decode([t])
+                if len(text) > 2 and text[0] == " " and text[1:].isalpha() \
+                        and tok.encode(text, add_special_tokens=False) == [t]:
+                    words.append(t)
+            self._ids = (words if len(words) >= 100 else ids,
+                         len(tok("", add_special_tokens=True)["input_ids"]))
+        return self._ids
+
     def _prompt(self, input_len: int):
         if self.tokenizer is None:
             return self.rng.integers(0, self.vocab_size, size=input_len).tolist()
-        special = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
-        ids = [t for t in range(self.vocab_size) if t not in set(self.tokenizer.all_special_ids)]
+        ids, special = self._text_ids()
         for _ in range(50):
             text = self.tokenizer.decode(self.rng.choice(ids, size=max(input_len - special, 0)).tolist())
             if len(self.tokenizer(text, add_special_tokens=True)["input_ids"]) == input_len:
