@@ -144,8 +144,8 @@ def run_replay(params: ReplayParams, progress: bool = True) -> Path:
         prompts = [engine._prompt(int(i)) for i in trace["input_len"]]  # drawn before t = 0, never metered
         atomic_write_json(out / REPLAY, header)
         requests_log, energy_log = RawLog(out / REQUESTS), RawLog(out / ENERGY)
+        meter_thread = _MeterThread(meter, params.window_s, energy_log)
         try:
-            meter_thread = _MeterThread(meter, params.window_s, energy_log)
             meter_thread.start()
             meter_thread.started.wait()
             if meter_thread.error is not None:
@@ -159,6 +159,8 @@ def run_replay(params: ReplayParams, progress: bool = True) -> Path:
             if meter_thread.error is not None:
                 raise meter_thread.error
         finally:
+            if meter_thread.is_alive():  # interrupted: the open window is closed and logged, then the files
+                meter_thread.finish()
             requests_log.close()
             energy_log.close()
         ok = sum(r["ok"] for r in records)
