@@ -550,6 +550,8 @@ def dataset_frame(df: pd.DataFrame, provenance: dict, params: MeasureParams | No
         "library_energy": provenance.get("library_energy", ""),
         "params": params.model_dump() if params is not None else {},
     }
+    if meter.get("note"):  # a proxy meter (process_cpu): its energy is not measured joules, and says so
+        attrs["energy_method"] = f"{meter.get('meter', '')}: {meter['note']}"
     return df, attrs
 
 

@@ -334,6 +334,9 @@ def test_real_server_sweep_is_exact_at_b1_and_b4_and_fits(tmp_path, real_server)
     assert all(x["energy_method"] == "process_cpu_time_x_nominal_power_proxy" and x["energy_j"] > 0 for x in recs)
     fp = json.loads((out / "fingerprint.json").read_text())["setup"]
     assert fp["server_dialect"] == "transformers" and fp["server_model"] == model
+    import xarray as xr
+    with xr.open_dataset(out / "measurements.nc") as ds:
+        assert "proxy" in ds.attrs["energy_method"] and "not measured joules" in ds.attrs["energy_method"]
     fit = _cli("fit", str(out / "measurements.nc"))
     assert fit.returncode == 0, fit.stderr[-2000:]
 
