@@ -217,6 +217,16 @@ def cmd_measure(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    from .params import load_replay_params
+    from .replay_run import run_replay
+
+    params = load_replay_params(args.params)  # validated before anything is sent or written
+    out = run_replay(params, progress=not args.no_progress)
+    print(f"replay written to {out}")
+    return 0
+
+
 def cmd_plan(args) -> int:
     from .params import load_measure_params
     from .shards import plan_shards
@@ -575,6 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--shard", help="measure shard K of N (K/N, 0-based); default from SLURM_ARRAY_TASK_ID/COUNT "
                                    "or JOB_COMPLETION_INDEX with ENERGYKIT_SHARDS")
     m.set_defaults(func=cmd_measure)
+
+    rp = sub.add_parser("replay", help="replay a request trace against a server at its arrival times, metered "
+                                       "in windows (requests.jsonl, energy.jsonl, replay.json)")
+    rp.add_argument("params", help="YAML file: trace, serve (url, model, dialect, gpus), model, time_scale or "
+                                   "rate_rps, max_requests, window_s, meter, output")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.set_defaults(func=cmd_replay)
 
     pl = sub.add_parser("plan", help="split a sweep into N shards (disjoint, covering, grouped by model, balanced)")
     pl.add_argument("params", help="the sweep's YAML file")

@@ -18,6 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, Vali
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .engines import ENGINES, engine_class
+from .engines.serve import ServeOptions
 from .errors import ParamsError
 from .iotools import MAX_INT, check_text
 from .state import file_sha256
@@ -25,7 +26,7 @@ from .presets import resolve
 
 __all__ = ["MAX_PARAMS_BYTES", "MAX_PARAMS_NODES", "MAX_WINDOWS", "read_yaml", "one_line", "validate", "ReportParams", "load_report_params", "notebook_parameters",
            "MeasureParams", "load_measure_params", "BUILD_FILE", "default_out", "input_files", "input_hashes",
-           "stale_reasons"]
+           "stale_reasons", "ReplayParams", "load_replay_params"]
 
 
 MAX_PARAMS_BYTES = 1 << 20
@@ -204,7 +205,9 @@ class MeasureParams(BaseModel):
     cells: list[tuple[StrictInt, StrictInt]] | None = None
     repeats: StrictInt = Field(3, ge=1)
     min_window_s: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False)
-    meter: Literal["nvml", "none"] = "nvml"
+    meter: Literal["nvml", "none", "process_cpu"] = "nvml"
+    cpu_core_power_w: float = Field(10.0, gt=0, lt=1e4, allow_inf_nan=False)
+    """``meter: process_cpu`` only: the stated power of one busy core [W] (a proxy, not a measurement)."""
     output: str
     warmup: StrictInt = Field(3, ge=0, le=1000)  # warm-up calls per model; more is a typo, not a warm-up
     cooldown_s: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
@@ -433,3 +436,61 @@ def stale_reasons(params_path: str | Path, out_dir: str | Path | None, root: Pat
     return reasons + [f"{k} is no longer named by the params" for k in recorded if k not in now]
 
 
+class ReplayParams(BaseModel):
+    """Parameters of a trace replay against a server (``energykit replay PARAMS.yaml``).
+
+    The requests of ``trace`` (arrival time, input length, output length) are sent to the server of the
+    ``serve:`` section at their arrival times — the trace's times × ``time_scale``, or evenly at
+    ``rate_rps`` — with exact lengths checked as the ``serve`` engine checks them, while the meter
+    measures back-to-back windows of ``window_s`` over the whole replay.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace: str
+    """CSV of requests: Azure's (``TIMESTAMP``, ``ContextTokens``, ``GeneratedTokens``) or
+    ``arrival_s``, ``input_len``, ``output_len``."""
+    serve: ServeOptions
+    model: Union[str, dict[str, Any]]
+    """The served model's geometry (a preset, a checkpoint folder or config.json, or an inline mapping):
+    its ``vocab_size`` bounds the random prompt token ids."""
+    time_scale: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
+    """Multiplies the trace's arrival times (0.5 replays twice as fast); default 1 unless ``rate_rps``."""
+    rate_rps: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
+    """Send requests evenly at this rate [requests/s] instead of at the trace's times."""
+    max_requests: StrictInt = Field(100, ge=1, le=1_000_000)
+    """The trace's first this many requests."""
+    window_s: float = Field(10.0, gt=0, le=86400, allow_inf_nan=False)
+    """Length of each meter window [s]; the windows cover the whole replay back to back."""
+    meter: Literal["nvml", "none", "process_cpu"] = "nvml"
+    cpu_core_power_w: float = Field(10.0, gt=0, lt=1e4, allow_inf_nan=False)
+    """``meter: process_cpu`` only: the stated power of one busy core [W] (a proxy, not a measurement)."""
+    idle_s: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
+    """Seconds of idle power measured before the replay."""
+    seed: StrictInt = Field(0, ge=0, lt=2**32)
+    output: str
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.time_scale is not None and self.rate_rps is not None:
+            raise ValueError("give time_scale or rate_rps, not both")
+        check_text(self.trace, "trace")
+        if not self.output.strip() or self.output != self.output.strip():
+            raise ValueError(f"output {self.output!r} must be a folder path without surrounding spaces")
+        try:
+            self._geometry = resolve(self.model)
+        except ParamsError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    _geometry: tuple = PrivateAttr(default=None)
+
+    @property
+    def geometry(self) -> tuple[str, dict, str | None]:
+        """(name, geometry, checkpoint) of ``model``."""
+        return self._geometry
+
+
+def load_replay_params(path: str | Path) -> ReplayParams:
+    """Read and validate a replay parameter file; nothing is sent or written."""
+    return validate(ReplayParams, read_yaml(path), str(path))
