@@ -697,6 +697,8 @@ class FakePyExecutor:
                 if self._llm.overlap:
                     if prev is not None:
                         self._process(prev)
+                    if launched is not None and all(r.finished for r in launched[1]):
+                        launched[0].in_flight = True  # launched with requests that had just finished
                     prev = launched
                 elif launched is not None:
                     self._process(launched)
