@@ -769,3 +769,35 @@ def test_trtllm_sweep_at_batch_16_records_one_batch_graphed_decode_and_reads_the
                for r in recs)
     assert trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
     assert len(reads) > 8 and all(reads)  # no window closed while the overlap scheduler's step still ran
+
+
+def test_trtllm_sweep_takes_no_decode_wait_admits_whole_batches_and_times_the_simulated_step(tmp_path, monkeypatch):
+    """Issue 26's done-when, against the stand-in: no decode step waits in the queue, every batch is admitted
+    whole (the TensorRT flow, which cannot, is refused before any GPU time), and each window's step time
+    (wall time per call over its executor iterations) is the stand-in's simulated step within 10 %."""
+    import yaml
+
+    from energykit import sweep
+    from energykit.iotools import read_window_log
+    from energykit.params import load_measure_params
+
+    trt = FakeTensorRTLLM(step_s=0.02).install(monkeypatch)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[4, 2],
+                                        input_lens=[16, 32], output_lens=[4, 8], repeats=1, min_window_s=0.3,
+                                        meter="none", warmup=1, idle_s=0, output=str(tmp_path / "out"))))
+    with pytest.warns(UserWarning):
+        sweep.run(load_measure_params(path), progress=False)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
+    assert len(recs) == 8 and all(r["status"] == "ok" for r in recs)
+    assert trt.decode_queue_waits() == [] and trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
+    assert all(r["first_token_iterations"] == 1 for r in recs)
+    steps = sorted(r["step_s"] / trt.step_s for r in recs)
+    assert 0.95 < steps[0] and steps[-1] < 1.1, steps  # wall time per iteration = the simulated step
+    assert all(r["executor_step_s"] == pytest.approx(trt.step_s, rel=0.1) for r in recs)
+    opt = dict(TINY, name="o", arch="opt", num_kv_heads=4, ffn_gated=0)
+    path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[opt], batch_sizes=[4], input_lens=[16],
+                                        output_lens=[4], meter="none", output=str(tmp_path / "opt"))))
+    with pytest.raises(ParamsError, match="only in its TensorRT engine-build flow, whose C\\+\\+ executor admits"):
+        load_measure_params(path)  # at validation, with the library installed: before anything runs
+    assert not (tmp_path / "opt").exists()
