@@ -523,8 +523,8 @@ class FakeFetch:
     idle: bool
     """No active and no waiting request: upstream fetches with ``timeout=None`` (blocks for the first)."""
     waited_s: float
-    """Seconds the fetch took [s]; for an idle fetch counted from the first request's arrival (the
-    time blocked before it, with nothing running, is no call's wait)."""
+    """Seconds the fetch waited [s]: busy, blocked in the queue's ``get``; idle, from the first request's
+    arrival to its return (the time blocked before it, with nothing running, is no call's wait)."""
     requests: int
     """Requests it returned."""
 
@@ -551,6 +551,23 @@ class FakeRequestQueueItem:
         return not self.is_shutdown_request
 
 
+class _TimedQueue(queue.Queue):
+    """A ``queue.Queue`` that adds up the seconds its blocking ``get`` calls waited (``blocked_s``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocked_s = 0.0
+
+    def get(self, block=True, timeout=None):
+        if not block:
+            return super().get(False)
+        t0 = time.monotonic()
+        try:
+            return super().get(True, timeout)
+        finally:
+            self.blocked_s += time.monotonic() - t0
+
+
 class FakeExecutorRequestQueue:
     """``tensorrt_llm/_torch/pyexecutor/executor_request_queue.py``'s ``ExecutorRequestQueue``, as upstream runs it.
 
@@ -566,7 +583,7 @@ class FakeExecutorRequestQueue:
 
     def __init__(self, fake, max_batch_size, batch_wait_timeout_ms):
         self._fake = fake
-        self.request_queue: queue.Queue = queue.Queue()
+        self.request_queue: queue.Queue = _TimedQueue()
         self.waiting_queue: deque = deque()
         self.max_batch_size = max_batch_size
         self.max_num_active_requests = max_batch_size
@@ -603,12 +620,14 @@ class FakeExecutorRequestQueue:
     def fetch_new_requests(self, num_active_requests: int) -> list:
         idle = num_active_requests == 0 and len(self.waiting_queue) == 0
         timeout = None if idle else datetime.timedelta(0)
-        t0 = time.monotonic()
+        t0, b0 = time.monotonic(), self.request_queue.blocked_s
         new = self._get_from_request_queue(timeout)
         t1 = time.monotonic()
-        if idle and new:  # blocked until the first request arrived: nothing ran, no call waited
-            t0 = max(t0, min(item.queued_at for item in new))
-        self._fake.fetches.append(FakeFetch(idle, max(0.0, t1 - t0), len(new)))
+        if idle:  # blocked until the first request arrived (nothing ran, no call waited), then maybe more
+            waited = t1 - max(t0, min(item.queued_at for item in new)) if new else 0.0
+        else:  # busy: the time blocked in the queue (its own bookkeeping, not the host's hiccups)
+            waited = self.request_queue.blocked_s - b0
+        self._fake.fetches.append(FakeFetch(idle, max(0.0, waited), len(new)))
         normal = []
         for item in new:
             if item.is_shutdown_request:

@@ -284,7 +284,7 @@ def test_whole_batch_fetch_waits_only_when_idle(trt):
     from energykit.testing import FakeExecutorRequestQueue, FakeRequestQueueItem
 
     q = FakeExecutorRequestQueue(trt, max_batch_size=3, batch_wait_timeout_ms=0)
-    fetch = WholeBatchFetch(q, 3, admit_wait_s=0.5, queue_wait_s=0.002)
+    fetch = WholeBatchFetch(q, 3, admit_wait_s=0.5, queue_wait_s=0.0005)
     assert q._get_from_request_queue is fetch
     for k in range(3):
         threading.Timer(0.01 * (k + 1), q.request_queue.put, (FakeRequestQueueItem(k),)).start()
@@ -299,7 +299,7 @@ def test_whole_batch_fetch_waits_only_when_idle(trt):
     q._get_from_request_queue(datetime.timedelta(0))
     assert fetch.waits == 1 and fetch.busy_wait_s >= 0.02
     fetch.remove()
-    assert "_get_from_request_queue" not in q.__dict__
+    assert "_get_from_request_queue" not in q.__dict__ and "get" not in q.request_queue.__dict__
 
 
 def test_trtllm_executor_outside_this_process_is_one_line(trt, tmp_path):

@@ -107,9 +107,9 @@ ADMIT_WAIT_S = 1.0
 are enqueued back to back (microseconds apart): this only bounds a lost request, whose batch is then
 ragged and its window failed."""
 
-QUEUE_WAIT_S = 0.002
-"""A fetch of a busy executor that takes longer than this [s] is a decode step that waited in the queue.
-Upstream's non-blocking fetch takes microseconds; a decode step on an H200 takes milliseconds."""
+QUEUE_WAIT_S = 0.0005
+"""A fetch of a busy executor that blocked in its queue's ``get`` longer than this [s] is a decode step that
+waited in the queue. Upstream's busy fetch blocks only in its batch wait; a decode step takes milliseconds."""
 
 SINGLE_PROCESS_ENV = "TLLM_WORKER_USE_SINGLE_PROCESS"
 """The switch of ``tensorrt_llm/llmapi/utils.py`` (``enable_worker_single_process_for_tp1``, read once per
@@ -132,8 +132,10 @@ class WholeBatchFetch:
     (it is upstream's, and returns at once), and after a call that may wait returns fewer than
     ``batch_size`` requests, keeps taking requests from ``request_queue`` until there are
     ``batch_size`` of them or ``admit_wait_s`` passed. It counts what it saw: ``whole`` and ``short``
-    idle fetches, and ``waits``, the busy fetches that took over ``queue_wait_s`` (decode steps that
-    waited in the queue).
+    idle fetches, and ``waits``, the busy fetches that blocked in the queue's ``get`` over
+    ``queue_wait_s`` (decode steps that waited in the queue; the blocking is timed through the
+    ``request_queue`` instance's ``get``, which upstream's ``get_nowait`` also calls, so host hiccups
+    do not count).
 
     Parameters
     ----------
@@ -156,19 +158,32 @@ class WholeBatchFetch:
         self.original = request_queue._get_from_request_queue
         self.whole = self.short = self.waits = 0
         self.busy_wait_s = 0.0
+        self.blocked_s = 0.0
+        """Seconds spent blocked in ``request_queue.get`` (every fetch)."""
+        self._get = request_queue.request_queue.get
+        request_queue.request_queue.get = self._timed_get
         self.priming = False
         """While true, an idle fetch returns what upstream returns (the primer request of :meth:`TrtLlmEngine._prime`)."""
         request_queue._get_from_request_queue = self  # the loop looks the method up on the instance
 
+    def _timed_get(self, block=True, timeout=None):
+        if not block:
+            return self._get(False)
+        t0 = time.monotonic()
+        try:
+            return self._get(True, timeout)
+        finally:
+            self.blocked_s += time.monotonic() - t0
+
     def __call__(self, timeout):
         secs = timeout.total_seconds() if timeout is not None else None
         if secs is not None and secs <= 0:  # busy: upstream's non-blocking fetch, never a wait
-            t0 = time.monotonic()
+            b0 = self.blocked_s
             items = self.original(timeout)
-            took = time.monotonic() - t0
-            if took > self.queue_wait_s:
+            blocked = self.blocked_s - b0
+            if blocked > self.queue_wait_s:
                 self.waits += 1
-                self.busy_wait_s += took
+                self.busy_wait_s += blocked
             return items
         items = list(self.original(timeout))
         if self.priming:
@@ -179,7 +194,7 @@ class WholeBatchFetch:
             if left <= 0:
                 break
             try:
-                items.append(self.queue.request_queue.get(timeout=left))
+                items.append(self._get(True, left))
             except queue.Empty:
                 break
         if items and all(getattr(i, "is_normal_request", True) for i in items):
@@ -190,9 +205,11 @@ class WholeBatchFetch:
         return items
 
     def remove(self) -> None:
-        """Give the queue its own method back."""
+        """Give the queue its own methods back."""
         if self.queue.__dict__.get("_get_from_request_queue") is self:
             del self.queue._get_from_request_queue
+        if self.queue.request_queue.__dict__.get("get") == self._timed_get:
+            del self.queue.request_queue.get
 
 
 def _import():
