@@ -8,11 +8,15 @@
   (1.2's contract; a few fields of the stored main snapshot, marked). It accepts exactly the
   arguments the real ``LLM`` (both flows), ``SamplingParams``, ``KvCacheConfig``, ``CudaGraphConfig``
   and ``BuildConfig`` accept, raises where the real ones raise, lists architectures as the library's
-  registries do, and simulates the executor iteration by iteration: an idle executor that wakes on the
-  first request (a batch submitted one by one comes out ragged), CUDA graphs only for captured
-  generation-only batch sizes, the overlap scheduler's in-flight step after the last response, and
-  per-request perf metrics (first/last iteration, steady-clock times). It counts what a measurement
-  must avoid: reused prefix blocks, repeated prompts, split prefills, ragged and ungraphed iterations.
+  registries do, and runs the executor loop in a thread, iteration by iteration, consulting its
+  request queue every iteration with upstream's arguments and waiting as upstream waits (real time,
+  in every call's duration): an idle executor that wakes on the first request (a batch submitted one
+  by one comes out ragged), ``batch_wait_timeout_ms`` waited on every busy iteration, the executor in
+  this process or behind a proxy as ``TLLM_WORKER_USE_SINGLE_PROCESS`` says, CUDA graphs only for
+  captured generation-only batch sizes, the overlap scheduler's in-flight step after the last
+  response, and per-request perf metrics (first/last iteration, steady-clock times). It counts what a
+  measurement must avoid: reused prefix blocks, repeated prompts, split prefills, ragged and
+  ungraphed iterations, decode steps that waited in the queue.
 """
 
 from __future__ import annotations
@@ -236,10 +240,27 @@ def fake_api_names() -> list[str]:
 #                                    sorts given batch_sizes, or generates 1..31, 32, 64, 128 (no padding)
 #                                    up to max_batch_size (default 128), and refuses a max_batch_size that is
 #                                    not max(batch_sizes); enable_energy_metrics [main].
-#   tensorrt_llm/_torch/pyexecutor/executor_request_queue.py  _fetch_and_process_requests: an idle
-#                                    executor (no active, no waiting request) blocks on the queue with no
-#                                    timeout, so it wakes on the first request that arrives; with
-#                                    batch_wait_timeout_ms > 0 it waits up to that long for max_batch_size.
+#   tensorrt_llm/_torch/pyexecutor/executor_request_queue.py (read at commit 007a7508b8f6, the stored
+#                                    snapshot; the index holds no tagged 1.2 tree)  _fetch_and_process_requests,
+#                                    called once per executor iteration (py_executor.py _prepare_and_schedule_batch
+#                                    -> _fetch_and_activate_new_requests -> fetch_new_requests): idle (no active,
+#                                    no waiting request) it calls _get_from_request_queue(None), else
+#                                    _get_from_request_queue(timedelta(0)). _get_from_request_queue: an empty
+#                                    queue with a timeout of None (or > 0) blocks for ONE item, otherwise it
+#                                    drains the queue without blocking; then, if batch_wait_timeout_ms > 0 and
+#                                    it has fewer than max_batch_size items, it waits for more until a deadline
+#                                    batch_wait_timeout_ms away -- on every call, busy (decode) ones included.
+#   tensorrt_llm/llmapi/utils.py     enable_worker_single_process_for_tp1(): @cache'd read of
+#                                    TLLM_WORKER_USE_SINGLE_PROCESS == "1".
+#   tensorrt_llm/executor/executor.py  GenerationExecutor.create: MPI workers (a GenerationExecutorProxy) for
+#                                    more than one rank; for one, a GenerationExecutorWorker in this process
+#                                    when enable_worker_single_process_for_tp1(), else a proxy again.
+#                                    executor/base_worker.py: the worker's engine is the PyExecutor
+#                                    (self.engine = _create_py_executor()), whose executor_request_queue is the
+#                                    queue above; llmapi/llm.py keeps the executor as LLM._executor.
+#   cpp/tensorrt_llm/executor/executorImpl.cpp (commit b35ac1b64368)  Executor::Impl::getLeaderNewReqWithIds,
+#                                    the TensorRT flow's C++ queue: waits until a request is queued (or one
+#                                    is active), then takes every queued one; no batch wait.
 #   tensorrt_llm/_torch/pyexecutor/py_executor.py  _executor_loop_overlap: step k is launched before
 #                                    step k-1's tokens are processed (_update_requests, then
 #                                    _process_previous_batch sends the responses), so when the last
