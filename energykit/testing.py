@@ -240,8 +240,9 @@ def fake_api_names() -> list[str]:
 #                                    sorts given batch_sizes, or generates 1..31, 32, 64, 128 (no padding)
 #                                    up to max_batch_size (default 128), and refuses a max_batch_size that is
 #                                    not max(batch_sizes); enable_energy_metrics [main].
-#   tensorrt_llm/_torch/pyexecutor/executor_request_queue.py (read at commit 007a7508b8f6, the stored
-#                                    snapshot; the index holds no tagged 1.2 tree)  _fetch_and_process_requests,
+#   tensorrt_llm/_torch/pyexecutor/executor_request_queue.py (read at commits a98a9061d72f and 007a7508b8f6,
+#                                    stored snapshots of main, identical here; no tagged 1.2 tree was
+#                                    available)  _fetch_and_process_requests,
 #                                    called once per executor iteration (py_executor.py _prepare_and_schedule_batch
 #                                    -> _fetch_and_activate_new_requests -> fetch_new_requests): idle (no active,
 #                                    no waiting request) it calls _get_from_request_queue(None), else

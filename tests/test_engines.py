@@ -102,10 +102,10 @@ def test_every_call_gets_fresh_prompts_prepared_outside_the_window():
 # The stand-in follows TensorRT-LLM's source (files in energykit/testing.py): 1.2's LLM API
 # (llmapi/llm.py, llm_args.py, sampling_params.py), the PyTorch executor of the stored main snapshot
 # (NVIDIA/TensorRT-LLM, llm_args.py at commit 0004396720054fd8; _torch/pyexecutor/py_executor.py's
-# _executor_loop_overlap and _prepare_and_schedule_batch), its request queue read at commit 007a7508b8f6
-# (_torch/pyexecutor/executor_request_queue.py: _get_from_request_queue, _fetch_and_process_requests —
-# the per-iteration fetch and its batch wait), where the executor runs (executor/executor.py
-# GenerationExecutor.create, llmapi/utils.py enable_worker_single_process_for_tp1), the TensorRT flow's
+# _executor_loop_overlap and _prepare_and_schedule_batch), its request queue read at commits a98a9061d72f
+# and 007a7508b8f6 (_torch/pyexecutor/executor_request_queue.py: _get_from_request_queue and
+# _fetch_and_process_requests, the same in both: the per-iteration fetch and its batch wait), where the
+# executor runs (executor/executor.py GenerationExecutor.create, llmapi/utils.py enable_worker_single_process_for_tp1), the TensorRT flow's
 # C++ queue (cpp/tensorrt_llm/executor/executorImpl.cpp getLeaderNewReqWithIds, commit b35ac1b64368),
 # the registries (_torch/models/modeling_utils.py MODEL_CLASS_MAPPING, models/__init__.py MODEL_MAP)
 # and the bench's EnergyMonitor (bench/benchmark/utils/energy_monitor.py).
@@ -254,7 +254,8 @@ def test_old_calls_fail_against_the_stand_in(trt, tmp_path):
 
 
 def test_the_stand_in_queue_is_upstreams(trt):
-    """FakeExecutorRequestQueue._get_from_request_queue against executor_request_queue.py (commit 007a7508b8f6)."""
+    """FakeExecutorRequestQueue._get_from_request_queue against executor_request_queue.py (commits a98a9061d72f,
+    007a7508b8f6: the same function), including the batch wait a busy executor still takes."""
     import datetime
 
     from energykit.testing import FakeExecutorRequestQueue, FakeRequestQueueItem
