@@ -449,7 +449,8 @@ def test_fake_rejects_unknown_arguments_and_backends(trt, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["opt", "falcon", "gemma2", "granite"])
-def test_trtllm_families_only_the_tensorrt_flow_runs_are_refused_before_any_gpu_time(trt, tmp_path, arch):
+def test_trtllm_families_only_the_tensorrt_flow_runs_are_refused_before_any_gpu_time(trt, tmp_path, arch,
+                                                                                      monkeypatch):
     """Issue 26: the engine-build flow's C++ queue admits what is queued when it wakes, with no batch wait."""
     pytest.importorskip("transformers")
     geom = dict(TINY, arch=arch, sliding_window=8)
@@ -462,6 +463,9 @@ def test_trtllm_families_only_the_tensorrt_flow_runs_are_refused_before_any_gpu_
         eng.load()
     assert _llm_calls(trt) == []  # nothing built, no GPU time
     with pytest.raises(ParamsError, match="trtllm flow tensorrt .* is refused"):
+        check_supported("m", TINY, flow="tensorrt")
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # a planning machine without the library: refused too
+    with pytest.raises(ParamsError, match="trtllm flow tensorrt .* is refused: its C\\+\\+ executor admits"):
         check_supported("m", TINY, flow="tensorrt")
 
 

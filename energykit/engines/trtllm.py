@@ -298,17 +298,21 @@ def choose_flow(name: str, geometry: dict, checkpoint: str | None = None, backen
 
 def check_supported(name: str, geometry: dict, backend: str = "pytorch", checkpoint: str | None = None,
                     flow: str = "auto") -> None:
-    """Refuse, before any GPU time, a model that no flow of the installed TensorRT-LLM runs.
+    """Refuse, before any GPU time, a model the PyTorch backend of the installed TensorRT-LLM does not run.
 
-    Without TensorRT-LLM installed (a machine that only plans or validates a sweep) there is no library
-    to ask: nothing is refused here, and :meth:`TrtLlmEngine.load` asks it on the GPU machine.
+    ``flow: tensorrt`` is refused everywhere. Without TensorRT-LLM installed (a machine that only plans
+    or validates a sweep) there is no library to ask which architectures it runs: nothing else is
+    refused here, and :meth:`TrtLlmEngine.load` asks it on the GPU machine.
     """
     if backend not in BACKENDS:
         raise ParamsError(f"trtllm backend {backend!r} is not one of {', '.join(BACKENDS)} (TensorRT-LLM "
-                          f"{TARGET_VERSION}'s LLM); families the PyTorch backend lacks run through the TensorRT "
-                          "engine flow on their own (trtllm: {flow: auto})")
+                          f"{TARGET_VERSION}'s LLM); the TensorRT engine build is not measured: its C++ executor "
+                          f"{TENSORRT_FLOW_REFUSAL}")
     if flow not in ("auto",) + FLOWS:
         raise ParamsError(f"trtllm flow {flow!r} is not one of auto, {', '.join(FLOWS)}")
+    if flow == "tensorrt":
+        raise ParamsError(f"model {name!r}: trtllm flow tensorrt (TensorRT-LLM's engine build) is refused: its C++ "
+                          f"executor {TENSORRT_FLOW_REFUSAL}; set flow: auto under trtllm:")
     if _installed() is None:
         return
     choose_flow(name, geometry, checkpoint, backend, flow)
