@@ -168,6 +168,7 @@ def test_trtllm_calls_on_the_real_contract(trt, tmp_path):
     assert g.extra["first_token_iterations"] == 1 and g.extra["decode_graphed"] is True
     v = eng.versions()
     assert v["kv_cache"] == "paged, block reuse off" and v["chunked_prefill"] is False and v["flow"] == "pytorch"
+    assert v["batch_wait_timeout_ms"] == 0 and v["admission"].startswith("in-process executor")
     eng.close()
     assert trt.calls[-1][0] == "shutdown"
 
