@@ -534,6 +534,7 @@ class TrtLlmEngine(Engine):
         except BaseException:
             self.llm.shutdown()
             self.llm = None
+            self.loaded_batch = None
             raise
         self.loaded_batch = batch
         self.loads += 1
@@ -545,7 +546,7 @@ class TrtLlmEngine(Engine):
         wrapper is set; that call returns the next request alone. The primer is that request, so the
         first batch meets the wrapper.
         """
-        prompt = [self._rng.randrange(self.vocab_size) for _ in range(min(16, self.max_input_len))]
+        prompt = [self._rng.randrange(self.vocab_size) for _ in range(max(1, min(16, self.max_input_len, self.max_len - 1)))]
         sp = self.trt.SamplingParams(max_tokens=1, end_id=self.end_id, pad_id=self.end_id, ignore_eos=True,
                                      temperature=0.0, detokenize=False)
         self.fetch.priming = True
