@@ -42,6 +42,9 @@ UNITS = {
     "ttft_spread_s": "s",
     "library_energy_j": "J",
     "library_energy_diff": "1",
+    "step_s": "s",
+    "pilot_step_s": "s",
+    "executor_step_s": "s",
 }
 """``attrs["units"]`` of each variable and coordinate."""
 GLOSSARY = {
@@ -54,5 +57,8 @@ GLOSSARY = {
     "decode_graphed": "decode ran as CUDA graphs captured at this batch size (trtllm)",
     "library_energy_j": "the engine library's own energy counter over the same windows, per call",
     "library_energy_diff": "(library_energy - window_energy) / window_energy of the kit's meter",
+    "step_s": "wall time per forward step of one call (duration_s over the engine's steps, else over output_tokens)",
+    "pilot_step_s": "the same from the unmetered pilot calls; a window over 10x it fails",
+    "executor_step_s": "one decode step as the engine's executor timed it (trtllm perf metrics)",
 }
 """``attrs["long_name"]`` of the main variables."""

@@ -423,7 +423,7 @@ def _measure_window(params, key, engine, meter, measure, provenance, pilots=None
             window_energy_j=w.reading.energy_j, window_duration_s=w.reading.duration_s,
             energy_method=w.reading.method, reason=w.reading.reason,
             output_tokens=w.last_result.output_tokens, ttft_s=w.last_result.ttft_s,
-            segments=w.segments, padding_s=w.reading.padding_s,
+            segments=w.segments, padding_s=w.reading.padding_s, step_s=w.step_s, pilot_step_s=w.pilot_step_s,
         )
         rec.update({k: v for k, v in w.last_result.extra.items() if isinstance(v, (int, float, str, bool))})
         library_j = getattr(meter, "library_energy_j", None)

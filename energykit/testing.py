@@ -8,11 +8,15 @@
   (1.2's contract; a few fields of the stored main snapshot, marked). It accepts exactly the
   arguments the real ``LLM`` (both flows), ``SamplingParams``, ``KvCacheConfig``, ``CudaGraphConfig``
   and ``BuildConfig`` accept, raises where the real ones raise, lists architectures as the library's
-  registries do, and simulates the executor iteration by iteration: an idle executor that wakes on the
-  first request (a batch submitted one by one comes out ragged), CUDA graphs only for captured
-  generation-only batch sizes, the overlap scheduler's in-flight step after the last response, and
-  per-request perf metrics (first/last iteration, steady-clock times). It counts what a measurement
-  must avoid: reused prefix blocks, repeated prompts, split prefills, ragged and ungraphed iterations.
+  registries do, and runs the executor loop in a thread, iteration by iteration, consulting its
+  request queue every iteration with upstream's arguments and waiting as upstream waits (real time,
+  in every call's duration): an idle executor that wakes on the first request (a batch submitted one
+  by one comes out ragged), ``batch_wait_timeout_ms`` waited on every busy iteration, the executor in
+  this process or behind a proxy as ``TLLM_WORKER_USE_SINGLE_PROCESS`` says, CUDA graphs only for
+  captured generation-only batch sizes, the overlap scheduler's in-flight step after the last
+  response, and per-request perf metrics (first/last iteration, steady-clock times). It counts what a
+  measurement must avoid: reused prefix blocks, repeated prompts, split prefills, ragged and
+  ungraphed iterations, decode steps that waited in the queue.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import datetime
 import json
 import math
 import os
+import queue
 import sys
+import threading
 import time
 import types
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["FakeNVMLError", "FakeNVMLErrorNotSupported", "FakeNvml", "fake_api_names", "TRTLLM_BASE_ARGS",
@@ -233,10 +240,28 @@ def fake_api_names() -> list[str]:
 #                                    sorts given batch_sizes, or generates 1..31, 32, 64, 128 (no padding)
 #                                    up to max_batch_size (default 128), and refuses a max_batch_size that is
 #                                    not max(batch_sizes); enable_energy_metrics [main].
-#   tensorrt_llm/_torch/pyexecutor/executor_request_queue.py  _fetch_and_process_requests: an idle
-#                                    executor (no active, no waiting request) blocks on the queue with no
-#                                    timeout, so it wakes on the first request that arrives; with
-#                                    batch_wait_timeout_ms > 0 it waits up to that long for max_batch_size.
+#   tensorrt_llm/_torch/pyexecutor/executor_request_queue.py (read at commits a98a9061d72f and 007a7508b8f6,
+#                                    stored snapshots of main, identical here; no tagged 1.2 tree was
+#                                    available)  _fetch_and_process_requests,
+#                                    called once per executor iteration (py_executor.py _prepare_and_schedule_batch
+#                                    -> _fetch_and_activate_new_requests -> fetch_new_requests): idle (no active,
+#                                    no waiting request) it calls _get_from_request_queue(None), else
+#                                    _get_from_request_queue(timedelta(0)). _get_from_request_queue: an empty
+#                                    queue with a timeout of None (or > 0) blocks for ONE item, otherwise it
+#                                    drains the queue without blocking; then, if batch_wait_timeout_ms > 0 and
+#                                    it has fewer than max_batch_size items, it waits for more until a deadline
+#                                    batch_wait_timeout_ms away -- on every call, busy (decode) ones included.
+#   tensorrt_llm/llmapi/utils.py     enable_worker_single_process_for_tp1(): @cache'd read of
+#                                    TLLM_WORKER_USE_SINGLE_PROCESS == "1".
+#   tensorrt_llm/executor/executor.py  GenerationExecutor.create: MPI workers (a GenerationExecutorProxy) for
+#                                    more than one rank; for one, a GenerationExecutorWorker in this process
+#                                    when enable_worker_single_process_for_tp1(), else a proxy again.
+#                                    executor/base_worker.py: the worker's engine is the PyExecutor
+#                                    (self.engine = _create_py_executor()), whose executor_request_queue is the
+#                                    queue above; llmapi/llm.py keeps the executor as LLM._executor.
+#   cpp/tensorrt_llm/executor/executorImpl.cpp (commit b35ac1b64368)  Executor::Impl::getLeaderNewReqWithIds,
+#                                    the TensorRT flow's C++ queue: waits until a request is queued (or one
+#                                    is active), then takes every queued one; no batch wait.
 #   tensorrt_llm/_torch/pyexecutor/py_executor.py  _executor_loop_overlap: step k is launched before
 #                                    step k-1's tokens are processed (_update_requests, then
 #                                    _process_previous_batch sends the responses), so when the last
@@ -443,21 +468,25 @@ class _RequestOutput:
 
 
 class _Future:
-    """What ``LLM.generate_async`` returns (``RequestOutput``): ``result()`` waits for the response."""
+    """What ``LLM.generate_async`` returns (``RequestOutput``): ``result()`` waits for the executor's response."""
 
-    def __init__(self, fake, llm, request_id, prompt, sp):
-        self._fake, self._llm = fake, llm
+    def __init__(self, request_id, prompt, sp):
         self.request_id, self.prompt_token_ids, self.sp = request_id, list(prompt), sp
         self.outputs: list = []
         self.finished = False
-        self.respond_at = 0.0
         self.submitted_at = time.monotonic()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+
+    def _respond(self, outputs=None, error=None):
+        self.outputs, self._error, self.finished = outputs or [], error, True
+        self._done.set()
 
     def result(self, timeout=None):
-        self._llm._run()
-        wait = self.respond_at - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)  # the executor sends the response when the step that finished it is processed
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.request_id} got no response within {timeout} s")
+        if self._error is not None:
+            raise self._error
         return self
 
 
@@ -509,33 +538,337 @@ class FakeIteration:
     """The overlap scheduler's extra step, launched before the batch's last tokens were processed."""
 
 
+@dataclass
+class FakeFetch:
+    """One consultation of the request queue by the executor loop (one per iteration)."""
+
+    idle: bool
+    """No active and no waiting request: upstream fetches with ``timeout=None`` (blocks for the first)."""
+    waited_s: float
+    """Seconds the fetch waited [s]: busy, blocked in the queue's ``get``; idle, from the first request's
+    arrival to its return (the time blocked before it, with nothing running, is no call's wait)."""
+    requests: int
+    """Requests it returned."""
+
+
+SHUTDOWN_REQUEST_ID = -1
+"""``executor_request_queue.py``: the id of the queue item that stops the executor loop."""
+
+
+@dataclass
+class FakeRequestQueueItem:
+    """``executor_request_queue.RequestQueueItem``: an id and the request (None for a control item)."""
+
+    id: int
+    request: object = None
+    queued_at: float = field(default_factory=time.monotonic)
+    """When it was put in the queue (the stand-in's bookkeeping)."""
+
+    @property
+    def is_shutdown_request(self):
+        return self.id == SHUTDOWN_REQUEST_ID
+
+    @property
+    def is_normal_request(self):
+        return not self.is_shutdown_request
+
+
+class _TimedQueue(queue.Queue):
+    """A ``queue.Queue`` that adds up the seconds its blocking ``get`` calls waited (``blocked_s``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocked_s = 0.0
+
+    def get(self, block=True, timeout=None):
+        if not block:
+            return super().get(False)
+        t0 = time.monotonic()
+        try:
+            return super().get(True, timeout)
+        finally:
+            self.blocked_s += time.monotonic() - t0
+
+
+class FakeExecutorRequestQueue:
+    """``tensorrt_llm/_torch/pyexecutor/executor_request_queue.py``'s ``ExecutorRequestQueue``, as upstream runs it.
+
+    :meth:`_get_from_request_queue` is upstream's logic line for line: with a ``timeout`` of None (or
+    over 0) and an empty queue it blocks for one item, else it drains the queue without waiting; then,
+    with ``batch_wait_timeout_ms > 0`` and fewer than ``max_batch_size`` items, it waits until a
+    deadline ``batch_wait_timeout_ms`` away for more — on *every* call, whether the executor is idle
+    or decoding. :meth:`fetch_new_requests` is ``_fetch_new_requests_attention_tp`` →
+    ``_fetch_and_process_requests``: ``timeout=None`` when idle (no active request, empty waiting
+    queue), else ``timedelta(0)``; called once per executor iteration. It calls
+    ``self._get_from_request_queue`` through the instance, so a wrapper set on the instance is what runs.
+    """
+
+    def __init__(self, fake, max_batch_size, batch_wait_timeout_ms):
+        self._fake = fake
+        self.request_queue: queue.Queue = _TimedQueue()
+        self.waiting_queue: deque = deque()
+        self.max_batch_size = max_batch_size
+        self.max_num_active_requests = max_batch_size
+        self.batch_wait_timeout_ms = batch_wait_timeout_ms
+        self.is_shutdown = False
+        self.active = True
+
+    def _get_from_request_queue(self, timeout):
+        items = []
+        timeout_secs = timeout.total_seconds() if timeout is not None else None
+        try:
+            if self.request_queue.empty() and (timeout_secs is None or timeout_secs > 0):
+                items.append(self.request_queue.get(timeout=timeout_secs))  # queue empty and may wait: wait
+            else:
+                while True:  # not empty, or no waiting: take what is there
+                    items.append(self.request_queue.get_nowait())
+        except queue.Empty:
+            pass
+        if self.batch_wait_timeout_ms == 0:
+            return items
+        if len(items) >= self.max_batch_size:
+            return items
+        deadline = time.monotonic() + self.batch_wait_timeout_ms / 1000.0
+        while len(items) < self.max_batch_size:
+            remaining_timeout = deadline - time.monotonic()
+            if remaining_timeout <= 0:
+                break
+            try:
+                items.append(self.request_queue.get(timeout=remaining_timeout))
+            except queue.Empty:
+                break
+        return items
+
+    def fetch_new_requests(self, num_active_requests: int) -> list:
+        idle = num_active_requests == 0 and len(self.waiting_queue) == 0
+        timeout = None if idle else datetime.timedelta(0)
+        t0, b0 = time.monotonic(), self.request_queue.blocked_s
+        new = self._get_from_request_queue(timeout)
+        t1 = time.monotonic()
+        if idle:  # blocked until the first request arrived (nothing ran, no call waited), then maybe more
+            waited = t1 - max(t0, min(item.queued_at for item in new)) if new else 0.0
+        else:  # busy: the time blocked in the queue (its own bookkeeping, not the host's hiccups)
+            waited = self.request_queue.blocked_s - b0
+        self._fake.fetches.append(FakeFetch(idle, max(0.0, waited), len(new)))
+        normal = []
+        for item in new:
+            if item.is_shutdown_request:
+                self.is_shutdown = True
+            else:
+                normal.append(item)
+        self.waiting_queue.extend(normal)
+        take = max(0, self.max_num_active_requests - num_active_requests)
+        return [self.waiting_queue.popleft().request for _ in range(min(take, len(self.waiting_queue)))]
+
+    def enqueue_request(self, request) -> None:
+        self.request_queue.put(FakeRequestQueueItem(request.future.request_id, request))
+
+    def enqueue_shutdown_request(self) -> None:
+        self.request_queue.put(FakeRequestQueueItem(SHUTDOWN_REQUEST_ID))
+        self.active = False
+
+
+class FakeCppRequestQueue(FakeExecutorRequestQueue):
+    """The TensorRT flow's C++ executor queue (``cpp/tensorrt_llm/executor/executorImpl.cpp``,
+    ``Executor::Impl::getLeaderNewReqWithIds``): with no active request it waits until the queue holds
+    one, then takes every queued request (up to the free slots); there is no batch wait."""
+
+    def _get_from_request_queue(self, timeout):
+        items = []
+        if timeout is None:
+            items.append(self.request_queue.get())
+        try:
+            while True:
+                items.append(self.request_queue.get_nowait())
+        except queue.Empty:
+            pass
+        return items
+
+
+@dataclass
+class _FakeRequest:
+    """An ``LlmRequest`` inside the stand-in's executor."""
+
+    future: _Future
+    want: int
+    steps: int = 0
+    made: int = 0
+    finished: bool = False
+    first_scheduled: float | None = None
+    first_iter: int | None = None
+    last_iter: int | None = None
+    t_first: float | None = None
+    t_last: float | None = None
+
+
+class FakePyExecutor:
+    """The executor loop (``py_executor.py``: ``_executor_loop`` / ``_executor_loop_overlap``) in a thread.
+
+    Every iteration: fetch new requests from the queue (:meth:`FakeExecutorRequestQueue.fetch_new_requests`,
+    which may wait as upstream waits), schedule every unfinished active request (a new one prefills, the
+    others decode one token; context requests only while their prompt tokens fit ``max_num_tokens``),
+    launch the step on the simulated GPU (``step_s`` each, one after another), then — with the overlap
+    scheduler, *after* launching the next step — wait for the previous step, take its tokens and send
+    the responses of finished requests. So with overlap, when a call's last response is sent, one more
+    step (launched with the finished requests) still runs on the GPU, and an idle loop blocks in the
+    fetch without processing it.
+    """
+
+    def __init__(self, fake, llm, request_queue, in_process):
+        self._fake, self._llm = fake, llm
+        self.executor_request_queue = request_queue
+        self.in_process = in_process
+        self.active_requests: list[_FakeRequest] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="fake-trtllm-executor", daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        prev = None
+        try:
+            while True:
+                live = [r for r in self.active_requests if not r.finished]
+                idle = not live and not self.executor_request_queue.waiting_queue
+                new = self.executor_request_queue.fetch_new_requests(len(live))
+                waited = self._fake.fetches[-1].waited_s >= 0.001 if self._fake.fetches else False
+                if self.executor_request_queue.is_shutdown:
+                    break
+                self.active_requests = live + new
+                launched = self._launch(self.active_requests, idle or waited) if self.active_requests else None
+                if self._llm.overlap:
+                    if prev is not None:
+                        self._process(prev)
+                    if launched is not None and all(r.finished for r in launched[1]):
+                        launched[0].in_flight = True  # launched with requests that had just finished
+                    prev = launched
+                elif launched is not None:
+                    self._process(launched)
+        except BaseException as e:  # a bug of the stand-in: fail the waiting calls, never hang them
+            self.error = e
+            for r in self.active_requests:
+                r.future._respond(error=e)
+
+    def _launch(self, batch, after_wait=True):
+        fake, llm = self._fake, self._llm
+        ctx, gen, tokens = [], [], 0
+        for r in batch:
+            if r.steps == 0:
+                n = len(r.future.prompt_token_ids)
+                if ctx and not llm.chunked and tokens + n > llm.max_num_tokens:
+                    continue  # does not fit this iteration: it prefills in a later one
+                ctx.append(r)
+                tokens += n
+            else:
+                gen.append(r)
+        if len(ctx) < sum(1 for r in batch if r.steps == 0):
+            fake.split_prefills += 1
+        n = len(gen)
+        graphed = not ctx and n > 0 and (n in llm.graph_sizes or (llm.graph_padding and llm.graph_sizes
+                                                                  and n <= max(llm.graph_sizes)))
+        it = fake._iter
+        fake._iter += 1
+        rec = FakeIteration(it, len(ctx), n, graphed)
+        fake.iterations.append(rec)
+        # a step starts when the GPU is free and, after an idle loop or a fetch that waited, not before its
+        # launch. (Otherwise the host is taken to launch in time: a late thread of this test process is not
+        # the modelled executor's.)
+        t_start = max(time.monotonic(), fake.gpu_busy_until) if after_wait else fake.gpu_busy_until
+        t_end = t_start + fake.step_s
+        fake.gpu_busy_until = t_end
+        if self.in_process:
+            fake.in_process_busy_until = t_end
+        for r in ctx + gen:
+            r.steps += 1
+            if r.first_scheduled is None:
+                r.first_scheduled = t_start
+        return rec, ctx + gen, t_end, it
+
+    def _process(self, step):
+        rec, batch, t_end, it = step
+        wait = t_end - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)  # the host waits for the step's tokens
+        if all(r.finished for r in batch):
+            rec.in_flight = True
+        for r in batch:
+            if r.finished:
+                continue
+            r.made += 1
+            if r.first_iter is None:
+                r.first_iter, r.t_first = it, t_end
+            if r.made >= r.want:
+                r.finished, r.last_iter, r.t_last = True, it, t_end
+                self._respond(r)
+
+    def _respond(self, r):
+        f = r.future
+        metrics = None
+        if f.sp.return_perf_metrics:
+            since = datetime.timedelta
+            timing = types.SimpleNamespace(
+                arrival_time=since(seconds=f.submitted_at), first_scheduled_time=since(seconds=r.first_scheduled),
+                first_token_time=since(seconds=r.t_first), last_token_time=since(seconds=r.t_last))
+            metrics = types.SimpleNamespace(timing_metrics=timing, first_iter=r.first_iter, last_iter=r.last_iter)
+        f._respond([_Completion([7] * r.want, metrics)])
+
+    def shutdown(self):
+        self.executor_request_queue.enqueue_shutdown_request()
+        self._thread.join(timeout=5)
+
+
+class FakeGenerationExecutorWorker:
+    """``tensorrt_llm/executor/worker.py``'s ``GenerationExecutorWorker``: the executor in this process;
+    ``engine`` is the ``PyExecutor`` (``base_worker.py``: ``self.engine = _create_py_executor()``), or the
+    C++ ``tllm.Executor`` for the TensorRT flow."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def shutdown(self):
+        self.engine.shutdown()
+
+
+class FakeGenerationExecutorProxy:
+    """``tensorrt_llm/executor/proxy.py``'s ``GenerationExecutorProxy``: the worker runs in an MPI process;
+    this process holds no ``engine``, and its CUDA calls do not reach the worker's GPU work."""
+
+    def __init__(self, engine):
+        self._remote = engine
+
+    def shutdown(self):
+        self._remote.shutdown()
+
+
 class FakeTensorRTLLM(types.ModuleType):
     """A ``tensorrt_llm`` stand-in on the contract read above; records what a measurement must avoid.
 
     Install with :meth:`install` (``tensorrt_llm``, ``tensorrt_llm.llmapi``, ``tensorrt_llm._tensorrt_engine``,
-    ``tensorrt_llm._torch.models.modeling_utils``, ``tensorrt_llm.models`` and, where ``energy_monitor``, the
-    bench's ``EnergyMonitor``).
+    ``tensorrt_llm._torch.models.modeling_utils``, ``tensorrt_llm.models``, where ``energy_monitor`` the
+    bench's ``EnergyMonitor``, and ``torch.cuda.synchronize``).
 
-    The executor is simulated iteration by iteration: an idle executor wakes on the first request that
-    arrives (requests enqueued after it join the next iteration) unless ``batch_wait_timeout_ms`` makes it
-    wait for ``max_batch_size`` requests; each request prefills in the iteration that admits it (its first
-    token) and decodes one token per iteration; an iteration is graphed only when it holds generation
-    requests alone, at a captured batch size; with the overlap scheduler one more step runs after the last
-    tokens, and the GPU stays busy ``step_s`` past the last response (``gpu_busy_until``, on
-    ``time.monotonic``). Timings are on ``time.monotonic`` and responses really wait until their time.
+    Each ``LLM`` starts an executor loop in a thread (:class:`FakePyExecutor`) that consults its request
+    queue every iteration with upstream's arguments (:class:`FakeExecutorRequestQueue`), so it waits
+    where upstream waits and the wait is real time in every call's duration. Where the executor runs
+    follows ``GenerationExecutor.create`` (``executor/executor.py``): in this process
+    (:class:`FakeGenerationExecutorWorker`, ``llm._executor.engine``) when ``TLLM_WORKER_USE_SINGLE_PROCESS=1``
+    was set before the first ``LLM`` (``llmapi/utils.py``'s ``enable_worker_single_process_for_tp1`` is
+    ``@cache``d) and ``tensor_parallel_size`` is 1, else behind a proxy (an MPI worker process). Steps run
+    one after another on one simulated GPU (``step_s`` each, on ``time.monotonic``); ``torch.cuda.synchronize()``
+    in this process waits for the steps an in-process executor launched, never for a proxy's.
 
-    Counters a test reads: ``reused_blocks``, ``repeated_prompts``, ``split_prefills`` (prompts over
-    ``max_num_tokens`` in one call), ``iterations`` (a :class:`FakeIteration` per step),
-    ``batch_wait_idle_s`` (seconds the queue waited for a batch that never filled). ``short_by`` makes every
-    request return that many tokens fewer than asked; ``ragged_calls`` makes the next that many submissions
-    lose their last request past the batch wait (it joins one iteration late). The TensorRT flow's C++
-    executor has no batch wait: its queue is modelled as the PyTorch one without it (the first request
-    wakes it), unless ``trt_flow_batch_arrives_whole`` (all of a call's requests queued before it wakes).
+    Counters a test reads: ``reused_blocks``, ``repeated_prompts``, ``split_prefills`` (iterations whose
+    context requests did not fit ``max_num_tokens``), ``iterations`` (a :class:`FakeIteration` per step),
+    ``fetches`` (a :class:`FakeFetch` per consultation of the queue), :meth:`decode_queue_waits`.
+    ``short_by`` makes every request return that many tokens fewer than asked; ``ragged_calls`` makes
+    that many submissions enqueue their last request ``late_s`` after the others (a request lost past
+    any admission wait). ``submit_s`` is the time one ``generate_async`` takes [s] (the LLM API's input
+    processing and request objects, about 0.1-1 ms): the executor thread runs meanwhile, so an idle
+    executor wakes on the first request of a batch, as a real one does.
     """
 
     def __init__(self, short_by=0, version="1.2.0", step_s=0.001, pytorch_architectures=TRTLLM_PYTORCH_ARCHITECTURES,
                  tensorrt_architectures=TRTLLM_TENSORRT_ARCHITECTURES, tensorrt_flow=True, energy_monitor=False,
-                 ragged_calls=0, trt_flow_batch_arrives_whole=False):
+                 ragged_calls=0, late_s=0.2, submit_s=0.0002):
         super().__init__("tensorrt_llm")
         self.__version__ = version
         self.step_s = step_s
@@ -545,15 +878,19 @@ class FakeTensorRTLLM(types.ModuleType):
         self.split_prefills = 0
         self.prompts_sent = 0
         self.iterations: list[FakeIteration] = []
-        self.batch_wait_idle_s = 0.0
+        self.fetches: list[FakeFetch] = []
         self.gpu_busy_until = 0.0
+        self.in_process_busy_until = 0.0
+        self.single_process_worker: bool | None = None  # enable_worker_single_process_for_tp1(), read once
         self._seen_prompts: set = set()
         self._cached_blocks: set = set()
         self._iter = 0
         self._short_by = short_by
         self.ragged_calls = ragged_calls
-        self.trt_flow_batch_arrives_whole = trt_flow_batch_arrives_whole
+        self.late_s = late_s
+        self.submit_s = submit_s
         self.main_args = energy_monitor  # a build with the main snapshot's fields
+        self._executors: list = []
         fake = self
         llmapi = types.ModuleType("tensorrt_llm.llmapi")
 
@@ -587,6 +924,9 @@ class FakeTensorRTLLM(types.ModuleType):
                     kv = kwargs.get("kv_cache_config", FakeKvCacheConfig())
                     if not isinstance(kv, FakeKvCacheConfig):
                         raise ValueError("kv_cache_config: Input should be a valid KvCacheConfig")
+                    wait_ms = kwargs.get("batch_wait_timeout_ms", 0) or 0
+                    if wait_ms < 0:
+                        raise ValueError("batch_wait_timeout_ms must be greater than or equal to 0")
                     cfg_path = Path(str(model)) / "config.json"
                     if not cfg_path.exists():
                         raise ValueError(f"Failed to infer model format because no config.json exists in {model}")
@@ -610,7 +950,6 @@ class FakeTensorRTLLM(types.ModuleType):
                     self.max_seq_len = kwargs.get("max_seq_len") or (build.max_seq_len if build else None)
                     self.chunked = kwargs.get("enable_chunked_prefill", False)
                     self.return_perf_metrics = kwargs.get("return_perf_metrics", False)
-                    self.batch_wait_ms = kwargs.get("batch_wait_timeout_ms", 0) or 0
                     if flow == "pytorch":
                         graphs = kwargs.get("cuda_graph_config", FakeCudaGraphConfig())
                         if graphs is not None and not isinstance(graphs, FakeCudaGraphConfig):
@@ -618,14 +957,25 @@ class FakeTensorRTLLM(types.ModuleType):
                         self.graph_sizes = set(graphs.batch_sizes) if graphs else set()
                         self.graph_padding = bool(graphs and graphs.enable_padding)
                         self.overlap = not kwargs.get("disable_overlap_scheduler", False)
+                        q = FakeExecutorRequestQueue(fake, self.max_batch_size, wait_ms)
                     else:  # the C++ runtime captures a graph per generation batch shape when cuda_graph_mode is on
                         knobs = kwargs.get("extended_runtime_perf_knob_config")
                         on = bool(knobs and knobs.cuda_graph_mode)
                         self.graph_sizes = set(range(1, self.max_batch_size + 1)) if on else set()
                         self.graph_padding = False
                         self.overlap = False
-                    self._pending: list[_Future] = []
+                        q = FakeCppRequestQueue(fake, self.max_batch_size, 0)
+                    # executor/executor.py GenerationExecutor.create: more ranks than one spawn MPI workers
+                    # (a proxy); one rank runs in this process only where the single-process switch is on
+                    if fake.single_process_worker is None:
+                        fake.single_process_worker = os.environ.get("TLLM_WORKER_USE_SINGLE_PROCESS", "0") == "1"
+                    in_process = tensor_parallel_size == 1 and fake.single_process_worker
+                    engine = FakePyExecutor(fake, self, q, in_process)
+                    fake._executors.append(engine)
+                    self._executor = (FakeGenerationExecutorWorker if in_process else FakeGenerationExecutorProxy)(engine)
+                    self._queue = q
                     self._next = 0
+                    self._futures: list[_Future] = []  # submitted and not yet answered
                     self._shutdown = False
 
                 def _prepare(self, sp):
@@ -653,9 +1003,19 @@ class FakeTensorRTLLM(types.ModuleType):
                         raise FakeRequestError(f"prompt {len(prompt)} + max_tokens {sp.max_tokens} exceeds "
                                                f"max_seq_len {self.max_seq_len}")
                     fake.calls.append(("generate_async", {"inputs": prompt, "sampling_params": sp}))
-                    fut = _Future(fake, self, self._next, prompt, sp)
+                    fake._count_prompt(self, prompt)
+                    fut = _Future(self._next, prompt, sp)
                     self._next += 1
-                    self._pending.append(fut)
+                    want = (max(0, sp.max_tokens - fake._short_by) if sp.ignore_eos
+                            else max(1, (sp.max_tokens - fake._short_by) // 2))  # random weights hit EOS early
+                    request = _FakeRequest(fut, want)
+                    self._futures = [f for f in self._futures if not f.finished] + [fut]
+                    if fake.ragged_calls > 0 and len(self._futures) == self.max_batch_size > 1:
+                        fake.ragged_calls -= 1  # the batch's last request reaches the queue late
+                        threading.Timer(fake.late_s, self._queue.enqueue_request, (request,)).start()
+                    else:
+                        self._queue.enqueue_request(request)
+                    time.sleep(fake.submit_s)  # the rest of the API's submission path; the executor runs meanwhile
                     return fut
 
                 def generate(self, inputs, sampling_params=None, use_tqdm=True, lora_request=None,
@@ -669,15 +1029,10 @@ class FakeTensorRTLLM(types.ModuleType):
                     outs = [f.result() for f in futures]
                     return outs if batched else outs[0]
 
-                def _run(self):
-                    """Run every pending request through the simulated executor."""
-                    if not self._pending:
-                        return
-                    fake._execute(self, self._pending)
-                    self._pending = []
-
                 def shutdown(self):
                     fake.calls.append(("shutdown", {}))
+                    if not self._shutdown:
+                        self._executor.shutdown()
                     self._shutdown = True
 
             return LLM
@@ -717,77 +1072,27 @@ class FakeTensorRTLLM(types.ModuleType):
                 self._modules[name] = types.ModuleType(name)
             self._modules["tensorrt_llm.bench.benchmark.utils.energy_monitor"] = em
 
-    # -- the simulated executor ---------------------------------------------------------------------
-    def _execute(self, llm, pending: list) -> None:
-        """Admit, prefill and decode ``pending`` iteration by iteration (see the class docstring)."""
-        if not llm.chunked and sum(len(f.prompt_token_ids) for f in pending) > llm.max_num_tokens:
-            self.split_prefills += 1
-        for f in pending:
-            key = tuple(f.prompt_token_ids)
-            self.repeated_prompts += key in self._seen_prompts
-            self._seen_prompts.add(key)
-            self.prompts_sent += 1
-            for b in range(len(key) // TOKENS_PER_BLOCK):
-                block = key[: (b + 1) * TOKENS_PER_BLOCK]  # a block is keyed by its whole prefix
-                if llm.kv_cache_config.enable_block_reuse:
-                    self.reused_blocks += block in self._cached_blocks
-                    self._cached_blocks.add(block)
-        # admission: an idle executor wakes on the first request; the others arrive during that iteration
-        first = self._iter
-        if llm.batch_wait_ms > 0 or (llm.flow == "tensorrt" and self.trt_flow_batch_arrives_whole):
-            if llm.batch_wait_ms > 0 and len(pending) < llm.max_batch_size:
-                self.batch_wait_idle_s += llm.batch_wait_ms / 1e3  # the queue waited for a batch that never filled
-            admit = {id(f): first + (k // llm.max_batch_size) for k, f in enumerate(pending)}
-        else:
-            admit = {id(f): first if k == 0 else first + 1 + (k - 1) // llm.max_batch_size
-                     for k, f in enumerate(pending)}
-        if self.ragged_calls > 0 and len(pending) > 1:
-            self.ragged_calls -= 1
-            admit[id(pending[-1])] += 1
-        want = {id(f): max(0, f.sp.max_tokens - self._short_by) if f.sp.ignore_eos
-                else max(1, (f.sp.max_tokens - self._short_by) // 2) for f in pending}  # random weights hit EOS
-        made = {id(f): 0 for f in pending}
-        start = max(time.monotonic(), self.gpu_busy_until)
-        it = first
-        done = set()
-        first_iter, last_iter, t_first, t_last = {}, {}, {}, {}
-        while len(done) < len(pending):
-            ctx = [f for f in pending if admit[id(f)] == it]
-            gen = [f for f in pending if admit[id(f)] < it and id(f) not in done]
-            n = len(gen)
-            graphed = not ctx and n > 0 and (n in llm.graph_sizes or (llm.graph_padding and llm.graph_sizes
-                                                                      and n <= max(llm.graph_sizes)))
-            self.iterations.append(FakeIteration(it, len(ctx), n, graphed))
-            t_end = start + (it - first + 1) * self.step_s
-            for f in ctx + gen:
-                made[id(f)] += 1
-                if id(f) not in first_iter:
-                    first_iter[id(f)], t_first[id(f)] = it, t_end
-                if made[id(f)] >= want[id(f)]:
-                    done.add(id(f))
-                    last_iter[id(f)], t_last[id(f)] = it, t_end
-            it += 1
-        busy_until = start + (it - first) * self.step_s
-        if llm.overlap:  # step `it` was launched before the last tokens were processed: it runs on
-            last = [f for f in pending if last_iter[id(f)] == it - 1]
-            self.iterations.append(FakeIteration(it, 0, len(last), len(last) in llm.graph_sizes, in_flight=True))
-            it += 1
-            busy_until += self.step_s
-        self._iter = it
-        self.gpu_busy_until = busy_until
-        for f in pending:
-            k = id(f)
-            metrics = None
-            if f.sp.return_perf_metrics:
-                since = datetime.timedelta
-                timing = types.SimpleNamespace(
-                    arrival_time=since(seconds=f.submitted_at),
-                    first_scheduled_time=since(seconds=t_first[k] - self.step_s),
-                    first_token_time=since(seconds=t_first[k]), last_token_time=since(seconds=t_last[k]))
-                metrics = types.SimpleNamespace(timing_metrics=timing, first_iter=first_iter[k], last_iter=last_iter[k])
-            f.outputs = [_Completion([7] * want[k], metrics)]
-            f.finished = True
-            f.respond_at = t_last[k]  # with overlap: sent once the next step is launched, which runs on
+    # -- what the executors share ---------------------------------------------------------------------
+    def _count_prompt(self, llm, prompt: list) -> None:
+        key = tuple(prompt)
+        self.repeated_prompts += key in self._seen_prompts
+        self._seen_prompts.add(key)
+        self.prompts_sent += 1
+        for b in range(len(key) // TOKENS_PER_BLOCK):
+            block = key[: (b + 1) * TOKENS_PER_BLOCK]  # a block is keyed by its whole prefix
+            if llm.kv_cache_config.enable_block_reuse:
+                self.reused_blocks += block in self._cached_blocks
+                self._cached_blocks.add(block)
+
+    def cuda_synchronize(self, device=None) -> None:
+        """``torch.cuda.synchronize()`` in the test's process: waits for the steps of in-process executors."""
+        wait = self.in_process_busy_until - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    def decode_queue_waits(self, min_s: float = 0.001) -> list[float]:
+        """Seconds of each fetch that waited at least ``min_s`` while requests were active (a decode step's wait)."""
+        return [f.waited_s for f in self.fetches if not f.idle and f.waited_s >= min_s]
 
     def ragged_batches(self) -> int:
         """Iterations that prefilled some requests while others of the same submission were decoding."""
@@ -798,7 +1103,23 @@ class FakeTensorRTLLM(types.ModuleType):
         return sum(1 for i in self.iterations if i.generation_requests and not i.graphed and not i.in_flight)
 
     def install(self, monkeypatch) -> "FakeTensorRTLLM":
-        """Put this fake in ``sys.modules`` (``tensorrt_llm`` and the submodules the kit imports)."""
+        """Put this fake in ``sys.modules`` (``tensorrt_llm`` and the submodules the kit imports), point
+        ``torch.cuda.synchronize`` at :meth:`cuda_synchronize` (undone when the test ends)."""
         for name, module in self._modules.items():
             monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.delenv("TLLM_WORKER_USE_SINGLE_PROCESS", raising=False)  # restored when the test ends
+        try:
+            import torch
+        except ImportError:
+            torch = types.ModuleType("torch")
+            torch.cuda = types.SimpleNamespace()
+            monkeypatch.setitem(sys.modules, "torch", torch)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True, raising=False)
+        monkeypatch.setattr(torch.cuda, "synchronize", self.cuda_synchronize, raising=False)
         return self
+
+    def stop(self) -> None:
+        """Stop every executor loop still running (an LLM the test did not shut down)."""
+        for ex in self._executors:
+            if ex.executor_request_queue.active:
+                ex.shutdown()

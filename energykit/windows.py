@@ -14,6 +14,11 @@ further window (of at least half ``min_window_s``) continues the measurement: th
 
 A window always closes: if a call raises, the window is cancelled (its sampling thread stops) and
 the error goes on to the caller.
+
+A window fails (:class:`~energykit.errors.EngineError`, recorded by the sweep and measured again by its
+next run) when what it timed is not the engine's work: a call whose engine reports a decode step that
+waited in its request queue (:attr:`~energykit.engines.Generation.queue_waits`), or a step time
+(seconds per call over its forward steps) over :data:`PLAUSIBLE_STEP_FACTOR` times the pilot's.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .errors import EngineError
 from .meters import Meter, WindowReading
 
-__all__ = ["PILOT_MARGIN", "Window", "measure"]
+__all__ = ["PILOT_MARGIN", "PLAUSIBLE_STEP_FACTOR", "Window", "measure"]
 
 PILOT_MARGIN = 1.25
 """Prompts drawn for a window: this many times what the pilot calls' duration says is needed."""
@@ -33,6 +39,11 @@ PILOT_CALLS = 2
 """Unmetered calls before a window: the first warms the cell's shapes, the faster one times it."""
 MAX_DISCARDED = 3
 """Windows cut short by too few prompts and too short for the counter that are measured again."""
+PLAUSIBLE_STEP_FACTOR = 10.0
+"""A window whose step time exceeds this many times the pilot's per-step estimate fails."""
+MIN_EXCESS_S = 0.1
+"""...and exceeds it by at least this much per call [s], so that a host hiccup of tens of milliseconds
+never fails a window of short calls (a step stalled in a queue adds its wait to every step)."""
 
 
 @dataclass
@@ -57,6 +68,41 @@ class Window:
         """Wall time per call [s]."""
         return self.reading.duration_s / self.iterations
 
+    @property
+    def step_s(self) -> float:
+        """Wall time per forward step of a call [s] (the engine's step count, else one per new token); NaN
+        without either."""
+        return _per_step(self.duration_s, self.last_result)
+
+    @property
+    def pilot_step_s(self) -> float:
+        """The pilot's per-step estimate [s] (:attr:`pilot_s` over the new tokens per call)."""
+        return _per_step(self.pilot_s, self.last_result)
+
+
+def _per_step(per_call_s: float, result) -> float:
+    steps = getattr(result, "steps", 0) or getattr(result, "output_tokens", None)
+    return per_call_s / steps if isinstance(steps, int) and steps > 0 else float("nan")
+
+
+def _check_call(result) -> None:
+    """Fail a call whose engine reports decode steps that waited in its request queue."""
+    waits = getattr(result, "queue_waits", 0) or 0
+    if waits > 0:
+        raise EngineError(f"{waits} decode step(s) of a call waited in the engine's request queue: the window would "
+                          "meter the wait, not the GPU's work; it is failed and the next run measures it again")
+
+
+def _check_steps(per_call_s: float, pilot_s: float, result) -> None:
+    """Fail a window whose step time is implausible next to the pilot's (see :data:`PLAUSIBLE_STEP_FACTOR`)."""
+    if per_call_s > PLAUSIBLE_STEP_FACTOR * pilot_s and per_call_s - pilot_s > MIN_EXCESS_S:
+        step, pilot = _per_step(per_call_s, result), _per_step(pilot_s, result)
+        what = (f"step time {step * 1e3:.3g} ms is {per_call_s / pilot_s:.0f}x the pilot's per-step estimate "
+                f"{pilot * 1e3:.3g} ms") if math.isfinite(step) else \
+            f"call time {per_call_s * 1e3:.3g} ms is {per_call_s / pilot_s:.0f}x the pilot's {pilot_s * 1e3:.3g} ms"
+        raise EngineError(f"implausible window: {what} (over {PLAUSIBLE_STEP_FACTOR:g}x): something other than the "
+                          "GPU's work was timed; the window is failed and the next run measures it again")
+
 
 def _segment(meter: Meter, call: Callable[[], Any], budget: int, t_needed_s: float, more: Callable[[], bool]):
     """One meter window: call until ``t_needed_s`` passed, ``budget`` calls ran or ``more()`` is false."""
@@ -66,6 +112,7 @@ def _segment(meter: Meter, call: Callable[[], Any], budget: int, t_needed_s: flo
     try:
         while True:
             result = call()
+            _check_call(result)
             n += 1
             if n >= budget or not more():
                 break
@@ -99,7 +146,7 @@ def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, ma
         per_call_s = float("inf")
         for _ in range(PILOT_CALLS):  # pilots: time the cell, warm its shapes; not metered
             t0 = time.perf_counter()
-            call()
+            _check_call(call())
             meter.sync()
             per_call_s = min(per_call_s, max(time.perf_counter() - t0, 1e-6))
     pilot = per_call_s
@@ -114,6 +161,7 @@ def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, ma
         prepare(want - call.prepared)
         r, n, result = _segment(meter, call, want, left_s, lambda: call.prepared > 0)
         per_call_s = max(r.duration_s / n, 1e-6)
+        _check_steps(per_call_s, pilot, result)
         if not r.valid and r.duration_s < left_s and discarded < MAX_DISCARDED:
             discarded += 1  # prompts ran out before the counter moved: measure that stretch again
             continue

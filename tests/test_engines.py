@@ -102,9 +102,13 @@ def test_every_call_gets_fresh_prompts_prepared_outside_the_window():
 # The stand-in follows TensorRT-LLM's source (files in energykit/testing.py): 1.2's LLM API
 # (llmapi/llm.py, llm_args.py, sampling_params.py), the PyTorch executor of the stored main snapshot
 # (NVIDIA/TensorRT-LLM, llm_args.py at commit 0004396720054fd8; _torch/pyexecutor/py_executor.py's
-# _executor_loop_overlap; executor_request_queue.py's _fetch_and_process_requests), the registries
-# (_torch/models/modeling_utils.py MODEL_CLASS_MAPPING, models/__init__.py MODEL_MAP) and the bench's
-# EnergyMonitor (bench/benchmark/utils/energy_monitor.py).
+# _executor_loop_overlap and _prepare_and_schedule_batch), its request queue read at commits a98a9061d72f
+# and 007a7508b8f6 (_torch/pyexecutor/executor_request_queue.py: _get_from_request_queue and
+# _fetch_and_process_requests, the same in both: the per-iteration fetch and its batch wait), where the
+# executor runs (executor/executor.py GenerationExecutor.create, llmapi/utils.py enable_worker_single_process_for_tp1), the TensorRT flow's
+# C++ queue (cpp/tensorrt_llm/executor/executorImpl.cpp getLeaderNewReqWithIds, commit b35ac1b64368),
+# the registries (_torch/models/modeling_utils.py MODEL_CLASS_MAPPING, models/__init__.py MODEL_MAP)
+# and the bench's EnergyMonitor (bench/benchmark/utils/energy_monitor.py).
 @pytest.fixture
 def trt(monkeypatch):
     return FakeTensorRTLLM().install(monkeypatch)
@@ -145,7 +149,8 @@ def test_trtllm_calls_on_the_real_contract(trt, tmp_path):
     assert kw["load_format"] == "dummy" and kw["skip_tokenizer_init"] is True and kw["return_perf_metrics"] is True
     assert kw["max_num_tokens"] >= 4 * 256 and kw["enable_chunked_prefill"] is False
     assert kw["max_batch_size"] == 4 and kw["max_seq_len"] == 300 and kw["backend"] == "pytorch"
-    assert kw["flow"] == "pytorch" and kw["batch_wait_timeout_ms"] > 0
+    assert kw["flow"] == "pytorch" and kw["batch_wait_timeout_ms"] == 0  # upstream would wait it every decode step
+    assert type(eng.llm._executor).__name__ == "FakeGenerationExecutorWorker"  # the executor runs in this process
     assert kw["cuda_graph_config"].batch_sizes == [4] and kw["cuda_graph_config"].enable_padding is False
     cfg = json.loads((tmp_path / "ckpt" / "m" / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["num_key_value_heads"] == 2
@@ -155,13 +160,15 @@ def test_trtllm_calls_on_the_real_contract(trt, tmp_path):
     assert sp["end_id"] is not None and sp["ignore_eos"] is True and sp["max_tokens"] == 9
     req.prepare(1)
     g = req()
-    sent = [c[1] for c in trt.calls if c[0] == "generate_async"]
+    primer, *sent = [c[1] for c in trt.calls if c[0] == "generate_async"]
+    assert primer["sampling_params"].max_tokens == 1  # load's primer: the executor's first fetch predates the wrapper
     assert len(sent) == 4 and all(len(c["inputs"]) == 50 for c in sent)  # each request enqueued, none awaited yet
     assert all(0 <= t < TINY["vocab_size"] for c in sent for t in c["inputs"])
     assert g.output_tokens == 9 and g.ttft_s > 0
     assert g.extra["first_token_iterations"] == 1 and g.extra["decode_graphed"] is True
     v = eng.versions()
     assert v["kv_cache"] == "paged, block reuse off" and v["chunked_prefill"] is False and v["flow"] == "pytorch"
+    assert v["batch_wait_timeout_ms"] == 0 and v["admission"].startswith("in-process executor")
     eng.close()
     assert trt.calls[-1][0] == "shutdown"
 
@@ -181,34 +188,141 @@ def test_trtllm_a_sweep_at_batch_16_is_one_batch_graphed_and_closes_after_the_gp
     for i, o in ((64, 8), (32, 16)):
         w = windows.measure(meter, eng.request(16, i, o), min_window_s=0.02)
         assert w.last_result.extra["first_token_iterations"] == 1 and w.last_result.extra["decode_graphed"] is True
-        assert 0 <= w.last_result.extra["ttft_spread_s"] < trt.step_s  # one prefill: only the arrivals differ
+        assert 0 <= w.last_result.extra["ttft_spread_s"] < 16 * 0.01  # one prefill: only the arrivals differ
     assert trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
     assert closes and all(closes)  # every window ended after the overlap scheduler's in-flight step
-    assert trt.batch_wait_idle_s == 0  # the queue never waited past the B-th request
+    assert trt.decode_queue_waits() == []  # no decode step waited in the request queue
 
 
-def test_old_calls_fail_against_the_stand_in(trt, tmp_path, monkeypatch):
-    """One-by-one submission gives a ragged batch, the default graphs miss a batch of 48, the old wait closes early."""
-    from energykit.engines.trtllm import batch_check
+def test_trtllm_no_decode_step_waits_in_the_request_queue(trt, tmp_path):
+    """Issue 26: one iteration admits the whole batch, and no decode step waits in the queue.
+
+    The engine before this fix (BATCH_WAIT_MS = 1000, executor behind a proxy) fails here: upstream's
+    queue waits its batch_wait_timeout_ms on every busy iteration, 8 waits of 1 s in this call.
+    """
+    trt.step_s = 0.005
+    eng = _engine(tmp_path, max_batch_size=4, batch_sizes=[4], max_input_len=32, max_len=64)
+    eng.load()
+    t0 = time.monotonic()
+    g = _call(eng, 4, 16, 8)
+    call_s = time.monotonic() - t0
+    assert trt.decode_queue_waits() == [], f"decode steps waited {trt.decode_queue_waits()} s in the queue"
+    assert g.queue_waits == 0 and eng.fetch.waits == 0 and eng.fetch.whole == 1
+    assert trt.ragged_batches() == 0 and g.extra["first_token_iterations"] == 1
+    # the executor's clock: one step per iteration, as simulated (no queue wait inside a step)
+    assert g.extra["executor_step_s"] == pytest.approx(trt.step_s, rel=0.1)
+    assert call_s >= 8 * trt.step_s  # the 8 iterations ran in real time, one after another
+    eng.close()
+
+
+def test_old_calls_fail_against_the_stand_in(trt, tmp_path):
+    """The calls before issue 26 (and 21) fail against the stand-in, as they would against TensorRT-LLM.
+
+    One-by-one submission to an idle executor without a batch wait gives a ragged batch; the batch wait
+    of the engine before issue 26 (batch_wait_timeout_ms=1000) admits the batch whole and then waits
+    1 s in the queue on every decode step; the default CUDA graphs miss a batch of 48.
+    """
+    from energykit.engines.trtllm import WholeBatchFetch, batch_check
 
     sp = trt.SamplingParams(max_tokens=8, end_id=0, pad_id=0, ignore_eos=True)
     old = _old_llm(trt, tmp_path, max_batch_size=16)
+    assert type(old._executor).__name__ == "FakeGenerationExecutorProxy"  # TLLM_WORKER_USE_SINGLE_PROCESS unset
     outs = old.generate([[3 + k] * 32 for k in range(16)], sp, use_tqdm=False)  # generate(): one by one
     assert trt.ragged_batches() > 0 and trt.ungraphed_decode_steps() > 0
-    with pytest.raises(EngineError, match=r"ragged batch: .*first tokens came from iterations \[\d+, \d+\]"):
+    with pytest.raises(EngineError, match=r"ragged batch: .*first tokens came from iterations \[\d+, \d+.*\]"):
         batch_check(outs, 16)
+    old.shutdown()
+    # the engine before issue 26: whole batch at admission, then 1 s in the queue at each decode step
+    waited = _old_llm(trt, tmp_path, max_batch_size=2, batch_wait_timeout_ms=1000.0)
+    t0 = time.monotonic()
+    outs = waited.generate([[100 + k] * 32 for k in range(2)], trt.SamplingParams(max_tokens=2, end_id=0,
+                                                                                  ignore_eos=True), use_tqdm=False)
+    assert time.monotonic() - t0 >= 2.0  # the waits are in the call's duration
+    # the overlap loop fetches before it processes a step: each of its 2 busy iterations waited the timeout
+    assert [round(w, 1) for w in trt.decode_queue_waits()] == [1.0, 1.0]
+    assert batch_check(outs, 2)["step_s"] >= 0.9  # and the executor's own clock says a step took a second
+    waited.shutdown()
+    trt.single_process_worker = True  # a fresh process with the switch set: admit whole batches of 48
+    whole48 = _old_llm(trt, tmp_path, max_batch_size=48)
+    fetch = WholeBatchFetch(whole48._executor.engine.executor_request_queue, 48)
+    fetch.priming = True  # the loop is already blocked in upstream's fetch: one request releases it
+    whole48.generate([7] * 32, trt.SamplingParams(max_tokens=1, end_id=0, ignore_eos=True))
+    fetch.priming = False
     before = trt.ungraphed_decode_steps()
-    whole48 = _old_llm(trt, tmp_path, max_batch_size=48, batch_wait_timeout_ms=1000.0)
-    whole48.generate([[100 + k] * 32 for k in range(48)], sp, use_tqdm=False)  # one batch, default graph sizes
-    assert trt.ragged_batches() == 1 and trt.ungraphed_decode_steps() - before == 7  # 48 not in 1..31, 32, 64, 128
-    # the old wait: generate() returned and torch.cuda.synchronize() in this process; the step in flight runs on
-    slow = FakeTensorRTLLM(step_s=0.05).install(monkeypatch)
-    eng = _engine(tmp_path / "s", max_batch_size=2, batch_sizes=[2], max_input_len=16, max_len=32)
-    eng.load()
-    _call(eng, 2, 16, 2)
-    assert time.monotonic() < slow.gpu_busy_until  # what the old engine's synchronize() left running
-    eng.synchronize()
-    assert time.monotonic() >= slow.gpu_busy_until
+    whole48.generate([[200 + k] * 32 for k in range(48)], sp, use_tqdm=False)
+    assert trt.ungraphed_decode_steps() - before == 7  # 48 not in 1..31, 32, 64, 128: every decode step eager
+    whole48.shutdown()
+
+
+def test_the_stand_in_queue_is_upstreams(trt):
+    """FakeExecutorRequestQueue._get_from_request_queue against executor_request_queue.py (commits a98a9061d72f,
+    007a7508b8f6: the same function), including the batch wait a busy executor still takes."""
+    import datetime
+
+    from energykit.testing import FakeExecutorRequestQueue, FakeRequestQueueItem
+
+    q = FakeExecutorRequestQueue(trt, max_batch_size=4, batch_wait_timeout_ms=0)
+    for k in range(3):
+        q.request_queue.put(FakeRequestQueueItem(k))
+    assert [i.id for i in q._get_from_request_queue(None)] == [0, 1, 2]  # not empty: drain, no wait
+    assert q._get_from_request_queue(datetime.timedelta(0)) == []  # empty, may not wait: nothing
+    timer = __import__("threading").Timer(0.05, q.request_queue.put, (FakeRequestQueueItem(9),))
+    timer.start()
+    assert [i.id for i in q._get_from_request_queue(None)] == [9]  # empty, may wait: blocks for ONE item
+    q.batch_wait_timeout_ms = 60
+    t0 = time.monotonic()
+    assert q._get_from_request_queue(datetime.timedelta(0)) == []  # busy, and still waits the batch timeout
+    assert time.monotonic() - t0 >= 0.06
+    for k in range(5):
+        q.request_queue.put(FakeRequestQueueItem(k))
+    assert len(q._get_from_request_queue(datetime.timedelta(0))) == 5  # a full batch returns at once
+
+
+def test_whole_batch_fetch_waits_only_when_idle(trt):
+    import datetime
+    import threading
+
+    from energykit.engines.trtllm import WholeBatchFetch
+    from energykit.testing import FakeExecutorRequestQueue, FakeRequestQueueItem
+
+    q = FakeExecutorRequestQueue(trt, max_batch_size=3, batch_wait_timeout_ms=0)
+    fetch = WholeBatchFetch(q, 3, admit_wait_s=0.5, queue_wait_s=0.0005)
+    assert q._get_from_request_queue is fetch
+    for k in range(3):
+        threading.Timer(0.01 * (k + 1), q.request_queue.put, (FakeRequestQueueItem(k),)).start()
+    assert [i.id for i in q._get_from_request_queue(None)] == [0, 1, 2] and fetch.whole == 1  # idle: whole batch
+    assert q._get_from_request_queue(datetime.timedelta(0)) == [] and fetch.waits == 0  # busy: never waits
+    q.request_queue.put(FakeRequestQueueItem(-1))  # shutdown: no wait for a batch
+    assert [i.id for i in q._get_from_request_queue(None)] == [-1]
+    fetch.admit_wait_s = 0.02
+    q.request_queue.put(FakeRequestQueueItem(5))
+    assert len(q._get_from_request_queue(None)) == 1 and fetch.short == 1  # a lost request: bounded wait
+    q.batch_wait_timeout_ms = 20  # an upstream that waits while busy: counted as a decode step's wait
+    q._get_from_request_queue(datetime.timedelta(0))
+    assert fetch.waits == 1 and fetch.busy_wait_s >= 0.02
+    fetch.remove()
+    assert "_get_from_request_queue" not in q.__dict__ and "get" not in q.request_queue.__dict__
+
+
+def test_trtllm_executor_outside_this_process_is_one_line(trt, tmp_path):
+    trt.single_process_worker = False  # a first LLM was built before the switch was set (read once)
+    eng = _engine(tmp_path)
+    with pytest.raises(EngineError, match=r"runs the executor in another process \(FakeGenerationExecutorProxy\).*"
+                                          r"TLLM_WORKER_USE_SINGLE_PROCESS=1"):
+        eng.load()
+    assert eng.llm is None and trt.calls[-1][0] == "shutdown"
+
+
+def test_trtllm_more_than_one_gpu_is_refused_before_the_sweep_writes(trt, tmp_path):
+    from energykit import sweep
+    from energykit.params import MeasureParams
+
+    p = MeasureParams(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[2], input_lens=[8], output_lens=[2],
+                      trtllm={"tensor_parallel_size": 2}, meter="none", output=str(tmp_path / "o"))
+    with pytest.raises(ParamsError, match=r"trtllm tensor_parallel_size 2: whole batches need the executor in this "
+                                          r"process .*set tensor_parallel_size: 1"):
+        sweep.run(p, progress=False)
+    assert not (tmp_path / "o").exists() and trt.calls == []
 
 
 def test_trtllm_one_executor_per_batch_size_and_the_sweep_groups_them(trt, tmp_path):
@@ -235,7 +349,8 @@ def test_trtllm_ragged_window_fails_and_the_next_run_retries_it(tmp_path, monkey
     from energykit.iotools import read_window_log
     from energykit.params import load_measure_params
 
-    FakeTensorRTLLM(ragged_calls=1).install(monkeypatch)  # one call loses a request past the batch wait
+    FakeTensorRTLLM(ragged_calls=1, late_s=0.2).install(monkeypatch)  # one call loses a request past the admission
+    monkeypatch.setattr("energykit.engines.trtllm.ADMIT_WAIT_S", 0.02)  # wait (shortened here)
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[4], input_lens=[8],
                                         output_lens=[4], repeats=1, min_window_s=0.0, meter="none", warmup=0,
@@ -299,9 +414,10 @@ def test_fake_rejects_the_calls_of_the_first_trtllm_engine(trt, tmp_path):
     llm.generate([[1] * 64] * 4, ok, use_tqdm=False)
     assert trt.reused_blocks > 0 and trt.repeated_prompts == 3
     # a batch of 16 x 4096 prompt tokens under the default max_num_tokens runs split over iterations
+    trt.step_s = 0.05  # the other 15 queue while the first prefills
     long = trt.LLM(model=str(d), skip_tokenizer_init=True, load_format="dummy", max_seq_len=5000)
     long.generate([[2] * 4096] * 16, ok, use_tqdm=False)
-    assert trt.split_prefills == 1
+    assert trt.split_prefills >= 1
 
 
 def test_fake_rejects_unknown_arguments_and_backends(trt, tmp_path):
@@ -334,24 +450,42 @@ def test_fake_rejects_unknown_arguments_and_backends(trt, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["opt", "falcon", "gemma2", "granite"])
-def test_trtllm_families_the_pytorch_backend_lacks_run_through_the_tensorrt_flow(trt, tmp_path, arch):
+def test_trtllm_families_only_the_tensorrt_flow_runs_are_refused_before_any_gpu_time(trt, tmp_path, arch,
+                                                                                      monkeypatch):
+    """Issue 26: the engine-build flow's C++ queue admits what is queued when it wakes, with no batch wait."""
     pytest.importorskip("transformers")
     geom = dict(TINY, arch=arch, sliding_window=8)
     if arch in ("opt", "falcon"):
         geom.update(num_kv_heads=1 if arch == "falcon" else 4, ffn_gated=0)
     eng = _engine(tmp_path, geometry=geom, batch_sizes=[4])
-    eng.load()
-    kw = _llm_calls(trt)[0]
-    assert kw["flow"] == "tensorrt" and kw["build_config"].max_batch_size == 4
-    assert kw["extended_runtime_perf_knob_config"].cuda_graph_mode is True
-    assert "cuda_graph_config" not in kw and "batch_wait_timeout_ms" not in kw
-    # the C++ executor has no batch wait: where the first request wakes it alone, the call is ragged and fails
-    with pytest.raises(EngineError, match="ragged batch"):
-        _call(eng, 4, 20, 5)
-    trt.trt_flow_batch_arrives_whole = True  # all four queued before it woke: one batch, graphed decode
-    g = _call(eng, 4, 20, 5)
-    assert g.output_tokens == 5 and g.extra["trtllm_flow"] == "tensorrt" and g.extra["first_token_iterations"] == 1
-    assert eng.versions()["flow"] == "tensorrt" and trt.ungraphed_decode_steps() == 1  # the ragged call's mixed step
+    with pytest.raises(ParamsError, match=r"model 'm': TensorRT-LLM 1.2.0 runs \w+ForCausalLM only in its TensorRT "
+                                          r"engine-build flow, whose C\+\+ executor admits whatever is queued .*"
+                                          r"getLeaderNewReqWithIds.*engine: hf"):
+        eng.load()
+    assert _llm_calls(trt) == []  # nothing built, no GPU time
+    with pytest.raises(ParamsError, match="trtllm flow tensorrt .* is refused"):
+        check_supported("m", TINY, flow="tensorrt")
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # a planning machine without the library: refused too
+    with pytest.raises(ParamsError, match="trtllm flow tensorrt .* is refused: its C\\+\\+ executor admits"):
+        check_supported("m", TINY, flow="tensorrt")
+
+
+def test_the_tensorrt_flow_queue_gives_ragged_batches(trt, tmp_path):
+    """Why it is refused, against the stand-in of executorImpl.cpp's getLeaderNewReqWithIds (commit b35ac1b64368)."""
+    from energykit.engines.trtllm import batch_check
+
+    d = tmp_path / "opt"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"architectures": ["OPTForCausalLM"]}))
+    llm = sys.modules["tensorrt_llm._tensorrt_engine"].LLM(
+        model=str(d), skip_tokenizer_init=True, load_format="dummy", return_perf_metrics=True,
+        build_config=trt.llmapi.BuildConfig(max_batch_size=4))
+    outs = [f.result() for f in [llm.generate_async([5 + k] * 20, trt.SamplingParams(max_tokens=5, end_id=0,
+                                                                                      ignore_eos=True))
+                                 for k in range(4)]]
+    with pytest.raises(EngineError, match="ragged batch"):  # the first request woke it alone
+        batch_check(outs, 4)
+    llm.shutdown()
 
 
 def test_trtllm_a_newer_release_runs_granite_on_pytorch(monkeypatch, tmp_path):
@@ -637,7 +771,39 @@ def test_trtllm_sweep_at_batch_16_records_one_batch_graphed_decode_and_reads_the
     sweep.run(load_measure_params(path), progress=False)
     recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
-    assert all(r["first_token_iterations"] == 1 and r["decode_graphed"] is True and r["ttft_spread_s"] < trt.step_s
+    assert all(r["first_token_iterations"] == 1 and r["decode_graphed"] is True and r["ttft_spread_s"] < 16 * 0.01
                for r in recs)
     assert trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
     assert len(reads) > 8 and all(reads)  # no window closed while the overlap scheduler's step still ran
+
+
+def test_trtllm_sweep_takes_no_decode_wait_admits_whole_batches_and_times_the_simulated_step(tmp_path, monkeypatch):
+    """Issue 26's done-when, against the stand-in: no decode step waits in the queue, every batch is admitted
+    whole (the TensorRT flow, which cannot, is refused before any GPU time), and each window's step time
+    (wall time per call over its executor iterations) is the stand-in's simulated step within 10 %."""
+    import yaml
+
+    from energykit import sweep
+    from energykit.iotools import read_window_log
+    from energykit.params import load_measure_params
+
+    trt = FakeTensorRTLLM(step_s=0.02).install(monkeypatch)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[4, 2],
+                                        input_lens=[16, 32], output_lens=[4, 8], repeats=1, min_window_s=0.3,
+                                        meter="none", warmup=1, idle_s=0, output=str(tmp_path / "out"))))
+    with pytest.warns(UserWarning):
+        sweep.run(load_measure_params(path), progress=False)
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
+    assert len(recs) == 8 and all(r["status"] == "ok" for r in recs)
+    assert trt.decode_queue_waits() == [] and trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
+    assert all(r["first_token_iterations"] == 1 for r in recs)
+    steps = sorted(r["step_s"] / trt.step_s for r in recs)
+    assert 0.95 < steps[0] and steps[-1] < 1.1, steps  # wall time per iteration = the simulated step
+    assert all(r["executor_step_s"] == pytest.approx(trt.step_s, rel=0.1) for r in recs)
+    opt = dict(TINY, name="o", arch="opt", num_kv_heads=4, ffn_gated=0)
+    path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[opt], batch_sizes=[4], input_lens=[16],
+                                        output_lens=[4], meter="none", output=str(tmp_path / "opt"))))
+    with pytest.raises(ParamsError, match="only in its TensorRT engine-build flow, whose C\\+\\+ executor admits"):
+        load_measure_params(path)  # at validation, with the library installed: before anything runs
+    assert not (tmp_path / "opt").exists()

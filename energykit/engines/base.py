@@ -39,6 +39,11 @@ class Generation:
     """Mean time to first token [s], where the engine reports it."""
     extra: dict = field(default_factory=dict)
     """Scalars the engine records with the window (e.g. trtllm: ``ttft_spread_s``, ``decode_graphed``)."""
+    steps: int = 0
+    """Forward steps the call ran on the device, where the engine can tell (0: one per new token)."""
+    queue_waits: int = 0
+    """Decode steps of this call that waited in the engine's request queue (where the engine can tell);
+    the window protocol fails a window with any (:func:`energykit.windows.measure`)."""
 
 
 class Request:
