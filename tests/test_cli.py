@@ -83,3 +83,18 @@ def test_bad_report_params(tmp_path, capsys):
     (tmp_path / "q.yaml").write_text("data: [data/h200_transformers_compiled_b16.csv]\ntruncate_inputs: [-5]\n")
     assert main(["report", "--params", str(tmp_path / "q.yaml")]) == 2
     assert "-5" in capsys.readouterr().err
+
+
+def test_main_module_reimported_as_a_worker_runs_no_cli():
+    """A worker re-imports the main module under another name (multiprocessing's spawn: ``__mp_main__``;
+    mpi4py's MPIPoolExecutor, used by TensorRT-LLM): the guard keeps the CLI from running there."""
+    import subprocess
+    import sys
+
+    for name in ("__worker__", "__mp_main__"):
+        code = f"import runpy; runpy.run_module('energykit.__main__', run_name={name!r})"
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert (p.returncode, p.stdout, p.stderr) == (0, "", ""), name
+    # and run as the main module it is still the CLI
+    p = subprocess.run([sys.executable, "-m", "energykit", "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "usage: energykit" in p.stdout
