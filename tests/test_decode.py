@@ -128,7 +128,8 @@ def test_a_later_cache_slot_does_not_change_earlier_logits():
         slot = loop.slot(2)
         with torch.inference_mode():
             slot.position.zero_()
-            loop._forward(slot, ids, torch.arange(20).expand(2, 20), loop.prefill_mask(20), keep=True)
+            loop._init_cache(slot)
+            loop._run(loop._forward, loop.prefill_mask(20), slot, ids, torch.arange(20).expand(2, 20), True)
             if poison:
                 for layer in slot.cache.layers:  # every slot after the one the step writes (20)
                     layer.keys[:, :, 21:] = 1e4
@@ -136,10 +137,8 @@ def test_a_later_cache_slot_does_not_change_earlier_logits():
             slot.position.fill_(20)
             slot.token.fill_(7)
             slot.position_ids.fill_(20)
-            block = 20 // hf_decode.BLOCK_SIZE
-            slot.kv_indices[..., 0] = block
-            slot.full_kv_num_blocks.fill_(block)
-            return loop._forward(slot, slot.token, slot.position_ids, slot.mask).clone()
+            slot.kv_num_blocks.fill_(20 // hf_decode.BLOCK_SIZE + 1)
+            return loop._run(loop._forward, slot.mask, slot, slot.token, slot.position_ids).clone()
 
     assert torch.allclose(step_logits(False), step_logits(True), atol=0, rtol=0)
     # and within the prefill: changing a later token leaves the earlier positions' logits alone
@@ -299,7 +298,7 @@ def test_the_captured_step_reads_the_same_tensors_every_call():
     def addresses(slot):
         cache = [t.data_ptr() for layer in slot.cache.layers for t in (layer.keys, layer.values)]
         own = [getattr(slot, n).data_ptr() for n in ("position", "token", "position_ids", "generated", "kv_indices",
-                                                     "kv_num_blocks", "full_kv_num_blocks", "full_kv_indices")]
+                                                     "kv_num_blocks")]
         return own + cache
 
     req = eng.request(2, 30, 5)
@@ -307,8 +306,8 @@ def test_the_captured_step_reads_the_same_tensors_every_call():
     req()
     slot = loop._slots[2]
     before = addresses(slot)
-    assert slot.mask.kv_indices is slot.kv_indices and slot.mask.full_kv_num_blocks is slot.full_kv_num_blocks
-    assert slot.mask.kv_num_blocks is slot.kv_num_blocks and slot.mask.full_kv_indices is slot.full_kv_indices
+    assert slot.mask.kv_indices is slot.kv_indices and slot.mask.kv_num_blocks is slot.kv_num_blocks
+    assert slot.mask.full_kv_num_blocks is None and slot.mask.full_kv_indices is None  # partial blocks only
     for i, o in ((7, 9), (50, 3)):
         req = eng.request(2, i, o)
         req.prepare(1)
