@@ -36,6 +36,7 @@ MAX_FILE=$(( 16 * 1024 * 1024 ))
 start=$(date +%s)
 left() { echo $(( TOTAL_S - ($(date +%s) - start) )); }
 mkdir -p "$OUT" "$WORK"
+export SESSION_OUT=$OUT   # what comes back: the steps write under $WORK, never here (pack copies)
 SUMMARY=$WORK/summary.txt
 : >"$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
@@ -87,6 +88,9 @@ rc_all=0
 if [ "${CHECK:-1}" != 0 ]; then
   budget=$(( $(left) - MIN_SHARD_S - 20 ))
   [ "$budget" -gt "$CHECK_S" ] && budget=$CHECK_S
+  if [ "$budget" -lt 30 ]; then
+    say "model (all) not checked: budget: ${budget} s left for the check (TOTAL_S=$TOTAL_S)"; pack; exit 1
+  fi
   echo "== decode-loop check (at most ${budget} s)"
   OUT="$WORK/gpu_check" CHECK_S="$budget" COMPILE_CACHE="$WORK/compile_cache" bash scripts/gpu_check.sh
   rc=$?

@@ -18,13 +18,14 @@
 #   bash scripts/rehearse_device.sh --wheels                   only make the carried wheels in $WHEELS
 # Environment: WHEELS (default .whl), FETCH_WHEELS=0 (use $WHEELS as it is: the tests remove a wheel),
 #   REHEARSAL_CACHE (default ~/.cache/energykit-rehearsal), RUN (work folder; default a new /tmp one),
-#   SESSION_S (the session's time budget, default 420), SHARD_SCRIPT (passed to gpu_session.sh; tests).
+#   SESSION_S (the session's time budget, default 560 as on the device); SHARD_SCRIPT, CHECK, SHARDS (passed to
+#   gpu_session.sh; the tests use them to inject a faulty shard).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 IMAGE=${IMAGE:-scripts/device_image.txt}
 CACHE=${REHEARSAL_CACHE:-$HOME/.cache/energykit-rehearsal}
 WHEELS=${WHEELS:-.whl}
-SESSION_S=${SESSION_S:-420}
+SESSION_S=${SESSION_S:-560}
 RUN=${RUN:-$(mktemp -d /tmp/energykit-rehearsal.XXXXXX)}
 mkdir -p "$CACHE/wheels" "$RUN"
 field() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print }' "$IMAGE"; }
@@ -93,8 +94,10 @@ OUT=$RUN/out
 rm -rf "$OUT" "$RUN/work" "$RUN/site"
 mkdir -p "$OUT"
 echo "rehearsal: gpu_session.sh (TINY=1, at most ${SESSION_S} s) in $RUN"
-env -i HOME="$HOME" PATH="$VENV/bin:/usr/local/bin:/usr/bin:/bin" LANG=C.UTF-8 TINY=1 OUT="$OUT" WORK="$RUN/work" \
-  SITE="$RUN/site" WHEELS="$WHEELS" TOTAL_S="$SESSION_S" ${SHARD_SCRIPT:+SHARD_SCRIPT="$SHARD_SCRIPT"} \
+# one thread per process: the CPU is shared (CI, other jobs) and torch's thread pool thrashes on it
+env -i HOME="$HOME" PATH="$VENV/bin:/usr/local/bin:/usr/bin:/bin" LANG=C.UTF-8 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TINY=1 OUT="$OUT" WORK="$RUN/work" \
+  SITE="$RUN/site" WHEELS="$WHEELS" TOTAL_S="$SESSION_S" ${SHARD_SCRIPT:+SHARD_SCRIPT="$SHARD_SCRIPT"} ${CHECK:+CHECK="$CHECK"} \
+  ${SHARDS+SHARDS="$SHARDS"} \
   timeout -k 10 $(( SESSION_S + 120 )) bash scripts/gpu_session.sh >"$RUN/session.log" 2>&1
 rc=$?
 tail -25 "$RUN/session.log"
