@@ -37,6 +37,7 @@ start=$(date +%s)
 left() { echo $(( TOTAL_S - ($(date +%s) - start) )); }
 mkdir -p "$OUT" "$WORK"
 export SESSION_OUT=$OUT   # what comes back: the steps write under $WORK, never here (pack copies)
+exec > >(tee -a "$WORK/session.log") 2>&1   # the whole console, into session.tar.gz
 SUMMARY=$WORK/summary.txt
 : >"$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
@@ -44,7 +45,7 @@ say() { echo "$*" | tee -a "$SUMMARY"; }
 pack() {
   # the data and logs as one tarball (logs cut to their last MiB first if it is too large), the CSV, the summary
   local items=() f
-  for f in gpu_check shard-*; do [ -e "$WORK/$f" ] && items+=("$f"); done
+  for f in "$WORK"/session.log "$WORK"/gpu_check "$WORK"/shard-*; do [ -e "$f" ] && items+=("$(basename "$f")"); done
   [ -f "$WORK/gpu_check/gpu_check.csv" ] && cp "$WORK/gpu_check/gpu_check.csv" "$OUT/"
   if [ ${#items[@]} -gt 0 ]; then
     tar -czf "$OUT/session.tar.gz" -C "$WORK" --exclude=compile_cache "${items[@]}"

@@ -141,6 +141,19 @@ else:
             problems.append(f"summary: {line.strip()}")
     if not re.search(r"^model \S+ ok$", s, re.M):
         problems.append("summary: no model was checked")
+    # what the summary calls done is in the tarball: the check's table, each finished shard's windows
+    tarball = out / "session.tar.gz"
+    want = ["session.log"]
+    if re.search(r"^model \S+ ok$", s, re.M):
+        want.append("gpu_check/gpu_check.csv")
+    want += [f"shard-{k}/windows.jsonl" for k in re.findall(r"^shard (\d+)/\d+ ok$", s, re.M)]
+    if not tarball.is_file():
+        problems.append("no session.tar.gz came back")
+    else:
+        import tarfile
+        with tarfile.open(tarball) as t:
+            names = set(t.getnames())
+        problems += [f"session.tar.gz lacks {w}" for w in want if w not in names]
 report = "\n".join(problems) or "ok"
 Path(log.parent / "check.txt").write_text(report + "\n")
 print("\n".join(f"rehearsal: problem: {p}" for p in problems))
