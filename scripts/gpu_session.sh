@@ -17,14 +17,15 @@
 # with RESUME_FROM=<its folder, unpacked from session.tar.gz>.
 # Usage (repo root, on the GPU machine):
 #   OUT=dir TOTAL_S=560 SHARDS="0/4 1/4" bash scripts/gpu_session.sh
-#   CHECK=0 skips the check (once it has passed and its CSV is committed); SHARDS="" runs the check only.
+#   CHECK=0 skips the check (once it has passed and its CSV is committed); SHARDS="" runs the check only
+#   (then it gets the whole budget: the first lent session should run OUT=$OUT SHARDS="" TOTAL_S=570).
+#   MODELS="opt-1.3b ..." checks only those (the ones a budget stopped last time).
 #   TINY=1: the CPU mode (tiny models, meter none, params/measure_cpu_tiny.yaml): what
 #   scripts/rehearse_device.sh runs in an environment shaped like the image.
 set -u
 OUT=${OUT:-runs/gpu_session}
 WORK=${WORK:-/tmp/energykit-session}
 TOTAL_S=${TOTAL_S:-560}
-CHECK_S=${CHECK_S:-400}        # five models at ~115 s for the first and ~90 s each next: the budget stops it
 MIN_SHARD_S=${MIN_SHARD_S:-90} # below this a shard would only load and compile: stop instead
 SHARD_SCRIPT=${SHARD_SCRIPT:-scripts/gpu_paper.sh}
 if [ -n "${TINY:-}" ]; then
@@ -32,6 +33,9 @@ if [ -n "${TINY:-}" ]; then
 else
   SHARDS=${SHARDS-0/4 1/4 2/4 3/4}; PARAMS_SRC=${PARAMS:-params/measure_paper_families.yaml}
 fi
+# the check's share: five models need ~115 s for the first and ~90 s each next (estimate): with shards
+# it gets 400 s and its budget stops the models that cannot finish; alone (SHARDS="") it gets all
+if [ -n "$SHARDS" ]; then CHECK_S=${CHECK_S:-400}; reserve=$(( MIN_SHARD_S + 20 )); else CHECK_S=${CHECK_S:-$(( TOTAL_S - 30 ))}; reserve=20; fi
 MAX_FILE=$(( 16 * 1024 * 1024 ))
 start=$(date +%s)
 left() { echo $(( TOTAL_S - ($(date +%s) - start) )); }
@@ -87,7 +91,7 @@ export PARAMS
 rc_all=0
 
 if [ "${CHECK:-1}" != 0 ]; then
-  budget=$(( $(left) - MIN_SHARD_S - 20 ))
+  budget=$(( $(left) - reserve ))
   [ "$budget" -gt "$CHECK_S" ] && budget=$CHECK_S
   if [ "$budget" -lt 30 ]; then
     say "model (all) not checked: budget: ${budget} s left for the check (TOTAL_S=$TOTAL_S)"; pack; exit 1
