@@ -63,7 +63,7 @@ if [ -z "$PY" ]; then
 fi
 
 # -- the image's environment (cached per image file and Python) -----------------------------------------
-key=$( (cat "$IMAGE"; "$PY" --version) | sha256sum | cut -c1-12)
+key=$( (field python; field pinned; field present; "$PY" --version) | sha256sum | cut -c1-12)
 VENV=$CACHE/venv-$key
 if [ ! -f "$VENV/.complete" ]; then
   echo "rehearsal: building the image environment in $VENV (first time: downloads ~2.7 GB, a few minutes)"
@@ -79,6 +79,22 @@ if [ ! -f "$VENV/.complete" ]; then
   # shellcheck disable=SC2046
   "$VENV/bin/python" -m pip uninstall -q -y $(field lacks) >>"$RUN/pip.log" 2>&1
   touch "$VENV/.complete"
+fi
+# every run: what the image lacks, and whatever the install pulled in that the image does not hold, goes
+extras=$("$VENV/bin/python" -I - "$IMAGE" <<'PY'
+import re, sys
+from importlib import metadata
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+fields = {l.split()[0]: l.split()[1:] for l in open(sys.argv[1]) if l.strip() and not l.startswith("#")}
+keep = {norm(n) for n in fields["image"]} | {"pip", "setuptools", "wheel"}
+have = {norm(d.metadata["Name"]) for d in metadata.distributions()}
+print(" ".join(sorted((have - keep) | (have & {norm(n) for n in fields["lacks"]}))))
+PY
+)
+if [ -n "$extras" ]; then
+  echo "rehearsal: removing what the image does not hold: $extras"
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip uninstall -q -y $extras >>"$RUN/pip.log" 2>&1
 fi
 for pkg in $(field lacks); do
   "$VENV/bin/python" -m pip show -q "$pkg" >/dev/null 2>&1 && fail "$pkg is installed in $VENV but the image lacks it: remove $VENV and rerun"
