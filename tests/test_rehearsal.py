@@ -56,6 +56,9 @@ def test_device_image_lists_what_the_rehearsal_reads():
     carried = {s.split("==")[0] for s in image_field("carry")}
     assert carried <= lacks and {"pydantic", "pydantic-core", "h5netcdf"} <= carried
     assert not lacks & set(pinned) and not lacks & set(image_field("present"))
+    image = {n.lower().replace("_", "-") for n in image_field("image")}
+    assert not lacks & image  # what the image lacks is not in its package list (KINDS.md)
+    assert {n.lower().replace("_", "-") for n in pinned} | set(image_field("present")) <= image
     assert [int(image_field(k)[0]) for k in ("return_files", "return_file_mib", "return_depth")] == [8, 16, 2]
 
 
