@@ -127,7 +127,7 @@ problems = []
 if rc != 0:
     problems.append(f"gpu_session.sh exited {rc}")
 text = log.read_text(errors="replace")
-for pattern in ("Traceback", "ModuleNotFoundError", "ImportError", "No module named", ": failed:", "SyntaxError"):
+for pattern in ("Traceback", "ModuleNotFoundError", "ImportError", "No module named", " failed: ", "SyntaxError"):
     for line in text.splitlines():
         if pattern in line:
             problems.append(f"the session's log has {pattern!r}: {line.strip()[:200]}")
