@@ -7,7 +7,17 @@ NVML's energy counter advances in steps (every 100 ms on an H100/H200), so a win
 ends at arbitrary phases of it is off by up to one step at each end. The NVML meter therefore aligns
 its windows to the counter (``align``): it begins the work just after a counter tick (reading the
 counter as it changes), and at the end synchronises the device, waits for the next tick and subtracts
-idle power × that padding. What is left is the idle-power estimate's error over the padding. NVML's vendor units (mJ, mW) are converted to SI here and nowhere
+idle power × that padding. What is left is the idle-power estimate's error over the padding.
+
+Which idle power (``padding_idle``): the end padding runs right after the work, at *warm* idle (clocks
+and temperature still up), well above the *cold* idle measured before any work (70–78 W against more
+after work on an H200: +1.5–3 J per window if the cold figure were subtracted). So by default
+(``warm``) the meter waits one more tick after the closing one and takes the power over that counter
+step, right after the work, as the idle power of the end padding; the few milliseconds between the
+start tick and the work keep the cold figure. Each reading records which (``padding_idle``) and the
+power it subtracted (``padding_idle_w``). ``cold`` subtracts the cold idle over both.
+
+NVML's vendor units (mJ, mW) are converted to SI here and nowhere
 else. A window whose counter went down (driver reload) or that holds too few power samples is
 flagged invalid with a reason; it is never stored as zero.
 """
@@ -26,7 +36,10 @@ from .errors import MeterError
 
 __all__ = ["COUNTER", "POWER_INSTANT", "POWER_AVERAGE", "NONE", "WindowReading", "Meter", "NullMeter",
            "visible_devices", "visible_device", "NvmlMeter", "METERS", "make_meter", "TICK_POLL_S",
-           "ALIGN_IDLE_S", "PROCESS_CPU", "ProcessCpuMeter", "process_cpu_s"]
+           "ALIGN_IDLE_S", "PADDING_IDLES", "PROCESS_CPU", "ProcessCpuMeter", "process_cpu_s"]
+
+PADDING_IDLES = ("warm", "cold")
+"""Idle power subtracted over an aligned window's end padding: measured right after the work, or before any."""
 
 COUNTER = "nvml_energy_counter"
 POWER_INSTANT = "nvml_power_instant_integrated"
@@ -55,6 +68,11 @@ class WindowReading:
     padding_s: float = 0.0
     """Idle time between the end of the work and the counter tick that closed the window [s]; idle
     power × this was subtracted from ``energy_j``."""
+    padding_idle: str = ""
+    """Which idle power was subtracted over the end padding: ``warm`` (measured right after the work)
+    or ``cold`` (measured before any work); empty where nothing was subtracted."""
+    padding_idle_w: float = float("nan")
+    """The idle power subtracted over the end padding [W] (all metered GPUs)."""
 
     def __add__(self, other: "WindowReading") -> "WindowReading":
         """Two consecutive windows of one measurement as one: energies, durations and samples add."""
@@ -62,7 +80,17 @@ class WindowReading:
         return WindowReading(self.energy_j + other.energy_j, self.duration_s + other.duration_s, self.method,
                              self.valid and other.valid, "; ".join(r for r in (self.reason, other.reason) if r),
                              self.samples + other.samples, self.timeline + other.timeline, gpus,
-                             self.padding_s + other.padding_s)
+                             self.padding_s + other.padding_s, self.padding_idle or other.padding_idle,
+                             _mean_w(self, other))
+
+
+def _mean_w(a: "WindowReading", b: "WindowReading") -> float:
+    """The padding idle power of two consecutive readings, weighted by their paddings [W]."""
+    pairs = [(r.padding_idle_w, r.padding_s) for r in (a, b) if r.padding_idle_w == r.padding_idle_w]
+    total = sum(s for _, s in pairs)
+    if not pairs:
+        return float("nan")
+    return sum(w * s for w, s in pairs) / total if total > 0 else pairs[0][0]
 
 
 class Meter:
@@ -173,6 +201,9 @@ class NvmlMeter(Meter):
     idle_power_w : float, optional
         Idle power [W] subtracted over the end padding of aligned windows; measured once (for
         :data:`ALIGN_IDLE_S`) before the first aligned window when not given or measured earlier.
+    padding_idle : str
+        ``warm`` (default): the end padding subtracts the power over the counter step right after the
+        window's closing tick (one more counter period per window); ``cold``: the idle power above.
     clock, sleep : callable
         Time source [s] and sleep (tests pass a virtual clock).
     """
@@ -180,8 +211,11 @@ class NvmlMeter(Meter):
     measures_energy = True
 
     def __init__(self, device=None, sync=None, timeline=False, sample_period_s=0.01, probe_counter_s=1.5, gpus=1,
-                 align=True, idle_power_w=None, clock=time.perf_counter, sleep=time.sleep):
+                 align=True, idle_power_w=None, padding_idle="warm", clock=time.perf_counter, sleep=time.sleep):
         super().__init__(sync)
+        if padding_idle not in PADDING_IDLES:
+            raise MeterError(f"padding_idle {padding_idle!r} is not one of {', '.join(PADDING_IDLES)}")
+        self.padding_idle = padding_idle
         self._clock, self._sleep = clock, sleep
         self.idle_w = idle_power_w
         self.idle_gpu_w = None
@@ -355,8 +389,14 @@ class NvmlMeter(Meter):
                 end, t_ticks = self._next_tick()
                 # each GPU's idle time in its counter window: from its start tick to the work, and from
                 # the work to its end tick (GPUs' counters tick at their own phases)
-                idle_s = [(self._t0 - a) + (b - t_end) for a, b in zip(self._ticks, t_ticks)]
+                head_s = [self._t0 - a for a in self._ticks]
+                tail_s = [b - t_end for b in t_ticks]
+                idle_s = [h + t for h, t in zip(head_s, tail_s)]
                 padding_s = max(idle_s)
+                warm_w = None
+                if self.padding_idle == "warm":  # one more counter step, right after the work: warm idle
+                    after, t_after = self._next_tick()
+                    warm_w = [(b - a) / (tb - ta) for a, b, ta, tb in zip(end, after, t_ticks, t_after)]
             else:
                 end = self._energies_j() if self.has_counter else None
         except self.nvml.NVMLError as e:
@@ -389,7 +429,14 @@ class NvmlMeter(Meter):
                                      "check the driver, or rerun", n, timeline)
             if self.align:
                 idle = self.idle_gpu_w or [self.idle_w / len(deltas)] * len(deltas)
-                per_gpu = {u: d - w * s for (u, d), w, s in zip(per_gpu.items(), idle, idle_s)}
+                tail_w = idle
+                if warm_w is not None and all(w >= 0 for w in warm_w):
+                    tail_w = warm_w
+                which = "warm" if tail_w is warm_w else "cold"
+                per_gpu = {u: d - w * h - wt * t
+                           for (u, d), w, wt, h, t in zip(per_gpu.items(), idle, tail_w, head_s, tail_s)}
+                return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu,
+                                     padding_s, which, float(sum(tail_w)))
             return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu, padding_s)
         if n < 2:
             return WindowReading(float("nan"), dt, self.method, False,
@@ -445,7 +492,10 @@ class NvmlMeter(Meter):
     def info(self) -> dict:
         nv, h = self.nvml, self.handle
         out = {"meter": self.method, "gpu_name": self.name, "gpu_uuid": self.uuid, "gpu_uuids": self.uuids,
-               "counter_period_s": self.counter_period_s}
+               "counter_period_s": self.counter_period_s,
+               "padding_idle": (("warm: power over the counter step right after each window's work" if
+                                 self.padding_idle == "warm" else "cold: idle power measured before any work")
+                                if self.align else "none (windows not aligned)")}
         probes = {
             "driver_version": lambda: _text(nv.nvmlSystemGetDriverVersion()),
             "power_limit_w": lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,

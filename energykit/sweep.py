@@ -425,6 +425,8 @@ def _measure_window(params, key, engine, meter, measure, provenance, pilots=None
             output_tokens=w.last_result.output_tokens, ttft_s=w.last_result.ttft_s,
             segments=w.segments, padding_s=w.reading.padding_s, step_s=w.step_s, pilot_step_s=w.pilot_step_s,
         )
+        if w.reading.padding_idle:  # which idle power the end padding subtracted (warm: right after the work)
+            rec.update(padding_idle=w.reading.padding_idle, padding_idle_w=w.reading.padding_idle_w)
         rec.update({k: v for k, v in w.last_result.extra.items() if isinstance(v, (int, float, str, bool))})
         library_j = getattr(meter, "library_energy_j", None)
         if library_j is not None and w.reading.valid:  # the engine library's own counter, same window

@@ -2,10 +2,10 @@
 
 For each model (random weights, bf16, the hf engine's decode loop, batch 16):
 
-- ``prep_cold_s``: load plus compile (flex attention per prompt length, the decode step's CUDA graph)
-  with an empty compile cache, i.e. the model's first preparation in this run;
+- ``prep_cold_s``: load plus compile (the whole decode step, prefill per prompt length, the CUDA
+  graph) with an empty compile cache; first model only (the others reuse kernels the first compiled);
 - ``prep_warm_s``: the same preparation again in a fresh process that reuses the compile cache
-  (``compile_cache``), as a rerun or an array task on the same GPU type would;
+  (``compile_cache``), as a rerun or an array task on the same GPU type would; first model only;
 - ``ms_step_C`` / ``j_step_C`` at contexts C = 64, 1024, 4096: two windows of the same prompt length
   with a short and a long output; their difference removes the prefill, so
   ms/step = (t(o_long) − t(o_short)) / (o_long − o_short), and likewise J/step;
@@ -13,9 +13,19 @@ For each model (random weights, bf16, the hf engine's decode loop, batch 16):
   context) ÷ the device's copy bandwidth, measured in the same run (``copy_gb_s``: bytes read plus
   bytes written per second by a large device-to-device copy);
 - ``ratio_C`` = ms_step_C / floor_ms_C;
-- ``replay_matches_eager``: the captured decode step's tokens equal those of the same step run
-  uncaptured (one extra call at the first context; a check of the CUDA graph, not of the figures);
-- ``spread_pct``: (max − min) / mean of J per call over 3 windows at one cell (context 1024, o_long).
+- ``step_ratio_1024_4096`` = ms_step_1024 / ms_step_4096, beside ``floor_ratio_1024_4096`` (the same of
+  the floor): a step time flat in the context (ratio near 1 where the floor's is well below) means the
+  kernel's work follows the static cache, not the live context;
+- ``replay_matches_eager`` and ``replay_first_mismatch``: the captured decode step's tokens against
+  those of the same step run uncaptured (one extra call at the first context; a check of the CUDA
+  graph, not of the figures), and the first decode step whose tokens differ (empty when none);
+- ``spread_pct``: (max − min) / mean of J per call over 5 windows at one cell (context 1024, o_long).
+
+Models run the riskiest first (Gemma-2: head_dim 256, soft-capping), and a time budget
+(``--budget-s``) stops starting a model when what is left cannot finish it (the estimate: the
+slowest model measured so far, else 130 s for the first and 100 s for each next on a GPU).
+``summary.txt`` has one line per model: ``model NAME ok``, ``model NAME failed: ...`` or
+``model NAME not checked: budget: ...``.
 
 Rows are appended to ``gpu_check.csv`` under OUT as they are measured, so a run stopped early keeps
 what it did; ``gpu_check.json`` adds the meter's provenance.
@@ -23,7 +33,7 @@ what it did; ``gpu_check.json`` adds the meter's provenance.
 ``--tiny`` runs the same code on the CPU with tiny geometries of the same families, meter none and
 short lengths: a smoke test that the script runs before GPU time is spent (its figures mean nothing).
 
-Usage: python scripts/gpu_check.py OUT [--models opt-1.3b llama3.2-1b ...] [--tiny]
+Usage: python scripts/gpu_check.py OUT [--models gemma2-2b qwen2-1.5b ...] [--tiny] [--budget-s S]
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,12 +57,12 @@ from energykit.physics import kv_bytes_per_token  # noqa: E402
 from energykit.presets import resolve  # noqa: E402
 from energykit.windows import measure  # noqa: E402
 
-MODELS = ["opt-1.3b", "llama3.2-1b", "qwen2-1.5b", "granite3-2b", "gemma2-2b"]
+MODELS = ["gemma2-2b", "qwen2-1.5b", "llama3.2-1b", "granite3-2b", "opt-1.3b"]  # the riskiest first
 GPU = dict(batch=16, contexts=(64, 1024, 4096), o_short=16, o_long=80, max_len=4352, dtype="bfloat16",
-           device="cuda", meter="nvml", min_window_s=1.0, copy_bytes=2 << 30)
+           device="cuda", meter="nvml", min_window_s=1.0, copy_bytes=2 << 30, first_s=130.0, next_s=100.0)
 TINY = dict(batch=2, contexts=(8, 24, 40), o_short=2, o_long=6, max_len=48, dtype="float32", device="cpu",
-            meter="none", min_window_s=0.05, copy_bytes=64 << 20)
-SPREAD_WINDOWS = 3
+            meter="none", min_window_s=0.05, copy_bytes=64 << 20, first_s=60.0, next_s=20.0)
+SPREAD_WINDOWS = 5
 
 
 def tiny_geometry(name: str) -> tuple[str, dict]:
@@ -96,11 +107,12 @@ def prepare(name, geom, cfg, compile_cache) -> tuple[object, float]:
     return eng, time.perf_counter() - t0
 
 
-def replay_matches_eager(eng, cfg) -> bool:
-    """The captured decode step against the same step uncaptured, at the first context (one extra call)."""
+def replay_first_mismatch(eng, cfg) -> int | None:
+    """The captured decode step against the same step uncaptured, at the first context (one extra call):
+    the first decode step whose tokens differ, or None."""
     req = eng.request(cfg["batch"], cfg["contexts"][0], cfg["o_short"])
     req.prepare(1)
-    return eng._loop.replay_matches_eager(req._ready.popleft(), cfg["o_short"])
+    return eng._loop.first_mismatch(req._ready.popleft(), cfg["o_short"])
 
 
 def prep_only(a, cfg) -> int:
@@ -122,14 +134,15 @@ def warm_prep_s(a, spec: str, cache: str) -> float:
     return float("nan")
 
 
-def check_model(spec, a, cfg, meter, holder, bandwidth_b_s, cache) -> dict:
+def check_model(spec, a, cfg, meter, holder, bandwidth_b_s, cache, first: bool) -> dict:
     import torch
 
     name, geom = tiny_geometry(spec) if a.tiny else resolve(spec)[:2]
     eng, prep_cold_s = prepare(name, geom, cfg, cache)
     holder["e"] = eng
-    row = dict(model=name, batch_size=cfg["batch"], prep_cold_s=round(prep_cold_s, 2),
-               replay_matches_eager=replay_matches_eager(eng, cfg))
+    mismatch = replay_first_mismatch(eng, cfg)
+    row = dict(model=name, batch_size=cfg["batch"], prep_cold_s=round(prep_cold_s, 2) if first else None,
+               replay_matches_eager=mismatch is None, replay_first_mismatch=mismatch)
     weights = sum(p.numel() * p.element_size() for p in eng.model.parameters())
     kv_token = kv_bytes_per_token(geom, cfg["dtype"])
     row.update(weights_gb=round(weights / 1e9, 3), kv_bytes_per_token=kv_token,
@@ -145,6 +158,9 @@ def check_model(spec, a, cfg, meter, holder, bandwidth_b_s, cache) -> dict:
         floor_ms = 1e3 * (weights + cfg["batch"] * mean_context * kv_token) / bandwidth_b_s
         row.update({f"ms_step_{c}": round(ms, 4), f"j_step_{c}": round(j, 5), f"floor_ms_{c}": round(floor_ms, 4),
                     f"ratio_{c}": round(ms / floor_ms, 3)})
+    if {1024, 4096} <= set(cfg["contexts"]):
+        row.update(step_ratio_1024_4096=round(row["ms_step_1024"] / row["ms_step_4096"], 3),
+                   floor_ratio_1024_4096=round(row["floor_ms_1024"] / row["floor_ms_4096"], 3))
     c_spread = cfg["contexts"][len(cfg["contexts"]) // 2]
     req = eng.request(cfg["batch"], c_spread, cfg["o_long"])
     first = measure(meter, req, cfg["min_window_s"])
@@ -156,6 +172,7 @@ def check_model(spec, a, cfg, meter, holder, bandwidth_b_s, cache) -> dict:
                spread_pct=round(100 * (max(values) - min(values)) / mean, 3),
                windows_valid=bool(valid and all(x.reading.valid for x in per_call)))
     row["decode"] = eng.versions().get("decode")
+    row["compiled"] = eng.versions().get("compiled")
     holder.pop("e")
     eng.close()
     if cfg["device"] == "cuda":
@@ -169,7 +186,9 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny geometries, meter none")
     ap.add_argument("--min-window-s", type=float)
-    ap.add_argument("--compile-cache", default="", help="default: OUT/compile_cache, emptied first (cold)")
+    ap.add_argument("--compile-cache", default="", help="emptied first (cold); default: a new folder under /tmp")
+    ap.add_argument("--budget-s", type=float, default=float("inf"),
+                    help="stop starting a model when what is left of this cannot finish it")
     ap.add_argument("--prep-only", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
     cfg = dict(TINY if a.tiny else GPU)
@@ -178,12 +197,21 @@ def main() -> int:
     if a.prep_only:
         use_compile_cache(a.compile_cache)
         return prep_only(a, cfg)
+    started = time.monotonic()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    cache = a.compile_cache or str(out / "compile_cache")
-    if not a.compile_cache:
-        shutil.rmtree(cache, ignore_errors=True)  # cold: nothing compiled before this run
+    # never under OUT: thousands of small files the device tool would not return
+    cache = a.compile_cache or tempfile.mkdtemp(prefix="energykit-compile-cache-")
+    shutil.rmtree(cache, ignore_errors=True)  # cold: nothing compiled before this run
     use_compile_cache(cache)
+    summary = out / "summary.txt"
+    summary.write_text("")
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        with summary.open("a") as f:
+            f.write(line + "\n")
+
     import pandas as pd
     import torch
 
@@ -197,19 +225,29 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if cfg["device"] == "cuda" else "cpu"
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} {gpu}: copy {bandwidth / 1e9:.0f} GB/s, "
           f"idle {idle_w:.1f} W", flush=True)
-    rows = []
-    for spec in a.models:
+    rows, took = [], []
+    for n, spec in enumerate(a.models):
+        left = a.budget_s - (time.monotonic() - started)
+        need = max(took[1:], default=cfg["next_s"]) if n else cfg["first_s"]
+        if left < need:
+            for rest in a.models[n:]:
+                say(f"model {rest} not checked: budget: {left:.0f} s left of {a.budget_s:.0f} s, a model needs ~{need:.0f} s")
+            break
+        t0 = time.monotonic()
         try:
-            row = check_model(spec, a, cfg, meter, holder, bandwidth, cache)
+            row = check_model(spec, a, cfg, meter, holder, bandwidth, cache, first=not n)
         except Exception as e:  # report and go on with the next model
             holder.pop("e", None)
-            print(f"{spec}: failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
-                  flush=True)
+            say(f"model {spec} failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}")
             continue
         row.update(gpu=gpu, date=time.strftime("%Y-%m-%d", time.gmtime()))
-        # the warm preparation right after the model's windows (the child runs alone: this process waits),
-        # so that a run cut short by its time limit still has complete rows
-        row["prep_warm_s"] = round(warm_prep_s(a, spec, cache), 2)
+        # cold and warm preparation of the first model only (the others reuse what it compiled): the warm
+        # one right after its windows (the child runs alone: this process waits), so that a run cut
+        # short by its time limit still has complete rows
+        row["prep_warm_s"] = round(warm_prep_s(a, spec, cache), 2) if not n else None
+        took.append(time.monotonic() - t0)
+        problems = [] if row["replay_matches_eager"] else [f"replay differs from eager from step {row['replay_first_mismatch']}"]
+        say(f"model {spec} ok" if not problems else f"model {spec} checked, but {'; '.join(problems)}")
         rows.append(row)
         print(json.dumps(row), flush=True)
         pd.DataFrame(rows).to_csv(out / "gpu_check.csv", index=False)
@@ -220,7 +258,8 @@ def main() -> int:
     meter.close()
     if rows:
         df = pd.DataFrame(rows).set_index("model")
-        cols = [c for c in df.columns if c.startswith(("prep_", "ms_step_", "ratio_", "spread_pct"))]
+        cols = [c for c in df.columns if c.startswith(("prep_", "ms_step_", "ratio_", "step_ratio", "replay_first",
+                                                       "spread_pct"))]
         print(df[cols].to_string())
     return 0 if len(rows) == len(a.models) else 1
 

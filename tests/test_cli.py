@@ -141,3 +141,16 @@ def test_design_plans_a_sweep_from_its_params_file_before_measuring(capsys, tmp_
     assert main(["design", str(params), "--budget", "10", "-o", str(foreign)]) == 2
     assert foreign.read_text() == "engine: hf\n"
     assert main(["design", str(params), "--budget", "3", "-o", str(out)]) == 2
+def test_main_module_reimported_as_a_worker_runs_no_cli():
+    """A worker re-imports the main module under another name (multiprocessing's spawn: ``__mp_main__``;
+    mpi4py's MPIPoolExecutor, used by TensorRT-LLM): the guard keeps the CLI from running there."""
+    import subprocess
+    import sys
+
+    for name in ("__worker__", "__mp_main__"):
+        code = f"import runpy; runpy.run_module('energykit.__main__', run_name={name!r})"
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert (p.returncode, p.stdout, p.stderr) == (0, "", ""), name
+    # and run as the main module it is still the CLI
+    p = subprocess.run([sys.executable, "-m", "energykit", "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "usage: energykit" in p.stdout

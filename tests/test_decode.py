@@ -128,7 +128,8 @@ def test_a_later_cache_slot_does_not_change_earlier_logits():
         slot = loop.slot(2)
         with torch.inference_mode():
             slot.position.zero_()
-            loop._forward(slot, ids, torch.arange(20).expand(2, 20), loop.prefill_mask(20), keep=True)
+            loop._init_cache(slot)
+            loop._run(loop._forward, loop.prefill_mask(20), slot, ids, torch.arange(20).expand(2, 20), True)
             if poison:
                 for layer in slot.cache.layers:  # every slot after the one the step writes (20)
                     layer.keys[:, :, 21:] = 1e4
@@ -136,10 +137,8 @@ def test_a_later_cache_slot_does_not_change_earlier_logits():
             slot.position.fill_(20)
             slot.token.fill_(7)
             slot.position_ids.fill_(20)
-            block = 20 // hf_decode.BLOCK_SIZE
-            slot.kv_indices[..., 0] = block
-            slot.full_kv_num_blocks.fill_(block)
-            return loop._forward(slot, slot.token, slot.position_ids, slot.mask).clone()
+            slot.kv_num_blocks.fill_(20 // hf_decode.BLOCK_SIZE + 1)
+            return loop._run(loop._forward, slot.mask, slot, slot.token, slot.position_ids).clone()
 
     assert torch.allclose(step_logits(False), step_logits(True), atol=0, rtol=0)
     # and within the prefill: changing a later token leaves the earlier positions' logits alone
@@ -213,6 +212,10 @@ def test_gpu_check_runs_on_the_cpu_in_tiny_mode(tmp_path):
     assert len(rows) == 1 and rows[0]["model"] == "tiny-qwen2-1.5b" and rows[0]["decode"] == "loop"
     for key in ("prep_cold_s", "prep_warm_s", "ms_step_40", "floor_ms_40", "ratio_40", "spread_pct", "copy_gb_s"):
         assert rows[0][key] not in ("", "nan"), key
+    assert rows[0]["replay_matches_eager"] == "True" and rows[0]["replay_first_mismatch"] == ""
+    assert (tmp_path / "summary.txt").read_text() == "model qwen2-1.5b ok\n"
+    # the compile cache's many files never land where the device tool returns files from
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.csv", "gpu_check.json", "summary.txt"]
 
 
 @pytest.mark.parametrize("arch, heads, kv_heads", [("llama", 4, 2), ("qwen2", 12, 2), ("opt", 4, 4), ("gemma2", 8, 4)])
@@ -299,7 +302,7 @@ def test_the_captured_step_reads_the_same_tensors_every_call():
     def addresses(slot):
         cache = [t.data_ptr() for layer in slot.cache.layers for t in (layer.keys, layer.values)]
         own = [getattr(slot, n).data_ptr() for n in ("position", "token", "position_ids", "generated", "kv_indices",
-                                                     "kv_num_blocks", "full_kv_num_blocks", "full_kv_indices")]
+                                                     "kv_num_blocks")]
         return own + cache
 
     req = eng.request(2, 30, 5)
@@ -307,8 +310,8 @@ def test_the_captured_step_reads_the_same_tensors_every_call():
     req()
     slot = loop._slots[2]
     before = addresses(slot)
-    assert slot.mask.kv_indices is slot.kv_indices and slot.mask.full_kv_num_blocks is slot.full_kv_num_blocks
-    assert slot.mask.kv_num_blocks is slot.kv_num_blocks and slot.mask.full_kv_indices is slot.full_kv_indices
+    assert slot.mask.kv_indices is slot.kv_indices and slot.mask.kv_num_blocks is slot.kv_num_blocks
+    assert slot.mask.full_kv_num_blocks is None and slot.mask.full_kv_indices is None  # partial blocks only
     for i, o in ((7, 9), (50, 3)):
         req = eng.request(2, i, o)
         req.prepare(1)
@@ -337,3 +340,46 @@ def test_replay_check_tells_a_bad_replay_from_a_good_one():
         slot.graph = graph = Graph(corrupt)
         assert loop.replay_matches_eager(ids, 6) is (not corrupt)
         assert slot.graph is graph and loop.capture is False  # restored (the CPU never captures)
+        # the first step whose tokens differ is named (token 0 is the prefill's): the stand-in corrupts the
+        # token after the first replay recorded it, so the second replay's token is the first that differs
+        assert loop.first_mismatch(ids, 6) == (2 if corrupt else None)
+
+
+def test_decode_mask_lists_live_blocks_only_and_the_cache_is_a_multiple_of_128():
+    """torch 2.11's flex decode kernel (``_inductor/kernel/flex/templates/flex_decode.py.jinja``) splits
+    the key/value length over its programs by ``cdiv(KV_LEN, SPLIT_KV)`` (the static cache) when full
+    blocks are given, and by the listed blocks only when all are partial: the step lists
+    ``position // 128 + 1`` partial blocks and no full ones. A cache length that is not a multiple of
+    128 would load its last block unmasked (``IS_DIVISIBLE``): it is rounded up."""
+    eng = engine(tiny("llama", 8, 2), max_len=300)
+    loop = eng._loop
+    assert loop.max_len == hf_decode.cache_len(300) == 384 and loop.n_blocks == 3
+    for i, o, blocks in ((100, 3, 1), (200, 3, 2), (126, 4, 2), (290, 10, 3)):
+        req = eng.request(2, i, o)
+        req.prepare(1)
+        req()
+        slot = loop._slots[2]
+        last_position = i + o - 2  # the last step's query position
+        assert int(slot.kv_num_blocks.flatten()[0]) == last_position // 128 + 1 == blocks
+        assert slot.mask.full_kv_num_blocks is None
+        assert slot.cache.layers[0].keys.shape[2] == 384
+    assert eng.versions()["kv_cache"].startswith("static 384 positions")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, heads, kv_heads", [("llama", 4, 2), ("qwen2", 12, 2), ("opt", 4, 4), ("gemma2", 8, 4)])
+def test_the_whole_step_and_prefill_trace_as_one_graph(arch, heads, kv_heads):
+    """On CUDA the decode step and the prefill are compiled whole (Inductor) and the step captured: a
+    graph break would split the compiled step (and launch its pieces eagerly). Dynamo traces them here
+    with ``fullgraph=True`` (backend ``eager``: the CPU cannot run Inductor's flex kernels), and the
+    traced loop gives the tokens of the untraced one."""
+    eng = engine(tiny(arch, heads, kv_heads))
+    loop = eng._loop
+    ids = torch.randint(0, 128, (2, 21), generator=torch.Generator().manual_seed(3))
+    ref = loop.generate(ids, 8).clone()
+    loop._step_fn = torch.compile(loop._step_body, backend="eager", fullgraph=True, dynamic=False)
+    loop._prefill_fn = torch.compile(loop._prefill_body, backend="eager", fullgraph=True, dynamic=False)
+    try:
+        assert torch.equal(loop.generate(ids, 8), ref)
+    finally:
+        torch._dynamo.reset()

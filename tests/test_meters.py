@@ -280,3 +280,39 @@ def test_aligned_windows_of_two_gpus_ticking_at_different_phases(monkeypatch):
         r = m.end_window()
         assert r.energy_j == pytest.approx(700.0, rel=0.003)
         assert r.per_gpu_j["GPU-fake-1"] == pytest.approx(300.0, rel=0.003)
+
+
+@pytest.mark.parametrize("padding_idle", ["warm", "cold"])
+def test_end_padding_subtracts_warm_idle(monkeypatch, padding_idle):
+    """After work the board idles warm (here 120 W; cold idle before any work 60 W). The end padding runs
+    at the warm power: subtracting the cold idle leaves up to 60 W x one counter step (6 J) in the
+    window; the warm figure, measured over the counter step right after the work, removes it."""
+    clock = VirtualClock(0.0123)
+    fake = FakeNvml(power_w=60.0, counter_period_s=0.1, clock=clock)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    m = meters.NvmlMeter(probe_counter_s=1.0, padding_idle=padding_idle, clock=clock, sleep=clock.sleep)
+    assert m.idle_power_w(1.0) == pytest.approx(60.0, rel=1e-3)
+    errors = []
+    for k in range(10):
+        fake.set_power(60.0)
+        clock.sleep(0.0093 * k + 0.1)
+        m.begin_window()
+        fake.set_power(400.0)
+        clock.sleep(1.0)
+        fake.set_power(120.0)  # warm idle after the work
+        r = m.end_window()
+        assert r.valid and r.padding_idle == padding_idle
+        assert r.padding_idle_w == pytest.approx(120.0 if padding_idle == "warm" else 60.0, rel=1e-3)
+        errors.append(abs(r.energy_j - 400.0))
+    if padding_idle == "warm":
+        assert max(errors) < 0.5
+    else:
+        assert max(errors) > 2.0  # the cold figure leaves (120 - 60) W x padding in the window
+    assert m.info()["padding_idle"].startswith(padding_idle)
+
+
+def test_padding_idle_is_checked(monkeypatch):
+    clock = VirtualClock(0.0)
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(power_w=60.0, counter_period_s=0.1, clock=clock))
+    with pytest.raises(MeterError, match="padding_idle 'hot' is not one of warm, cold"):
+        meters.NvmlMeter(probe_counter_s=1.0, padding_idle="hot", clock=clock, sleep=clock.sleep)

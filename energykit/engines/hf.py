@@ -5,7 +5,8 @@ Decoding (``decode``, recorded in provenance and in a sweep's fingerprint):
 - ``loop`` (default): the kit's own greedy loop (:mod:`energykit.engines.hf_decode`): one prefill
   forward over exactly ``i`` tokens, then ``o − 1`` one-token steps over one static cache per batch
   size, everything on the device; on CUDA the step is a CUDA graph captured once per (model, batch
-  size) and replayed (``compile: false`` replays it uncaptured), and only flex attention is compiled.
+  size) and replayed, the whole step and the prefill compiled by Inductor (``compile: false`` runs
+  them uncaptured, only flex attention compiled).
   One host synchronisation per call. Its attention is the kit's flex attention (grouped KV heads read
   as stored for every head ratio). Gemma-2's sliding window is widened to the static cache
   (``max_len``), so its layers never roll a window; recorded in provenance as a deviation. Falcon has
@@ -319,8 +320,8 @@ class HFEngine(Engine):
         self.model = model.eval()
         window = getattr(model.config, "sliding_window", None)
         if self.decode == "loop" and window is not None and "gemma" in str(model.config.model_type):
-            # the loop's mask is causal over the whole static cache: a window of at least max_len, never rolled
-            model.config.sliding_window = max(int(window), self.max_len)
+            # the loop's mask is causal over the whole static cache: a window of at least its length, never rolled
+            model.config.sliding_window = max(int(window), hf_decode.cache_len(self.max_len))
             self.deviations["sliding_window"] = (f"{window} -> {model.config.sliding_window} (>= max_len "
                                                  f"{self.max_len}: the cache never rolls a window)")
         if self.decode == "loop":
@@ -394,8 +395,10 @@ class HFEngine(Engine):
                "kv_cache": f"static {self.max_len} positions", "decode": self.decode}
         if self.decode == "loop":
             out.update(attention=hf_decode.ATTENTION_NAME, cuda_graph=bool(self.compile and on_gpu),
-                       compiled="flex attention only" if on_gpu else "none (CPU)",
-                       kv_cache=f"static {self.max_len} positions; reset sets the length only",
+                       compiled=("none (CPU)" if not on_gpu else "whole decode step and prefill (Inductor)"
+                                 if self.compile else "flex attention only"),
+                       kv_cache=f"static {hf_decode.cache_len(self.max_len)} positions; reset sets the length only",
+                       decode_mask="live context: partial blocks only, position // 128 + 1",
                        gqa="grouped KV heads as stored" + (" (query heads folded into the query length)"
                                                           if hf_decode.folded(self.geometry.get("num_heads", 1),
                                                                               self.geometry.get("num_kv_heads", 1))

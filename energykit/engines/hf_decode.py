@@ -7,16 +7,26 @@ What a call does (``decode: loop``, the default):
 - **Decode**: ``o − 1`` steps, each one forward of one token per sequence over the static cache.
   Everything a step changes lives in device tensors updated in place by the step itself: the write
   position, the block mask (which key/value blocks are read), the position ids, the next token. On
-  CUDA the step is captured once per (model, batch size) as a CUDA graph and replayed; on the CPU the
-  same step runs uncaptured, so tests see the same host interaction.
+  CUDA the whole step (the model's one-token forward, argmax and state updates, not only flex
+  attention) is compiled by Inductor, so elementwise work is fused, and captured once per (model,
+  batch size) as a CUDA graph and replayed; on the CPU the same step runs uncompiled and uncaptured
+  (Inductor's CPU code generation fails on flex attention), so tests see the same host interaction.
+- **Prefill** is compiled the same way on CUDA, one variant per (batch size, input length), so that a
+  short prefill is not launch-bound (an eager Gemma-2 prefill launches ~2,600 kernels).
 - **One host synchronisation per call**, at its end: reading the final position, which also checks
   that every step ran.
 
 Attention (``energykit_flex``, registered with transformers' ``AttentionInterface``) is PyTorch flex
-attention over the static cache, compiled alone on CUDA (the model itself is not compiled):
+attention over the static cache, compiled with the step on CUDA:
 
-- Decode reads ⌈(position + 1) / 128⌉ key/value blocks: ``position // 128`` full blocks and the one
-  partial block holding the position, as a paged-KV production engine does.
+- Decode reads ⌈(position + 1) / 128⌉ key/value blocks, as a paged-KV production engine does, all
+  listed as *partial* blocks (``kv_num_blocks = position // 128 + 1``, no full blocks): torch 2.11's
+  flex decode kernel (``_inductor/kernel/flex/templates/flex_decode.py.jinja``) splits its work over
+  ``SPLIT_KV`` programs by ``cdiv(KV_LEN, SPLIT_KV)`` — the static cache's length — whenever full
+  blocks are given, but by ``cdiv(kv_num_blocks · 128, SPLIT_KV)`` when only partial blocks are, so
+  only then does a step's work grow with the position and not with ``max_len``. The cache length is
+  rounded up to a multiple of 128 (:func:`cache_len`), so no block is loaded unmasked past its end
+  (the kernel's ``IS_DIVISIBLE``).
 - **GQA is read as stored, for every head ratio.** The key/value handed to flex attention are the
   cache's own tensors, with their ``H_kv`` heads (never ``repeat_kv``). When the ratio
   ``g = H_q / H_kv`` is a power of two, flex attention gets ``enable_gqa=True``; its decode kernel
@@ -44,7 +54,8 @@ import warnings
 
 from ..errors import EngineError
 
-__all__ = ["ATTENTION_NAME", "BLOCK_SIZE", "folded", "register_attention", "PositionedCache", "DecodeLoop"]
+__all__ = ["ATTENTION_NAME", "BLOCK_SIZE", "cache_len", "folded", "register_attention", "PositionedCache",
+           "DecodeLoop"]
 
 ATTENTION_NAME = "energykit_flex"
 BLOCK_SIZE = 128
@@ -52,6 +63,15 @@ BLOCK_SIZE = 128
 
 _ACTIVE: dict = {"mask": None, "flex": None}
 """The block mask and flex function of the forward in flight (set by :class:`DecodeLoop`)."""
+
+
+def cache_len(max_len: int) -> int:
+    """The static cache's length for requests of up to ``max_len`` tokens: a multiple of :data:`BLOCK_SIZE`.
+
+    >>> cache_len(4352), cache_len(4353), cache_len(48)
+    (4352, 4480, 128)
+    """
+    return -(-int(max_len) // BLOCK_SIZE) * BLOCK_SIZE
 
 
 def folded(num_heads: int, num_kv_heads: int) -> bool:
@@ -166,10 +186,9 @@ class _Slot:
         self.position_ids = torch.zeros(batch_size, 1, dtype=torch.long, device=dev)
         self.generated = torch.zeros(batch_size, loop.max_len + 1, dtype=torch.long, device=dev)
         i32 = dict(dtype=torch.int32, device=dev)
+        # partial blocks only (see the module docstring): blocks 0..position // 128, the mask applied to each
         self.kv_num_blocks = torch.ones(1, 1, 1, **i32)
-        self.kv_indices = torch.zeros(1, 1, 1, n_blocks, **i32)
-        self.full_kv_num_blocks = torch.zeros(1, 1, 1, **i32)
-        self.full_kv_indices = torch.arange(n_blocks, **i32).view(1, 1, 1, n_blocks)
+        self.kv_indices = torch.arange(n_blocks, **i32).view(1, 1, 1, n_blocks)
         position, rows = self.position, loop.rows
 
         def visible(b, h, q_idx, kv_idx):
@@ -177,8 +196,8 @@ class _Slot:
 
         from torch.nn.attention.flex_attention import BlockMask
 
-        self.mask = BlockMask.from_kv_blocks(self.kv_num_blocks, self.kv_indices, self.full_kv_num_blocks,
-                                             self.full_kv_indices, BLOCK_SIZE=BLOCK_SIZE, mask_mod=visible,
+        self.mask = BlockMask.from_kv_blocks(self.kv_num_blocks, self.kv_indices, None, None,
+                                             BLOCK_SIZE=BLOCK_SIZE, mask_mod=visible,
                                              seq_lengths=(rows, loop.max_len), compute_q_blocks=False)
         self.graph = None
 
@@ -191,9 +210,9 @@ class DecodeLoop:
     model : transformers PreTrainedModel
         Loaded with ``attn_implementation=`` :data:`ATTENTION_NAME`.
     max_len : int
-        Static cache positions: the longest request, input plus output [tokens].
+        The longest request, input plus output [tokens]; the static cache holds :func:`cache_len` of it.
     capture : bool
-        Capture the decode step as a CUDA graph (CUDA only).
+        Compile the decode step and the prefill whole and capture the step as a CUDA graph (CUDA only).
     """
 
     def __init__(self, model, max_len: int, capture: bool):
@@ -201,7 +220,7 @@ class DecodeLoop:
 
         self.torch = torch
         self.model = model
-        self.max_len = int(max_len)
+        self.max_len = cache_len(max_len)
         self.device = next(model.parameters()).device
         self.capture = bool(capture) and self.device.type == "cuda"
         cfg = model.config
@@ -212,8 +231,14 @@ class DecodeLoop:
         self.n_blocks = -(-self.max_len // BLOCK_SIZE)
         from torch.nn.attention.flex_attention import flex_attention
 
-        if self.device.type == "cuda":
+        self.flex = flex_attention  # inside the compiled step and prefill on CUDA (Inductor fuses it there)
+        self._step_fn, self._prefill_fn = self._step_body, self._prefill_body
+        if self.capture:
+            self._step_fn = torch.compile(self._step_body, dynamic=False)
+            self._prefill_fn = torch.compile(self._prefill_body, dynamic=False)
+        elif self.device.type == "cuda":  # compile: false keeps flex attention fused, the rest eager
             self.flex = torch.compile(flex_attention, dynamic=False)
+        if self.device.type == "cuda":
             # past dynamo's recompile limit the compiled function silently runs flex attention unfused
             # (the full score matrix): fail instead of measuring that (torch _dynamo/config.py)
             cfg = torch._dynamo.config
@@ -221,8 +246,6 @@ class DecodeLoop:
                 if hasattr(cfg, knob):
                     setattr(cfg, knob, True)
                     break
-        else:
-            self.flex = flex_attention
         params = inspect.signature(model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         self.keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
@@ -250,29 +273,56 @@ class DecodeLoop:
             self._slots[batch_size] = _Slot(self, batch_size)
         return self._slots[batch_size]
 
-    def _forward(self, slot: _Slot, ids, position_ids, mask, keep=False):
+    def _run(self, fn, mask, *args):
+        """Run ``fn`` (the step or the prefill, compiled or not) with ``mask`` as the attention's block mask."""
         _ACTIVE["mask"], _ACTIVE["flex"] = mask, self.flex
         try:
             with warnings.catch_warnings():
                 if self.device.type == "cpu":  # unfused on purpose (tests); on CUDA the warning means a fallback
                     warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-                out = self.model(input_ids=ids, position_ids=position_ids, use_cache=True,
-                                 **{self.cache_kw: slot.cache}, **(self.keep_kw if keep else {}))
+                return fn(*args)
         finally:
             _ACTIVE["mask"] = None
+
+    def _forward(self, slot: _Slot, ids, position_ids, keep=False):
+        out = self.model(input_ids=ids, position_ids=position_ids, use_cache=True,
+                         **{self.cache_kw: slot.cache}, **(self.keep_kw if keep else {}))
         return out.logits[:, -1]
 
-    def _step(self, slot: _Slot) -> None:
-        """One decode step, all on the device: mask, positions, forward, argmax, advance."""
+    def _prefill_body(self, slot: _Slot, ids, positions) -> None:
+        """The prefill's forward and its greedy token, on the device (compiled per (B, i) on CUDA)."""
+        logits = self._forward(slot, ids, positions, keep=True)
+        slot.token.copy_(logits.argmax(-1, keepdim=True))
+
+    def _step_body(self, slot: _Slot) -> None:
+        """One decode step, all on the device: mask, positions, forward, argmax, advance (compiled on CUDA)."""
         torch = self.torch
         block = torch.div(slot.position, BLOCK_SIZE, rounding_mode="floor").to(torch.int32)
-        slot.kv_indices[..., 0].copy_(block.view(1, 1, 1))
-        slot.full_kv_num_blocks.copy_(block.view(1, 1, 1))
+        slot.kv_num_blocks.copy_((block + 1).view(1, 1, 1))
         slot.position_ids.copy_(slot.position.expand(slot.batch_size, 1))
-        logits = self._forward(slot, slot.token, slot.position_ids, slot.mask)
+        logits = self._forward(slot, slot.token, slot.position_ids)
         slot.token.copy_(logits.argmax(-1, keepdim=True))
         slot.generated.index_copy_(1, slot.position + 1, slot.token)
         slot.position.add_(1)
+
+    def _step(self, slot: _Slot) -> None:
+        """One decode step (compiled on CUDA, eager on the CPU), uncaptured."""
+        self._run(self._step_fn, slot.mask, slot)
+
+    def _init_cache(self, slot: _Slot) -> None:
+        """Allocate the slot's cache before anything is compiled or captured (so no graph allocates it)."""
+        layers = slot.cache.layers
+        if all(layer.is_initialized for layer in layers):
+            return
+        cfg = self.model.config
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        dtype = next(self.model.parameters()).dtype
+        kv = self.torch.zeros(slot.batch_size, kv_heads, 1, head_dim, dtype=dtype, device=self.device)
+        for layer in layers:
+            if not layer.is_initialized:
+                layer.lazy_initialization(kv, kv)
 
     def _capture(self, slot: _Slot) -> None:
         """Capture the decode step of this batch size (at position 0, before this call's prefill)."""
@@ -287,7 +337,7 @@ class DecodeLoop:
         slot.position.zero_()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._step(slot)
+            self._step(slot)  # the compiled step: Inductor's fused kernels, captured
         slot.graph = graph
 
     def generate(self, ids, output_len: int):
@@ -298,12 +348,12 @@ class DecodeLoop:
             raise EngineError(f"request of {i}+{output_len} tokens exceeds the static cache of {self.max_len}")
         slot = self.slot(b)
         with torch.inference_mode():
+            self._init_cache(slot)
             if self.capture and slot.graph is None and output_len > 1:
                 self._capture(slot)
             slot.position.zero_()  # the cache's "reset": its length only
             positions = torch.arange(i, device=self.device).expand(b, i)
-            logits = self._forward(slot, ids, positions, self.prefill_mask(i), keep=True)
-            slot.token.copy_(logits.argmax(-1, keepdim=True))
+            self._run(self._prefill_fn, self.prefill_mask(i), slot, ids, positions)
             slot.generated[:, i:i + 1].copy_(slot.token)
             slot.position.fill_(i)
             for _ in range(output_len - 1):
@@ -317,10 +367,15 @@ class DecodeLoop:
         return slot.generated[:, i:i + output_len]
 
     def replay_matches_eager(self, ids, output_len: int) -> bool:
-        """Whether the captured step's replays give the tokens of the same step run uncaptured.
+        """Whether the captured step's replays give the tokens of the same step run uncaptured."""
+        return self.first_mismatch(ids, output_len) is None
+
+    def first_mismatch(self, ids, output_len: int) -> int | None:
+        """The first decode step whose tokens differ between the captured step's replays and the same
+        step run uncaptured, or None where all match (token 0 is the prefill's, so steps count from 1).
 
         A check of the CUDA graph (state read at stale addresses, work left out of the capture): the
-        same compiled kernels in the same order, so the tokens should be identical. Trivially true
+        same compiled kernels in the same order, so the tokens should be identical. Trivially None
         where nothing is captured (the CPU, ``compile: false``).
         """
         captured = self.generate(ids, output_len).clone()
@@ -331,7 +386,8 @@ class DecodeLoop:
             eager = self.generate(ids, output_len)
         finally:
             slot.graph, self.capture = graph, capture
-        return bool(self.torch.equal(captured, eager))
+        differs = (captured != eager).any(0).nonzero().flatten().tolist()
+        return differs[0] if differs else None
 
     def close(self) -> None:
         self._slots.clear()
