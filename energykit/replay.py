@@ -712,6 +712,7 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
         "residual_j": measured_busy - model_busy,
         "residual_pct": 100.0 * (measured_busy - model_busy) / model_busy if model_busy > 0 else float("nan"),
         "unattributed_j": float(busy[~holds].sum()),
+        "idle_empty_windows_j": float((replay.idle_power_w * gap)[~holds].sum()),
         "attributed_j": float(table["energy_j"].sum()),
         "requests": int(len(table)),
         "failed_requests": int(len(replay.requests) - len(table)),

@@ -1,0 +1,200 @@
+"""The replay analysis: folder reader, occupancy, prediction, attribution (equal split, Shapley), simulator.
+
+The simulator (:func:`energykit.replay.simulate`) is a step-by-step continuous-batching server whose
+energy is a known E(i, o, B); it knows every request's true energy (own terms plus an equal share of
+each step it was in). The analysis sees only what the runner writes (the folder) and must recover it.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from energykit import replay as R
+from energykit.errors import DataError, FitError
+from energykit.fitting import ModelFit, fit_cells
+from energykit.model import BATCHED
+
+THETA = dict(theta1=2e-6, theta2=1e-5, theta3=0.01, theta4=5e-6, theta5p=0.05, thetaw=0.6, theta0=3.0)
+"""Coefficients of the simulated server (J, J/token, J/token²): the order of magnitude of a 1B model on an H200."""
+STEP = R.StepTime(0.02, 0.0005)
+
+
+def exact_fit(theta=THETA, noise_pct=0.0, seed=0):
+    """A batched ModelFit on isolated-batch cells of a known E(i, o, B) (what `energykit fit` would store)."""
+    rng = np.random.default_rng(seed)
+    i, o, b = (a.ravel() for a in np.meshgrid([64, 256, 1024, 2048], [16, 64, 256, 512], [1, 4, 16, 64]))
+    E = BATCHED.energy(i, o, b, **theta) * (1 + rng.normal(0, noise_pct / 100, i.shape))
+    res = fit_cells(E, i, o, kind="batched", batch_size=b)
+    return ModelFit("sim", 0, "batched", res, i, o, E, np.full(len(E), np.nan), cell_batch_size=b)
+
+
+def stream(n=30, seed=1, span_s=20.0):
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.uniform(0, span_s, n)), rng.integers(32, 2048, n), rng.integers(8, 400, n)
+
+
+@pytest.fixture(scope="module")
+def fit():
+    return exact_fit()
+
+
+def through_folder(rep, tmp_path):
+    return R.read_replay(R.write_replay(rep, tmp_path / "replay"))
+
+
+@pytest.mark.parametrize("seed,max_batch,prefill", [(1, None, 2e-5), (2, 8, 2e-5), (3, 4, 0.0)])
+def test_attribution_recovers_known_energies_within_2pct(fit, tmp_path, seed, max_batch, prefill):
+    """Done when: a simulated stream with known per-request energies, attributed from its folder alone."""
+    arr, i, o = stream(seed=seed)
+    rep, truth = R.simulate(arr, i, o, THETA, idle_power_w=80.0, step=STEP, prefill_s_per_token=prefill,
+                            window_s=1.0, max_batch=max_batch, seed=seed)
+    table, totals = R.attribute(through_folder(rep, tmp_path), fit, with_shapley=False)
+    err = (table.set_index("request_id")["energy_j"] / truth - 1) * 100
+    assert err.abs().max() < 2.0, err.abs().describe()
+    assert table["energy_j"].sum() == pytest.approx(totals["measured_busy_j"], rel=1e-12)
+    assert abs(totals["residual_pct"]) < 1.0  # a fit of the simulator's own E(i, o, B): the model explains the total
+
+
+def test_old_scaling_per_window_would_fail(fit):
+    """The per-request table is not the model's guess: a wrong occupancy (every request alone) misses the truth."""
+    arr, i, o = stream(seed=1)
+    rep, truth = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5)
+    alone = BATCHED.energy(i, o, 1, **THETA)  # each request priced as its own batch of one
+    assert np.max(np.abs(alone / truth.to_numpy() - 1)) > 0.2
+
+
+def test_isolated_batch_is_the_batched_model(fit):
+    """B requests arriving together with one length give back E(i, o, B) exactly, each E/B."""
+    b, i, o = 8, 512, 100
+    rep, truth = R.simulate(np.zeros(b), np.full(b, i), np.full(b, o), THETA, 80.0, STEP, window_s=0.5)
+    e = BATCHED.energy(i, o, b, **THETA)
+    assert truth.sum() == pytest.approx(e, rel=1e-12)
+    table, totals = R.attribute(rep, fit)
+    assert table["model_j"].to_numpy() == pytest.approx(np.full(b, e / b), rel=1e-4)
+    # everyone shares every step: Shapley and the equal split agree (exact enumeration of 2^8 coalitions)
+    assert set(table["shapley_method"]) == {"exact"}
+    assert table["energy_shapley_j"].to_numpy() == pytest.approx(table["energy_j"].to_numpy(), rel=1e-9)
+    _, whole = R.predict(rep, fit)
+    assert whole["predicted_j"] == pytest.approx(whole["measured_j"], rel=1e-3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 12), seed=st.integers(0, 10_000), noise=st.floats(0, 10), window=st.sampled_from([0.25, 1.0, 3.0]),
+       cap=st.sampled_from([None, 1, 3]))
+def test_attributions_sum_to_measured_busy_energy(n, seed, noise, window, cap):
+    """Whatever the stream, the noise and the windows: attributions add up to the measured busy energy."""
+    arr, i, o = stream(n=n, seed=seed, span_s=5.0)
+    rep, _ = R.simulate(arr, i, o, THETA, 80.0, STEP, 1e-5, window_s=window, max_batch=cap, noise_pct=noise, seed=seed)
+    table, totals = R.attribute(rep, exact_fit(), n_permutations=20, exact_max=6)
+    busy = totals["measured_busy_j"]
+    assert table["energy_j"].sum() == pytest.approx(busy, rel=1e-12, abs=1e-9)
+    assert table["energy_shapley_j"].sum() == pytest.approx(busy, rel=1e-12, abs=1e-9)
+    parts = totals["measured_busy_j"] + totals["idle_gap_j"] + totals["unattributed_j"] + totals["idle_empty_windows_j"]
+    assert parts == pytest.approx(totals["measured_j"], rel=1e-12)  # nothing measured is left out of the account
+    assert totals["residual_j"] == pytest.approx(totals["measured_busy_j"] - totals["model_busy_j"])
+
+
+def test_prediction_per_window_with_interval(tmp_path):
+    arr, i, o = stream(seed=4)
+    rep, _ = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5, window_s=1.0, noise_pct=2.0, seed=4)
+    fit = exact_fit(noise_pct=3.0)
+    table, whole = R.predict(through_folder(rep, tmp_path), fit, window_s=5.0)
+    assert len(table) == pytest.approx(np.ceil(rep.windows["end_s"].iloc[-1] / 5.0), abs=1)
+    assert (table["predicted_j_low"] <= table["predicted_j"]).all() and (table["predicted_j"] <= table["predicted_j_high"]).all()
+    assert whole["predicted_j_high"] > whole["predicted_j_low"]  # a fit on noisy cells has an interval
+    assert whole["measured_j"] == pytest.approx(rep.windows["energy_j"].sum())
+    assert abs(whole["error_pct"]) < 3.0
+    assert table["measured_j"].sum() == pytest.approx(whole["measured_j"])
+
+
+def test_shapley_exact_and_sampled_agree():
+    arr = np.array([0.0, 0.05, 0.3, 0.31, 2.0, 2.1])
+    out = np.array([50, 10, 80, 5, 30, 30])
+    exact, se0, how = R.shapley(arr, out, 0.6, 3.0, STEP)
+    assert how == "exact" and not se0.any()
+    steps, admits = R.schedule(arr, out, STEP)
+    assert exact.sum() == pytest.approx(0.6 * steps + 3.0 * admits)  # efficiency: the values share v(N)
+    sampled, se, how = R.shapley(arr, out, 0.6, 3.0, STEP, n_permutations=400, exact_max=3)
+    assert how.startswith("sampled")
+    assert np.all(np.abs(sampled - exact) <= 5 * se + 1e-9)
+
+
+def test_schedule_counts_steps_and_admissions():
+    # two requests far apart: each alone; together at once: one admission, steps of the longer
+    assert R.schedule([0.0, 100.0], [10, 20], STEP) == (30, 2)
+    assert R.schedule([0.0, 0.0], [10, 20], STEP) == (20, 1)
+    assert R.schedule([0.0, 0.0], [10, 20], STEP, max_batch=1) == (30, 2)
+
+
+def test_failed_requests_are_kept_but_not_attributed(fit, tmp_path):
+    arr, i, o = stream(n=6, seed=5)
+    rep, _ = R.simulate(arr, i, o, THETA, 80.0, STEP)
+    req = rep.requests.copy()
+    req = pd.concat([req, pd.DataFrame([{"request_id": 99, "arrival_s": 1.0, "sent_s": 1.0, "first_token_s": None,
+                                         "last_token_s": None, "input_len": 10, "output_len": 10, "prompt_tokens": None,
+                                         "completion_tokens": None, "ok": False, "error": "HTTP 500"}])], ignore_index=True)
+    rep = through_folder(R.Replay(req, rep.windows, rep.meta), tmp_path)
+    table, totals = R.attribute(rep, fit, with_shapley=False)
+    assert 99 not in set(table["request_id"]) and totals["failed_requests"] == 1
+
+
+def write(folder, requests, windows, meta=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
+    (folder / "energy.jsonl").write_text("".join(json.dumps(w) + "\n" for w in windows))
+    (folder / "replay.json").write_text(json.dumps(meta if meta is not None else {"idle_power_w": 80.0}))
+    return folder
+
+
+REQ = {"request_id": 0, "arrival_s": 0.5, "sent_s": 0.5, "first_token_s": 0.6, "last_token_s": 1.5, "input_len": 100,
+       "output_len": 10, "prompt_tokens": 100, "completion_tokens": 10, "ok": True, "error": None}
+WIN = {"start_s": 0.0, "end_s": 2.0, "energy_j": 300.0, "method": "counter"}
+
+
+@pytest.mark.parametrize("req,win,meta,match", [
+    ({**REQ, "first_token_s": "soon"}, WIN, None, r"line 1: first_token_s 'soon' is not a finite number"),
+    ({k: v for k, v in REQ.items() if k != "sent_s"}, WIN, None, r"line 1: lacks sent_s"),
+    ({**REQ, "last_token_s": 0.55}, WIN, None, r"times out of order"),
+    ({**REQ, "completion_tokens": 2.5}, WIN, None, r"completion_tokens 2.5 is not a non-negative integer"),
+    ({**REQ, "ok": "yes"}, WIN, None, r"ok 'yes' is not true or false"),
+    (REQ, {**WIN, "energy_j": -1.0}, None, r"energy_j -1.0 is negative"),
+    (REQ, {**WIN, "end_s": 0.0}, None, r"end_s 0.0 is not after start_s"),
+    (REQ, WIN, {"trace": "x"}, r"idle_power_w None is not a power in watts"),
+    (REQ, {**WIN, "end_s": 1.0}, None, r"request 0 ran outside the metered span"),
+])
+def test_reader_rejects_bad_values_in_one_line(tmp_path, req, win, meta, match):
+    with pytest.raises(DataError, match=match) as e:
+        R.read_replay(write(tmp_path / "r", [req], [win], meta))
+    assert "\n" not in str(e.value)
+
+
+def test_reader_rejects_duplicates_overlaps_and_missing(tmp_path):
+    with pytest.raises(DataError, match="request_id 0 already on line 1"):
+        R.read_replay(write(tmp_path / "a", [REQ, REQ], [WIN]))
+    with pytest.raises(DataError, match="before the previous one ends"):
+        R.read_replay(write(tmp_path / "b", [REQ], [WIN, {**WIN, "start_s": 1.0, "end_s": 3.0}]))
+    with pytest.raises(DataError, match="not a replay folder"):
+        R.read_replay(tmp_path / "nowhere")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "replay.json").write_text('{"idle_power_w": 80}')
+    with pytest.raises(DataError, match="requests.jsonl: no such file"):
+        R.read_replay(tmp_path / "c")
+    rep = R.read_replay(write(tmp_path / "d", [REQ], [WIN]))
+    assert rep.idle_power_w == 80.0 and len(rep.served) == 1
+
+
+def test_needs_a_batch_aware_fit(fit):
+    from energykit.fitting import FitSet
+    i, o = np.meshgrid([64, 256, 1024], [16, 64, 256])
+    E = BATCHED.energy(i.ravel(), o.ravel(), 16, **THETA)
+    res = fit_cells(E, i.ravel(), o.ravel())
+    single = ModelFit("m", 16, "sweetspot", res, i.ravel(), o.ravel(), E, np.full(9, np.nan))
+    with pytest.raises(FitError, match="has no batch size"):
+        R.batched_fit(single)
+    with pytest.raises(FitError, match="no batch-aware model"):
+        R.batched_fit(FitSet({("m", 16, "sweetspot"): single}, "l1", 5))
+    assert R.batched_fit(fit) is fit
