@@ -41,9 +41,10 @@ game "serve only the requests ``S`` of this busy period at their arrival times",
 continuous-batching scheduler with the step time fitted on the replay. Where every request's steps
 would stay as they were, (b) equals (a) (a step's cost paid once if any member is present is split
 equally by Shapley); they differ where removing a request would change who shares steps. Both are
-then scaled to what was *measured*: each meter window's energy above idle-over-gaps is shared in
-proportion to each request's modelled energy in that window, so attributions sum to the measured
-busy energy, and the residual against the model is reported beside them.
+then scaled to what was *measured*: the energy above idle-over-gaps of each run of meter windows
+linked by active requests is shared in proportion to each request's modelled energy, so
+attributions sum to the measured busy energy, and the residual against the model is reported
+beside them.
 """
 
 from __future__ import annotations
@@ -648,10 +649,15 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
     Returns one row per served request and the totals: ``measured_busy_j`` (the meter windows that
     hold requests, less idle power over their gaps), ``model_busy_j`` (the model's energy of the
     requests), ``residual_j`` = measured − model, ``unattributed_j`` (energy above idle in windows
-    with no request, not attributed), and the largest difference between the two attributions.
+    with no request, not attributed), ``idle_gap_j`` and ``idle_empty_windows_j`` (idle power over
+    the gaps of windows with and without requests; the four add up to ``measured_j``), and the
+    largest difference between the two attributions.
 
     Columns: ``own_j``, ``shared_j`` and ``model_j`` (the model's energy of the request, equal
-    split), ``energy_j`` (equal split scaled to the measured windows: these sum to ``measured_busy_j``),
+    split), ``energy_j`` (equal split scaled to what was measured: each run of meter windows linked
+    by requests shares its measured busy energy in proportion to ``model_j``; these sum to
+    ``measured_busy_j``, and scaling per run rather than per window keeps timing jitter inside a
+    run out of the split),
     ``shapley_model_j``, ``energy_shapley_j`` (Shapley scaled so that each busy period's total
     equals its ``energy_j`` total), ``shapley_stderr_j``, ``shapley_method``, ``shapley_diff_pct``,
     ``energy_per_token_j`` (per delivered token), ``busy_period``.

@@ -198,3 +198,35 @@ def test_needs_a_batch_aware_fit(fit):
     with pytest.raises(FitError, match="no batch-aware model"):
         R.batched_fit(FitSet({("m", 16, "sweetspot"): single}, "l1", 5))
     assert R.batched_fit(fit) is fit
+
+
+def batch_data(path, theta=THETA):
+    """Isolated-batch windows of the simulated server at four batch sizes, as a tidy CSV `energykit fit` reads."""
+    i, o, b = (a.ravel() for a in np.meshgrid([64, 256, 1024, 2048], [16, 64, 256, 512], [1, 4, 16, 64]))
+    E = BATCHED.energy(i, o, b, **theta)
+    pd.DataFrame({"model": "sim", "batch_size": b, "input_len": i, "output_len": o, "repeat": 0, "energy_j": E,
+                  "duration_s": o * STEP(b)}).to_csv(path, index=False)
+    return path
+
+
+def test_cli_attribute_writes_the_table_beside_the_trace(tmp_path, capsys):
+    from energykit.cli import main
+
+    arr, i, o = stream(n=12, seed=7, span_s=6.0)
+    rep, truth = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5, window_s=1.0)
+    folder = R.write_replay(rep, tmp_path / "replay")
+    data = batch_data(tmp_path / "batches.csv")
+    assert main(["attribute", str(folder), "--fit", str(data), "--window-s", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(folder / "attribution.csv")
+    assert out["totals"]["attributed_j"] == pytest.approx(out["totals"]["measured_busy_j"])
+    assert np.max(np.abs(table.set_index("request_id")["energy_j"] / truth - 1)) < 0.02
+    assert {"energy_j", "energy_shapley_j", "shapley_method", "energy_per_token_j"} <= set(table.columns)
+    assert main(["attribute", str(folder), "--fit", str(data), "-o", str(folder / "requests.jsonl")]) == 2
+    assert "would replace the state of the input folder" in capsys.readouterr().err
+    assert main(["attribute", str(tmp_path / "nowhere"), "--fit", str(data)]) == 2
+    assert "not a replay folder" in capsys.readouterr().err
+    single = tmp_path / "single.csv"
+    pd.read_csv(data).query("batch_size == 16").to_csv(single, index=False)
+    assert main(["attribute", str(folder), "--fit", str(single)]) == 2
+    assert "no batch-aware model" in capsys.readouterr().err
