@@ -62,12 +62,12 @@ from scipy.optimize import lsq_linear, nnls
 
 from .errors import DataError, FitError
 from .intervals import LEVEL, estimate_interval
-from .iotools import resolve
+from .iotools import read_trace, resolve
 from .model import BATCHED
 
 __all__ = ["REQUEST_FIELDS", "WINDOW_FIELDS", "EXACT_SHAPLEY_MAX", "Replay", "read_replay", "write_replay",
            "Occupancy", "occupancy", "StepTime", "step_time", "schedule", "predict", "attribute", "shapley",
-           "simulate", "batched_fit", "summary_numbers"]
+           "simulate", "batched_fit", "summary_numbers", "trace_stream", "simulated_server", "SIM_BATCHES"]
 
 REQUEST_FIELDS = ("request_id", "arrival_s", "sent_s", "first_token_s", "last_token_s", "input_len", "output_len",
                   "prompt_tokens", "completion_tokens", "ok", "error")
@@ -816,3 +816,65 @@ def simulate(arrival_s, input_len, output_len, params: dict, idle_power_w: float
             "meter": "simulated", "gpus": [], "max_batch": cap, "step_s": [step.base_s, step.per_request_s],
             "prefill_s_per_token": prefill_s_per_token, "noise_pct": noise_pct, "params": p}
     return Replay(requests, windows, meta), pd.Series(truth, index=requests["request_id"], name="true_energy_j")
+
+
+def trace_stream(path: str | Path, n_requests: int, time_scale: float = 1.0, skip: int = 0) -> pd.DataFrame:
+    """The first ``n_requests`` (after ``skip``) of a trace as a stream: ``arrival_s`` [s] from the first
+    (the trace's ``TIMESTAMP`` divided by ``time_scale``; one per second when it has none),
+    ``input_len`` and ``output_len`` [tokens] (outputs of 0 become 1: a served request emits a token)."""
+    if n_requests < 1 or not (time_scale > 0 and math.isfinite(time_scale)):
+        raise DataError(f"n_requests {n_requests} must be ≥ 1 and time_scale {time_scale} positive")
+    lengths, _ = read_trace(path)
+    rows = lengths.iloc[skip: skip + n_requests].reset_index(drop=True)
+    if len(rows) == 0:
+        raise DataError(f"{path}: no request after skipping {skip}; lower replay skip")
+    stamps = pd.read_csv(resolve(path), usecols=lambda c: c == "TIMESTAMP").iloc[skip: skip + n_requests]
+    if "TIMESTAMP" in stamps:
+        t = pd.to_datetime(stamps["TIMESTAMP"], errors="coerce")
+        if t.isna().any():
+            raise DataError(f"{path}: TIMESTAMP row {int(np.flatnonzero(t.isna())[0]) + skip + 2} is not a time")
+        arrival = (t - t.iloc[0]).dt.total_seconds().to_numpy()
+    else:
+        arrival = np.arange(len(rows), dtype=float)
+    return pd.DataFrame({"arrival_s": arrival / time_scale, "input_len": rows["input_len"].to_numpy(),
+                         "output_len": np.maximum(rows["output_len"].to_numpy(), 1)})
+
+
+SIM_BATCHES = (1, 4, 16, 64)
+"""Batch sizes of the isolated-batch windows simulated to fit E(i, o, B) when no measured fit exists [requests]."""
+
+
+def simulated_server(cal, noise_pct: float = 3.0, seed: int = 0) -> tuple:
+    """A simulated server of the GPU and engine of the measured dataset ``cal``: its E(i, o, B) and timing.
+
+    The hardware model is calibrated on ``cal`` (:func:`energykit.hardware.calibrate`), isolated-batch
+    windows are simulated from the per-step physics at :data:`SIM_BATCHES` with ``noise_pct`` % noise
+    (as the batching page does) and :data:`~energykit.model.BATCHED` is fitted on them. The step time
+    is the shortest measured time per output token; prefill time per token the median TTFT per
+    prompt token; idle power the one stored with ``cal``.
+
+    Returns ``(fit, step, prefill_s_per_token, idle_power_w, note)``.
+    """
+    from .dataset import from_frame, geometry, measured_cells
+    from .fitting import fit_dataset
+    from .hardware import calibrate, simulate as simulate_windows
+
+    hw = calibrate(cal)
+    name = hw.calibrated_on[0]
+    windows = simulate_windows(geometry(cal, name), hw.coef, SIM_BATCHES, (64, 256, 1024, 4096), (16, 64, 256, 1024),
+                               noise_pct=noise_pct, seed=seed, name=f"{name} (SIMULATED)")
+    fit = fit_dataset(from_frame(windows), loss="l1", cv_folds=5).batched[f"{name} (SIMULATED)"]
+    cells = measured_cells(cal, name)
+    per_token = (cells["duration_s"] / cells["output_len"]).to_numpy(dtype=float)
+    step = StepTime(float(np.nanmin(per_token)), 0.0)
+    prefill = 0.0
+    if "ttft_s" in cal:
+        ttft = cal["ttft_s"].sel(model=name).mean("repeat")
+        per_prompt = (ttft / (ttft["batch_size"] * ttft["input_len"])).values.ravel()
+        per_prompt = per_prompt[np.isfinite(per_prompt) & (per_prompt > 0)]
+        prefill = float(np.median(per_prompt)) if len(per_prompt) else 0.0
+    idle = float(cal.attrs.get("idle_power_w", 0.0) or 0.0)
+    note = (f"E(i, o, B) fitted on isolated-batch windows simulated (±{noise_pct:g} % noise) at B ∈ "
+            f"{{{', '.join(map(str, SIM_BATCHES))}}} from the hardware model calibrated on {name} ({hw.gpu}, {hw.engine}); "
+            f"step {step.base_s * 1e3:.1f} ms, prefill {prefill * 1e6:.2f} µs per prompt token, idle {idle:.0f} W")
+    return fit, step, prefill, idle, note
