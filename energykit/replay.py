@@ -60,7 +60,11 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import lsq_linear, nnls
 
+from .dataset import from_frame, geometry, measured_cells
 from .errors import DataError, FitError
+from .fitting import fit_dataset
+from .hardware import calibrate
+from .hardware import simulate as simulate_windows
 from .intervals import LEVEL, estimate_interval
 from .iotools import read_trace, resolve
 from .model import BATCHED
@@ -855,10 +859,6 @@ def simulated_server(cal, noise_pct: float = 3.0, seed: int = 0) -> tuple:
 
     Returns ``(fit, step, prefill_s_per_token, idle_power_w, note)``.
     """
-    from .dataset import from_frame, geometry, measured_cells
-    from .fitting import fit_dataset
-    from .hardware import calibrate, simulate as simulate_windows
-
     hw = calibrate(cal)
     name = hw.calibrated_on[0]
     windows = simulate_windows(geometry(cal, name), hw.coef, SIM_BATCHES, (64, 256, 1024, 4096), (16, 64, 256, 1024),
