@@ -440,8 +440,8 @@ def cmd_attribute(args) -> int:
     from pathlib import Path
 
     from .iotools import resolve
-    from .replay import attribute, batched_fit, predict, read_replay, summary_numbers
-    from .state import _netcdf_format, atomic_write_text, check_output
+    from .replay import attribute, predict, read_replay, server_fit, summary_numbers
+    from .state import atomic_write_text, check_output
 
     folder = resolve(args.replay)
     out = Path(args.o) if args.o else folder / "attribution.csv"
@@ -449,17 +449,7 @@ def cmd_attribute(args) -> int:
     if args.window_s is not None and not (args.window_s > 0 and math.isfinite(args.window_s)):
         raise ParamsError(f"--window-s {args.window_s} must be a positive number of seconds, e.g. 10")
     rep = read_replay(folder)
-    fit_path = resolve(args.fit)
-    if fit_path.suffix == ".nc" and _netcdf_format(fit_path) == "energykit-fits":
-        from .fitting import load_fits
-
-        fits = load_fits(fit_path)
-    else:
-        from .dataset import load
-        from .fitting import fit_dataset
-
-        fits = fit_dataset(load(args.fit), models=[args.model] if args.model else None, loss=args.loss)
-    fit = batched_fit(fits, args.model)
+    fit = server_fit(args.fit, args.model, args.loss)
     windows, whole = predict(rep, fit, window_s=args.window_s)
     table, totals = attribute(rep, fit, with_shapley=not args.no_shapley)
     atomic_write_text(out, table.to_csv(index=False))

@@ -60,18 +60,19 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import lsq_linear, nnls
 
-from .dataset import from_frame, geometry, measured_cells
+from .dataset import from_frame, geometry, load_many, measured_cells
 from .errors import DataError, FitError
-from .fitting import fit_dataset
+from .fitting import fit_dataset, load_fits
 from .hardware import calibrate
 from .hardware import simulate as simulate_windows
 from .intervals import LEVEL, estimate_interval
 from .iotools import read_trace, resolve
+from .state import _netcdf_format
 from .model import BATCHED
 
 __all__ = ["REQUEST_FIELDS", "WINDOW_FIELDS", "EXACT_SHAPLEY_MAX", "Replay", "read_replay", "write_replay",
            "Occupancy", "occupancy", "StepTime", "step_time", "schedule", "predict", "attribute", "shapley",
-           "simulate", "batched_fit", "summary_numbers", "trace_stream", "simulated_server", "SIM_BATCHES"]
+           "simulate", "batched_fit", "summary_numbers", "trace_stream", "simulated_server", "SIM_BATCHES", "server_fit"]
 
 REQUEST_FIELDS = ("request_id", "arrival_s", "sent_s", "first_token_s", "last_token_s", "input_len", "output_len",
                   "prompt_tokens", "completion_tokens", "ok", "error")
@@ -453,6 +454,17 @@ def batched_fit(fits, model: str | None = None):
     if model not in batched:
         raise FitError(f"model {model!r} has no E(i, o, B) in the fit; available: {', '.join(batched) or 'none'}")
     return batched[model]
+
+
+def server_fit(source, model: str | None = None, loss: str = "l1", cv_folds: int = 5):
+    """The batch-aware fit of the replayed server from ``source``: a fit file (``energykit fit --save``)
+    or measured data (one path or a list, fitted here)."""
+    paths = [source] if isinstance(source, (str, Path)) else list(source)
+    if len(paths) == 1 and str(paths[0]).endswith(".nc") and _netcdf_format(resolve(paths[0])) == "energykit-fits":
+        fits = load_fits(paths[0])
+    else:
+        fits = fit_dataset(load_many(paths), models=[model] if model else None, loss=loss, cv_folds=cv_folds)
+    return batched_fit(fits, model)
 
 
 def _window_edges(replay: Replay, window_s: float | None) -> tuple[np.ndarray, pd.DataFrame]:

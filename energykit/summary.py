@@ -302,3 +302,42 @@ def batching_results(ds: xr.Dataset, rows: pd.DataFrame, sat: pd.DataFrame, simu
             "are in the table below).\n")
     return text, {"batch_max_mape_pct": mape, "batch_max_lobo_mape_pct": lobo,
                   "saturation_batch_min": lo, "saturation_batch_max": hi, "simulated": simulated}
+
+
+__all__ += ["replay_results"]
+
+
+def replay_results(whole: dict, totals: dict, simulated: bool, source: str, recovery_pct: float | None = None,
+                   window_s: float = 10.0) -> tuple[str, dict]:
+    """07_replay: predicted vs measured energy of a replayed stream, and what each request was attributed.
+
+    ``whole``, ``totals``: :func:`energykit.replay.predict`'s totals and :func:`energykit.replay.attribute`'s;
+    ``source``: one line on where the replay and its fit come from; ``recovery_pct``: on a simulated
+    replay, the largest error of the attribution against the simulator's known per-request energies.
+    """
+    head = "### Key results\n\n"
+    if simulated:
+        head += ("## SIMULATED REPLAY — not a measurement\n\nNo replay has been measured on a GPU yet: every number "
+                 f"below comes from a stream simulated by a continuous-batching simulator ({source}).\n\n")
+    else:
+        head += f"Measured replay: {source}.\n\n"
+    band = _with_interval(whole["predicted_j"], whole["predicted_j_low"], whole["predicted_j_high"])
+    text = (head + f"**{totals['requests']} requests** in {totals['busy_periods']} busy period(s) over "
+            f"{whole['duration_s']:.0f} s: measured **{whole['measured_j']:.0f} J**, predicted from E(i, o, B) "
+            f"**{band} J** ({whole['error_pct']:+.1f} %; per {window_s:g} s window in the figure below). "
+            f"Busy energy {totals['measured_busy_j']:.0f} J is attributed to the requests (the attributions sum to it); "
+            f"its residual against the model is {totals['residual_j']:+.0f} J ({totals['residual_pct']:+.1f} %), "
+            f"idle over gaps {totals['idle_gap_j'] + totals['idle_empty_windows_j']:.0f} J, and "
+            f"{totals['unattributed_j']:.0f} J above idle fell in windows with no request.")
+    numbers = {"replay_measured_j": whole["measured_j"], "replay_predicted_j": whole["predicted_j"],
+               "replay_error_pct": whole["error_pct"], "replay_residual_pct": totals["residual_pct"],
+               "replay_requests": totals["requests"], "simulated": simulated}
+    if "mean_abs_shapley_diff_pct" in totals:
+        text += (f" Shapley values differ from the equal split by {totals['mean_abs_shapley_diff_pct']:.1f} % on average "
+                 f"(at most {totals['max_abs_shapley_diff_pct']:.1f} %; {', '.join(totals['shapley_methods'])}).")
+        numbers["shapley_mean_abs_diff_pct"] = totals["mean_abs_shapley_diff_pct"]
+    if recovery_pct is not None:
+        text += (f" The simulator knows each request's true energy: the attribution recovers it within "
+                 f"**{recovery_pct:.2f} %** (largest error).")
+        numbers["recovery_max_error_pct"] = recovery_pct
+    return text + "\n", numbers
