@@ -345,7 +345,7 @@ def attribution_vs_lengths(table: pd.DataFrame, axes=None):
     """Attributed energy per request against its input length (colour: output length), and per delivered token
     against the output length (colour: input length)."""
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+        _, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     a, b = axes
     s = a.scatter(table["input_len"], table["energy_j"], c=table["output_len"], cmap="viridis", s=25)
     a.figure.colorbar(s, ax=a, label="output length [tokens]")
@@ -354,6 +354,8 @@ def attribution_vs_lengths(table: pd.DataFrame, axes=None):
                   norm=plt.matplotlib.colors.LogNorm())
     b.figure.colorbar(s, ax=b, label="input length [tokens]")
     b.set(xscale="log", yscale="log", xlabel="delivered output tokens", ylabel="energy per delivered token [J/token]")
+    plain_log_ticks(a, "x")
+    plain_log_ticks(b)
     return axes
 
 

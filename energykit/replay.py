@@ -49,6 +49,8 @@ beside them.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import json
 import math
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from scipy.optimize import lsq_linear, nnls
+from tqdm.auto import tqdm
 
 from .dataset import from_frame, geometry, load_many, measured_cells
 from .errors import DataError, FitError
@@ -70,7 +73,7 @@ from .iotools import read_trace, resolve
 from .state import _netcdf_format
 from .model import BATCHED
 
-__all__ = ["REQUEST_FIELDS", "WINDOW_FIELDS", "EXACT_SHAPLEY_MAX", "Replay", "read_replay", "write_replay",
+__all__ = ["REQUEST_FIELDS", "WINDOW_FIELDS", "EXACT_SHAPLEY_MAX", "SHAPLEY_MAX", "Replay", "read_replay", "write_replay",
            "Occupancy", "occupancy", "StepTime", "step_time", "schedule", "predict", "attribute", "shapley",
            "simulate", "batched_fit", "summary_numbers", "trace_stream", "simulated_server", "SIM_BATCHES", "server_fit"]
 
@@ -79,6 +82,8 @@ REQUEST_FIELDS = ("request_id", "arrival_s", "sent_s", "first_token_s", "last_to
 WINDOW_FIELDS = ("start_s", "end_s", "energy_j", "method")
 EXACT_SHAPLEY_MAX = 12
 """Busy periods of at most this many requests get exact Shapley values (2^n coalitions); larger ones sampled permutations."""
+SHAPLEY_MAX = 2000
+"""Busy periods of more requests get no Shapley value (NaN, method "skipped"): sampling costs grow as n²."""
 _TIMES = ("arrival_s", "sent_s", "first_token_s", "last_token_s")
 _COUNTS = ("input_len", "output_len", "prompt_tokens", "completion_tokens")
 
@@ -561,83 +566,95 @@ def schedule(arrival_s, output_len, step: StepTime, max_batch: int | None = None
     one token. Runs of identical steps are jumped over, so the cost is per event, not per step.
     """
     order = np.argsort(arrival_s, kind="stable")
-    arr = np.asarray(arrival_s, dtype=float)[order]
-    rem_all = np.asarray(output_len, dtype=np.int64)[order]
-    cap = max_batch or len(arr)
-    t, nxt, steps, admits = (float(arr[0]) if len(arr) else 0.0), 0, 0, 0
-    active: list[int] = []
-    while nxt < len(arr) or active:
-        if not active and arr[nxt] > t:
-            t = float(arr[nxt])
+    arr = np.asarray(arrival_s, dtype=float)[order].tolist()
+    outs = np.asarray(output_len, dtype=np.int64)[order].tolist()
+    return _schedule_sorted(range(len(arr)), arr, outs, step.base_s, step.per_request_s, max_batch)
+
+
+def _schedule_sorted(members, arr: list, outs: list, base: float, per: float, max_batch: int | None):
+    """:func:`schedule` of the requests ``members`` (indices into ``arr``/``outs``, in arrival order)."""
+    members = list(members)
+    n = len(members)
+    cap = max_batch or n
+    t = arr[members[0]] if n else 0.0
+    nxt, steps, admits = 0, 0, 0
+    finish: list[int] = []  # the step count at which each active request has emitted its last token (a heap)
+    while nxt < n or finish:
+        if not finish and arr[members[nxt]] > t:
+            t = arr[members[nxt]]
         joined = False
-        while nxt < len(arr) and arr[nxt] <= t + 1e-12 and len(active) < cap:
-            active.append(int(rem_all[nxt]))
+        while nxt < n and arr[members[nxt]] <= t + 1e-12 and len(finish) < cap:
+            heapq.heappush(finish, steps + outs[members[nxt]])
             nxt += 1
             joined = True
         admits += joined
-        dt = step(len(active))
-        k = min(active)
-        if nxt < len(arr) and len(active) < cap and dt > 0:
-            k = max(1, min(k, math.ceil((arr[nxt] - t) / dt - 1e-9)))
+        dt = base + per * len(finish)
+        k = finish[0] - steps
+        if nxt < n and len(finish) < cap and dt > 0:
+            k = max(1, min(k, math.ceil((arr[members[nxt]] - t) / dt - 1e-9)))
         steps += k
         t += k * dt
-        active = [r - k for r in active if r > k]
+        while finish and finish[0] <= steps:
+            heapq.heappop(finish)
     return steps, admits
 
 
-def _shared_cost(arrival, out, theta_w, theta_0, step, cap):
-    if len(arrival) == 0:
-        return 0.0
-    s, a = schedule(arrival, out, step, cap)
-    return theta_w * s + theta_0 * a
-
-
 def shapley(arrival_s, output_len, theta_w: float, theta_0: float, step: StepTime, max_batch: int | None = None,
-            n_permutations: int = 200, seed: int = 0, exact_max: int = EXACT_SHAPLEY_MAX):
+            n_permutations: int = 200, seed: int = 0, exact_max: int = EXACT_SHAPLEY_MAX,
+            max_schedules: int = 20_000):
     """Shapley values [J] of the shared energy (θw per step, θ0 per admission) among the requests of one
     busy period, and their standard errors [J] (0 when exact).
 
     The game: ``v(S)`` is the shared energy of serving only the requests in ``S`` at their arrival
     times (:func:`schedule`). Exact over all ``2^n`` coalitions up to ``exact_max`` requests; above,
     the mean marginal contribution over ``n_permutations`` random orders (Castro et al. 2009), with
-    standard error ``std / sqrt(n_permutations)``.
+    standard error ``std / sqrt(n_permutations)``; a period of ``n`` requests gets at most
+    ``max_schedules / n`` permutations (at least 20), which the method string states.
 
     Returns
     -------
     (values, stderr, method)
     """
-    arr = np.asarray(arrival_s, dtype=float)
-    out = np.asarray(output_len, dtype=np.int64)
+    order = np.argsort(np.asarray(arrival_s, dtype=float), kind="stable")
+    arr = np.asarray(arrival_s, dtype=float)[order].tolist()
+    out = np.asarray(output_len, dtype=np.int64)[order].tolist()
     n = len(arr)
+    back = np.empty(n, dtype=np.int64)
+    back[order] = np.arange(n)  # the caller's request r is arr[back[r]]
+
+    def cost(members):
+        if not members:
+            return 0.0
+        s, a = _schedule_sorted(members, arr, out, step.base_s, step.per_request_s, max_batch)
+        return theta_w * s + theta_0 * a
+
     if n == 0:
         return np.zeros(0), np.zeros(0), "exact"
+    if n > SHAPLEY_MAX:
+        nan = np.full(n, np.nan)
+        return nan, nan.copy(), f"skipped (busy period of {n} > {SHAPLEY_MAX} requests)"
     if n <= exact_max:
-        v = {}
-        for size in range(n + 1):
-            for S in combinations(range(n), size):
-                idx = list(S)
-                v[S] = _shared_cost(arr[idx], out[idx], theta_w, theta_0, step, max_batch)
+        v = {S: cost(S) for size in range(n + 1) for S in combinations(range(n), size)}
         phi = np.zeros(n)
         fact = [math.factorial(k) for k in range(n + 1)]
         for S, val in v.items():
-            s = len(S)
-            for r in range(n):
-                if r in S:
-                    continue
-                T = tuple(sorted(S + (r,)))
-                phi[r] += fact[s] * fact[n - s - 1] / fact[n] * (v[T] - val)
-        return phi, np.zeros(n), "exact"
+            w = fact[len(S)] * fact[n - len(S) - 1] / fact[n]
+            for r in set(range(n)) - set(S):
+                phi[r] += w * (v[tuple(sorted(S + (r,)))] - val)
+        return phi[back], np.zeros(n), "exact"
+    n_permutations = max(20, min(n_permutations, max_schedules // n))
     rng = np.random.default_rng(seed)
     marg = np.zeros((n_permutations, n))
     for p in range(n_permutations):
-        perm = rng.permutation(n)
+        members: list[int] = []
         prev = 0.0
-        for j in range(n):
-            idx = np.sort(perm[: j + 1])
-            val = _shared_cost(arr[idx], out[idx], theta_w, theta_0, step, max_batch)
-            marg[p, perm[j]] = val - prev
+        for r in rng.permutation(n).tolist():
+            bisect.insort(members, r)
+            val = cost(members)
+            marg[p, r] = val - prev
             prev = val
-    return marg.mean(axis=0), marg.std(axis=0, ddof=1) / math.sqrt(n_permutations), f"sampled ({n_permutations} permutations)"
+    se = marg.std(axis=0, ddof=1) / math.sqrt(n_permutations)
+    return marg.mean(axis=0)[back], se[back], f"sampled ({n_permutations} permutations)"
 
 
 # ---------------------------------------------------------------------------------------------- attribution
@@ -711,14 +728,16 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
         se = np.zeros(len(table))
         method = np.empty(len(table), dtype=object)
         tw, t0 = float(fit.params["thetaw"]), float(fit.params["theta0"])
-        for p, idx in table.groupby("busy_period").indices.items():
+        periods = table.groupby("busy_period").indices.items()
+        for p, idx in tqdm(periods, desc="Shapley values per busy period", unit="period", leave=False,
+                           disable=len(table) <= 2 * exact_max):
             ph, s, how = shapley(table["sent_s"].to_numpy()[idx], table["output_len"].to_numpy()[idx], tw, t0, step,
                                  cap, n_permutations, seed + int(p), exact_max)
             phi[idx], se[idx], method[idx] = ph, s, how
         table["shapley_model_j"] = own + phi
         period_energy = table.groupby("busy_period")["energy_j"].transform("sum").to_numpy()
         period_model = table.groupby("busy_period")["shapley_model_j"].transform("sum").to_numpy()
-        k = np.where(period_model > 0, period_energy / np.where(period_model > 0, period_model, 1.0), 0.0)
+        k = np.where(period_model > 0, period_energy / np.where(period_model > 0, period_model, 1.0), np.nan)
         table["energy_shapley_j"] = table["shapley_model_j"] * k
         table["shapley_stderr_j"] = se * k
         table["shapley_method"] = method
@@ -741,7 +760,7 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
         "busy_periods": int(table["busy_period"].nunique()),
     }
     if with_shapley:
-        totals["max_abs_shapley_diff_pct"] = float(table["shapley_diff_pct"].abs().max())
+        totals["max_abs_shapley_diff_pct"] = float(table["shapley_diff_pct"].abs().max())  # NaN where skipped
         totals["mean_abs_shapley_diff_pct"] = float(table["shapley_diff_pct"].abs().mean())
         totals["shapley_methods"] = sorted(set(table["shapley_method"]))
     return table, totals
@@ -866,8 +885,9 @@ def simulated_server(cal, noise_pct: float = 3.0, seed: int = 0) -> tuple:
     The hardware model is calibrated on ``cal`` (:func:`energykit.hardware.calibrate`), isolated-batch
     windows are simulated from the per-step physics at :data:`SIM_BATCHES` with ``noise_pct`` % noise
     (as the batching page does) and :data:`~energykit.model.BATCHED` is fitted on them. The step time
-    is the shortest measured time per output token; prefill time per token the median TTFT per
-    prompt token; idle power the one stored with ``cal``.
+    is the shortest measured time per output token; the prefill time per prompt token the slope of
+    the windows' durations in ``B·i`` (non-negative least squares with ``o`` and a constant); idle
+    power the one stored with ``cal``.
 
     Returns ``(fit, step, prefill_s_per_token, idle_power_w, note)``.
     """
@@ -879,12 +899,12 @@ def simulated_server(cal, noise_pct: float = 3.0, seed: int = 0) -> tuple:
     cells = measured_cells(cal, name)
     per_token = (cells["duration_s"] / cells["output_len"]).to_numpy(dtype=float)
     step = StepTime(float(np.nanmin(per_token)), 0.0)
-    prefill = 0.0
-    if "ttft_s" in cal:
-        ttft = cal["ttft_s"].sel(model=name).mean("repeat")
-        per_prompt = (ttft / (ttft["batch_size"] * ttft["input_len"])).values.ravel()
-        per_prompt = per_prompt[np.isfinite(per_prompt) & (per_prompt > 0)]
-        prefill = float(np.median(per_prompt)) if len(per_prompt) else 0.0
+    # duration of a window ≈ prefill · B·i + step · o + c: the prefill time per prompt token from the cells
+    d = cells["duration_s"].to_numpy(dtype=float)
+    X = np.column_stack([cells["batch_size"].to_numpy(dtype=float) * cells["input_len"].to_numpy(dtype=float),
+                         cells["output_len"].to_numpy(dtype=float), np.ones(len(d))])
+    ok = np.isfinite(d)
+    prefill = float(nnls(X[ok], d[ok])[0][0]) if ok.sum() >= 3 else 0.0
     idle = float(cal.attrs.get("idle_power_w", 0.0) or 0.0)
     note = (f"E(i, o, B) fitted on isolated-batch windows simulated (±{noise_pct:g} % noise) at B ∈ "
             f"{{{', '.join(map(str, SIM_BATCHES))}}} from the hardware model calibrated on {name} ({hw.gpu}, {hw.engine}); "

@@ -318,7 +318,7 @@ def replay_results(whole: dict, totals: dict, simulated: bool, source: str, reco
     head = "### Key results\n\n"
     if simulated:
         head += ("## SIMULATED REPLAY — not a measurement\n\nNo replay has been measured on a GPU yet: every number "
-                 f"below comes from a stream simulated by a continuous-batching simulator ({source}).\n\n")
+                 f"below comes from a stream simulated by a continuous-batching simulator. {source}.\n\n")
     else:
         head += f"Measured replay: {source}.\n\n"
     band = _with_interval(whole["predicted_j"], whole["predicted_j_low"], whole["predicted_j_high"])

@@ -76,7 +76,7 @@ if simulated:
     stream = replay.trace_stream(trace_path, replay_requests, replay_time_scale)
     rep, truth = replay.simulate(stream["arrival_s"], stream["input_len"], stream["output_len"], fit.params, idle_w,
                                  step, prefill_s, window_s=SIM_WINDOW_S, noise_pct=SIM_NOISE_PCT, seed=0)
-    source = (f"the first {replay_requests} requests of `{trace_path}` at their arrival times (×{replay_time_scale:g}); "
+    source = (f"The first {replay_requests} requests of `{trace_path}` at their arrival times (×{replay_time_scale:g}); "
               f"server: {server}; meter windows of {SIM_WINDOW_S:g} s with {SIM_NOISE_PCT:g} % noise")
     display(Markdown(f"# ⚠ SIMULATED REPLAY\n\n**Nothing on this page was measured.** {source}. It shows what the "
                      "analysis reports on a measured replay (`energykit replay`, then `replay_dir`), and checks that "
