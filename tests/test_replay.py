@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import ROOT
 from energykit import replay as R
 from energykit.errors import DataError, FitError
 from energykit.fitting import ModelFit, fit_cells
@@ -230,3 +231,49 @@ def test_cli_attribute_writes_the_table_beside_the_trace(tmp_path, capsys):
     pd.read_csv(data).query("batch_size == 16").to_csv(single, index=False)
     assert main(["attribute", str(folder), "--fit", str(single)]) == 2
     assert "no batch-aware model" in capsys.readouterr().err
+
+
+def test_page_figures_draw_what_they_are_given(fit):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from energykit import plots
+
+    arr, i, o = stream(n=8, seed=9, span_s=3.0)
+    rep, _ = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5, noise_pct=1.0)
+    windows, _ = R.predict(rep, fit, window_s=2.0)
+    table, _ = R.attribute(rep, fit)
+    ax = plots.replay_windows(windows)
+    assert len(ax.patches) == len(windows)  # one measured bar per window
+    ax = plots.replay_timeline(table)
+    assert len(ax.lines) == 2 * len(table)  # wait and decode of each request
+    a, b = plots.attribution_vs_lengths(table)
+    assert len(a.collections[0].get_offsets()) == len(table) == len(b.collections[0].get_offsets())
+    ax = plots.attribution_methods(table)
+    assert ax.get_xlabel().startswith("equal split")
+    plt.close("all")
+
+
+def test_trace_stream_reads_arrival_times(tmp_path):
+    s = R.trace_stream(ROOT / "data/azure_llm_inference_trace_2023_conv.csv", 30, time_scale=2.0)
+    assert len(s) == 30 and s["arrival_s"].iloc[0] == 0.0 and s["arrival_s"].is_monotonic_increasing
+    assert s["arrival_s"].iloc[-1] == pytest.approx(19.913927 / 2, abs=1e-6)  # the trace's 30th request, sped up twice
+    (tmp_path / "t.csv").write_text("input_len,output_len\n10,0\n20,5\n")
+    assert R.trace_stream(tmp_path / "t.csv", 5)["output_len"].tolist() == [1, 5]
+    with pytest.raises(DataError, match="no request after skipping 9"):
+        R.trace_stream(tmp_path / "t.csv", 5, skip=9)
+
+
+def test_attribution_survives_client_side_jitter_of_token_times(fit):
+    """A client records token times late by up to 3 ms (a sixth of a step): still within 2 %."""
+    arr, i, o = stream(seed=2)
+    rep, truth = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5, max_batch=8)
+    rng = np.random.default_rng(2)
+    req = rep.requests.copy()
+    for c in ("first_token_s", "last_token_s"):
+        req[c] = req[c] + rng.uniform(0, 0.003, len(req))
+    req["last_token_s"] = np.maximum(req["last_token_s"], req["first_token_s"])
+    table, _ = R.attribute(R.Replay(req, rep.windows, rep.meta), fit, with_shapley=False)
+    assert np.max(np.abs(table.set_index("request_id")["energy_j"] / truth - 1)) < 0.02
