@@ -537,7 +537,11 @@ def predict(replay: Replay, fit, window_s: float | None = None, n_draws: int = 2
 
 @dataclass(frozen=True)
 class StepTime:
-    """Duration of a decode step [s] at ``B`` requests: ``base_s + per_request_s · B``."""
+    """Duration of a decode step [s] at ``B`` requests: ``base_s + per_request_s · B``.
+
+    >>> round(StepTime(0.008, 0.0005)(16), 6)
+    0.016
+    """
 
     base_s: float
     per_request_s: float
@@ -564,6 +568,9 @@ def schedule(arrival_s, output_len, step: StepTime, max_batch: int | None = None
     Each step, requests that have arrived are admitted (up to ``max_batch`` active; an admission
     is a step that prefills them, and yields their first token), then every active request emits
     one token. Runs of identical steps are jumped over, so the cost is per event, not per step.
+
+    >>> schedule([0.0, 0.0, 5.0], [10, 20, 5], StepTime(0.02, 0.0))  # two together, one alone later
+    (25, 2)
     """
     order = np.argsort(arrival_s, kind="stable")
     arr = np.asarray(arrival_s, dtype=float)[order].tolist()
