@@ -27,13 +27,14 @@ token (``k = 0 … o-1``), which sum to :math:`\\theta_2 i o + \\theta_4 o^2 + \
 (``B`` requests admitted together, ``o`` steps) gives back :math:`E(i, o, B)` exactly. Between
 requests, the board draws ``idle_power_w`` (the fit's energies are whole-board, idle included).
 
-**Occupancy.** Request ``r`` emits ``o_r`` tokens; its steps are taken as evenly spaced,
-:math:`\\delta_r = (t_\\mathrm{last} - t_\\mathrm{first}) / (o_r - 1)`, and it occupies
-:math:`[t_\\mathrm{first} - \\delta_r, t_\\mathrm{last}]` (the first of these steps is its prefill).
-The time axis is cut at every such boundary and every meter-window boundary; the number of steps
-:math:`s_k \\ge 0` in each piece solves :math:`\\sum_{k \\in r} s_k = o_r` for every request in least squares,
-pulled towards the pieces' mean step rate (``scipy.optimize.lsq_linear``). Admissions are the
-distinct first-token times (within a quarter of the shortest step).
+**Occupancy.** Request ``r`` emits ``o_r`` tokens, taken as evenly spaced between its first and
+last token. The time axis is cut at every first- and last-token time and every meter-window
+boundary; the number of steps :math:`s_k \\ge 0` in each piece solves :math:`\\sum_{k \\in r} s_k = o_r - 1`
+for every request in least squares (``scipy.optimize.lsq_linear``), pulled towards a prior from the
+pieces' durations: steps times a step time linear in the batch, plus a prefill time per prompt token
+admitted, fitted (non-negative) on the pieces and refined four times. Admissions are the distinct
+first-token times (within a quarter of the shortest step); one into an empty server opens a busy
+stretch from the request's sending to its first token.
 
 **Attribution.** (a) *Equal split*: own terms plus, for each step, its shared energy divided equally
 among the requests in it; (b) *Shapley*: own terms plus the Shapley value of the shared energy in the
@@ -259,7 +260,8 @@ class Occupancy:
 
     ``breaks`` [s] cut the time axis into pieces ``k``. Request ``r`` decodes (its tokens 2 … o) in
     pieces ``first[r] … last[r]-1``, where ``count[k]`` requests decode and ``steps[k]`` steps fall;
-    ``busy[k]`` also counts requests in their prefill step (``[t_first - δ, t_first]``).
+    ``busy[k]`` also counts a request in the admission step that opened a busy stretch
+    (``[t_first - lead_s, t_first]``, from sending to its first token).
     Admission ``g`` at ``admissions[g]`` [s] is one step shared by ``members[g]`` (the requests it
     admits and those decoding across it); ``admitted_piece[g]`` is the piece holding that step for
     the decoders (-1 when none decoded).
@@ -278,6 +280,8 @@ class Occupancy:
     admissions: np.ndarray
     members: list
     admitted_piece: np.ndarray
+    lead_s: np.ndarray
+    """Seconds of each request's admission step before its first token where it opened a busy stretch (else 0)."""
 
     @property
     def duration_s(self) -> np.ndarray:
@@ -294,7 +298,7 @@ class Occupancy:
     @property
     def busy_period(self) -> np.ndarray:
         """Busy period of each request (0, 1, …): requests linked by overlapping activity."""
-        start = self.first_s - self.step_s
+        start = self.first_s - np.where(self.lead_s > 0, self.lead_s, self.step_s)
         order = np.argsort(start, kind="stable")
         period = np.zeros(len(start), dtype=np.int64)
         p, reach = -1, -np.inf
@@ -333,7 +337,22 @@ def occupancy(served: pd.DataFrame, breaks=(), pull: float = 0.05) -> Occupancy:
         waits = (served["first_token_s"] - served["sent_s"]).to_numpy(dtype=float)
         typical = float(np.median(waits[waits > 0])) if (waits > 0).any() else 1e-3
     step = np.where(multi, step, typical)
-    cuts = np.unique(np.concatenate([t1 - step, t1, t2, np.asarray(breaks, dtype=float)]))
+    tol = 0.25 * float(np.min(step))
+    order = np.argsort(t1, kind="stable")
+    group = np.cumsum(np.r_[True, np.diff(t1[order]) > tol]) - 1
+    groups = []  # (admitted, decoding across the admission, first-token time)
+    for g in range(group[-1] + 1):
+        new = order[group == g]
+        t_lo = float(t1[new].min())
+        groups.append((new, np.flatnonzero((t1 < t_lo - tol) & (t2 >= t_lo - tol)), t_lo, float(t1[new].max())))
+    # the admission step into an empty server lasts from sending to the first token (it holds the prefill);
+    # one joining a running batch lies inside the others' pieces
+    lead = np.zeros(len(o))
+    for new, decoding, _, _ in groups:
+        if not len(decoding):
+            wait = t1[new] - served["sent_s"].to_numpy(dtype=float)[new]
+            lead[new] = np.where(wait > 0, wait, step[new])
+    cuts = np.unique(np.concatenate([t1 - lead, t1, t2, np.asarray(breaks, dtype=float)]))
     m = len(cuts) - 1
     first = np.searchsorted(cuts, t1)
     last = np.searchsorted(cuts, t2)
@@ -345,10 +364,20 @@ def occupancy(served: pd.DataFrame, breaks=(), pull: float = 0.05) -> Occupancy:
         return np.cumsum(d)[:m]
 
     count = active(first, last).round().astype(np.int64)
-    busy = active(np.searchsorted(cuts, t1 - step), last).round().astype(np.int64)
+    busy = active(np.searchsorted(cuts, t1 - lead), last).round().astype(np.int64)
     dur = np.diff(cuts)
     rate = active(first, last, 1.0 / step)
     s0 = np.where(count > 0, rate / np.maximum(count, 1) * dur, 0.0)
+    prompt = served["prompt_tokens"].to_numpy(dtype=float)
+    admissions, members, pieces = [], [], []
+    prefill_tokens = np.zeros(m)  # prompt tokens prefilled in the admission step that ends each piece
+    for new, decoding, t_lo, t_hi in groups:
+        admissions.append(t_hi)
+        members.append(np.union1d(new, decoding))
+        k = int(np.searchsorted(cuts, t_lo, side="left") - 1) if len(decoding) else -1
+        pieces.append(k)
+        if k >= 0:
+            prefill_tokens[k] += prompt[new].sum()
     live = np.flatnonzero(count > 0)
     steps = np.zeros(m)
     if len(live):
@@ -357,25 +386,24 @@ def occupancy(served: pd.DataFrame, breaks=(), pull: float = 0.05) -> Occupancy:
         rows = np.repeat(np.arange(len(o)), last - first)
         cols = col[np.concatenate([np.arange(a, b) for a, b in zip(first, last)] + [np.zeros(0, int)])]
         A = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(o), len(live)))
-        scale = np.maximum(s0[live], 1e-9)
-        # unknowns x = s / s0 (the pull is relative): Σ_k s0_k x_k = o_r - 1 per request; pull · (x - 1) = 0
-        lhs = sparse.vstack([A @ sparse.diags(scale), pull * sparse.identity(len(live))]).tocsr()
-        rhs = np.concatenate([o - 1.0, pull * np.ones(len(live))])
-        x = lsq_linear(lhs, rhs, bounds=(0.0, np.inf), lsmr_tol="auto", tol=1e-10, max_iter=5000).x
-        steps[live] = x * scale
-    tol = 0.25 * float(np.min(step))
-    order = np.argsort(t1, kind="stable")
-    group = np.cumsum(np.r_[True, np.diff(t1[order]) > tol]) - 1
-    admissions, members, pieces = [], [], []
-    for g in range(group[-1] + 1):
-        new = order[group == g]
-        t_lo, t_hi = float(t1[new].min()), float(t1[new].max())
-        decoding = np.flatnonzero((t1 < t_lo - tol) & (t2 >= t_lo - tol))
-        admissions.append(t_hi)
-        members.append(np.union1d(new, decoding))
-        pieces.append(int(np.searchsorted(cuts, t_lo, side="left") - 1) if len(decoding) else -1)
+        b_live, d_live, p_live = count[live].astype(float), dur[live], prefill_tokens[live]
+        prior = s0[live]
+        for _ in range(4):
+            scale = np.maximum(prior, 1e-9)
+            # unknowns x = s / prior (the pull is relative): Σ_k prior_k x_k = o_r - 1 per request; pull · (x - 1) = 0
+            lhs = sparse.vstack([A @ sparse.diags(scale), pull * sparse.identity(len(live))]).tocsr()
+            rhs = np.concatenate([o - 1.0, pull * np.ones(len(live))])
+            x = lsq_linear(lhs, rhs, bounds=(0.0, np.inf), lsmr_tol="auto", tol=1e-10, max_iter=5000).x
+            s_live = x * scale
+            # the pieces' durations: steps · (base + per_request · B) + prefill · prompt tokens admitted in them
+            coef, _ = nnls(np.column_stack([s_live, s_live * b_live, p_live]), d_live)
+            per_step = coef[0] + coef[1] * b_live
+            if not (per_step > 0).all():
+                break
+            prior = np.maximum(d_live - coef[2] * p_live, 0.0) / per_step
+        steps[live] = s_live
     return Occupancy(served.reset_index(drop=True), cuts, count, busy, steps, first, last, t1, t2, step,
-                     np.array(admissions), members, np.array(pieces, dtype=np.int64))
+                     np.array(admissions), members, np.array(pieces, dtype=np.int64), lead)
 
 
 # ---------------------------------------------------------------------------------------------- features

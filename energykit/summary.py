@@ -308,12 +308,14 @@ __all__ += ["replay_results"]
 
 
 def replay_results(whole: dict, totals: dict, simulated: bool, source: str, recovery_pct: float | None = None,
-                   window_s: float = 10.0) -> tuple[str, dict]:
+                   window_s: float = 10.0, reconstruction_pct: float | None = None) -> tuple[str, dict]:
     """07_replay: predicted vs measured energy of a replayed stream, and what each request was attributed.
 
     ``whole``, ``totals``: :func:`energykit.replay.predict`'s totals and :func:`energykit.replay.attribute`'s;
     ``source``: one line on where the replay and its fit come from; ``recovery_pct``: on a simulated
-    replay, the largest error of the attribution against the simulator's known per-request energies.
+    replay, the largest error of the attribution against the simulator's known per-request energies;
+    ``reconstruction_pct``: the same for the model's energy of each request before scaling to the
+    (noisy) meter, i.e. the error of the occupancy reconstruction alone.
     """
     head = "### Key results\n\n"
     if simulated:
@@ -340,4 +342,9 @@ def replay_results(whole: dict, totals: dict, simulated: bool, source: str, reco
         text += (f" The simulator knows each request's true energy: the attribution recovers it within "
                  f"**{recovery_pct:.2f} %** (largest error).")
         numbers["recovery_max_error_pct"] = recovery_pct
+        if reconstruction_pct is not None:
+            text += (f" Before scaling to the simulated meter's noisy windows, the model's energy per request from the "
+                     f"reconstructed occupancy is within **{reconstruction_pct:.2f} %**: the rest is meter noise, "
+                     "which weighs most on short busy periods between idle windows.")
+            numbers["reconstruction_max_error_pct"] = reconstruction_pct
     return text + "\n", numbers

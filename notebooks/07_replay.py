@@ -68,7 +68,7 @@ SIM_NOISE_PCT = 2.0  # multiplicative noise of each simulated meter window [%]
 
 # %%
 simulated = not replay_dir
-truth, recovery = None, None
+truth, recovery, reconstruction = None, None, None
 if simulated:
     cal = dataset.load(calibrate_data or data[0])
     fit, step, prefill_s, idle_w, server = replay.simulated_server(cal)
@@ -90,8 +90,10 @@ else:
 windows, whole = replay.predict(rep, fit, window_s=replay_window_s)
 table, totals = replay.attribute(rep, fit)
 if truth is not None:
-    recovery = float(np.max(np.abs(table.set_index("request_id")["energy_j"] / truth - 1)) * 100)
-summary.show(*summary.replay_results(whole, totals, simulated, source, recovery, replay_window_s))
+    by_id = table.set_index("request_id")
+    recovery = float(np.max(np.abs(by_id["energy_j"] / truth - 1)) * 100)
+    reconstruction = float(np.max(np.abs(by_id["model_j"] / truth - 1)) * 100)
+summary.show(*summary.replay_results(whole, totals, simulated, source, recovery, replay_window_s, reconstruction))
 
 # %% [markdown]
 # ## Does the model fitted on isolated batches predict the stream?
