@@ -448,7 +448,9 @@ def cmd_attribute(args) -> int:
     check_output(out, [args.fit, resolve(args.fit), folder], "", "-o")  # before any work
     if args.window_s is not None and not (args.window_s > 0 and math.isfinite(args.window_s)):
         raise ParamsError(f"--window-s {args.window_s} must be a positive number of seconds, e.g. 10")
-    rep = read_replay(folder)
+    if args.idle_power_w is not None and not (0 <= args.idle_power_w < 1e5):
+        raise ParamsError(f"--idle-power-w {args.idle_power_w} must be a power in watts, e.g. 84")
+    rep = read_replay(folder, idle_power_w=args.idle_power_w)
     fit = server_fit(args.fit, args.model, args.loss)
     windows, whole = predict(rep, fit, window_s=args.window_s)
     table, totals = attribute(rep, fit, with_shapley=not args.no_shapley)
@@ -465,7 +467,9 @@ def cmd_attribute(args) -> int:
           f"[{whole['predicted_j_low']:.1f}, {whole['predicted_j_high']:.1f}] ({whole['error_pct']:+.2f} %)")
     print(f"busy energy measured {totals['measured_busy_j']:.1f} J, model {totals['model_busy_j']:.1f} J, residual "
           f"{totals['residual_j']:+.1f} J ({totals['residual_pct']:+.2f} %); unattributed (request-free windows above "
-          f"idle) {totals['unattributed_j']:.1f} J")
+          f"idle) {totals['unattributed_j']:.1f} J"
+          + (f"; {totals['invalid_windows']} window(s) the meter could not measure: their model energy "
+             f"{totals['modelled_invalid_j']:.1f} J stands in" if totals["invalid_windows"] else ""))
     if not args.no_shapley:
         print(f"Shapley vs equal split: mean |diff| {totals['mean_abs_shapley_diff_pct']:.2f} %, max "
               f"{totals['max_abs_shapley_diff_pct']:.2f} % ({', '.join(totals['shapley_methods'])})")
@@ -575,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--window-s", type=float, help="compare per window of about this many seconds (default: the "
                     "meter's windows)")
     at.add_argument("-o", help="per-request table (CSV); default REPLAY/attribution.csv")
+    at.add_argument("--idle-power-w", type=float, help="idle board power [W], when the replay measured none "
+                    "(replay.json's idle_power_w is null) or to override it")
     at.add_argument("--no-shapley", action="store_true", help="equal split only (skip the Shapley values)")
     at.add_argument("--loss", choices=["l1", "l2"], default="l1")
     at.add_argument("--json", action="store_true", help="one JSON object on stdout")

@@ -146,11 +146,14 @@ def _number(rec: dict, key: str, path: Path, n: int, integer: bool = False, allo
     return int(v) if integer else float(v)
 
 
-def read_replay(folder: str | Path) -> Replay:
+def read_replay(folder: str | Path, idle_power_w: float | None = None) -> Replay:
     """Read and validate a replay folder (``requests.jsonl``, ``energy.jsonl``, ``replay.json``).
 
     Raises a one-line :class:`~energykit.errors.DataError` naming the file, line and field of the first
-    bad value. Failed requests (``ok`` false) may carry null times; they are kept and not attributed.
+    bad value. Failed requests (``ok`` false), and requests marked ok without a token, may carry null
+    times: they are kept and not attributed. A meter window with ``valid`` false or a null energy
+    (a counter that went down, a meter that cannot measure) is kept with ``energy_j`` NaN.
+    ``idle_power_w`` [W] replaces the one in ``replay.json`` (needed when the replay measured none).
     """
     folder = resolve(folder)
     if not folder.is_dir():
@@ -164,7 +167,12 @@ def read_replay(folder: str | Path) -> Replay:
         raise DataError(f"{meta_path}: not valid JSON ({e}); write it again with energykit replay") from None
     if not isinstance(meta, dict):
         raise DataError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    if idle_power_w is not None:
+        meta = {**meta, "idle_power_w": idle_power_w, "idle_power_source": "given"}
     idle = meta.get("idle_power_w")
+    if idle is None:
+        raise DataError(f"{meta_path}: idle_power_w is null (the replay measured no idle power, idle_s: 0); "
+                        "give it (energykit attribute --idle-power-w 84) or replay again with idle_s > 0")
     if not (isinstance(idle, (int, float)) and not isinstance(idle, bool) and math.isfinite(idle) and 0 <= idle < 1e5):
         raise DataError(f"{meta_path}: idle_power_w {idle!r} is not a power in watts; the replay measures it "
                         "before it starts (e.g. 84.0)")
@@ -179,20 +187,18 @@ def read_replay(folder: str | Path) -> Replay:
         if rec["error"] is not None and not isinstance(rec["error"], str):
             raise DataError(f"{path} line {n}: error {rec['error']!r} is neither text nor null")
         row = {"request_id": _number(rec, "request_id", path, n, integer=True), "ok": rec["ok"], "error": rec["error"]}
-        failed = not rec["ok"]
         for k in ("input_len", "output_len"):
             row[k] = _number(rec, k, path, n, integer=True)
         for k in ("prompt_tokens", "completion_tokens"):
-            row[k] = _number(rec, k, path, n, integer=True, allow_null=failed)
+            row[k] = _number(rec, k, path, n, integer=True, allow_null=True)
         for k in _TIMES:
-            row[k] = _number(rec, k, path, n, allow_null=failed or k != "arrival_s")
-            if row[k] is None and k in ("first_token_s", "last_token_s") and not failed:
-                raise DataError(f"{path} line {n}: {k} is null for a request marked ok; a served request has token times")
-        if not failed:
-            if row["completion_tokens"] < 1:
-                raise DataError(f"{path} line {n}: completion_tokens 0 for a request marked ok; mark it ok: false")
-            if row["sent_s"] is None:
-                raise DataError(f"{path} line {n}: sent_s is null for a request marked ok")
+            row[k] = _number(rec, k, path, n, allow_null=k != "arrival_s")
+        served = rec["ok"] and (row["completion_tokens"] or 0) >= 1
+        if served:
+            nulls = [k for k in ("sent_s", "first_token_s", "last_token_s", "prompt_tokens") if row[k] is None]
+            if nulls:
+                raise DataError(f"{path} line {n}: {nulls[0]} is null for a request served with "
+                                f"{row['completion_tokens']} tokens; a served request has its token times and usage")
             order = [row[k] for k in ("sent_s", "first_token_s", "last_token_s")]
             if not order[0] <= order[1] <= order[2] or order[0] < 0:
                 raise DataError(f"{path} line {n}: times out of order (sent_s {order[0]}, first_token_s {order[1]}, "
@@ -212,10 +218,16 @@ def read_replay(folder: str | Path) -> Replay:
         missing = [k for k in WINDOW_FIELDS if k not in rec]
         if missing:
             raise DataError(f"{path} line {n}: lacks {', '.join(missing)}; every window needs {', '.join(WINDOW_FIELDS)}")
-        w = {k: _number(rec, k, path, n) for k in ("start_s", "end_s", "energy_j")}
+        w = {k: _number(rec, k, path, n) for k in ("start_s", "end_s")}
+        w["energy_j"] = _number(rec, "energy_j", path, n, allow_null=True)
+        valid = rec.get("valid", True)
+        if not isinstance(valid, bool):
+            raise DataError(f"{path} line {n}: valid {valid!r} is not true or false")
+        if w["energy_j"] is None or not valid:
+            w["energy_j"] = math.nan
         if not w["end_s"] > w["start_s"]:
             raise DataError(f"{path} line {n}: end_s {w['end_s']} is not after start_s {w['start_s']}")
-        if not 0 <= w["energy_j"] < 1e12:
+        if not (math.isnan(w["energy_j"]) or 0 <= w["energy_j"] < 1e12):
             raise DataError(f"{path} line {n}: energy_j {w['energy_j']} is negative or over 1e12 J; "
                             "a window measures a non-negative energy in joules")
         if w["start_s"] < last_end - 1e-9:
@@ -223,8 +235,12 @@ def read_replay(folder: str | Path) -> Replay:
                             f"({last_end} s); windows must be in time order and not overlap")
         last_end = w["end_s"]
         w["method"] = str(rec["method"])
+        w["valid"] = not math.isnan(w["energy_j"])
         wrows.append(w)
     windows = pd.DataFrame(wrows)
+    if not windows["valid"].any():
+        raise DataError(f"{path}: no window measured an energy (all null or invalid; meter "
+                        f"{meta.get('meter', '?')!s}); replay again with a meter that measures (meter: nvml)")
     rep = Replay(requests, windows, meta)
     served = rep.served
     if len(served):
@@ -511,7 +527,7 @@ def _window_edges(replay: Replay, window_s: float | None) -> tuple[np.ndarray, p
     t0 = float(w["start_s"].iloc[0])
     group = np.floor((w["end_s"].to_numpy() - t0 - 1e-9) / window_s).astype(int)
     g = w.assign(group=group).groupby("group", sort=True).agg(start_s=("start_s", "min"), end_s=("end_s", "max"),
-                                                               energy_j=("energy_j", "sum")).reset_index(drop=True)
+                                                               energy_j=("energy_j", lambda x: x.sum(skipna=False))).reset_index(drop=True)
     return np.r_[g["start_s"].to_numpy(), g["end_s"].iloc[-1]], g
 
 
@@ -535,7 +551,8 @@ def predict(replay: Replay, fit, window_s: float | None = None, n_draws: int = 2
     (DataFrame, dict)
         One row per window (``start_s``, ``end_s``, ``measured_j``, ``predicted_j`` with
         ``predicted_j_low``/``_high``, ``idle_j`` over its gaps, ``gap_s``, ``error_pct``), and the
-        totals (same keys, summed; the interval from the draws of the sum).
+        totals over the windows the meter measured (same keys, summed; the interval from the draws of
+        the sum), with ``invalid_windows`` (measured NaN) and the energy predicted in them.
     """
     fit = batched_fit(fit)
     occ = occupancy(replay.served, breaks=np.r_[replay.windows["start_s"], replay.windows["end_s"]])
@@ -552,10 +569,12 @@ def predict(replay: Replay, fit, window_s: float | None = None, n_draws: int = 2
                           "predicted_j": est, "predicted_j_low": lo, "predicted_j_high": hi,
                           "idle_j": idle_j, "gap_s": gap})
     table["error_pct"] = 100.0 * (table["predicted_j"] - table["measured_j"]) / table["measured_j"].where(table["measured_j"] > 0)
-    t_est, t_lo, t_hi = estimate_interval(float(est.sum()), samples.sum(axis=1), level)
-    total = {"measured_j": float(table["measured_j"].sum()), "predicted_j": float(t_est),
-             "predicted_j_low": float(t_lo), "predicted_j_high": float(t_hi), "idle_j": float(idle_j.sum()),
-             "gap_s": float(gap.sum()), "duration_s": float(edges[-1] - edges[0])}
+    ok = np.isfinite(table["measured_j"].to_numpy())  # totals over the windows the meter measured
+    t_est, t_lo, t_hi = estimate_interval(float(est[ok].sum()), samples[:, ok].sum(axis=1), level)
+    total = {"measured_j": float(table["measured_j"][ok].sum()), "predicted_j": float(t_est),
+             "predicted_j_low": float(t_lo), "predicted_j_high": float(t_hi), "idle_j": float(idle_j[ok].sum()),
+             "gap_s": float(gap[ok].sum()), "duration_s": float(edges[-1] - edges[0]),
+             "invalid_windows": int((~ok).sum()), "predicted_invalid_j": float(est[~ok].sum())}
     total["error_pct"] = 100.0 * (total["predicted_j"] - total["measured_j"]) / total["measured_j"] \
         if total["measured_j"] > 0 else float("nan")
     return table, total
@@ -715,7 +734,8 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
     """Each served request's share of the measured energy [J], by equal split and by Shapley value.
 
     Returns one row per served request and the totals: ``measured_busy_j`` (the meter windows that
-    hold requests, less idle power over their gaps), ``model_busy_j`` (the model's energy of the
+    hold requests, less idle power over their gaps; attributions sum to it plus ``modelled_invalid_j``,
+    the model's energy in windows the meter could not measure, 0 when all were measured), ``model_busy_j`` (the model's energy of the
     requests), ``residual_j`` = measured − model, ``unattributed_j`` (energy above idle in windows
     with no request, not attributed), ``idle_gap_j`` and ``idle_empty_windows_j`` (idle power over
     the gaps of windows with and without requests; the four add up to ``measured_j``), and the
@@ -743,9 +763,11 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
     own = F[:, :, own_idx].sum(axis=1) @ theta[own_idx]
     shared = F[:, :, shared_idx].sum(axis=1) @ theta[shared_idx]
     gap = _gap_s(occ, edges)
-    busy = win["energy_j"].to_numpy() - replay.idle_power_w * gap
     col = model_rw.sum(axis=0)
     holds = col > 0
+    valid = np.isfinite(win["energy_j"].to_numpy())
+    # a window the meter could not measure: its busy energy is the model's (stated as modelled_invalid_j)
+    busy = np.where(valid, win["energy_j"].to_numpy() - replay.idle_power_w * gap, col)
     run = _window_runs(model_rw > 0)
     run_busy = np.bincount(run[holds], weights=busy[holds], minlength=run.max() + 1)
     run_model = np.bincount(run[holds], weights=col[holds], minlength=run.max() + 1)
@@ -778,17 +800,19 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
         table["shapley_method"] = method
         table["shapley_diff_pct"] = 100.0 * (table["energy_shapley_j"] - table["energy_j"]) / table["energy_j"]
     table["energy_per_token_j"] = table["energy_j"] / table["output_len"]
-    measured_busy = float(busy[holds].sum())
-    model_busy = float(model_rw.sum())
+    measured_busy = float(busy[holds & valid].sum())
+    model_busy = float(col[valid].sum())
     totals = {
-        "measured_j": float(win["energy_j"].sum()),
-        "idle_gap_j": float((replay.idle_power_w * gap)[holds].sum()),
+        "measured_j": float(win["energy_j"][valid].sum()),
+        "invalid_windows": int((~valid).sum()),
+        "modelled_invalid_j": float(col[~valid].sum()),
+        "idle_gap_j": float((replay.idle_power_w * gap)[holds & valid].sum()),
         "measured_busy_j": measured_busy,
         "model_busy_j": model_busy,
         "residual_j": measured_busy - model_busy,
         "residual_pct": 100.0 * (measured_busy - model_busy) / model_busy if model_busy > 0 else float("nan"),
-        "unattributed_j": float(busy[~holds].sum()),
-        "idle_empty_windows_j": float((replay.idle_power_w * gap)[~holds].sum()),
+        "unattributed_j": float(busy[~holds & valid].sum()),
+        "idle_empty_windows_j": float((replay.idle_power_w * gap)[~holds & valid].sum()),
         "attributed_j": float(table["energy_j"].sum()),
         "requests": int(len(table)),
         "failed_requests": int(len(replay.requests) - len(table)),

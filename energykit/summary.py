@@ -331,6 +331,9 @@ def replay_results(whole: dict, totals: dict, simulated: bool, source: str, reco
             f"its residual against the model is {totals['residual_j']:+.0f} J ({totals['residual_pct']:+.1f} %), "
             f"idle over gaps {totals['idle_gap_j'] + totals['idle_empty_windows_j']:.0f} J, and "
             f"{totals['unattributed_j']:.0f} J above idle fell in windows with no request.")
+    if totals.get("invalid_windows"):
+        text += (f" **{totals['invalid_windows']} meter window(s) could not be measured**: the totals leave them out "
+                 f"and the attribution uses the model's {totals['modelled_invalid_j']:.0f} J for them.")
     numbers = {"replay_measured_j": whole["measured_j"], "replay_predicted_j": whole["predicted_j"],
                "replay_error_pct": whole["error_pct"], "replay_residual_pct": totals["residual_pct"],
                "replay_requests": totals["requests"], "simulated": simulated}

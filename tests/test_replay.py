@@ -164,7 +164,11 @@ WIN = {"start_s": 0.0, "end_s": 2.0, "energy_j": 300.0, "method": "counter"}
     ({**REQ, "ok": "yes"}, WIN, None, r"ok 'yes' is not true or false"),
     (REQ, {**WIN, "energy_j": -1.0}, None, r"energy_j -1.0 is negative"),
     (REQ, {**WIN, "end_s": 0.0}, None, r"end_s 0.0 is not after start_s"),
-    (REQ, WIN, {"trace": "x"}, r"idle_power_w None is not a power in watts"),
+    (REQ, WIN, {"trace": "x"}, r"idle_power_w is null .* --idle-power-w"),
+    (REQ, WIN, {"idle_power_w": "84 W"}, r"idle_power_w '84 W' is not a power in watts"),
+    ({**REQ, "first_token_s": None}, WIN, None, r"first_token_s is null for a request served with 10 tokens"),
+    (REQ, {**WIN, "valid": "yes"}, None, r"valid 'yes' is not true or false"),
+    (REQ, {**WIN, "energy_j": None}, None, r"no window measured an energy"),
     (REQ, {**WIN, "end_s": 1.0}, None, r"request 0 ran outside the metered span"),
 ])
 def test_reader_rejects_bad_values_in_one_line(tmp_path, req, win, meta, match):
@@ -277,3 +281,45 @@ def test_attribution_survives_client_side_jitter_of_token_times(fit):
     req["last_token_s"] = np.maximum(req["last_token_s"], req["first_token_s"])
     table, _ = R.attribute(R.Replay(req, rep.windows, rep.meta), fit, with_shapley=False)
     assert np.max(np.abs(table.set_index("request_id")["energy_j"] / truth - 1)) < 0.02
+
+
+def test_runner_records_a_window_it_could_not_measure_and_a_request_without_tokens(fit, tmp_path):
+    """What energykit replay writes (serve branch, energykit/replay_run.py): windows with ``valid`` and a null
+    energy when the counter went down; ok requests the server answered with no token; idle_power_w null."""
+    arr, i, o = stream(n=10, seed=11, span_s=4.0)
+    rep, truth = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5, window_s=0.5)
+    win = rep.windows.assign(valid=True)
+    win.loc[3, "valid"] = False
+    req = pd.concat([rep.requests, pd.DataFrame([{**REQ, "request_id": 77, "first_token_s": None, "last_token_s": None,
+                                                   "completion_tokens": 0}])], ignore_index=True)
+    folder = R.write_replay(R.Replay(req, win, {**rep.meta, "idle_power_w": None}), tmp_path / "r")
+    with open(folder / "energy.jsonl") as f:
+        lines = [json.loads(x) for x in f]
+    lines[3]["valid"], lines[3]["energy_j"] = False, None
+    (folder / "energy.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with pytest.raises(DataError, match="idle_power_w is null"):
+        R.read_replay(folder)
+    back = R.read_replay(folder, idle_power_w=80.0)
+    assert np.isnan(back.windows["energy_j"].iloc[3]) and len(back.served) == 10
+    windows, whole = R.predict(back, fit)
+    assert whole["invalid_windows"] == 1 and np.isnan(windows["measured_j"].iloc[3])
+    assert whole["measured_j"] == pytest.approx(np.nansum(back.windows["energy_j"]))
+    table, totals = R.attribute(back, fit, with_shapley=False)
+    assert totals["invalid_windows"] == 1 and totals["modelled_invalid_j"] > 0
+    assert table["energy_j"].sum() == pytest.approx(totals["measured_busy_j"] + totals["modelled_invalid_j"], rel=1e-12)
+    assert np.max(np.abs(table.set_index("request_id")["energy_j"] / truth - 1)) < 0.02
+
+
+def test_cli_idle_power_and_text_output(tmp_path, capsys):
+    from energykit.cli import main
+
+    arr, i, o = stream(n=6, seed=12, span_s=2.0)
+    rep, _ = R.simulate(arr, i, o, THETA, 80.0, STEP)
+    folder = R.write_replay(R.Replay(rep.requests, rep.windows, {**rep.meta, "idle_power_w": None}), tmp_path / "r")
+    data = batch_data(tmp_path / "batches.csv")
+    assert main(["attribute", str(folder), "--fit", str(data)]) == 2
+    assert "--idle-power-w" in capsys.readouterr().err
+    assert main(["attribute", str(folder), "--fit", str(data), "--idle-power-w", "-3"]) == 2
+    assert main(["attribute", str(folder), "--fit", str(data), "--idle-power-w", "80", "-o", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "SIMULATED replay" in out and "residual" in out and (tmp_path / "t.csv").is_file()
