@@ -323,3 +323,20 @@ def test_cli_idle_power_and_text_output(tmp_path, capsys):
     assert main(["attribute", str(folder), "--fit", str(data), "--idle-power-w", "80", "-o", str(tmp_path / "t.csv")]) == 0
     out = capsys.readouterr().out
     assert "SIMULATED replay" in out and "residual" in out and (tmp_path / "t.csv").is_file()
+
+
+def test_key_results_say_simulated_and_state_the_residual():
+    from energykit import summary
+
+    whole = {"measured_j": 2400.0, "predicted_j": 2410.0, "predicted_j_low": 2396.0, "predicted_j_high": 2420.0,
+             "error_pct": 0.4, "duration_s": 23.0}
+    totals = {"requests": 30, "busy_periods": 7, "measured_busy_j": 1535.0, "residual_j": -8.2, "residual_pct": -0.5,
+              "idle_gap_j": 397.0, "idle_empty_windows_j": 468.0, "unattributed_j": -1.0, "invalid_windows": 1,
+              "modelled_invalid_j": 12.0, "mean_abs_shapley_diff_pct": 2.4, "max_abs_shapley_diff_pct": 13.9,
+              "shapley_methods": ["exact"]}
+    text, numbers = summary.replay_results(whole, totals, True, "a source", 1.66, 10.0, 0.2)
+    assert "SIMULATED REPLAY" in text and "residual against the model is -8 J (-0.5 %)" in text
+    assert "2410 [2396, 2420] J" in text and "1 meter window(s) could not be measured" in text
+    assert numbers["simulated"] and numbers["recovery_max_error_pct"] == 1.66
+    measured, _ = summary.replay_results(whole, {**totals, "invalid_windows": 0}, False, "runs/x")
+    assert "SIMULATED" not in measured and "Measured replay: runs/x" in measured
