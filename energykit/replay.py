@@ -443,26 +443,52 @@ def _own_cumulative(occ: Occupancy, t: float) -> np.ndarray:
     return np.column_stack([i * i * pre, i * x, i * pre, x * x, x])
 
 
-def _features(occ: Occupancy, edges: np.ndarray) -> np.ndarray:
-    """Model features of each request in each interval between ``edges``: (n, len(edges)-1, 7), in
-    :data:`~energykit.model.BATCHED`'s term order, so that energy = features @ θ."""
-    n, w = len(occ.requests), len(edges) - 1
+def _features(occ: Occupancy, edges: np.ndarray, rows=None) -> np.ndarray:
+    """Model features of requests ``rows`` (all by default) in each interval between ``edges``:
+    (len(rows), len(edges)-1, 7), in :data:`~energykit.model.BATCHED`'s term order, so that energy = features @ θ."""
+    n_all, w = len(occ.requests), len(edges) - 1
+    rows = np.arange(n_all) if rows is None else np.asarray(rows)
     names = BATCHED.names
-    out = np.zeros((n, w, len(names)))
+    out = np.zeros((len(rows), w, len(names)))
     own_idx = [names.index(k) for k in _OWN]
-    cum = np.stack([_own_cumulative(occ, t) for t in edges], axis=1)  # (n, w+1, 5)
+    cum = np.stack([_own_cumulative(occ, t)[rows] for t in edges], axis=1)  # (n, w+1, 5)
     out[:, :, own_idx] = np.diff(cum, axis=1)
     G = np.r_[0.0, np.cumsum(occ.share)]
     piece = np.searchsorted(occ.breaks, edges).clip(0, len(occ.breaks) - 1)
-    lo = np.maximum(occ.first[:, None], piece[None, :-1])
-    hi = np.minimum(occ.last[:, None], piece[None, 1:])
+    lo = np.maximum(occ.first[rows, None], piece[None, :-1])
+    hi = np.minimum(occ.last[rows, None], piece[None, 1:])
     jw, j0 = names.index("thetaw"), names.index("theta0")
     out[:, :, jw] = np.where(hi > lo, G[np.maximum(hi, lo)] - G[lo], 0.0)
     win = np.clip(np.searchsorted(edges, occ.admissions, side="left") - 1, 0, w - 1)
+    local = np.full(n_all, -1)
+    local[rows] = np.arange(len(rows))
     for g, who in enumerate(occ.members):
-        out[who, win[g], jw] += 1.0 / len(who)
-        out[who, win[g], j0] += 1.0 / len(who)
+        mine = local[who]
+        mine = mine[mine >= 0]
+        out[mine, win[g], jw] += 1.0 / len(who)
+        out[mine, win[g], j0] += 1.0 / len(who)
     return out
+
+
+def _feature_sums(occ: Occupancy, edges: np.ndarray, theta: np.ndarray, chunk: int = 256):
+    """What prediction and attribution need of :func:`_features`, computed a chunk of requests at a time
+    (memory ``chunk × windows × 7``): features per window summed over requests (w, 7), per request
+    summed over windows (n, 7), and each request's first and last window with modelled energy (-1: none)."""
+    n, w = len(occ.requests), len(edges) - 1
+    per_window = np.zeros((w, len(theta)))
+    per_request = np.zeros((n, len(theta)))
+    first = np.full(n, -1)
+    last = np.full(n, -1)
+    for start in range(0, n, chunk):
+        rows = np.arange(start, min(n, start + chunk))
+        F = _features(occ, edges, rows)
+        per_window += F.sum(axis=0)
+        per_request[rows] = F.sum(axis=1)
+        touch = (F @ theta) > 0
+        has = touch.any(axis=1)
+        first[rows[has]] = np.argmax(touch[has], axis=1)
+        last[rows[has]] = w - 1 - np.argmax(touch[has][:, ::-1], axis=1)
+    return per_window, per_request, first, last
 
 
 def _theta(params: dict) -> np.ndarray:
@@ -557,7 +583,7 @@ def predict(replay: Replay, fit, window_s: float | None = None, n_draws: int = 2
     fit = batched_fit(fit)
     occ = occupancy(replay.served, breaks=np.r_[replay.windows["start_s"], replay.windows["end_s"]])
     edges, win = _window_edges(replay, window_s)
-    X = _features(occ, edges).sum(axis=0)  # (w, 7)
+    X = _feature_sums(occ, edges, _theta(fit.params))[0]  # (w, 7)
     gap = _gap_s(occ, edges)
     idle_j = replay.idle_power_w * gap
     theta = _theta(fit.params)
@@ -713,18 +739,13 @@ def shapley(arrival_s, output_len, theta_w: float, theta_0: float, step: StepTim
 
 # ---------------------------------------------------------------------------------------------- attribution
 
-def _window_runs(touch: np.ndarray) -> np.ndarray:
-    """Run id of each window: windows linked by a request active in both belong to one run.
-
-    ``touch`` (requests × windows) says which windows each request has modelled energy in.
-    """
-    w = touch.shape[1]
+def _window_runs(first: np.ndarray, last: np.ndarray, w: int) -> np.ndarray:
+    """Run id of each of ``w`` windows: windows linked by a request with modelled energy in both belong to
+    one run (``first``/``last``: each request's first and last such window, -1 for none)."""
     linked = np.zeros(w + 1)
-    any_ = touch.any(axis=1)
-    lo = np.argmax(touch, axis=1)[any_]
-    hi = w - 1 - np.argmax(touch[:, ::-1], axis=1)[any_]
-    np.add.at(linked, lo + 1, 1.0)
-    np.add.at(linked, hi + 1, -1.0)
+    has = first >= 0
+    np.add.at(linked, first[has] + 1, 1.0)
+    np.add.at(linked, last[has] + 1, -1.0)
     link = np.cumsum(linked)[:w] > 0  # window k is linked to window k-1
     return np.cumsum(~link) - 1
 
@@ -754,26 +775,25 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
     served = replay.served
     occ = occupancy(served, breaks=np.r_[replay.windows["start_s"], replay.windows["end_s"]])
     edges, win = _window_edges(replay, None)
-    F = _features(occ, edges)  # (n, w, 7)
     theta = _theta(fit.params)
-    model_rw = F @ theta  # (n, w)
+    per_window, per_request, first, last = _feature_sums(occ, edges, theta)
     names = BATCHED.names
     own_idx = [names.index(k) for k in _OWN]
     shared_idx = [names.index(k) for k in _SHARED]
-    own = F[:, :, own_idx].sum(axis=1) @ theta[own_idx]
-    shared = F[:, :, shared_idx].sum(axis=1) @ theta[shared_idx]
+    own = per_request[:, own_idx] @ theta[own_idx]
+    shared = per_request[:, shared_idx] @ theta[shared_idx]
     gap = _gap_s(occ, edges)
-    col = model_rw.sum(axis=0)
+    col = per_window @ theta
     holds = col > 0
     valid = np.isfinite(win["energy_j"].to_numpy())
     # a window the meter could not measure: its busy energy is the model's (stated as modelled_invalid_j)
     busy = np.where(valid, win["energy_j"].to_numpy() - replay.idle_power_w * gap, col)
-    run = _window_runs(model_rw > 0)
+    run = _window_runs(first, last, len(col))
     run_busy = np.bincount(run[holds], weights=busy[holds], minlength=run.max() + 1)
     run_model = np.bincount(run[holds], weights=col[holds], minlength=run.max() + 1)
     factor = np.where(run_model > 0, run_busy / np.where(run_model > 0, run_model, 1.0), 0.0)
-    model_r = model_rw.sum(axis=1)
-    energy = model_r * factor[run[np.argmax(model_rw > 0, axis=1)]]
+    model_r = own + shared
+    energy = np.where(first >= 0, model_r * factor[run[np.maximum(first, 0)]], 0.0)
     table = served[["request_id", "arrival_s", "sent_s", "first_token_s", "last_token_s", "prompt_tokens",
                     "completion_tokens"]].rename(columns={"prompt_tokens": "input_len", "completion_tokens": "output_len"})
     table = table.assign(own_j=own, shared_j=shared, model_j=own + shared, energy_j=energy,
