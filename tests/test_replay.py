@@ -340,3 +340,24 @@ def test_key_results_say_simulated_and_state_the_residual():
     assert numbers["simulated"] and numbers["recovery_max_error_pct"] == 1.66
     measured, _ = summary.replay_results(whole, {**totals, "invalid_windows": 0}, False, "runs/x")
     assert "SIMULATED" not in measured and "Measured replay: runs/x" in measured
+
+
+@pytest.mark.slow
+def test_page_shows_a_measured_replay_folder(tmp_path):
+    """07_replay with replay_dir: the measured branch (no SIMULATED banner), with the fit from replay_fit."""
+    import nbformat
+
+    from energykit import report
+    from energykit.params import load_report_params
+
+    arr, i, o = stream(n=12, seed=13, span_s=5.0)
+    rep, _ = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5, noise_pct=1.0)
+    meta = {k: v for k, v in rep.meta.items() if k != "simulated"}
+    folder = R.write_replay(R.Replay(rep.requests, rep.windows, {**meta, "trace": "test stream"}), tmp_path / "r")
+    params = load_report_params(ROOT / "params" / "report.yaml").model_copy(
+        update={"replay_dir": str(folder), "replay_fit": str(batch_data(tmp_path / "b.csv"))})
+    report.execute(ROOT / "notebooks" / "07_replay.py", tmp_path / "07.ipynb", params, ROOT)
+    md = [o.data["text/markdown"] for c in nbformat.read(tmp_path / "07.ipynb", 4).cells for o in c.get("outputs", [])
+          if "data" in o and "text/markdown" in o.data]
+    key = next(m for m in md if "Key results" in m)
+    assert "Measured replay" in key and "SIMULATED" not in key and "12 requests" in key
