@@ -451,7 +451,7 @@ def cmd_attribute(args) -> int:
     if args.idle_power_w is not None and not (0 <= args.idle_power_w < 1e5):
         raise ParamsError(f"--idle-power-w {args.idle_power_w} must be a power in watts, e.g. 84")
     rep = read_replay(folder, idle_power_w=args.idle_power_w)
-    fit = server_fit(args.fit, args.model, args.loss)
+    fit = server_fit(args.fit, args.model, args.loss, prefer=rep.meta.get("model"))
     windows, whole = predict(rep, fit, window_s=args.window_s)
     table, totals = attribute(rep, fit, with_shapley=not args.no_shapley)
     atomic_write_text(out, table.to_csv(index=False))
@@ -575,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("replay", help="the folder energykit replay wrote (requests.jsonl, energy.jsonl, replay.json)")
     at.add_argument("--fit", required=True, help="fits of the same server (energykit fit --save) or its measured "
                     "data at several batch sizes")
-    at.add_argument("--model", help="the model in the fit (when it holds several)")
+    at.add_argument("--model", help="the model in the fit (default: the replay's model, or the fit's only one)")
     at.add_argument("--window-s", type=float, help="compare per window of about this many seconds (default: the "
                     "meter's windows)")
     at.add_argument("-o", help="per-request table (CSV); default REPLAY/attribution.csv")

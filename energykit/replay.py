@@ -510,9 +510,10 @@ def _gap_s(occ: Occupancy, edges: np.ndarray) -> np.ndarray:
     return gap + before + after
 
 
-def batched_fit(fits, model: str | None = None):
+def batched_fit(fits, model: str | None = None, prefer: str | None = None):
     """The batch-aware fit to replay against: ``fits`` is a :class:`~energykit.fitting.FitSet` or a
-    batched :class:`~energykit.fitting.ModelFit`; ``model`` picks one of several."""
+    batched :class:`~energykit.fitting.ModelFit`; ``model`` picks one of several; without it,
+    ``prefer`` (the model the replay served, ``replay.json``'s ``model``) does when the fit holds it."""
     if getattr(fits, "kind", None) == "batched":
         return fits
     if getattr(fits, "kind", None) is not None:
@@ -522,6 +523,8 @@ def batched_fit(fits, model: str | None = None):
     if not batched:
         raise FitError("the fit has no batch-aware model E(i, o, B): measure the same server at two or more batch "
                        "sizes (e.g. batch_sizes: [1, 4, 16]) and fit again")
+    if model is None and prefer in batched:
+        model = prefer
     if model is None:
         if len(batched) > 1:
             raise FitError(f"the fit holds E(i, o, B) of several models ({', '.join(batched)}); choose one with --model")
@@ -531,15 +534,15 @@ def batched_fit(fits, model: str | None = None):
     return batched[model]
 
 
-def server_fit(source, model: str | None = None, loss: str = "l1", cv_folds: int = 5):
+def server_fit(source, model: str | None = None, loss: str = "l1", cv_folds: int = 5, prefer: str | None = None):
     """The batch-aware fit of the replayed server from ``source``: a fit file (``energykit fit --save``)
-    or measured data (one path or a list, fitted here)."""
+    or measured data (one path or a list, fitted here); ``model``/``prefer`` as in :func:`batched_fit`."""
     paths = [source] if isinstance(source, (str, Path)) else list(source)
     if len(paths) == 1 and str(paths[0]).endswith(".nc") and _netcdf_format(resolve(paths[0])) == "energykit-fits":
         fits = load_fits(paths[0])
     else:
         fits = fit_dataset(load_many(paths), models=[model] if model else None, loss=loss, cv_folds=cv_folds)
-    return batched_fit(fits, model)
+    return batched_fit(fits, model, prefer)
 
 
 def _window_edges(replay: Replay, window_s: float | None) -> tuple[np.ndarray, pd.DataFrame]:

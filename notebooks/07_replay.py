@@ -83,7 +83,7 @@ if simulated:
                      "the attribution recovers energies the simulator knows."))
 else:
     rep = replay.read_replay(replay_dir)
-    fit = replay.server_fit(replay_fit or data, loss=loss, cv_folds=cv_folds)
+    fit = replay.server_fit(replay_fit or data, loss=loss, cv_folds=cv_folds, prefer=rep.meta.get("model"))
     source = (f"`{replay_dir}` ({rep.meta.get('trace', 'trace not named')}, meter {rep.meta.get('meter', '?')}, "
               f"started {rep.meta.get('started_at', '?')}); fit of {fit.model} E(i, o, B) on batch sizes "
               f"{', '.join(map(str, fit.batch_sizes))}")

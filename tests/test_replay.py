@@ -203,6 +203,14 @@ def test_needs_a_batch_aware_fit(fit):
     with pytest.raises(FitError, match="no batch-aware model"):
         R.batched_fit(FitSet({("m", 16, "sweetspot"): single}, "l1", 5))
     assert R.batched_fit(fit) is fit
+    other = exact_fit(seed=1)
+    two = FitSet({}, "l1", 5, {"a": fit, "b": other})
+    with pytest.raises(FitError, match="several models"):
+        R.batched_fit(two)
+    assert R.batched_fit(two, prefer="b") is other  # the replay's model, when the fit holds it
+    with pytest.raises(FitError, match="several models"):
+        R.batched_fit(two, prefer="not-in-the-fit")
+    assert R.batched_fit(two, "a", prefer="b") is fit
 
 
 def batch_data(path, theta=THETA):
