@@ -46,6 +46,14 @@ then scaled to what was *measured*: the energy above idle-over-gaps of each run 
 linked by active requests is shared in proportion to each request's modelled energy, so
 attributions sum to the measured busy energy, and the residual against the model is reported
 beside them.
+
+References
+----------
+Pizzini Cavagna et al., "Determining Energy Efficiency Sweet Spots in Production LLM Inference",
+arXiv:2602.05695 (ICPE 2026) — the per-batch model this extends to a stream.
+Shapley, "A value for n-person games", Contributions to the Theory of Games II (1953).
+Castro, Gómez and Tejada, "Polynomial calculation of the Shapley value based on sampling",
+Computers & Operations Research 36 (2009), doi:10.1016/j.cor.2008.04.004 — the permutation sampling.
 """
 
 from __future__ import annotations
@@ -71,8 +79,8 @@ from .hardware import calibrate
 from .hardware import simulate as simulate_windows
 from .intervals import LEVEL, estimate_interval
 from .iotools import read_trace, resolve
-from .state import _netcdf_format
 from .model import BATCHED
+from .state import _netcdf_format
 
 __all__ = ["REQUEST_FIELDS", "WINDOW_FIELDS", "EXACT_SHAPLEY_MAX", "SHAPLEY_MAX", "Replay", "read_replay", "write_replay",
            "Occupancy", "occupancy", "StepTime", "step_time", "schedule", "predict", "attribute", "shapley",
@@ -690,7 +698,8 @@ def shapley(arrival_s, output_len, theta_w: float, theta_0: float, step: StepTim
 
     The game: ``v(S)`` is the shared energy of serving only the requests in ``S`` at their arrival
     times (:func:`schedule`). Exact over all ``2^n`` coalitions up to ``exact_max`` requests; above,
-    the mean marginal contribution over ``n_permutations`` random orders (Castro et al. 2009), with
+    the mean marginal contribution over ``n_permutations`` random orders (Castro et al. 2009,
+    doi:10.1016/j.cor.2008.04.004), with
     standard error ``std / sqrt(n_permutations)``; a period of ``n`` requests gets at most
     ``max_schedules / n`` permutations (at least 20), which the method string states.
 
