@@ -34,7 +34,9 @@ for every request in least squares (``scipy.optimize.lsq_linear``), pulled towar
 pieces' durations: steps times a step time linear in the batch, plus a prefill time per prompt token
 admitted, fitted (non-negative) on the pieces and refined four times. Admissions are the distinct
 first-token times (within a quarter of the shortest step); one into an empty server opens a busy
-stretch from the request's sending to its first token.
+stretch from the request's sending to its first token. A reply that arrived in one chunk (not
+streamed) is taken as decoded over the typical step time before it arrived; a replay where every
+reply did is refused.
 
 **Attribution.** (a) *Equal split*: own terms plus, for each step, its shared energy divided equally
 among the requests in it; (b) *Shapley*: own terms plus the Shapley value of the shared energy in the
@@ -352,6 +354,12 @@ def occupancy(served: pd.DataFrame, breaks=(), pull: float = 0.05) -> Occupancy:
     o = served["completion_tokens"].to_numpy(dtype=float)
     t1 = served["first_token_s"].to_numpy(dtype=float)
     t2 = served["last_token_s"].to_numpy(dtype=float)
+    sent = served["sent_s"].to_numpy(dtype=float)
+    burst = (o > 1) & (t2 - t1 <= 1e-9)  # every token in one chunk: a reply that was not streamed
+    if burst.any() and burst.sum() == (o > 1).sum():
+        raise DataError(f"all {int(burst.sum())} requests of more than one token got their tokens at once "
+                        "(first_token_s = last_token_s): the replay did not stream, and decode steps cannot be "
+                        "placed; replay again with stream: true")
     multi = (o > 1) & (t2 > t1)
     step = np.full(len(o), np.nan)
     step[multi] = (t2[multi] - t1[multi]) / (o[multi] - 1)
@@ -361,6 +369,10 @@ def occupancy(served: pd.DataFrame, breaks=(), pull: float = 0.05) -> Occupancy:
         waits = (served["first_token_s"] - served["sent_s"]).to_numpy(dtype=float)
         typical = float(np.median(waits[waits > 0])) if (waits > 0).any() else 1e-3
     step = np.where(multi, step, typical)
+    # a reply delivered in one chunk: its tokens were decoded over the typical steps before it arrived
+    t1 = np.where(burst, np.maximum(sent, t2 - (o - 1) * typical), t1)
+    step = np.where(burst, (t2 - t1) / np.maximum(o - 1, 1), step)
+    step = np.where(step > 0, step, typical)
     tol = 0.25 * float(np.min(step))
     order = np.argsort(t1, kind="stable")
     group = np.cumsum(np.r_[True, np.diff(t1[order]) > tol]) - 1

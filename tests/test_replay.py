@@ -369,3 +369,17 @@ def test_page_shows_a_measured_replay_folder(tmp_path):
           if "data" in o and "text/markdown" in o.data]
     key = next(m for m in md if "Key results" in m)
     assert "Measured replay" in key and "SIMULATED" not in key and "12 requests" in key
+
+
+def test_replies_in_one_chunk(fit):
+    """A replay that did not stream (first token = last token) is refused; a few such replies are placed."""
+    arr, i, o = stream(n=10, seed=14, span_s=3.0)
+    rep, truth = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5)
+    req = rep.requests.assign(first_token_s=rep.requests["last_token_s"])
+    with pytest.raises(DataError, match="did not stream"):
+        R.attribute(R.Replay(req, rep.windows, rep.meta), fit)
+    req = rep.requests.copy()
+    req.loc[4, "first_token_s"] = req.loc[4, "last_token_s"]
+    table, totals = R.attribute(R.Replay(req, rep.windows, rep.meta), fit, with_shapley=False)
+    assert table["energy_j"].sum() == pytest.approx(totals["measured_busy_j"], rel=1e-12)
+    assert np.max(np.abs(table.set_index("request_id")["energy_j"] / truth - 1)) < 0.1  # placed, not lost
