@@ -17,7 +17,7 @@ REPORT_DIR := reports/$(basename $(notdir $(PARAMS)))
 # root may run Lab only with --allow-root
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help setup report test test-all lab measure lint clean bench
+.PHONY: help setup report test test-all lab measure lint clean bench FORCE
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,11 +36,20 @@ $(VENV)/.dev: $(VENV)/.core
 
 setup: $(VENV)/.core ## create .venv and install energykit (core)
 
-report: $(REPORT_DIR)/index.html ## render the notebooks for PARAMS (default params/report.yaml) into reports/<params-stem>/
+report: $(REPORT_DIR)/index.html ## render the notebooks for PARAMS (default params/report.yaml) into reports/<params-stem>/, again when anything they read changed
 	@echo "open reports/index.html (this set: $(REPORT_DIR)/index.html)"
 
+# The build records the SHA-256 of the params file and of every file it names (build.json); this stamp is
+# touched when `energykit report --check-stale` says they changed, wherever those files live (make's own
+# times see only data/). It only reads and touches the stamp, so it runs under make -n too (+).
+REPORT_STAMP := reports/.$(notdir $(REPORT_DIR)).inputs
+$(REPORT_STAMP): FORCE | $(VENV)/.core
+	+@mkdir -p reports
+	+@$(BIN)/python -m energykit report --params $(PARAMS) --out $(REPORT_DIR) --check-stale || touch $@
+	+@[ -e $@ ] || touch -d @0 $@
+
 # one process: loads and fits once, runs every notebook in one kernel; reruns when anything it reads changed
-$(REPORT_DIR)/index.html: $(NOTEBOOKS) $(PARAMS) $(SRC) $(DATA) | $(VENV)/.core
+$(REPORT_DIR)/index.html: $(NOTEBOOKS) $(PARAMS) $(SRC) $(DATA) $(REPORT_STAMP) | $(VENV)/.core
 	$(BIN)/python -m energykit report --params $(PARAMS) --out $(REPORT_DIR) --rendered-by "make report PARAMS=$(PARAMS)"
 
 # make test: the fast suite (≤ 5 min on 2 cores, no wall-clock limits): every test but the slow end-to-end

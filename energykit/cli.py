@@ -177,9 +177,17 @@ def cmd_report(args) -> int:
     import time
     from pathlib import Path
 
-    from .report import build, default_out, write_catalog
+    from .iotools import REPO_ROOT
+    from .params import default_out, stale_reasons
 
     out = args.out or default_out(args.params)
+    if args.check_stale:  # make report asks this (no science stack loaded): exit 1 when the pages are stale
+        root = Path.cwd() if (Path.cwd() / "notebooks").is_dir() else REPO_ROOT  # as report.repo_root finds it
+        reasons = stale_reasons(args.params, out, root)
+        print(f"{out}: " + ("; ".join(reasons) if reasons else "up to date (the params and every file they name "
+                                                                "are unchanged since the last build)"))
+        return 1 if reasons else 0
+    from .report import build, write_catalog
     command = args.rendered_by or "energykit " + shlex.join(sys.argv[1:])
     t0 = time.perf_counter()
     build(args.params, out, args.only or None, rendered_by=command)
@@ -206,6 +214,16 @@ def cmd_measure(args) -> int:
         print(f"energykit: error: {e}", file=sys.stderr)
         return 1
     print(f"dataset written to {path}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .params import load_replay_params
+    from .replay_run import run_replay
+
+    params = load_replay_params(args.params)  # validated before anything is sent or written
+    out = run_replay(params, progress=not args.no_progress)
+    print(f"replay written to {out}")
     return 0
 
 
@@ -269,10 +287,75 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def cmd_design_plan(args) -> int:
+    """``energykit design PARAMS.yaml --budget N``: the cells of a sweep, chosen before measuring, as a params file."""
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+
+    from .design import plan_design
+    from .params import load_measure_params, read_yaml
+    from .state import atomic_write_text, check_output
+
+    params = load_measure_params(args.data)
+    candidates = [(i, o) for i in params.input_lens for o in params.output_lens]  # the grid, whatever cells it had
+    batch = min(params.batch_sizes)
+    priors, source = {}, "no prior: energy taken as proportional to i + 8·o (decode costs more per token than prefill)"
+    if args.prior:
+        from .dataset import load, model_names
+        from .fitting import pricing_fit
+        from .hardware import calibrate
+
+        ds = load(args.prior)
+        measured = set(model_names(ds))
+        hw = None
+        for name, geom, _ in params.resolved:
+            if name in measured:  # a prior fit of this very model
+                fit = pricing_fit(ds, name, args.loss)
+                b = batch if fit.energy_model.has_batch else None
+                priors[name] = lambda cells, fit=fit, b=b: fit.predict(cells[:, 0].astype(float),
+                                                                       cells[:, 1].astype(float), b)
+            else:  # the hardware model calibrated on the prior data predicts it from its geometry
+                hw = hw or calibrate(ds, None, args.loss)
+                priors[name] = lambda cells, g=geom, hw=hw: hw.predict(g, batch, cells[:, 0], cells[:, 1], params.dtype)
+        source = (f"prior: {args.prior} (a fit of {', '.join(n for n in priors if n in measured) or 'no model'}; "
+                  f"hardware model from geometry for {', '.join(n for n in priors if n not in measured) or 'none'})")
+    cells = plan_design(candidates, args.budget, priors or None)
+    print(f"{len(cells)} of {len(candidates)} cells (inputs {params.input_lens[0]}–{params.input_lens[-1]}, outputs "
+          f"{params.output_lens[0]}–{params.output_lens[-1]}) for {len(params.models)} model(s); {source}")
+    if priors:
+        grid = np.asarray(cells)
+        for name, f in priors.items():
+            print(f"  {name}: predicted energy per batch of {batch} at the chosen cells [J]: "
+                  + ", ".join(f"({i}, {o}) {e:.3g}" for (i, o), e in zip(cells, f(grid))))
+    else:
+        print("  cells: " + ", ".join(f"({i}, {o})" for i, o in cells))
+    out = Path(args.o) if args.o else Path(args.data).with_name(f"{Path(args.data).stem}_design{args.budget}.yaml")
+    check_output(out, [args.data] + ([args.prior] if args.prior else []), "yaml", "-o")
+    if out.exists() and not out.read_text(encoding="utf-8", errors="replace").startswith("# Written by energykit design"):
+        raise ParamsError(f"-o {out} exists and was not written by energykit design; give a new file path")
+    raw = read_yaml(args.data)
+    raw["cells"] = [[int(i), int(o)] for i, o in cells]
+    header = (f"# Written by energykit design {args.data} --budget {args.budget}"
+              + (f" --prior {args.prior}" if args.prior else "") + f": {len(cells)} cells chosen (D-optimal) from the "
+              f"{len(params.input_lens)} x {len(params.output_lens)} grid before measuring; {source}.\n"
+              f"# Run it: energykit measure {out}\n")
+    atomic_write_text(out, header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    load_measure_params(out)  # what was written validates as a sweep
+    print(f"params file written to {out}: energykit measure {out}")
+    return 0
+
+
 def cmd_design(args) -> int:
     from .dataset import load
     from .design import evaluate_design
 
+    if str(args.data).endswith((".yaml", ".yml")):
+        return cmd_design_plan(args)
+    if args.prior or args.o:
+        raise ParamsError("--prior and -o plan a sweep from a params file: energykit design PARAMS.yaml --budget N; "
+                          "with measured data, design chooses among the measured cells and checks them")
     table = evaluate_design(load(args.data), args.budget)
     if args.json:
         multi = table["model"].duplicated(keep=False)
@@ -322,35 +405,68 @@ def predict_json(fit, batch_size: int, input_lens, output_lens) -> dict:
 
 
 def cmd_predict_data(args) -> int:
-    """``energykit predict DATA``: a measured model at any batch size from its fitted energy model."""
+    """``energykit predict DATA``: measured models at any batch size from their fitted energy model.
+
+    Without ``--model`` every model of the data is predicted (never silently the first one)."""
     from .dataset import load, measured_cells, model_names
     from .fitting import pricing_fit
 
     ds = load(args.data)
     names = model_names(ds)
-    if args.model and len(args.model) > 1:
-        raise FitError("predict DATA prices one model at a time; give --model once")
-    model = args.model[0] if args.model else names[0]
-    if model not in names:
-        raise FitError(f"model {model!r} is not in {args.data}; available: {', '.join(names)}")
-    fit = pricing_fit(ds, model, args.loss)
-    cells = measured_cells(ds, model)
-    b = args.batch_size or int(cells["batch_size"].min())
-    ins = args.input_lens or sorted({int(v) for v in cells["input_len"]})
-    outs = args.output_lens or sorted({int(v) for v in cells["output_len"]})
-    out = predict_json(fit, b, ins, outs)
-    if args.json:
-        print(strict_json(out))
+    models = args.model or names
+    unknown = [m for m in models if m not in names]
+    if unknown:
+        raise FitError(f"model {unknown[0]!r} is not in {args.data}; available: {', '.join(names)}")
+    results = []
+    for model in models:
+        fit = pricing_fit(ds, model, args.loss)
+        cells = measured_cells(ds, model)
+        b = args.batch_size or int(cells["batch_size"].min())
+        ins = args.input_lens or sorted({int(v) for v in cells["input_len"]})
+        outs = args.output_lens or sorted({int(v) for v in cells["output_len"]})
+        results.append((fit, predict_json(fit, b, ins, outs)))
+    if args.json:  # one model: its object (as before); several: {"models": {name: object}}
+        print(strict_json(results[0][1] if len(results) == 1 else {"models": {r["model"]: r for _, r in results}}))
         return 0
+    for k, (fit, out) in enumerate(results):
+        print(("\n" if k else "") + predict_text(fit, out))
+    return 0
+
+
+def predict_text(fit, out: dict) -> str:
+    """``predict DATA``'s text for one model: the fit, θ, o*(i) and a table whose energies say per what they are."""
     import pandas as pd
 
-    kind = "E(i, o, B) fitted on batch sizes " + ", ".join(map(str, out["measured_batch_sizes"])) \
-        if fit.energy_model.has_batch else f"E(i, o) at batch {fit.batch_size}"
-    print(f"{model}: {kind}; batch {b}" + (" (not measured: extrapolated)" if out["batch_extrapolated"] else ""))
-    cols = ["input_len", "output_len", "energy_per_request_j", "energy_per_request_j_low", "energy_per_request_j_high",
-            "tokens_per_j", "extrapolated"]
-    print(pd.DataFrame(out["cells"])[cols].round(4).to_string(index=False))
-    return 0
+    from .fitting import THETA_UNITS
+
+    b = out["batch_size"]
+    kind = ("E(i, o, B) fitted on batch sizes " + ", ".join(map(str, out["measured_batch_sizes"]))
+            if fit.energy_model.has_batch else f"E(i, o) fitted at batch {fit.batch_size}")
+    lines = [f"{out['model']}: {kind} (MAPE {out['mape_pct']:.2f} %); predicted at batch {b}"
+             + (" (not measured: extrapolated)" if out["batch_extrapolated"] else "")]
+    lines.append("θ (per batch of the fit): " + ", ".join(f"{k} = {v:.4g} {THETA_UNITS.get(k, '')}".rstrip()
+                                                       for k, v in out["params"].items()))
+    def ostar(v):
+        if v["value"] is None:
+            return "n/a (θ4 not identified)"
+        low = "n/a" if v["low"] is None else f"{v['low']:.0f}"
+        high = "unbounded" if v["high"] is None else f"{v['high']:.0f}"
+        return f"{v['value']:.0f} [{low}, {high}]"
+
+    lines.append(f"o*(i, B={b}) [tokens], the output length of least energy per output token [95 %]: "
+                 + "; ".join(f"i={i}: {ostar(v)}" for i, v in out["o_star"].items()))
+    df = pd.DataFrame(out["cells"])
+    table = pd.DataFrame({
+        "input_len": df["input_len"], "output_len": df["output_len"],
+        f"energy per batch of {b} [J] [95 %]": [f"{e:.4g} [{lo:.4g}, {hi:.4g}]" for e, lo, hi in
+                                                zip(df["energy_j"], df["energy_j_low"], df["energy_j_high"])],
+        "energy per request [J] [95 %]": [f"{e:.4g} [{lo:.4g}, {hi:.4g}]" for e, lo, hi in
+                                          zip(df["energy_per_request_j"], df["energy_per_request_j_low"],
+                                              df["energy_per_request_j_high"])],
+        "output tokens per J": [f"{t:.4g}" for t in df["tokens_per_j"]],
+        "extrapolated": df["extrapolated"]})
+    lines.append(table.to_string(index=False))
+    return "\n".join(lines)
 
 
 def cmd_export(args) -> int:
@@ -478,7 +594,10 @@ def cmd_attribute(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="energykit", description="Energy-efficiency sweet spots of LLM inference.")
+    p.add_argument("--version", action="version", version=f"energykit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit the analytical model and the linear baseline to measured data")
@@ -498,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default reports/<params-stem>, listed in reports/index.html)")
     r.add_argument("--rendered-by", help="the command to name as the pages' origin (default: this command line)")
     r.add_argument("--only", action="append", help="render only this notebook (repeatable), e.g. 02_fit")
+    r.add_argument("--check-stale", action="store_true", help="build nothing: exit 0 when the pages in --out were "
+                   "built from the params file and every file it names as they are now (SHA-256), else print why and exit 1")
     r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("measure", help="run (or resume) a measurement sweep from a params file")
@@ -506,6 +627,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--shard", help="measure shard K of N (K/N, 0-based); default from SLURM_ARRAY_TASK_ID/COUNT "
                                    "or JOB_COMPLETION_INDEX with ENERGYKIT_SHARDS")
     m.set_defaults(func=cmd_measure)
+
+    rp = sub.add_parser("replay", help="replay a request trace against a server at its arrival times, metered "
+                                       "in windows (requests.jsonl, energy.jsonl, replay.json)")
+    rp.add_argument("params", help="YAML file: trace, serve (url, model, dialect, gpus), model, time_scale or "
+                                   "rate_rps, max_requests, window_s, meter, output")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.set_defaults(func=cmd_replay)
 
     pl = sub.add_parser("plan", help="split a sweep into N shards (disjoint, covering, grouped by model, balanced)")
     pl.add_argument("params", help="the sweep's YAML file")
@@ -542,9 +670,15 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--params", help="the sweep's YAML file, to report missing windows")
     mg.set_defaults(func=cmd_merge)
 
-    d = sub.add_parser("design", help="choose K cells to measure (D-optimal) and check them on measured data")
-    d.add_argument("data", help="NetCDF dataset or tidy CSV/JSONL of measured windows")
+    d = sub.add_parser("design", help="choose K cells to measure (D-optimal): plan a sweep from its params file "
+                       "before measuring, or check a design on measured data")
+    d.add_argument("data", help="a sweep's params file (.yaml: plan its cells, write a params file to run), or "
+                   "measured data (NetCDF, tidy CSV/JSONL: choose among its cells and check them)")
     d.add_argument("--budget", type=int, required=True, help="number of cells to measure (>= 6)")
+    d.add_argument("--prior", help="with a params file: measured data of the same GPU and engine; its fit of a "
+                   "model (or, for a model it lacks, the hardware model calibrated on it) weights the cells")
+    d.add_argument("-o", help="with a params file: where to write the planned params (default PARAMS_designN.yaml)")
+    d.add_argument("--loss", choices=["l1", "l2"], default="l1")
     d.add_argument("--json", action="store_true", help="one JSON object on stdout")
     d.set_defaults(func=cmd_design)
 

@@ -20,19 +20,28 @@ from .errors import ParamsError
 from .fitting import ape_pct, fit_cells
 from .model import BATCHED, SWEETSPOT, EnergyModel
 
-__all__ = ["DECODE_TO_PREFILL_COST", "d_optimal", "evaluate_design"]
+__all__ = ["DECODE_TO_PREFILL_COST", "d_optimal", "evaluate_design", "plan_design"]
 
 DECODE_TO_PREFILL_COST = 8.0
 
 
-def _rows(cells: np.ndarray, prior_ratio: float, model: EnergyModel = SWEETSPOT) -> np.ndarray:
-    """Weighted design rows of the model at the cells (columns of (i, o[, B]), each scaled to its largest value)."""
+def _rows(cells: np.ndarray, prior_ratio: float, model: EnergyModel = SWEETSPOT, prior=None) -> np.ndarray:
+    """Weighted design rows of the model at the cells (columns of (i, o[, B]), each scaled to its largest value).
+
+    ``prior``: a function of the cells giving each one's expected energy [J] (a prior fit, the hardware
+    model); else :math:`E \\propto i + \\text{prior\\_ratio}\\cdot o`."""
     scaled = {v: cells[:, k].astype(float) / cells[:, k].astype(float).max() for k, v in enumerate(model.variables)}
     x = model.design_matrix(**scaled)
-    prior = scaled["input_len"] + prior_ratio * scaled["output_len"]
+    if prior is not None:
+        energy = np.asarray(prior(cells), dtype=float)
+        if energy.shape != (len(cells),) or not np.all(np.isfinite(energy) & (energy > 0)):
+            raise ParamsError("the prior energy must be finite and positive at every candidate cell; check the prior "
+                              "data (or plan without --prior)")
+        return x / (energy / energy.max())[:, None]
+    energy = scaled["input_len"] + prior_ratio * scaled["output_len"]
     if model.has_batch:
-        prior = prior * scaled["batch_size"]  # prefill and KV reads, most of a batch's energy, scale with B
-    return x / prior[:, None]
+        energy = energy * scaled["batch_size"]  # prefill and KV reads, most of a batch's energy, scale with B
+    return x / energy[:, None]
 
 
 def _logdet(X: np.ndarray) -> float:
@@ -41,7 +50,7 @@ def _logdet(X: np.ndarray) -> float:
 
 
 def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
-              model: EnergyModel = SWEETSPOT) -> list[tuple[int, ...]]:
+              model: EnergyModel = SWEETSPOT, prior=None) -> list[tuple[int, ...]]:
     """Choose ``budget`` cells from ``cells`` (D-optimal, corners first).
 
     Parameters
@@ -55,6 +64,9 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
         Prior energy per output token relative to per input token, for the relative weights.
     model : EnergyModel
         :data:`~energykit.model.SWEETSPOT` or :data:`~energykit.model.BATCHED`.
+    prior : callable, optional
+        ``prior(cells) -> energy [J]`` per candidate row (a prior fit or the hardware model's prediction):
+        weights the rows by relative error; replaces ``prior_ratio``.
     """
     width = len(model.variables)
     cand = np.asarray(sorted({tuple(int(x) for x in c[:width]) for c in cells}), dtype=int)
@@ -63,7 +75,7 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
         raise ParamsError(f"budget {budget} is below the {n_par} parameters of the {model.kind} model; use >= {n_par}")
     if budget > len(cand):
         raise ParamsError(f"budget {budget} exceeds the {len(cand)} candidate cells; use at most {len(cand)}")
-    X = _rows(cand, prior_ratio, model)
+    X = _rows(cand, prior_ratio, model, prior)
     extreme = np.all((cand == cand.min(axis=0)) | (cand == cand.max(axis=0)), axis=1)
     chosen = [k for k in range(len(cand)) if extreme[k]][:budget]
     while len(chosen) < budget:
@@ -131,3 +143,24 @@ def _evaluate_batched(ds: xr.Dataset, model: str, budget: int, loss: str) -> dic
                if len(held) else float("nan"))
     return {"model": str(model), "batch_size": 0, "cells": [list(c) for c in cells], "heldout_cells": int(len(held)),
             "heldout_mape_pct": heldout, "params": {k: float(v.value) for k, v in fit.params.items()}}
+
+
+def plan_design(candidates, budget: int, priors: dict | None = None) -> list[tuple[int, int]]:
+    """Cells of a sweep chosen before anything is measured: D-optimal over ``candidates`` (input, output) pairs.
+
+    ``priors``: ``{model: prior(cells) -> energy [J]}`` for the sweep's models (a prior fit of measured data,
+    or the hardware model's prediction from each geometry); one design serves every model of the sweep, so
+    the rows are weighted by the geometric mean of each model's relative prior energy. Without priors, the
+    default :math:`E \\propto i + 8 o`.
+
+    >>> plan_design([(i, o) for i in (64, 512, 4096) for o in (64, 512, 4096)], 6)[:4]
+    [(64, 64), (64, 512), (64, 4096), (512, 64)]
+    """
+    if not priors:
+        return d_optimal(candidates, budget)
+
+    def combined(cells):
+        rel = [np.asarray(f(cells), dtype=float) for f in priors.values()]
+        return np.exp(np.mean([np.log(r / r.max()) for r in rel], axis=0))
+
+    return d_optimal(candidates, budget, prior=combined)

@@ -1,7 +1,7 @@
 """Fit the energy models declared in :mod:`energykit.model` with lmfit.
 
 Per (model, batch_size): the SweetSpot analytical model and the linear baseline; per model measured
-at several batch sizes, also the batch-aware model E(i, o, B). The analytical model (Pizzini Cavagna et al., arXiv:2602.05695; the derivation is in the README) collects the
+at several batch sizes, also the batch-aware model E(i, o, B). The analytical model (Pizzini Cavagna et al., arXiv:2602.05695; the derivation is in docs/model.md) collects the
 Transformer's prefill and decode work by powers of the input length ``i`` and output length ``o``:
 
 .. math::
@@ -714,6 +714,8 @@ def load_fits(path, **expect) -> "FitSet":
     with, else a one-line error says which differs.
     """
     path = resolve(path)
+    if not path.is_file() and not path.is_absolute() and Path(path.name).is_file():
+        path = Path(path.name)  # a copied report folder: the fits beside the notebook, whose folder its kernel runs in
     if not path.is_file():
         raise FitError(f"fit file {path} does not exist; write one with: energykit fit DATA --save {path}")
     try:

@@ -24,7 +24,7 @@ import xarray as xr
 from .errors import DataError, ParamsError
 from .schema import DIMS, DURATION_UNITS_S, ENERGY_UNITS_J, GEOMETRY_COLUMNS, INT_DIMS, PROVENANCE_COLUMNS, UNITS
 
-__all__ = ["resolve", "read_tidy", "read_netcdf", "read_window_log", "read_trace", "read_hf_config",
+__all__ = ["resolve", "read_tidy", "read_netcdf", "read_window_log", "read_trace", "read_arrival_trace", "read_hf_config",
            "geometry_from_hf_config", "MAX_INT", "MATH", "escape_markdown", "check_text", "check_model_name",
            "check_geometry", "MAX_VOCAB", "MIN_ENERGY_J", "MAX_ENERGY_J"]
 
@@ -535,6 +535,32 @@ def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
     out.attrs["source"] = path.name
     fmt = "azure" if "ContextTokens" in pd.read_csv(path, nrows=0).columns else "tidy"
     return out, {"source": path.name, "requests": len(out), "format": fmt}
+
+
+def read_arrival_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Read a request trace with arrival times: ``arrival_s`` [s], ``input_len``, ``output_len`` [tokens].
+
+    Azure's format (``TIMESTAMP``, ``ContextTokens``, ``GeneratedTokens``) gives arrivals as timestamps,
+    made seconds since the first; any CSV with ``arrival_s`` (seconds, non-decreasing) and
+    ``input_len``/``output_len`` works too. Lengths are checked by :func:`read_trace`.
+    """
+    lengths, meta = read_trace(path)
+    raw = pd.read_csv(resolve(path))
+    if "arrival_s" in raw.columns:
+        t = pd.to_numeric(raw["arrival_s"], errors="coerce").to_numpy(dtype=float)
+    elif "TIMESTAMP" in raw.columns:
+        stamps = pd.to_datetime(raw["TIMESTAMP"], errors="coerce")
+        t = (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=float)
+    else:
+        raise DataError(f"{path}: no arrival times; a replayed trace needs a column 'arrival_s' [s] or 'TIMESTAMP'")
+    bad = ~np.isfinite(t) | (t < 0)
+    if bad.any():
+        raise DataError(f"{path}: arrival time on row {int(np.flatnonzero(bad)[0]) + 2} is not a time >= 0")
+    if (np.diff(t) < 0).any():
+        raise DataError(f"{path}: arrival times go back on row {int(np.flatnonzero(np.diff(t) < 0)[0]) + 3}; "
+                        "sort the trace by arrival")
+    out = lengths.assign(arrival_s=t - t[0])[["arrival_s", "input_len", "output_len"]]
+    return out, {**meta, "arrivals": "arrival_s" if "arrival_s" in raw.columns else "TIMESTAMP"}
 
 
 def read_hf_config(path: str | Path) -> tuple[dict, dict]:

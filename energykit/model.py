@@ -7,7 +7,7 @@ energy-optimal output length ``o*`` (:meth:`EnergyModel.o_star`), the parameter 
 lmfit model (:meth:`EnergyModel.lmfit_model`). Fitting, sweet spots, workloads, the hardware model,
 designs, plots, the CLI and the price card call these; none types a term again.
 
-Three models are declared (the derivation is in the README, "The analytical model"):
+Three models are declared (the derivation is in docs/model.md and notebooks/02_fit.py):
 
 - :data:`SWEETSPOT`, the paper's model of one request batch at a fixed batch size ``B``
   (Pizzini Cavagna et al., arXiv:2602.05695):

@@ -10,18 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import json
+
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError, field_validator,
                       model_serializer, model_validator)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .engines import ENGINES, engine_class
+from .engines.serve import ServeOptions
 from .errors import ParamsError
 from .iotools import MAX_INT, check_text
+from .state import file_sha256
 from .presets import resolve
 
 __all__ = ["MAX_PARAMS_BYTES", "MAX_PARAMS_NODES", "MAX_WINDOWS", "read_yaml", "one_line", "validate", "ReportParams", "load_report_params", "notebook_parameters",
-           "MeasureParams", "load_measure_params"]
+           "MeasureParams", "load_measure_params", "BUILD_FILE", "default_out", "input_files", "input_hashes",
+           "stale_reasons", "ReplayParams", "load_replay_params"]
 
 
 MAX_PARAMS_BYTES = 1 << 20
@@ -208,7 +213,9 @@ class MeasureParams(BaseModel):
     cells: list[tuple[StrictInt, StrictInt]] | None = None
     repeats: StrictInt = Field(3, ge=1)
     min_window_s: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False)
-    meter: Literal["nvml", "none"] = "nvml"
+    meter: Literal["nvml", "none", "process_cpu"] = "nvml"
+    cpu_core_power_w: float = Field(10.0, gt=0, lt=1e4, allow_inf_nan=False)
+    """``meter: process_cpu`` only: the stated power of one busy core [W] (a proxy, not a measurement)."""
     output: str
     warmup: StrictInt = Field(3, ge=0, le=1000)  # warm-up calls per model; more is a typo, not a warm-up
     cooldown_s: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
@@ -366,3 +373,132 @@ class MeasureParams(BaseModel):
 def load_measure_params(path: str | Path) -> MeasureParams:
     """Read and validate a sweep parameter file; nothing is loaded or written."""
     return validate(MeasureParams, read_yaml(path), str(path))
+
+
+BUILD_FILE = "build.json"
+"""What a report build read and how it was run (params, label, data, command, commit, time, the SHA-256 of every
+input file), beside its pages."""
+
+
+def _shown(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def default_out(params_path: str | Path) -> Path:
+    """Where a parameter set's pages go by default: ``reports/<params-stem>/`` (one folder per set).
+
+    >>> str(default_out("params/report_probes.yaml"))
+    'reports/report_probes'
+    """
+    return Path("reports") / Path(params_path).stem
+
+
+def input_files(params: ReportParams) -> list[str]:
+    """Every file a parameter set names (data, traces, calibration data, a given fit file), as written there."""
+    named = list(params.data) + list(params.traces.values()) + [params.calibrate_data, params.fit_file]
+    return list(dict.fromkeys(f for f in named if f))
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file; of a folder, its files' names and hashes; ``missing`` when there is nothing."""
+    if path.is_dir():
+        return ",".join(f"{p.relative_to(path)}:{file_sha256(p)}" for p in sorted(path.rglob("*")) if p.is_file())
+    return file_sha256(path) if path.is_file() else "missing"
+
+
+def input_hashes(params_path: Path, params: ReportParams, root: Path) -> dict[str, str]:
+    """``{"params": SHA-256 of the params file, FILE: SHA-256, ...}`` for every file the params name."""
+    out = {"params": _digest(params_path)}
+    for f in input_files(params):
+        out[f] = _digest(Path(f) if Path(f).is_absolute() else root / f)
+    return out
+
+
+def stale_reasons(params_path: str | Path, out_dir: str | Path | None, root: Path) -> list[str]:
+    """Why the pages in ``out_dir`` (default :func:`default_out`) do not show what ``params_path`` names now
+    (relative paths: from ``root``, the repository).
+
+    Empty when the last build read exactly these files: the same params file and, byte for byte, the same data,
+    traces, calibration data and fit file (their SHA-256, recorded in ``build.json``). ``make report`` asks this
+    (``energykit report --check-stale``), so a report is rebuilt when data the params name anywhere changes, not
+    only the files under ``data/`` whose times make sees.
+    """
+    out = Path(default_out(params_path) if out_dir is None else out_dir)
+    out = out if out.is_absolute() else root / out
+    params_path = Path(params_path)
+    params_path = params_path if params_path.is_absolute() else root / params_path
+    info_path = out / BUILD_FILE
+    if not info_path.is_file():
+        return [f"{_shown(out, root)} holds no build yet"]
+    try:
+        info = json.loads(info_path.read_text())
+        recorded = info.get("inputs") if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return [f"{_shown(info_path, root)} records no input hashes (built by an older energykit)"]
+    now = input_hashes(params_path, load_report_params(params_path), root)
+    reasons = [f"{_shown(params_path, root) if k == 'params' else k} "
+               f"{'was not read by the last build' if k not in recorded else 'changed since the last build'}"
+               for k, v in now.items() if recorded.get(k) != v]
+    return reasons + [f"{k} is no longer named by the params" for k in recorded if k not in now]
+
+
+class ReplayParams(BaseModel):
+    """Parameters of a trace replay against a server (``energykit replay PARAMS.yaml``).
+
+    The requests of ``trace`` (arrival time, input length, output length) are sent to the server of the
+    ``serve:`` section at their arrival times — the trace's times × ``time_scale``, or evenly at
+    ``rate_rps`` — with exact lengths checked as the ``serve`` engine checks them, while the meter
+    measures back-to-back windows of ``window_s`` over the whole replay.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace: str
+    """CSV of requests: Azure's (``TIMESTAMP``, ``ContextTokens``, ``GeneratedTokens``) or
+    ``arrival_s``, ``input_len``, ``output_len``."""
+    serve: ServeOptions
+    model: Union[str, dict[str, Any]]
+    """The served model's geometry (a preset, a checkpoint folder or config.json, or an inline mapping):
+    its ``vocab_size`` bounds the random prompt token ids."""
+    time_scale: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
+    """Multiplies the trace's arrival times (0.5 replays twice as fast); default 1 unless ``rate_rps``."""
+    rate_rps: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
+    """Send requests evenly at this rate [requests/s] instead of at the trace's times."""
+    max_requests: StrictInt = Field(100, ge=1, le=1_000_000)
+    """The trace's first this many requests."""
+    window_s: float = Field(10.0, gt=0, le=86400, allow_inf_nan=False)
+    """Length of each meter window [s]; the windows cover the whole replay back to back."""
+    meter: Literal["nvml", "none", "process_cpu"] = "nvml"
+    cpu_core_power_w: float = Field(10.0, gt=0, lt=1e4, allow_inf_nan=False)
+    """``meter: process_cpu`` only: the stated power of one busy core [W] (a proxy, not a measurement)."""
+    idle_s: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
+    """Seconds of idle power measured before the replay."""
+    seed: StrictInt = Field(0, ge=0, lt=2**32)
+    output: str
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.time_scale is not None and self.rate_rps is not None:
+            raise ValueError("give time_scale or rate_rps, not both")
+        check_text(self.trace, "trace")
+        if not self.output.strip() or self.output != self.output.strip():
+            raise ValueError(f"output {self.output!r} must be a folder path without surrounding spaces")
+        try:
+            self._geometry = resolve(self.model)
+        except ParamsError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    _geometry: tuple = PrivateAttr(default=None)
+
+    @property
+    def geometry(self) -> tuple[str, dict, str | None]:
+        """(name, geometry, checkpoint) of ``model``."""
+        return self._geometry
+
+
+def load_replay_params(path: str | Path) -> ReplayParams:
+    """Read and validate a replay parameter file; nothing is sent or written."""
+    return validate(ReplayParams, read_yaml(path), str(path))

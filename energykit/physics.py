@@ -1,6 +1,6 @@
 """Work per inference phase from a model's geometry: parameters, FLOPs and bytes moved.
 
-Notation (arXiv:2602.05695, as summarised in README.md): ``B`` sequences, ``L`` layers, ``d`` hidden size, ``n_q``/``n_kv`` query
+Notation (arXiv:2602.05695, as summarised in docs/model.md): ``B`` sequences, ``L`` layers, ``d`` hidden size, ``n_q``/``n_kv`` query
 and key/value heads of dimension ``d_h``, ``N`` non-embedding parameters, ``V`` vocabulary,
 ``β`` bytes per element.
 

@@ -109,8 +109,13 @@ def efficiency_heatmap(
         annot = (frame.map("{:.3g}".format) + "\n[" + lo.map("{:.3g}".format) + ", "
                  + top.map(lambda v: "unbounded" if np.isnan(v) else f"{v:.3g}") + "]")
     sns.heatmap(frame, annot=annot, fmt=".3g" if annot is True else "", cmap="viridis",
-                annot_kws={} if annot is True else {"fontsize": 7},
+                annot_kws={"fontsize": 11} if annot is True else {"fontsize": 9},
                 cbar_kws={"label": "output tokens per J"}, ax=ax)
+    for t in ax.texts:  # the numbers sit in each cell's upper half, above the o*(i) line, with a dark outline
+        t.set_y(t.get_position()[1] - 0.18)
+        t.set_zorder(5)
+        t.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="0.15")])
+        t.set_color("white")
     outs = list(frame.index)
     ins = list(frame.columns)
     region = sweet_region(da, within_pct).to_pandas().reindex(index=outs, columns=ins)
@@ -140,8 +145,8 @@ def efficiency_heatmap(
         # stops, and a note says where o* leaves the plotted range
         ostar = np.asarray(ostar, dtype=float)
         inside = (ostar >= min(outs)) & (ostar <= max(outs))
-        ax.plot(xs, np.where(inside, row(ostar), np.nan), "--o", color="white", mec="black", lw=2,
-                label="o*(i) (fitted)", path_effects=outline)
+        ax.plot(xs, np.where(inside, row(ostar), np.nan), "--", color="white", lw=2, zorder=3,
+                label="o*(i) (fitted)", path_effects=outline)  # no markers: they covered the cells' numbers
         outside = [f"{i:g}" for i, ok in zip(ins, inside) if not ok]
         if outside:
             note = f"\no*(i) outside the plotted o range at i = {', '.join(outside)}"
@@ -213,9 +218,10 @@ def residuals(fits: FitSet, ax=None):
     rows = []
     for (m, b, kind), f in fits.fits.items():
         rel = 100 * (f.predict(f.input_len, f.output_len) - f.energy_j) / f.energy_j
-        rows += [{"model": m, "kind": kind, "energy_j": e, "residual_pct": r} for e, r in zip(f.energy_j, rel)]
+        rows += [{"model": m, "fit": {"sweetspot": "analytical"}.get(kind, kind), "energy_j": e, "residual_pct": r}
+                 for e, r in zip(f.energy_j, rel)]
     df = pd.DataFrame(rows)
-    sns.scatterplot(data=df, x="energy_j", y="residual_pct", hue="model", style="kind", ax=ax)
+    sns.scatterplot(data=df, x="energy_j", y="residual_pct", hue="model", style="fit", ax=ax)
     ax.axhline(0, color="k", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("measured E [J]")
@@ -257,14 +263,26 @@ def trace_density(trace: pd.DataFrame, fit: ModelFit | None = None, title: str =
 
 
 def policy_bars(savings: pd.DataFrame, ax=None):
-    """Energy saved per policy [%] with its 95 % interval as error bars."""
+    """Energy saved per policy [%], per delivered output token (what the page ranks by) and in total, each with
+    its 95 % interval as error bars. A cap can save total energy by delivering fewer tokens while costing more
+    per token, so both are drawn and labelled."""
     ax = _ax(ax)
     y = np.arange(len(savings))
-    err = [savings["saving_pct"] - savings["saving_pct_low"], savings["saving_pct_high"] - savings["saving_pct"]]
-    ax.barh(y, savings["saving_pct"], xerr=err, color=sns.color_palette()[0], capsize=3)
+    h = 0.38
+    colours = sns.color_palette()
+    for k, (col, label) in enumerate((("per_token_saving_pct", "per delivered token (ranks the policies)"),
+                                      ("saving_pct", "total energy"))):
+        if col not in savings:
+            continue
+        err = [savings[col] - savings[f"{col}_low"], savings[f"{col}_high"] - savings[col]] \
+            if f"{col}_low" in savings else None
+        ax.barh(y + (k - 0.5) * h, savings[col], height=h, xerr=err, color=colours[k], capsize=3, label=label,
+                hatch="" if k == 0 else "//", edgecolor="white")
+    ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, savings["policy"])
     ax.invert_yaxis()
-    ax.set_xlabel("energy saved [%] (95 % interval)")
+    ax.set_xlabel("energy saved [%] (95 % interval; positive: less energy)")
+    legend_outside(ax, ncol=2)
     return ax
 
 

@@ -40,11 +40,13 @@ from .errors import EnergykitError, FitError, ParamsError
 from .fitting import fit_dataset, load_fits
 from .iotools import MATH, check_text, escape_markdown, read_trace
 from .state import file_sha256
-from .params import ReportParams, load_report_params, notebook_parameters
+from .summary import paper_findings
+from .params import (BUILD_FILE, ReportParams, default_out, input_files, input_hashes, load_report_params,
+                     notebook_parameters, stale_reasons)
 
 __all__ = ["ANALYSIS_GLOB", "FIT_FILE", "BUILD_FILE", "execute_all", "fit_once", "repo_root", "default_out", "write_catalog", "analysis_notebooks", "description", "execute", "to_html",
-           "write_index", "build", "read_source", "notebook_defaults",
-           "mathml", "key_results"]
+           "write_index", "build", "input_files", "input_hashes", "stale_reasons", "read_source", "notebook_defaults",
+           "mathml", "key_results", "findings_table"]
 
 ANALYSIS_GLOB = "0[2-9]_*.py"
 """Notebook sources: jupytext percent scripts, paired with .ipynb in JupyterLab (jupytext.toml)."""
@@ -131,7 +133,7 @@ def start_kernel(root: Path) -> AsyncKernelManager:
 
 
 def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root: Path, km=None,
-                on_done=None) -> dict[str, float]:
+                on_done=None, moved: dict[str, str] | None = None) -> dict[str, float]:
     """Run the notebooks one after another in one kernel, each from an empty namespace; returns seconds each.
 
     Each notebook gets its declared parameters injected as papermill does (a cell tagged
@@ -140,7 +142,10 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
     next notebook runs). One kernel start, and the science stack imported once, instead of one per
     notebook; the namespace is reset (``%reset -f``) between notebooks so that none reads another's
     variables, as when each is run alone in JupyterLab. ``km``: a kernel already started (see
-    :func:`start_kernel`); it is shut down at the end either way.
+    :func:`start_kernel`); it is shut down at the end either way. ``moved``: ``{path while building: path
+    once built}``, written into each executed notebook's injected parameters, so that a rendered notebook names
+    the files beside it (the build runs in a staging folder that is renamed into place), never a folder
+    that no longer exists.
     """
     timings = {}
     try:
@@ -166,6 +171,10 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
             timings[nb_path.stem] = time.perf_counter() - t0
             nb.cells.pop(0)
             _renumber(nb)
+            for cell in nb.cells:
+                if "injected-parameters" in cell.metadata.get("tags", []):
+                    for staged, final in (moved or {}).items():
+                        cell.source = cell.source.replace(staged, final)
             nbformat.write(nb, out_dir / f"{nb_path.stem}.ipynb")
             if on_done is not None:
                 on_done(out_dir / f"{nb_path.stem}.ipynb")
@@ -294,42 +303,71 @@ def _commit(root: Path) -> str:
     return p.stdout.strip() if p.returncode == 0 else "unknown"
 
 
+VERDICT_COLOURS = {"reproduced": "#d9f2d9", "differs": "#fde0d0", "not yet": "#eeeeee", "kit only": "#e0ecfa"}
+
+
+def findings_table(pages: dict[str, dict]) -> str:
+    """The landing page's first table: the paper's findings against the kit's (:func:`energykit.summary.paper_findings`)."""
+    rows = []
+    for r in paper_findings(pages):
+        colour = VERDICT_COLOURS.get(r["verdict"], "#fff")
+        rows.append(f'<tr><td><b>{html.escape(r["finding"])}</b></td><td>{html.escape(r["paper"])}</td>'
+                    f'<td>{html.escape(r["kit"])}</td><td class="data">{html.escape(r["data"])}</td>'
+                    f'<td style="background:{colour}"><b>{html.escape(r["verdict"])}</b>: {html.escape(r["why"])}'
+                    f' (<a href="{html.escape(r["page"])}.nocode.html">{html.escape(r["page"])}</a>)</td></tr>')
+    return ('<table class="findings"><thead><tr><th>paper finding</th><th>paper (TensorRT-LLM, H100)</th>'
+            '<th>this kit [95 % interval]</th><th>data</th><th>verdict</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
+
+
 def write_index(out_dir: Path, entries: list[tuple[str, str]], params_path: Path, params: ReportParams | None = None,
                 root: Path | None = None, rendered_by: str = "") -> Path:
-    """``index.html``: a landing page with each page's key results beside the paper's, and its main figure."""
-    sections = []
+    """``index.html``: the set's landing page.
+
+    It opens with one table, the paper's findings (mean MAPE, best/worst ratio, GQA vs MHA, the workload saving)
+    against the kit's with their intervals, the data and a verdict, then the provenance line, then each page's
+    key results with its main figure at a readable width.
+    """
+    sections, pages = [], {}
     for stem, desc in entries:
         executed = out_dir / f"{stem}.ipynb"
-        text, _, figure = key_results(executed) if executed.exists() else ("", {}, "")
+        text, numbers, figure = key_results(executed) if executed.exists() else ("", {}, "")
+        pages[stem] = numbers
         body = (markdown2html(mathml(escape_markdown(text.replace("### Key results", "")))) if text
                 else "<p>(no key results)</p>")
-        thumb = (f'<a href="{stem}.nocode.html"><img class="thumb" alt="main figure of {html.escape(stem)}" '
-                 f'src="data:image/png;base64,{figure.strip()}"></a>') if figure else ""
+        fig = (f'<a href="{stem}.nocode.html"><img class="fig" alt="main figure of {html.escape(stem)}" '
+               f'src="data:image/png;base64,{figure.strip()}"></a>') if figure else ""
         sections.append(
-            f'<section><h2>{html.escape(stem)}</h2><p class="desc">{html.escape(desc)} '
+            f'<section id="{html.escape(stem)}"><h2>{html.escape(stem)}</h2><p class="desc">{html.escape(desc)} '
             f'[<a href="{stem}.nocode.html">report</a> · <a href="{stem}.html">with code</a> · '
-            f'<a href="{stem}.ipynb">notebook</a>]</p><div class="row">{thumb}<div class="key">{body}</div></div>'
-            "</section>"
+            f'<a href="{stem}.ipynb">notebook</a>]</p><div class="key">{body}</div>{fig}</section>'
         )
     data = ", ".join(params.data) if params is not None else ""
     label = params.label if params is not None else ""
     rendered_by = rendered_by or f"energykit report --params {params_path}"
+    flag = "#c60" if label.upper().startswith(("PILOT", "APPENDIX")) else "#888"
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>energykit reports</title>
+<html><head><meta charset="utf-8"><title>energykit: what was reproduced</title>
 <style>
-body{{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.45;padding:0 1em}} math{{font-family:{MATH_FONTS}}}
-.row{{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}} .thumb{{width:22em;max-width:100%;border:1px solid #ccc}}
-.key{{flex:1;min-width:22em}} .key table{{border-collapse:collapse;font-size:0.92em}}
-.key td,.key th{{border:1px solid #ddd;padding:0.2em 0.5em;text-align:left}} .desc{{color:#444}}
-section{{border-top:1px solid #ddd;margin-top:1.2em}}
+body{{font-family:sans-serif;max-width:80em;margin:1em auto;line-height:1.4;padding:0 1em}} math{{font-family:{MATH_FONTS}}}
+h1{{font-size:1.45em;margin:0.2em 0 0.3em}} .label{{border-left:4px solid {flag};background:#f4f4f4;padding:0.2em 0.6em;font-size:0.92em}}
+table.findings{{border-collapse:collapse;font-size:0.86em;width:100%;margin:0.5em 0}}
+table.findings td,table.findings th{{border:1px solid #ccc;padding:0.25em 0.45em;text-align:left;vertical-align:top}}
+table.findings th{{background:#f0f0f0}} table.findings td.data{{font-size:0.9em;color:#333;overflow-wrap:anywhere}}
+.prov{{font-size:0.85em;color:#333}} .fig{{width:100%;max-width:62em;border:1px solid #ddd;margin-top:0.5em}}
+.key table{{border-collapse:collapse;font-size:0.92em}} .key td,.key th{{border:1px solid #ddd;padding:0.2em 0.5em;text-align:left}}
+.desc{{color:#444}} section{{border-top:1px solid #ddd;margin-top:1.2em}}
 </style></head>
-<body><h1>energykit reports{f": {html.escape(label)}" if label else ""}</h1>
-<p><b>Data loaded:</b> {html.escape(data)} · <b>params:</b> <code>{html.escape(str(params_path))}</code> ·
+<body><h1>What was reproduced, and how close</h1>
+<p class="label"><b>{html.escape(label or "parameter set")}</b></p>
+{findings_table(pages)}
+<p class="prov">Paper: Pizzini Cavagna et al., arXiv:2602.05695 (TensorRT-LLM, H100, 13 models of 1–9 B parameters).
+Verdicts: <i>reproduced</i> (within the interval, or a MAPE up to 3 %), <i>differs</i> (with the reason),
+<i>not yet</i> (the data cannot say), <i>kit only</i> (the paper has no such figure).
+<b>Data loaded:</b> {html.escape(data)} · <b>params:</b> <code>{html.escape(str(params_path))}</code> ·
 <b>built:</b> {time.strftime("%Y-%m-%d %H:%M")} · <b>commit:</b> {html.escape(_commit(root or Path.cwd()))} ·
-<b>fits:</b> <a href="{FIT_FILE}">{FIT_FILE}</a> (fitted once, read by every page; <code>energykit.load_fits</code>)</p>
-<p>The paper (Pizzini Cavagna et al., arXiv:2602.05695; TensorRT-LLM on an H100, 13 models): mean MAPE
-1.79 %, best/worst efficiency up to 33.41x, GQA above MHA. Each page below opens with the same numbers
-for these measurements. Rendered by <code>{html.escape(rendered_by)}</code>; never edited by hand.</p>
+<b>rendered by</b> <code>{html.escape(rendered_by)}</code>, never edited by hand ·
+<b>fits:</b> <a href="{FIT_FILE}">{FIT_FILE}</a> (fitted once, read by every page; <code>energykit.load_fits</code>).</p>
 {"".join(sections)}
 <p>Azure LLM inference traces: Patel et al., "Splitwise: Efficient generative LLM inference using
 phase splitting", ISCA 2024 (CC-BY 4.0).</p>
@@ -377,17 +415,6 @@ def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
     return time.perf_counter() - t0
 
 
-BUILD_FILE = "build.json"
-"""What a build read and how it was run (params, label, data, command, commit, time), beside its pages."""
-
-
-def default_out(params_path: str | Path) -> Path:
-    """Where a parameter set's pages go by default: ``reports/<params-stem>/`` (one folder per set).
-
-    >>> str(default_out("params/report_probes.yaml"))
-    'reports/report_probes'
-    """
-    return Path("reports") / Path(params_path).stem
 
 
 def write_catalog(reports_dir: str | Path) -> Path:
@@ -461,13 +488,16 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
             stage.mkdir(parents=True)
         info = {"params": str(shown_params), "label": params.label, "data": list(params.data),
                 "calibrate_data": params.calibrate_data, "rendered_by": rendered_by, "commit": _commit(root),
-                "built": time.strftime("%Y-%m-%d %H:%M")}
+                "built": time.strftime("%Y-%m-%d %H:%M"), "inputs": input_hashes(params_path, params, root)}
         (stage / BUILD_FILE).write_text(json.dumps(info, indent=1))
         timings = {"fit": fit_once(params, ds, stage / FIT_FILE, root)}
         print(f"fitted once in {timings['fit']:.1f} s: {FIT_FILE}", flush=True)
         shared = params.model_copy(update={"fit_file": _relative(stage / FIT_FILE, root)})
+        # a rendered notebook names the fits beside it (reports/<set>/fits.nc, relative to the repository root,
+        # found from any working directory by iotools.resolve), not the staging folder it ran in
+        moved = {_relative(stage / FIT_FILE, root): _relative(out / FIT_FILE, root)}
         rendering = []
-        timings.update(execute_all(notebooks, stage, shared, root, km,  # one kernel for every page
+        timings.update(execute_all(notebooks, stage, shared, root, km, moved=moved,  # one kernel for every page
                                    on_done=lambda nb: rendering.append(pages.submit(to_html, nb, stage, info))))
         km = None
         for nb, done in zip(notebooks, rendering):

@@ -39,7 +39,7 @@ from .windows import measure
 
 __all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET", "LOG_ONLY", "dataset_frame", "merge", "status", "window_key", "git_commit", "plan", "check_engine_installed",
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
-           "check_device", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
+           "check_device", "meter_kwargs", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
            "finalize", "engine_label", "LibraryCounter", "library_difference_line", "check_shard_setups",
            "merged_provenance", "allocation_of"]
 
@@ -108,6 +108,8 @@ def fingerprint(params: MeasureParams, meter_info: dict) -> dict:
     The setup is the core's fields (:data:`SETUP`) and the engine's own (``Engine.fingerprint``).
     """
     setup = {k: getattr(params, k) for k in SETUP}
+    if params.meter == "process_cpu":  # the stated power scales every window of the proxy
+        setup["cpu_core_power_w"] = params.cpu_core_power_w
     setup.update(engine_class(params.engine).fingerprint(params.engine_options))
     setup["gpu_uuids"] = meter_info.get("gpu_uuids") or ([meter_info["gpu_uuid"]] if "gpu_uuid" in meter_info
                                                          else ["none"])
@@ -220,8 +222,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
     meter = None
     log = None
     try:
-        meter_kw = {"timeline": params.timeline, "gpus": engine_gpus(params)} if params.meter == "nvml" else {}
-        meter = make_meter(params.meter, sync=sync, **meter_kw)
+        meter = make_meter(params.meter, sync=sync, **meter_kwargs(params))
         check_window(params, meter)
         if hasattr(meter, "check_exclusive"):
             meter.check_exclusive()
@@ -491,6 +492,18 @@ def _failure_summary(failed: list[dict], planned: int, out: Path) -> str:
             "and running the same command again retries the failed ones")
 
 
+def meter_kwargs(params: MeasureParams) -> dict:
+    """The meter's arguments: the GPUs the engine runs on (NVML), or the process it runs in (``process_cpu``)."""
+    engine = engine_class(params.engine)
+    if params.meter == "nvml":
+        kw = {"timeline": params.timeline, "gpus": engine_gpus(params)}
+        devices = engine.metered_gpus(params.engine_options)
+        return {**kw, "device": devices} if devices else kw
+    if params.meter == "process_cpu":
+        return {"pid": engine.metered_pid(params.engine_options), "core_power_w": params.cpu_core_power_w}
+    return {}
+
+
 def engine_gpus(params: MeasureParams) -> int:
     """GPUs one engine of this sweep runs on, which the meter reads and sums."""
     return engine_class(params.engine).gpu_count(params.engine_options)
@@ -537,6 +550,8 @@ def dataset_frame(df: pd.DataFrame, provenance: dict, params: MeasureParams | No
         "library_energy": provenance.get("library_energy", ""),
         "params": params.model_dump() if params is not None else {},
     }
+    if meter.get("note"):  # a proxy meter (process_cpu): its energy is not measured joules, and says so
+        attrs["energy_method"] = f"{meter.get('meter', '')}: {meter['note']}"
     return df, attrs
 
 

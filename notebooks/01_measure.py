@@ -10,7 +10,7 @@
 #       format_name: percent
 #       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -23,7 +23,7 @@
 # `OUTPUT/windows.jsonl` as it completes, so an interrupted notebook loses at most one window: run the
 # cell again and it resumes.
 #
-# **Protocol** (DESIGN.md §3): synchronise the device, read the NVML energy counter, run the same
+# **Protocol** (docs/measuring.md): synchronise the device, read the NVML energy counter, run the same
 # batch of requests until the window lasts `min_window_s`, synchronise, read again, divide by the
 # number of calls. Cells are shuffled, each model is warmed up, each cell is repeated, and an idle
 # baseline is stored with the sweep.
@@ -62,9 +62,9 @@ cells["spread_pct"] = 100 * cells["energy_std_j"] / cells["energy_j"]
 cells
 
 # %%
-g = sns.relplot(data=df, x="output_len", y="duration_s", hue="input_len", col="model", kind="line", marker="o",
-                palette="crest", height=3.5)
-g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="time per generate() [s]");
+g = sns.relplot(data=df.rename(columns={"input_len": "input length [tokens]"}), x="output_len", y="duration_s",
+                hue="input length [tokens]", col="model", kind="line", marker="o", palette="crest", height=3.5)
+g.set(xscale="log", yscale="log", xlabel="output length [tokens]", ylabel="time per call [s]");
 
 # %%
 {k: ds.attrs.get(k) for k in ("gpu", "gpu_uuid", "driver_version", "power_limit_w", "counter_period_s",

@@ -10,7 +10,7 @@
 #       format_name: percent
 #       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -52,9 +52,12 @@ summary.show(*summary.fit_results(ds, fits))
 # %% [markdown]
 # ## The measurements
 #
-# One *window* is one `generate()` call on a batch of $B$ requests of identical lengths; `energy_j`
-# is the board energy of that call from the NVML total-energy counter (idle included). The dataset is
-# indexed by `model`, `batch_size`, `input_len`, `output_len` and `repeat`.
+# One *call* runs a batch of $B$ requests of identical lengths (input $i$, output $o$). One *window* is one
+# reading of the NVML total-energy counter around the same call repeated until the window lasts at least
+# `min_window_s` (2 s in the kit's sweeps, so a window holds from one call to a few dozen); `energy_j` and
+# `duration_s` are the window's board energy (idle included) and time divided by its calls, so they are per
+# call. Files measured outside the kit hold one call per window. The dataset is indexed by `model`,
+# `batch_size`, `input_len`, `output_len` and `repeat` (one window each).
 
 # %%
 raw = dataset.to_frame(ds)
@@ -68,10 +71,12 @@ raw.groupby("model").agg(windows=("energy_j", "size"), cells=("input_len", lambd
 # %%
 means = dataset.cell_means(ds)
 spread = (100 * means["energy_j_std"] / means["energy_j"]).to_dataframe(name="repeat_spread_pct")
-spread = spread.join(means["duration_s"].to_dataframe()[["duration_s"]]).dropna()
-ax = sns.scatterplot(data=spread.reset_index(), x="duration_s", y="repeat_spread_pct", hue="model")
-ax.set(xscale="log", xlabel="window duration [s]", ylabel="repeat spread (std/mean) [%]",
-       title="short windows carry NVML counter-step noise")
+# the counter's step error depends on how long the *window* lasts, not one call: plot against the window
+window = "window_duration_s" if "window_duration_s" in ds else "duration_s"  # files from outside: one call a window
+spread = spread.join(ds[window].mean("repeat").to_dataframe(name="window_s")[["window_s"]]).dropna()
+ax = sns.scatterplot(data=spread.reset_index(), x="window_s", y="repeat_spread_pct", hue="model")
+ax.set(xscale="log", xlabel="meter window length [s] (mean over repeats)", ylabel="repeat spread (std/mean) [%]",
+       title="repeat spread against window length (the counter steps every 100 ms)")
 plots.plain_log_ticks(ax)
 plots.legend_outside(ax);
 
@@ -161,8 +166,10 @@ plt.tight_layout()
 # ## Accuracy: analytical model vs linear baseline
 
 # %%
-acc = fits.summary().melt(id_vars="model", value_vars=["mape_pct", "cv_mape_pct", "baseline_mape_pct", "baseline_cv_mape_pct"],
-                   var_name="metric", value_name="percent")
-ax = sns.barplot(data=acc, x="percent", y="model", hue="metric")
+metrics = {"mape_pct": "analytical, in-sample", "cv_mape_pct": "analytical, cross-validated",
+           "baseline_mape_pct": "linear, in-sample", "baseline_cv_mape_pct": "linear, cross-validated"}
+acc = fits.summary().melt(id_vars="model", value_vars=list(metrics), var_name="metric", value_name="percent")
+acc["MAPE of"] = acc["metric"].map(metrics)
+ax = sns.barplot(data=acc, x="percent", y="model", hue="MAPE of")
 ax.set(xlabel="MAPE [%]", ylabel="", title="lower is better")
 plots.legend_outside(ax, ncol=2);

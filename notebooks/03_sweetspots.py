@@ -10,7 +10,7 @@
 #       format_name: percent
 #       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -54,21 +54,28 @@ measured = sweetspots.measured_map(ds)
 from energykit import summary
 
 summary.show(*summary.sweetspot_results(ds, fits, sweet_pct))
+print(f"sweet-spot region on this page: every cell within {sweet_pct:g} % of the best tokens/J (sweet_pct = {sweet_pct:g})")
 
 # %% [markdown]
 # ## Measured efficiency, with the fitted $o^*(i)$
 #
-# Red boxes: the sweet-spot region; dashed line: $o^*(i)$ from the fit.
+# Each cell: output tokens per joule. Red boxes: the sweet-spot region (within `sweet_pct` % of the best
+# cell, the value printed above); dashed line: $o^*(i)$ from the fit, dotted: its 95 % interval. First the
+# measured cells, then the fit over the paper's 64–4096 grid.
 
 # %%
 for m, b in fits.keys:
-    fig, axes = plt.subplots(1, 2, figsize=(16, 6))
+    fig, ax = plt.subplots(figsize=(10, 6.5))
     plots.efficiency_heatmap(measured["tokens_per_j"].sel(model=m, batch_size=b), fits.get(m, b), sweet_pct,
-                             title=f"{m}: measured tokens/J", ax=axes[0])
+                             title=f"{m}: measured tokens/J (red: within {sweet_pct:g} % of the best)", ax=ax)
+    plt.tight_layout()
+    plt.show()
+    fig, ax = plt.subplots(figsize=(10, 8))
     fm = sweetspots.fitted_map(fits.get(m, b), sweetspots.PAPER_GRID, sweetspots.PAPER_GRID)
     plots.efficiency_heatmap(fm["tokens_per_j"], fits.get(m, b), sweet_pct, extrapolated=fm["extrapolated"],
                              low=fm["tokens_per_j_low"], high=fm["tokens_per_j_high"],
-                             title=f"{m}: fitted on the paper's grid [95 % interval] (hatched: extrapolated)", ax=axes[1])
+                             title=f"{m}: fitted on the paper's grid, tokens/J [95 % interval]\n"
+                                   f"(hatched: extrapolated; red: within {sweet_pct:g} % of the best)", ax=ax)
     plt.tight_layout()
     plt.show()
 
@@ -88,7 +95,8 @@ plt.tight_layout()
 # %% [markdown]
 # ## Energy per output token
 #
-# The same maps as joules per output token (lower is better).
+# Joules per output token against the output length, one line per measured input length (lower is
+# better): the minimum of each line is that input's $o^*(i)$.
 
 # %%
 jpt = measured["energy_per_token_j"].to_dataframe().reset_index().dropna()

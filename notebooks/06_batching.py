@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   energykit:
-#     description: energy per request and per token across batch sizes, E(i, o, B); SIMULATED ONLY until
-#       GPU data at several batch sizes exist
+#     description: energy per request and per token across batch sizes, E(i, o, B);
+#       SIMULATED ONLY until GPU data at several batch sizes exist
 #   jupytext:
 #     notebook_metadata_filter: energykit,kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -10,7 +10,7 @@
 #       format_name: percent
 #       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -23,7 +23,7 @@
 #
 # $$E(i, o, B) = B\,(\theta_1 i^2 + \theta_2 i o + \theta_3 i + \theta_4 o^2 + \theta_5' o) + \theta_w o + \theta_0$$
 #
-# At one $B$ this is the paper's model with $\theta_5 = B\theta_5' + \theta_w$ (README, "Across batch
+# At one $B$ this is the paper's model with $\theta_5 = B\theta_5' + \theta_w$ (docs/model.md, "Across batch
 # sizes"). Energy per request is $E/B$; per output token $E/(Bo)$, which falls with $B$ towards the
 # per-request part alone. Doubling $B$ saves less than 5 % per token once
 # $B > 9\,(\theta_w o + \theta_0) / (\theta_1 i^2 + \theta_2 i o + \theta_3 i + \theta_4 o^2 + \theta_5' o)$.

@@ -1,8 +1,9 @@
 # ---
 # jupyter:
 #   energykit:
-#     description: a request stream replayed against a server — predicted vs measured energy, and each
-#       request's share of it; SIMULATED until a replay is measured on a GPU
+#     description: a request stream replayed against a server, predicted vs measured
+#       energy, and each request's share of it; SIMULATED until a replay is measured
+#       on a GPU
 #   jupytext:
 #     notebook_metadata_filter: energykit,kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -10,7 +11,7 @@
 #       format_name: percent
 #       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---

@@ -97,6 +97,20 @@ def test_pages_render_offline_and_readable_in_chromium(built):
                                 f"tables past the page {wide}, tables scrolling sideways {scrolled}, cut cells {cut}, "
                                 f"overlapping tick labels {ticks}, Out/In prompts {prompts}, provenance missing {missing}, "
                                 f"formulas in the generic math font {generic_math}")
+            if name == "index":  # the first screen answers "what was reproduced, how close"
+                first = browser.new_page(viewport={"width": 1280, "height": 800})
+                first.goto((out / "index.html").as_uri())
+                box = first.evaluate("""() => { const t = document.querySelector('table.findings');
+                    if (!t) return null; const r = t.getBoundingClientRect();
+                    return {bottom: r.bottom, right: r.right, rows: t.tBodies[0].rows.length,
+                            text: t.innerText}; }""")
+                first.close()
+                assert box, f"{params_name}: the landing page has no table of the paper's findings"
+                assert box["bottom"] <= 800 and box["right"] <= 1280, \
+                    f"{params_name}: the paper-vs-kit table does not fit the first screen (1280x800): {box}"
+                assert box["rows"] == 4 and all(w in box["text"] for w in ("1.79 %", "33.41x", "GQA above MHA")), box
+                assert all(any(v in row for v in ("reproduced", "differs", "not yet", "kit only"))
+                           for row in box["text"].splitlines()[1:] if row.strip()), box["text"]
             if name.startswith("02_fit"):
                 assert page.evaluate("() => document.querySelectorAll('math').length") > 5, "formulas render as MathML"
             if name != "index":

@@ -83,3 +83,61 @@ def test_bad_report_params(tmp_path, capsys):
     (tmp_path / "q.yaml").write_text("data: [data/h200_transformers_compiled_b16.csv]\ntruncate_inputs: [-5]\n")
     assert main(["report", "--params", str(tmp_path / "q.yaml")]) == 2
     assert "-5" in capsys.readouterr().err
+
+
+H200 = ROOT / "data" / "h200_hf_energykit" / "measurements.nc"
+
+
+def test_version(capsys):
+    from energykit import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"energykit {__version__}"
+
+
+def test_predict_text_names_theta_o_star_and_what_each_energy_is_per(capsys):
+    """Without --model every model is predicted (it used to price the first one silently); the text gives θ and
+    o*(i) and labels energy per batch and per request apart."""
+    assert main(["predict", str(H200), "--input-lens", "512", "--output-lens", "64", "512"]) == 0
+    out = capsys.readouterr().out
+    for model in ("llama3.2-1b", "opt-1.3b"):
+        assert f"{model}: E(i, o) fitted at batch 16" in out
+    assert out.count("θ (per batch of the fit): theta1 = ") == 2 and out.count("o*(i, B=16) [tokens]") == 2
+    assert "energy per batch of 16 [J] [95 %]" in out and "energy per request [J] [95 %]" in out
+    # the README's figure: o*(512) of llama3.2-1b at batch 16 is 373 tokens
+    assert "i=512: 373 [" in out.split("opt-1.3b:")[0]
+    assert main(["predict", str(H200), "--model", "opt-1.3b", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "opt-1.3b"
+    assert main(["predict", str(H200), "--json", "--input-lens", "64", "--output-lens", "64"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["models"]) == {"llama3.2-1b", "opt-1.3b"}
+    assert main(["predict", str(H200), "--model", "gpt-9"]) == 2
+    assert "model 'gpt-9' is not in" in capsys.readouterr().err
+
+
+def test_design_plans_a_sweep_from_its_params_file_before_measuring(capsys, tmp_path):
+    """design PARAMS.yaml --budget N: cells from the params' grid, no measurement needed, and a params file that
+    validates as a sweep (the default prior reproduces the cells committed in measure_paper_families.yaml)."""
+    from energykit.params import load_measure_params
+
+    params = ROOT / "params" / "measure_paper_families.yaml"
+    out = tmp_path / "planned.yaml"
+    assert main(["design", str(params), "--budget", "10", "-o", str(out)]) == 0
+    planned = load_measure_params(out)
+    committed = load_measure_params(params)
+    assert planned.cells == committed.cells[:10] and planned.models == committed.models
+    assert out.read_text().startswith("# Written by energykit design")
+    assert "energykit measure" in capsys.readouterr().out
+    # a prior: the fit of measured models, the hardware model from geometry for the others
+    prior_out = tmp_path / "prior.yaml"
+    assert main(["design", str(params), "--budget", "8", "--prior", str(H200), "-o", str(prior_out)]) == 0
+    text = capsys.readouterr().out
+    assert "a fit of opt-1.3b, llama3.2-1b" in text and "hardware model from geometry for qwen2-1.5b" in text
+    assert len(load_measure_params(prior_out).cells) == 8
+    # never the input, never a file it did not write
+    assert main(["design", str(params), "--budget", "10", "-o", str(params)]) == 2
+    foreign = tmp_path / "mine.yaml"
+    foreign.write_text("engine: hf\n")
+    assert main(["design", str(params), "--budget", "10", "-o", str(foreign)]) == 2
+    assert foreign.read_text() == "engine: hf\n"
+    assert main(["design", str(params), "--budget", "3", "-o", str(out)]) == 2

@@ -1,6 +1,6 @@
 """The README's first use, scripted: ``make lab`` serves (as root too), a double-click on a notebook's
-``.py`` source opens it as a notebook, and Run All runs every cell without an error, giving the
-report's numbers. Real JupyterLab, driven in Debian's ``chromium`` by Playwright (issue #19).
+``.py`` source opens it as a notebook, Run All runs every cell without an error, giving the
+report's numbers, and saving writes the paired ``.ipynb`` without rewriting the tracked ``.py``. Real JupyterLab, driven in Debian's ``chromium`` by Playwright (issue #19).
 
 Skipped where Chromium or Playwright is missing. Lab autosaves, so the test puts the notebook source
 back byte for byte and removes a paired ``.ipynb`` it created.
@@ -67,6 +67,8 @@ def test_make_lab_opens_the_py_source_as_a_notebook_and_runs_all_cells(lab):
     from energykit import dataset, fitting, summary
 
     url, log = lab
+    source, paired = ROOT / "notebooks" / "02_fit.py", ROOT / "notebooks" / "02_fit.ipynb"
+    original = source.read_bytes()  # as tracked, before Lab opens it (Lab autosaves)
     if os.geteuid() == 0:
         assert "--allow-root" in log.read_text()
     ds = dataset.load_many(["data/h200_hf_energykit/measurements.nc"])
@@ -104,6 +106,17 @@ def test_make_lab_opens_the_py_source_as_a_notebook_and_runs_all_cells(lab):
             assert time.time() < deadline, f"cells still to run after 900 s: {[c.get('execution_count') for c in code]}"
             time.sleep(2)
         text = json.dumps([o for c in code for o in c.get("outputs", [])])
+        # save as a user does: jupytext (configured by notebooks/jupytext.toml, inside Lab's root) writes the paired
+        # .ipynb, and the tracked .py comes back byte for byte (it used to get another kernel name and no .ipynb)
+        before = paired.stat().st_mtime if paired.exists() else 0.0
+        page.locator(".jp-NotebookPanel").first.click()
+        page.keyboard.press("Control+s")
+        deadline = time.time() + 60
+        while not (paired.exists() and paired.stat().st_mtime > before):
+            assert time.time() < deadline, "saving in Lab wrote no paired 02_fit.ipynb in 60 s"
+            time.sleep(0.5)
+        time.sleep(1)
+        assert source.read_bytes() == original, "saving in Lab rewrote the tracked notebooks/02_fit.py"
         browser.close()
     # the report's number: the key-results box opens with the same mean MAPE as the rendered report
     assert f"mean MAPE of **{expected:.2f} %**" in text

@@ -206,3 +206,141 @@ def test_probe_pages_name_the_file_that_calibrated_them(tmp_path):
         assert calibration in (tmp_path / f"{stem}.nocode.html").read_text(), stem
     box = (tmp_path / "06_batching.nocode.html").read_text().split("Key results", 1)[1].split("<h2", 1)[0]
     assert f"calibrated on <code>{calibration}</code>" in box
+
+
+@pytest.mark.slow
+def test_a_rendered_notebook_reruns_from_another_folder(tmp_path):
+    """A shared report re-runs: the rendered notebook names the fits beside it, not the build's staging folder
+    (it named reports/.report.building-PID/fits.nc, gone after the build, and failed with FitError)."""
+    import os
+    import shutil
+
+    stem = f"test_rerun_{os.getpid()}"
+    out = ROOT / "reports" / stem
+    try:
+        report.build(ROOT / "params" / "report.yaml", out, only=["02_fit"])
+        injected = next(c for c in nbformat.read(out / "02_fit.ipynb", 4).cells
+                        if "injected-parameters" in c.metadata.get("tags", []))
+        # relative to the repository root (iotools.resolve finds it from any folder), the file beside the notebook
+        assert f'fit_file = "reports/{stem}/{report.FIT_FILE}"' in injected.source
+        assert ".building" not in (out / "02_fit.html").read_text()
+        shared = tmp_path / "shared"  # the rendered folder as shared, executed from yet another folder
+        shutil.copytree(out, shared)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        _rerun(out / "02_fit.ipynb", elsewhere)
+        shutil.rmtree(out)  # a reader's copy of the folder: the fits beside the notebook, the repository's gone
+        _rerun(shared / "02_fit.ipynb", elsewhere)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _rerun(notebook, elsewhere):
+    import os
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                        str(notebook), "--output-dir", str(elsewhere), "--output", "rerun"],
+                       cwd=elsewhere, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": ""})
+    assert p.returncode == 0, p.stderr[-2000:]
+    rerun = nbformat.read(elsewhere / "rerun.ipynb", 4)
+    assert not [o for c in rerun.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+@pytest.mark.slow
+def test_make_report_rebuilds_when_data_named_outside_data_changes(tmp_path):
+    """The stale-data case: params naming a file outside data/ (make's own times never see it). The build records
+    every named file's SHA-256; make asks ``report --check-stale`` and rebuilds when one changed."""
+    import os
+    import shutil
+    import subprocess
+
+    from energykit.params import stale_reasons
+
+    data = tmp_path / "elsewhere.csv"
+    shutil.copy(ROOT / "data" / "h200_transformers_compiled_b16.csv", data)
+    stem = f"test_stale_{os.getpid()}"
+    params = tmp_path / f"{stem}.yaml"
+    params.write_text(f"label: stale-data test\ndata:\n  - {data}\n")
+    out = ROOT / "reports" / stem
+    stamp = ROOT / "reports" / f".{stem}.inputs"
+    try:
+        report.build(params, out, only=["02_fit"])
+        assert stale_reasons(params, out, ROOT) == []
+
+        def make_would_build() -> bool:
+            p = subprocess.run(["make", "-n", "report", f"PARAMS={params}"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=300)
+            assert p.returncode == 0, p.stderr
+            return f"energykit report --params {params} --out reports/{stem} --rendered-by" in p.stdout
+
+        assert not make_would_build()
+        with open(data, "a") as f:  # one more window: the fit, and every page, would change
+            f.write(open(data).read().splitlines()[1].replace(",0,", ",9,", 1) + "\n")
+        assert stale_reasons(params, out, ROOT) == [f"{data} changed since the last build"]
+        assert make_would_build()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        stamp.unlink(missing_ok=True)
+
+
+def test_check_stale_names_what_changed_and_exits_1(tmp_path):
+    """``energykit report --check-stale``: exit 0 when nothing the params name changed, else 1 and why."""
+    import json
+
+    from energykit.cli import main
+    from energykit.params import BUILD_FILE, input_hashes, stale_reasons
+
+    data = tmp_path / "d.csv"
+    data.write_text("x\n")
+    params = tmp_path / "p.yaml"
+    params.write_text(f"data:\n  - {data}\n")
+    out = tmp_path / "out"
+    assert stale_reasons(params, out, ROOT) == [f"{out} holds no build yet"]
+    out.mkdir()
+    (out / BUILD_FILE).write_text(json.dumps({"inputs": input_hashes(params, load_report_params(params), ROOT)}))
+    assert stale_reasons(params, out, ROOT) == []
+    assert main(["report", "--params", str(params), "--out", str(out), "--check-stale"]) == 0
+    data.write_text("y\n")
+    assert main(["report", "--params", str(params), "--out", str(out), "--check-stale"]) == 1
+    params.write_text(f"data:\n  - {data}\nsweet_pct: 5\n")
+    assert set(stale_reasons(params, out, ROOT)) == {f"{params} changed since the last build",
+                                                     f"{data} changed since the last build"}
+    (out / BUILD_FILE).write_text(json.dumps({"params": "old build"}))
+    assert "records no input hashes" in stale_reasons(params, out, ROOT)[0]
+
+
+def _lab_save(notebooks, name: str) -> None:
+    """Open and save a notebook as JupyterLab does: jupytext's contents manager rooted at ``notebooks/`` (make lab's
+    root), the kernelspec of the kernel Lab starts (ipykernel's kernel.json) written into the model."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.utils import run_sync
+    from jupytext.async_contentsmanager import AsyncTextFileContentsManager  # what Lab's server runs (jupytext 1.19)
+
+    cm = AsyncTextFileContentsManager(root_dir=str(notebooks))
+    model = run_sync(cm.get)(name, content=True)
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    model["content"]["metadata"]["kernelspec"] = {"display_name": spec.display_name, "language": spec.language,
+                                                  "name": "python3"}
+    run_sync(cm.save)(model, name)
+
+
+def test_lab_pairs_a_notebook_and_saving_rewrites_no_tracked_source(tmp_path):
+    """Lab's root is notebooks/: jupytext finds its configuration there (it never looks above Lab's root), so saving
+    02_fit.py writes the paired .ipynb, and the .py comes back byte for byte (the kernel's name included)."""
+    import shutil
+
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    for path in sorted((ROOT / "notebooks").glob("0*.py")):
+        _lab_save(notebooks, path.name)
+        assert (notebooks / path.name).read_bytes() == path.read_bytes(), f"saving rewrote {path.name}"
+        assert (notebooks / path.with_suffix(".ipynb").name).is_file(), f"saving {path.name} paired no .ipynb"
+    # the old layout (the configuration at the repository root, above Lab's root) paired nothing
+    (notebooks / "jupytext.toml").unlink()
+    for p in notebooks.glob("*.ipynb"):
+        p.unlink()
+    _lab_save(notebooks, "02_fit.py")
+    assert not (notebooks / "02_fit.ipynb").exists()

@@ -74,3 +74,33 @@ def test_probe_models_of_different_engines_are_not_compared():
     text = summary._attention_verdict(ds, fitting.fit_dataset(ds))
     assert "llama3.2-1b-shape," not in text and "(llama3.2-1b-shape)" not in text  # the compiled one stays out
     assert "llama3.2-1b-shape [transformers-5.17-eager]" in text
+
+
+def test_paper_findings_give_each_verdict_its_reason():
+    """The landing table's rows: reproduced inside the interval, differs with the engine's reason, not yet where the
+    data cannot say (extrapolated cells, no GQA/MHA pair, a page not rendered), kit only for the workload."""
+    from energykit.summary import paper_findings
+
+    fit = {"mape_pct": 6.1, "cv_mape_pct": 12.4, "mape_min_pct": 4.3, "mape_max_pct": 7.9, "repeat_spread_pct": 5.5,
+           "source": "pilot.nc · attention flex_attention"}
+    sweet = {"best_worst": 30.0, "best_worst_low": 25.0, "best_worst_high": 40.0, "best_worst_model": "m",
+             "best_worst_extrapolated_cells": 0, "paper_grid_cells": 49, "source": "x.nc · attention flex_attention",
+             "gqa_vs_mha": {"verdict": "above", "gmean": {"g": 4.0, "h": 3.0}, "kinds": {"g": "GQA", "h": "MHA"},
+                            "cells": 9}}
+    work = {"code": {"best_policy": "cap", "per_token_saving_pct": 5.0, "per_token_saving_pct_low": 4.0,
+                     "per_token_saving_pct_high": 6.0, "saving_pct": 9.0, "extrapolated_pct": 12.0}, "source": "traces"}
+    rows = {r["finding"]: r for r in paper_findings({"02_fit": fit, "03_sweetspots": sweet, "04_workloads": work})}
+    mape, ratio, gqa, saving = rows.values()
+    assert mape["verdict"] == "differs" and "repeats spread 5.5 %" in mape["why"]
+    assert ratio["verdict"] == "reproduced" and ratio["kit"] == "30.0x [25.0, 40.0]"
+    assert gqa["verdict"] == "reproduced" and "g (GQA) 4.00" in gqa["kit"]
+    assert saving["verdict"] == "kit only" and "+5.0 % per token [+4.0, +6.0]" in saving["kit"]
+    sdpa = dict(sweet, best_worst=2.6, best_worst_low=2.6, best_worst_high=2.7, best_worst_extrapolated_cells=14,
+                source="x.nc · attention sdpa", gqa_vs_mha={"verdict": "below", "gmean": {}, "kinds": {}})
+    rows = paper_findings({"03_sweetspots": sdpa})
+    assert [r["verdict"] for r in rows] == ["not yet", "differs", "differs", "not yet"]
+    assert "sdpa attends over the whole static cache" in rows[1]["why"] and "14 of 49" in rows[1]["why"]
+    flex = dict(sdpa, source="x.nc · attention flex_attention", gqa_vs_mha={"verdict": ""})
+    rows = paper_findings({"03_sweetspots": flex})
+    assert rows[1]["verdict"] == "not yet" and rows[2]["verdict"] == "not yet"
+    assert "02_fit was not rendered" in rows[0]["why"] and "04_workloads was not rendered" in rows[3]["why"]

@@ -1,4 +1,5 @@
-"""Inference engines, imported lazily: ``hf`` (transformers/PyTorch) and ``trtllm`` (TensorRT-LLM LLM API).
+"""Inference engines, imported lazily: ``hf`` (transformers/PyTorch), ``trtllm`` (TensorRT-LLM LLM API) and
+``serve`` (any OpenAI-compatible server, over HTTP).
 
 An engine loads one model and turns a cell (batch size, input length, output length) into a
 :class:`Request`: an object that prepares fresh prompts (outside any meter window) and runs one
@@ -19,13 +20,15 @@ from ..errors import ParamsError
 from .base import Engine, Generation, NoOptions, Request
 from .hf import HFEngine
 from .trtllm import TrtLlmEngine
+from .serve import ServeEngine
 
-__all__ = ["ENGINES", "Engine", "Generation", "NoOptions", "Request", "HFEngine", "TrtLlmEngine", "engine_class",
+__all__ = ["ENGINES", "Engine", "Generation", "NoOptions", "Request", "HFEngine", "TrtLlmEngine", "ServeEngine", "engine_class",
            "make_engine", "caveat"]
 
 ENGINES: dict[str, type[Engine]] = {
     HFEngine.name: HFEngine,
     TrtLlmEngine.name: TrtLlmEngine,
+    ServeEngine.name: ServeEngine,
 }
 """Registered engines by the name a params file gives in ``engine:``."""
 

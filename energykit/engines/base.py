@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 import importlib.util
+import os
 import sys
 from typing import Any, Callable, ClassVar
 
@@ -137,6 +138,16 @@ class Engine(ABC):
     def gpu_count(cls, options: BaseModel) -> int:
         """GPUs one engine with these options runs on, which the meter reads and sums."""
         return 1
+
+    @classmethod
+    def metered_gpus(cls, options: BaseModel):
+        """The NVML devices (indices or UUIDs) the meter reads; ``None``: those ``CUDA_VISIBLE_DEVICES`` shows."""
+        return None
+
+    @classmethod
+    def metered_pid(cls, options: BaseModel) -> int:
+        """The process ``meter: process_cpu`` meters; engines that run elsewhere (a server) name it."""
+        return os.getpid()
 
     @classmethod
     def fingerprint(cls, options: BaseModel) -> dict:
