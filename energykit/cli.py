@@ -585,7 +585,9 @@ def cmd_attribute(args) -> int:
           f"{totals['residual_j']:+.1f} J ({totals['residual_pct']:+.2f} %); unattributed (request-free windows above "
           f"idle) {totals['unattributed_j']:.1f} J"
           + (f"; {totals['invalid_windows']} window(s) the meter could not measure: their model energy "
-             f"{totals['modelled_invalid_j']:.1f} J stands in" if totals["invalid_windows"] else ""))
+             f"{totals['modelled_invalid_j']:.1f} J stands in" if totals["invalid_windows"] else "")
+          + (f"; {totals['flagged_windows']} window(s) flagged not valid by the meter kept as measured"
+             if totals["flagged_windows"] else ""))
     if not args.no_shapley:
         print(f"Shapley vs equal split: mean |diff| {totals['mean_abs_shapley_diff_pct']:.2f} %, max "
               f"{totals['max_abs_shapley_diff_pct']:.2f} % ({', '.join(totals['shapley_methods'])})")

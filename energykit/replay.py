@@ -161,8 +161,9 @@ def read_replay(folder: str | Path, idle_power_w: float | None = None) -> Replay
 
     Raises a one-line :class:`~energykit.errors.DataError` naming the file, line and field of the first
     bad value. Failed requests (``ok`` false), and requests marked ok without a token, may carry null
-    times: they are kept and not attributed. A meter window with ``valid`` false or a null energy
-    (a counter that went down, a meter that cannot measure) is kept with ``energy_j`` NaN.
+    times: they are kept and not attributed. A meter window with a null energy (a counter that went
+    down, a meter that cannot measure) is kept with ``energy_j`` NaN (unmeasured); one the meter flags
+    ``valid: false`` but gives an energy keeps it, and its flag in ``valid``.
     ``idle_power_w`` [W] replaces the one in ``replay.json`` (needed when the replay measured none).
     """
     folder = resolve(folder)
@@ -233,7 +234,7 @@ def read_replay(folder: str | Path, idle_power_w: float | None = None) -> Replay
         valid = rec.get("valid", True)
         if not isinstance(valid, bool):
             raise DataError(f"{path} line {n}: valid {valid!r} is not true or false")
-        if w["energy_j"] is None or not valid:
+        if w["energy_j"] is None:  # the meter could not measure it (a counter that went down): unknown
             w["energy_j"] = math.nan
         if not w["end_s"] > w["start_s"]:
             raise DataError(f"{path} line {n}: end_s {w['end_s']} is not after start_s {w['start_s']}")
@@ -245,10 +246,11 @@ def read_replay(folder: str | Path, idle_power_w: float | None = None) -> Replay
                             f"({last_end} s); windows must be in time order and not overlap")
         last_end = w["end_s"]
         w["method"] = str(rec["method"])
-        w["valid"] = not math.isnan(w["energy_j"])
+        w["valid"] = valid  # the meter's own flag; a flagged window with an energy keeps it (e.g. a CPU-time
+        # proxy's window with no tick: its time shows in the next window, so the sum over windows holds)
         wrows.append(w)
     windows = pd.DataFrame(wrows)
-    if not windows["valid"].any():
+    if not np.isfinite(windows["energy_j"]).any():
         raise DataError(f"{path}: no window measured an energy (all null or invalid; meter "
                         f"{meta.get('meter', '?')!s}); replay again with a meter that measures (meter: nvml)")
     rep = Replay(requests, windows, meta)
@@ -810,6 +812,7 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
     col = per_window @ theta
     holds = col > 0
     valid = np.isfinite(win["energy_j"].to_numpy())
+    win_flag = replay.windows["valid"].to_numpy(dtype=bool) if "valid" in replay.windows else np.ones(len(valid), bool)
     # a window the meter could not measure: its busy energy is the model's (stated as modelled_invalid_j)
     busy = np.where(valid, win["energy_j"].to_numpy() - replay.idle_power_w * gap, col)
     run = _window_runs(first, last, len(col))
@@ -849,6 +852,7 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
     totals = {
         "measured_j": float(win["energy_j"][valid].sum()),
         "invalid_windows": int((~valid).sum()),
+        "flagged_windows": int((valid & ~win_flag).sum()),
         "modelled_invalid_j": float(col[~valid].sum()),
         "idle_gap_j": float((replay.idle_power_w * gap)[holds & valid].sum()),
         "measured_busy_j": measured_busy,

@@ -168,7 +168,7 @@ WIN = {"start_s": 0.0, "end_s": 2.0, "energy_j": 300.0, "method": "counter"}
     (REQ, WIN, {"idle_power_w": "84 W"}, r"idle_power_w '84 W' is not a power in watts"),
     ({**REQ, "first_token_s": None}, WIN, None, r"first_token_s is null for a request served with 10 tokens"),
     (REQ, {**WIN, "valid": "yes"}, None, r"valid 'yes' is not true or false"),
-    (REQ, {**WIN, "energy_j": None}, None, r"no window measured an energy"),
+    (REQ, {**WIN, "energy_j": None, "valid": False}, None, r"no window measured an energy"),
     (REQ, {**WIN, "end_s": 1.0}, None, r"request 0 ran outside the metered span"),
 ])
 def test_reader_rejects_bad_values_in_one_line(tmp_path, req, win, meta, match):
@@ -303,7 +303,8 @@ def test_runner_records_a_window_it_could_not_measure_and_a_request_without_toke
     folder = R.write_replay(R.Replay(req, win, {**rep.meta, "idle_power_w": None}), tmp_path / "r")
     with open(folder / "energy.jsonl") as f:
         lines = [json.loads(x) for x in f]
-    lines[3]["valid"], lines[3]["energy_j"] = False, None
+    lines[3]["valid"], lines[3]["energy_j"] = False, None  # a counter that went down: unknown
+    lines[5]["valid"], lines[5]["reason"] = False, "the process used no CPU tick in the window"  # flagged, kept
     (folder / "energy.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     with pytest.raises(DataError, match="idle_power_w is null"):
         R.read_replay(folder)
@@ -313,7 +314,8 @@ def test_runner_records_a_window_it_could_not_measure_and_a_request_without_toke
     assert whole["invalid_windows"] == 1 and np.isnan(windows["measured_j"].iloc[3])
     assert whole["measured_j"] == pytest.approx(np.nansum(back.windows["energy_j"]))
     table, totals = R.attribute(back, fit, with_shapley=False)
-    assert totals["invalid_windows"] == 1 and totals["modelled_invalid_j"] > 0
+    assert totals["invalid_windows"] == 1 and totals["modelled_invalid_j"] > 0 and totals["flagged_windows"] == 1
+    assert back.windows["energy_j"].iloc[5] == rep.windows["energy_j"].iloc[5] and not back.windows["valid"].iloc[5]
     assert table["energy_j"].sum() == pytest.approx(totals["measured_busy_j"] + totals["modelled_invalid_j"], rel=1e-12)
     assert np.max(np.abs(table.set_index("request_id")["energy_j"] / truth - 1)) < 0.02
 
@@ -383,3 +385,31 @@ def test_replies_in_one_chunk(fit):
     table, totals = R.attribute(R.Replay(req, rep.windows, rep.meta), fit, with_shapley=False)
     assert table["energy_j"].sum() == pytest.approx(totals["measured_busy_j"], rel=1e-12)
     assert np.max(np.abs(table.set_index("request_id")["energy_j"] / truth - 1)) < 0.02  # placed, not lost
+
+
+def test_the_runners_folder_is_read_and_attributed(tmp_path):
+    """The folder energykit replay writes (energykit/replay_run.py against test_serve's fake server, metered by
+    the CPU-time proxy of this process) is read, predicted and attributed, the attributions summing to the
+    measured busy energy. The fake server's energy has nothing to do with the fit: only the plumbing is checked."""
+    import os
+
+    from test_replay_run import _trace
+    from test_serve import GEOM, FakeServer
+
+    from energykit.params import ReplayParams
+    from energykit.replay_run import run_replay
+
+    s = FakeServer("exact")
+    try:
+        p = ReplayParams(trace=str(_trace(tmp_path, n=12, gap_s=0.02)), model={"name": "m", **GEOM},
+                         serve={"url": s.url, "model": "m", "server_pid": os.getpid()}, window_s=0.2,
+                         meter="process_cpu", idle_s=0.2, output=str(tmp_path / "replay"))
+        run_replay(p, progress=False)
+    finally:
+        s.close()
+    rep = R.read_replay(tmp_path / "replay")
+    assert len(rep.served) == 12 and rep.meta["model"] == "m"
+    _, whole = R.predict(rep, exact_fit(), window_s=0.4)
+    table, totals = R.attribute(rep, exact_fit())
+    assert table["energy_j"].sum() == pytest.approx(totals["measured_busy_j"] + totals["modelled_invalid_j"], rel=1e-9)
+    assert whole["measured_j"] == pytest.approx(np.nansum(rep.windows["energy_j"]))
