@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
+from test_serve import real_server  # noqa: F401  (the module-scoped real server fixture, for the slow Done-when)
+
 from energykit import replay as R
 from energykit.errors import DataError, FitError
 from energykit.fitting import ModelFit, fit_cells
@@ -413,3 +415,36 @@ def test_the_runners_folder_is_read_and_attributed(tmp_path):
     table, totals = R.attribute(rep, exact_fit())
     assert table["energy_j"].sum() == pytest.approx(totals["measured_busy_j"] + totals["modelled_invalid_j"], rel=1e-9)
     assert whole["measured_j"] == pytest.approx(np.nansum(rep.windows["energy_j"]))
+
+
+@pytest.mark.slow
+def test_done_when_a_real_server_replay_is_measured_predicted_and_attributed(tmp_path, real_server):  # noqa: F811
+    """Issue 29's Done-when on the CI server (transformers serve, CPU, tiny model; scripts/serve_local.sh): the
+    same server swept at batch 1 and 4 (the fit of E(i, o, B)), then 30 requests replayed with overlapping
+    arrivals, then `energykit attribute`: it predicts, attributes, and the attributions sum to what was measured."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from test_replay_run import _trace
+    from test_serve import _params
+
+    url, model = real_server
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "energykit", *args], capture_output=True, text=True, timeout=900,
+                           cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    sweep, out = tmp_path / "sweep", tmp_path / "replay"
+    cli("measure", str(_params(tmp_path, url, model, "auto", sweep, models=model)))
+    params = {"trace": str(_trace(tmp_path, 30, gap_s=0.1, seed=3)), "serve": {"url": url, "model": model},
+              "model": model, "window_s": 1.0, "meter": "process_cpu", "idle_s": 1.0, "output": str(out)}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(params))
+    cli("replay", str(tmp_path / "r.yaml"), "--no-progress")
+    got = json.loads(cli("attribute", str(out), "--fit", str(sweep / "measurements.nc"), "--json"))["totals"]
+    table = pd.read_csv(out / "attribution.csv")
+    assert len(table) == 30 and np.isfinite(got["whole_predicted_j"]) and got["busy_periods"] >= 1
+    assert table["energy_j"].sum() == pytest.approx(got["measured_busy_j"] + got["modelled_invalid_j"], rel=1e-9)
