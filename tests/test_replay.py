@@ -448,3 +448,17 @@ def test_done_when_a_real_server_replay_is_measured_predicted_and_attributed(tmp
     table = pd.read_csv(out / "attribution.csv")
     assert len(table) == 30 and np.isfinite(got["whole_predicted_j"]) and got["busy_periods"] >= 1
     assert table["energy_j"].sum() == pytest.approx(got["measured_busy_j"] + got["modelled_invalid_j"], rel=1e-9)
+
+
+def test_cli_reads_a_stored_fit_file(tmp_path, capsys):
+    from energykit.cli import main
+
+    data = batch_data(tmp_path / "b.csv")
+    assert main(["fit", str(data), "--save", str(tmp_path / "fits.nc")]) == 0
+    arr, i, o = stream(n=8, seed=15, span_s=2.0)
+    rep, _ = R.simulate(arr, i, o, THETA, 80.0, STEP, 2e-5)
+    folder = R.write_replay(rep, tmp_path / "r")
+    capsys.readouterr()
+    assert main(["attribute", str(folder), "--fit", str(tmp_path / "fits.nc"), "--no-shapley", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["model"] == "sim" and abs(got["totals"]["whole_error_pct"]) < 1.0
