@@ -20,7 +20,7 @@ SUBMODULES = (
     "schema", "errors", "iotools", "dataset", "physics", "model", "intervals", "price", "presets", "fitting",
     "uncertainty", "sweetspots",
     "workloads", "design", "hardware", "plots", "report", "params", "state", "meters", "windows", "engines",
-    "sweep", "replay_run", "testing", "cli",
+    "sweep", "replay_run", "testing", "cli", "replay",
 )
 FUNCTIONS = {
     "load": "dataset", "load_many": "dataset", "combine": "dataset", "measured_cells": "dataset",

@@ -152,6 +152,14 @@ class ReportParams(BaseModel):
     calibrate_data: str = ""
     predict_geometries: list[str] = Field(default_factory=list)
     design_budgets: list[int] = Field(default_factory=list)
+    replay_dir: str = Field("", description="07_replay: a folder written by energykit replay; empty: a replay "
+                                            "SIMULATED from calibrate_data")
+    replay_fit: str = Field("", description="07_replay: fits (energykit fit --save) or data at several batch sizes "
+                                            "of the replayed server; empty: data")
+    replay_trace: str = Field("", description="07_replay: the trace of the simulated replay")
+    replay_requests: int = Field(30, ge=1, description="07_replay: requests of the simulated replay")
+    replay_time_scale: float = Field(1.0, gt=0, description="07_replay: the simulated replay's arrivals, sped up by this")
+    replay_window_s: float = Field(10.0, gt=0, description="07_replay: predicted vs measured per window of this [s]")
 
     @field_validator("truncate_inputs", "cap_outputs", "design_budgets")
     @classmethod

@@ -319,3 +319,72 @@ def batch_curves(table: pd.DataFrame, axes=None):
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
     return axes
+
+
+# ---- a replayed request stream (energykit.replay): predicted vs measured, occupancy, attribution
+
+__all__ += ["replay_windows", "replay_timeline", "attribution_vs_lengths", "attribution_methods"]
+
+
+def replay_windows(windows: pd.DataFrame, ax=None):
+    """Measured energy of each window of a replay against the prediction and its 95 % interval [J]."""
+    ax = _ax(ax)
+    mid = (windows["start_s"] + windows["end_s"]) / 2
+    width = (windows["end_s"] - windows["start_s"]) * 0.8
+    ax.bar(mid, windows["measured_j"], width=width, color="0.75", label="measured")
+    err = np.vstack([windows["predicted_j"] - windows["predicted_j_low"], windows["predicted_j_high"] - windows["predicted_j"]])
+    ax.errorbar(mid, windows["predicted_j"], yerr=np.maximum(err, 0), fmt="o", color="C3", ms=4, capsize=3,
+                label="predicted from E(i, o, B) [95 %]")
+    ax.plot(mid, windows["idle_j"], "_", color="C0", ms=12, mew=2, label="of which idle over gaps (predicted)")
+    ax.set(xlabel="time since the replay's start [s]", ylabel="energy per window [J]")
+    legend_outside(ax)
+    return ax
+
+
+def replay_timeline(table: pd.DataFrame, ax=None):
+    """Each request as a bar from sent to last token (prefill wait lighter), coloured by its attributed energy [J]."""
+    ax = _ax(ax)
+    t = table.sort_values("sent_s").reset_index(drop=True)
+    cmap = plt.get_cmap("viridis")
+    e = t["energy_j"].to_numpy()
+    norm = plt.Normalize(float(np.min(e)), float(np.max(e)) if np.max(e) > np.min(e) else float(np.min(e)) + 1)
+    for k, r in t.iterrows():
+        ax.plot([r["sent_s"], r["first_token_s"]], [k, k], color="0.8", lw=3, solid_capstyle="butt")
+        ax.plot([r["first_token_s"], r["last_token_s"]], [k, k], color=cmap(norm(r["energy_j"])), lw=3,
+                solid_capstyle="butt")
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    ax.figure.colorbar(sm, ax=ax, label="attributed energy [J] (equal split)")
+    ax.set(xlabel="time since the replay's start [s]", ylabel="request (by send time)")
+    ax.invert_yaxis()
+    return ax
+
+
+def attribution_vs_lengths(table: pd.DataFrame, axes=None):
+    """Attributed energy per request against its input length (colour: output length), and per delivered token
+    against the output length (colour: input length)."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    a, b = axes
+    s = a.scatter(table["input_len"], table["energy_j"], c=table["output_len"], cmap="viridis", s=25)
+    a.figure.colorbar(s, ax=a, label="output length [tokens]")
+    a.set(xscale="log", xlabel="input length [tokens]", ylabel="energy per request [J]")
+    s = b.scatter(table["output_len"], table["energy_per_token_j"], c=table["input_len"], cmap="magma", s=25,
+                  norm=plt.matplotlib.colors.LogNorm())
+    b.figure.colorbar(s, ax=b, label="input length [tokens]")
+    b.set(xscale="log", yscale="log", xlabel="delivered output tokens", ylabel="energy per delivered token [J/token]")
+    plain_log_ticks(a, "x")
+    plain_log_ticks(b)
+    return axes
+
+
+def attribution_methods(table: pd.DataFrame, ax=None):
+    """Shapley value against equal split per request [J], with the Shapley standard error where sampled."""
+    ax = _ax(ax)
+    ax.errorbar(table["energy_j"], table["energy_shapley_j"], yerr=table["shapley_stderr_j"], fmt="o", ms=4,
+                capsize=2, color="C2")
+    lo = float(min(table["energy_j"].min(), table["energy_shapley_j"].min()))
+    hi = float(max(table["energy_j"].max(), table["energy_shapley_j"].max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="Shapley = equal split")
+    ax.set(xlabel="equal split of each step [J]", ylabel="Shapley value [J]")
+    ax.legend(loc="upper left")
+    return ax

@@ -444,3 +444,52 @@ def paper_findings(pages: dict[str, dict]) -> list[dict]:
         rows.append(dict(finding="saving on a production workload", paper=PAPER_WORKLOAD, kit="–", data="",
                          verdict="not yet", why="04_workloads was not rendered in this set", page="04_workloads"))
     return rows
+
+
+__all__ += ["replay_results"]
+
+
+def replay_results(whole: dict, totals: dict, simulated: bool, source: str, recovery_pct: float | None = None,
+                   window_s: float = 10.0, reconstruction_pct: float | None = None) -> tuple[str, dict]:
+    """07_replay: predicted vs measured energy of a replayed stream, and what each request was attributed.
+
+    ``whole``, ``totals``: :func:`energykit.replay.predict`'s totals and :func:`energykit.replay.attribute`'s;
+    ``source``: one line on where the replay and its fit come from; ``recovery_pct``: on a simulated
+    replay, the largest error of the attribution against the simulator's known per-request energies;
+    ``reconstruction_pct``: the same for the model's energy of each request before scaling to the
+    (noisy) meter, i.e. the error of the occupancy reconstruction alone.
+    """
+    head = "### Key results\n\n"
+    if simulated:
+        head += ("## SIMULATED REPLAY — not a measurement\n\nNo replay has been measured on a GPU yet: every number "
+                 f"below comes from a stream simulated by a continuous-batching simulator. {source}.\n\n")
+    else:
+        head += f"Measured replay: {source}.\n\n"
+    band = _with_interval(whole["predicted_j"], whole["predicted_j_low"], whole["predicted_j_high"])
+    text = (head + f"**{totals['requests']} requests** in {totals['busy_periods']} busy period(s) over "
+            f"{whole['duration_s']:.0f} s: measured **{whole['measured_j']:.0f} J**, predicted from E(i, o, B) "
+            f"**{band} J** ({whole['error_pct']:+.1f} %; per {window_s:g} s window in the figure below). "
+            f"Busy energy {totals['measured_busy_j']:.0f} J is attributed to the requests (the attributions sum to it); "
+            f"its residual against the model is {totals['residual_j']:+.0f} J ({totals['residual_pct']:+.1f} %), "
+            f"idle over gaps {totals['idle_gap_j'] + totals['idle_empty_windows_j']:.0f} J, and "
+            f"{totals['unattributed_j']:.0f} J above idle fell in windows with no request.")
+    if totals.get("invalid_windows"):
+        text += (f" **{totals['invalid_windows']} meter window(s) could not be measured**: the totals leave them out "
+                 f"and the attribution uses the model's {totals['modelled_invalid_j']:.0f} J for them.")
+    numbers = {"replay_measured_j": whole["measured_j"], "replay_predicted_j": whole["predicted_j"],
+               "replay_error_pct": whole["error_pct"], "replay_residual_pct": totals["residual_pct"],
+               "replay_requests": totals["requests"], "simulated": simulated}
+    if "mean_abs_shapley_diff_pct" in totals:
+        text += (f" Shapley values differ from the equal split by {totals['mean_abs_shapley_diff_pct']:.1f} % on average "
+                 f"(at most {totals['max_abs_shapley_diff_pct']:.1f} %; {', '.join(totals['shapley_methods'])}).")
+        numbers["shapley_mean_abs_diff_pct"] = totals["mean_abs_shapley_diff_pct"]
+    if recovery_pct is not None:
+        text += (f" The simulator knows each request's true energy: the attribution recovers it within "
+                 f"**{recovery_pct:.2f} %** (largest error).")
+        numbers["recovery_max_error_pct"] = recovery_pct
+        if reconstruction_pct is not None:
+            text += (f" Before scaling to the simulated meter's noisy windows, the model's energy per request from the "
+                     f"reconstructed occupancy is within **{reconstruction_pct:.2f} %**: the rest is meter noise, "
+                     "which weighs most on short busy periods between idle windows.")
+            numbers["reconstruction_max_error_pct"] = reconstruction_pct
+    return text + "\n", numbers

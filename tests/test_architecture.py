@@ -17,7 +17,7 @@ LAYERS = {
     "fitting": 3, "windows": 3, "params": 3,
     "uncertainty": 4, "shards": 4,
     "sweetspots": 5, "design": 5, "hardware": 5,
-    "workloads": 6, "summary": 6,
+    "workloads": 6, "summary": 6, "replay": 6,
     "plots": 7, "report": 7, "sweep": 7, "replay_run": 7,
     "testing": 8, "submit": 8,
     "cli": 9, "__main__": 10,

@@ -15,7 +15,7 @@ from conftest import ROOT
 
 def test_notebook_sources_are_jupytext_scripts_with_one_parameters_cell():
     sources = sorted((ROOT / "notebooks").glob("*.py"))
-    assert [p.stem for p in sources] == ["01_measure", "02_fit", "03_sweetspots", "04_workloads", "05_planning", "06_batching"]
+    assert [p.stem for p in sources] == ["01_measure", "02_fit", "03_sweetspots", "04_workloads", "05_planning", "06_batching", "07_replay"]
     for path in sources:
         nb = report.read_source(path)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
