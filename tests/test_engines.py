@@ -799,7 +799,10 @@ def test_trtllm_sweep_takes_no_decode_wait_admits_whole_batches_and_times_the_si
     assert trt.decode_queue_waits() == [] and trt.ragged_batches() == 0 and trt.ungraphed_decode_steps() == 0
     assert all(r["first_token_iterations"] == 1 for r in recs)
     steps = sorted(r["step_s"] / trt.step_s for r in recs)
-    assert 0.95 < steps[0] and steps[-1] < 1.1, steps  # wall time per iteration = the simulated step
+    # wall time per iteration = the simulated step: the windows' median within 10 %; each window within 50 %, since
+    # the stand-in really sleeps each step and a loaded 2-core machine oversleeps (12 % seen on one window at load 9).
+    # The old engine's queue wait made a step 50x the simulated one (test_old_calls_fail_against_the_stand_in).
+    assert 0.95 < steps[0] and 0.9 < steps[len(steps) // 2] < 1.1 and steps[-1] < 1.5, steps
     assert all(r["executor_step_s"] == pytest.approx(trt.step_s, rel=0.1) for r in recs)
     opt = dict(TINY, name="o", arch="opt", num_kv_heads=4, ffn_gated=0)
     path.write_text(yaml.safe_dump(dict(engine="trtllm", models=[opt], batch_sizes=[4], input_lens=[16],
