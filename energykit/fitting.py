@@ -39,7 +39,7 @@ from .intervals import estimate_interval
 from .iotools import resolve
 from .model import BATCHED, SWEETSPOT, VARIABLES, LinearEnergyModel, model_of, nnls_weighted
 from .model import LINEAR as LINEAR_MODEL
-from .state import file_sha256
+from .state import atomic_write_netcdf, file_sha256
 
 __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetspot_energy", "o_star",
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
@@ -686,12 +686,7 @@ def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = No
                **{f"source_{k}": json.dumps([str(x) for x in v]) if isinstance(v, (list, tuple)) else str(v)
                   for k, v in (source or {}).items()}},
     )
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # never write through a symlink planted at the temp name
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    tmp.replace(path)
-    return path
+    return atomic_write_netcdf(ds, Path(path), "the data are unchanged")  # own temp file, free space checked first
 
 
 def _with_data_hash(source: dict | None) -> dict:
