@@ -42,6 +42,10 @@ def strict_json(obj, indent: int = 2) -> str:
     return json.dumps(clean(obj), indent=indent, allow_nan=False, default=str)
 
 
+MAX_COUNT = 10**7
+"""Largest length, batch size or count a command takes (the readers' ``iotools.MAX_INT``)."""
+
+
 def positive_int(text: str) -> int:
     """argparse type: a positive integer, else argparse's one-line usage error (exit 2)."""
     try:
@@ -50,6 +54,9 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer; use values such as 16, 64, 256") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"{v} is not positive; use values such as 16, 64, 256")
+    if v > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text[:20]}… is over {MAX_COUNT:.0e}; use values such as 16, 64, 256"
+                                         if len(text) > 20 else f"{v} is over {MAX_COUNT:.0e}; use values such as 16, 64, 256")
     return v
 
 
@@ -58,8 +65,8 @@ def _cell(text: str) -> tuple[int, int]:
     try:
         i, o = (int(x) for x in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"cell {text!r} is not INPUT:OUTPUT, e.g. 256:32") from None
-    if i <= 0 or o <= 0:
+        raise argparse.ArgumentTypeError(f"cell {text[:40]!r} is not INPUT:OUTPUT, e.g. 256:32") from None
+    if not (0 < i <= MAX_COUNT and 0 < o <= MAX_COUNT):
         raise argparse.ArgumentTypeError(f"cell {text!r} needs positive lengths, e.g. 256:32")
     return i, o
 

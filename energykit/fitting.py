@@ -33,10 +33,10 @@ import xarray as xr
 
 from . import __version__
 from .dataset import batch_sizes, measured_cells, model_names, model_value
-from .errors import FitError
+from .errors import DataError, FitError
 from .intervals import IDENTIFIED_SHARE, LEVEL, UNBOUNDED_FACTOR, around, bounded_high, identified, interval
 from .intervals import estimate_interval
-from .iotools import resolve
+from .iotools import check_netcdf_header, resolve
 from .model import BATCHED, SWEETSPOT, VARIABLES, LinearEnergyModel, model_of, nnls_weighted
 from .model import LINEAR as LINEAR_MODEL
 from .state import atomic_write_netcdf, file_sha256
@@ -710,7 +710,12 @@ def load_fits(path, **expect) -> "FitSet":
     """
     path = resolve(path)
     if not path.is_file():
-        raise FitError(f"fit file {path} does not exist; write one with: energykit fit DATA --save {path}")
+        raise FitError(f"fit file {path} does not exist or is not a regular file; write one with: energykit fit DATA "
+                       f"--save {path}")
+    try:
+        check_netcdf_header(path, what="a fit file")  # sizes from the header, before any array is read
+    except DataError as e:
+        raise FitError(str(e)) from None
     try:
         ds = xr.load_dataset(path, engine="h5netcdf")
     except (OSError, ValueError) as e:

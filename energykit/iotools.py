@@ -13,10 +13,14 @@ A new format gets one function here; :func:`energykit.dataset.load` dispatches o
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -26,7 +30,7 @@ from .schema import DIMS, DURATION_UNITS_S, ENERGY_UNITS_J, GEOMETRY_COLUMNS, IN
 
 __all__ = ["resolve", "read_tidy", "read_netcdf", "read_window_log", "read_trace", "read_hf_config",
            "geometry_from_hf_config", "MAX_INT", "MATH", "escape_markdown", "check_text", "check_model_name",
-           "check_geometry", "MAX_VOCAB", "MIN_ENERGY_J", "MAX_ENERGY_J"]
+           "check_geometry", "MAX_VOCAB", "MIN_ENERGY_J", "MAX_ENERGY_J", "check_regular_file", "check_netcdf_header", "MAX_NETCDF_BYTES"]
 
 KEY = DIMS
 MAX_INT = 10**7
@@ -51,6 +55,57 @@ def resolve(path: str | Path) -> Path:
         return path
     candidate = REPO_ROOT / path
     return candidate if candidate.exists() else path
+
+
+def check_regular_file(path: Path, what: str = "the file", max_bytes: int | None = None) -> Path:
+    """Refuse, in one line, a path that is not a regular file (a FIFO would block a reader forever, a device
+    never end) or is larger than ``max_bytes``; a symbolic link to a regular file is read as that file."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; check the path") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror}); check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a folder, not {what}; give the file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: is not a regular file (a FIFO, socket or device), not {what}; give a file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise DataError(f"{path}: {st.st_size} bytes is over the {max_bytes} bytes {what} may have; "
+                        "check that this is the right file")
+    return path
+
+
+
+MAX_NETCDF_BYTES = 1 << 30
+"""Largest NetCDF read [1 GiB of arrays once decompressed], from the sizes its header declares: a small
+compressed file can declare arrays of gigabytes. The kit's datasets of a million windows take ~200 MB."""
+MAX_NETCDF_ELEMENTS = 1 << 27
+"""Largest number of elements of one NetCDF variable (134 M)."""
+
+
+def check_netcdf_header(path: Path, max_bytes: int = MAX_NETCDF_BYTES, what: str = "a dataset") -> None:
+    """Refuse, from the HDF5 header alone (no array is read), a NetCDF whose variables would take more than
+    ``max_bytes`` once loaded, or whose one variable holds more than :data:`MAX_NETCDF_ELEMENTS` values."""
+    total, big = 0, ("", 0)
+    try:
+        with h5py.File(path, "r") as f:
+            def visit(name, obj):
+                nonlocal total, big
+                if isinstance(obj, h5py.Dataset):
+                    n = math.prod(int(x) for x in (obj.shape or ()))
+                    item = 64 if obj.dtype.kind in "OV" or h5py.check_string_dtype(obj.dtype) else obj.dtype.itemsize
+                    total += n * max(int(item), 1)
+                    if n > big[1]:
+                        big = (name, n)
+            f.visititems(visit)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise DataError(f"{path}: not a readable NetCDF file ({type(e).__name__}); check the file") from None
+    if big[1] > MAX_NETCDF_ELEMENTS or total > max_bytes:
+        raise DataError(f"{path}: its header declares {total / 1e6:.0f} MB of arrays (variable {big[0][:60]!r}: "
+                        f"{big[1]} values), over the {max_bytes / 1e6:.0f} MB {what} may take; it is not a kit dataset "
+                        "or is damaged — check the file")
 
 
 TRACE_COLUMNS = {"ContextTokens": "input_len", "GeneratedTokens": "output_len"}
@@ -228,10 +283,9 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     """
     path = resolve(path)
     name = str(path)
-    if not path.exists():
-        raise DataError(f"{name}: no such file; check the path")
     if path.is_dir():
         raise DataError(f"{name}: is a folder; give a measurement file in it (e.g. {name}/measurements.nc)")
+    check_regular_file(path, "a measurement file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -408,8 +462,8 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
     """Read a measurement Dataset written by :func:`energykit.dataset.write_netcdf`, checking dims,
     units and energies like a tidy file; returns (Dataset, metadata = its attributes)."""
     path = resolve(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file; check the path")
+    check_regular_file(path, "a NetCDF dataset")
+    check_netcdf_header(path)  # sizes from the header, before any array is read
     try:
         ds = xr.load_dataset(path, engine="h5netcdf")
     except Exception as e:  # h5py raises OSError/ValueError variants for non-NetCDF files
@@ -425,6 +479,23 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
             raise DataError(
                 f"{path}: variable '{var}' has unknown unit {unit!r}; expected '{UNITS[var]}' (convert it to SI)"
             )
+        kind = ds[var].dtype.kind
+        if kind not in "iuf":
+            raise DataError(f"{path}: variable '{var}' holds {'booleans' if kind == 'b' else 'text or objects'} "
+                            f"(dtype {ds[var].dtype}), not numbers in {UNITS[var]}; fix or re-measure the file")
+    if "window" not in ds.dims:  # a dense grid: each coordinate value names one slot
+        for d in DIMS:
+            if d in ds.dims and pd.Index(ds[d].values).has_duplicates:
+                dup = pd.Index(ds[d].values)[pd.Index(ds[d].values).duplicated()][0]
+                dup = dup.item() if hasattr(dup, "item") else dup
+                raise DataError(f"{path}: coordinate '{d}' holds {dup!r} twice; its windows would be mixed up "
+                                "(averaged or dropped) — give each value once, or re-measure the file")
+    elif all(d in ds.coords for d in DIMS):
+        key = pd.DataFrame({d: ds[d].values for d in DIMS})
+        dup = key.duplicated(keep=False).to_numpy()
+        if dup.any():
+            raise DataError(f"{path}: window {key[dup].iloc[0].to_dict()} occurs {int(dup.sum())} times; give each "
+                            "window its own repeat index or remove the duplicate")
     for d in DIMS[1:]:
         v = np.asarray(ds[d].values)
         lower = 0 if d == "repeat" else 1
@@ -479,6 +550,7 @@ def read_window_log(path: str | Path) -> tuple[list[dict], dict]:
         return [], {"source": path.name, "records": 0, "torn_tail": False}
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a window log; give the windows.jsonl file")
+    check_regular_file(path, "a window log")
     out = []
     torn = False
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -512,8 +584,7 @@ def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
     metadata (``source``, ``requests``, ``format``).
     """
     path = resolve(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such trace file; check the path")
+    check_regular_file(path, "a request trace")
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -525,9 +596,12 @@ def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
                 f"{path}: missing column '{col}'; a trace needs ContextTokens/GeneratedTokens or input_len/output_len"
             )
         v = pd.to_numeric(df[col], errors="coerce")
-        bad = v.isna() | (v < 0)
+        f = v.astype(float)
+        bad = (v.isna() | ~np.isfinite(f) | (f < 0) | (f > MAX_INT) | (f != np.round(f))).to_numpy() | _is_bool(df[col])
         if bad.any():
-            raise DataError(f"{path}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 2} is not a non-negative integer")
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: column '{col}' row {row + 2}: {str(df[col].iloc[row])[:40]!r} is not a "
+                            f"non-negative integer up to {MAX_INT:.0e}; fix that row")
         df[col] = v.astype(np.int64)
     if len(df) == 0:
         raise DataError(f"{path}: the trace has no requests")
@@ -541,9 +615,19 @@ def read_hf_config(path: str | Path) -> tuple[dict, dict]:
     """A Hugging Face ``config.json`` as a geometry, and metadata (``source``, ``model_type``)."""
     path = Path(path)
     try:
-        cfg = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ParamsError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); fix the file or use a preset") from None
+        check_regular_file(path, "a config.json", 16 << 20)
+    except DataError as e:
+        raise ParamsError(str(e)) from None
+
+    def no_constant(name):
+        raise ParamsError(f"{path}: holds {name}, which is not a number of layers, heads or sizes; copy the model's "
+                          "config.json again")
+
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ParamsError(f"{path}: not valid JSON ({getattr(e, 'msg', type(e).__name__)}); fix the file or use a "
+                          "preset") from None
     if not isinstance(cfg, dict):
         raise ParamsError(f"{path}: expected a JSON object of model settings; fix the file or use a preset")
     return geometry_from_hf_config(cfg), {"source": str(path), "model_type": cfg.get("model_type", "unknown")}
@@ -581,4 +665,8 @@ def geometry_from_hf_config(cfg: dict) -> dict:
     )
     if cfg.get("sliding_window") and arch.startswith("gemma"):
         geom["sliding_window"] = cfg["sliding_window"]
+    for k in ("max_position_embeddings", "sliding_window"):
+        if k in geom and (_as_int(geom[k]) is None or not 1 <= _as_int(geom[k]) <= 1 << 32):
+            raise ParamsError(f"config.json of {arch!r}: {k} must be a positive integer of tokens; got {geom[k]!r} — "
+                              "copy it from the model's config.json")
     return check_geometry(geom, f"config.json of {arch!r}")

@@ -34,7 +34,7 @@ from .errors import DataError, EnergykitError
 from .price import SCHEMA
 
 __all__ = ["FAULT_ENV", "fault_point", "DiskFullError", "atomic_write_text", "atomic_write_json",
-           "fsync_dir", "jsonable", "read_json", "temp_path", "atomic_write_netcdf", "check_regular_file", "kit_netcdf_kind", "RawLog", "WriterLock", "open_no_follow", "file_sha256",
+           "fsync_dir", "jsonable", "read_json", "temp_path", "atomic_write_netcdf", "kit_netcdf_kind", "RawLog", "WriterLock", "open_no_follow", "file_sha256",
            "check_output"]
 
 FAULT_ENV = "ENERGYKIT_FAULT_KILL_AT"
@@ -163,7 +163,10 @@ def read_json(path: Path) -> dict:
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return {}
-    check_regular_file(path, "a state file", MAX_STATE_BYTES)
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_BYTES:
+        raise DataError(f"{path}: not a regular file (a FIFO, device or folder) or over {MAX_STATE_BYTES} bytes; "
+                        "restore the kit's state file or measure into a new output folder")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -176,26 +179,6 @@ def read_json(path: Path) -> dict:
 
 MAX_STATE_BYTES = 256 << 20
 """Largest JSON state file read [256 MiB] (a shard's plan of a large sweep is a few MB)."""
-
-
-def check_regular_file(path: Path, what: str = "the file", max_bytes: int | None = None) -> Path:
-    """Refuse, in one line, a path that is not a regular file (a FIFO would block a reader forever, a device
-    never end) or is larger than ``max_bytes``; a symbolic link to a regular file is read as that file."""
-    path = Path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file; check the path") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror}); check the path") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{path}: is a folder, not {what}; give the file")
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: is not a regular file (a FIFO, socket or device), not {what}; give a file")
-    if max_bytes is not None and st.st_size > max_bytes:
-        raise DataError(f"{path}: {st.st_size} bytes is over the {max_bytes} bytes {what} may have; "
-                        "check that this is the right file")
-    return path
 
 
 class RawLog:
