@@ -197,10 +197,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    from pathlib import Path
-
     from .params import load_measure_params
-    from .sweep import DATASET, SweepFailures, run
+    from .sweep import SweepFailures, run
 
     from .shards import shard_from_env
 
@@ -209,8 +207,9 @@ def cmd_measure(args) -> int:
     try:
         path = run(params, args.params, progress=not args.no_progress, shard=shard)
     except SweepFailures as e:
-        print(f"dataset written to {Path(params.output) / DATASET}", flush=True)
-        print(f"energykit: error: {e}", file=sys.stderr)
+        if e.dataset is not None:
+            print(f"dataset written to {e.dataset}", flush=True)
+        print(f"energykit: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
     print(f"dataset written to {path}")
     return 0

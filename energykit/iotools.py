@@ -574,8 +574,36 @@ def read_window_log(path: str | Path) -> tuple[list[dict], dict]:
                         f"{bad[0]} {rec[bad[0]]!r} is not a valid count" if bad else "model is not text")
                 raise DataError(f"{path} line {n}: not a window record ({what}); remove that line "
                                 "(the kit never writes one)")
+            if rec.get("status") == "ok":
+                _check_window_values(rec, f"{path} line {n}")
             out.append(rec)
     return out, {"source": path.name, "records": len(out), "torn_tail": torn}
+
+
+def _check_window_values(rec: dict, where: str) -> None:
+    """A completed window's energy, duration and tokens as :func:`read_tidy` accepts them: numbers (not text or
+    booleans), energy positive and at most :data:`MAX_WINDOW_ENERGY_J` (NaN: a sweep without a meter), duration
+    positive and finite, output tokens non-negative."""
+    def number(key):
+        v = rec.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise DataError(f"{where}: {key} {str(v)[:40]!r} is not a number; the kit never writes one — remove that "
+                            "line, or re-measure the window")
+        return float(v)
+
+    e = number("energy_j")
+    if e == e and not 0 < e <= MAX_WINDOW_ENERGY_J:
+        raise DataError(f"{where}: energy_j {e:g} J is {'not positive' if e <= 0 else 'infinite or over %g J' % MAX_WINDOW_ENERGY_J}; "
+                        "a window always draws energy — remove that line, or re-measure the window")
+    t = number("duration_s")
+    if not (math.isfinite(t) and t > 0):
+        raise DataError(f"{where}: duration_s {t:g} s is not a positive, finite number; remove that line, or re-measure "
+                        "the window")
+    if "output_tokens" in rec and rec["output_tokens"] is not None:
+        k = number("output_tokens")
+        if not (math.isfinite(k) and 0 <= k <= MAX_INT):
+            raise DataError(f"{where}: output_tokens {k:g} is not a count of tokens; remove that line, or re-measure "
+                            "the window")
 
 
 def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:

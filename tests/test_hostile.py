@@ -400,7 +400,7 @@ class TestMergeIdentity:
         f = _shard(tmp_path / "out", "m", 0)
         with open(f / "windows.jsonl", "ab") as log:
             log.write(b'{"model": ' + line + b', "batch_size": 2, "input_len": 8, "output_len": 4, "repeat": 0, '
-                      b'"energy_j": 1.0, "status": "ok", "time": "t"}\n')
+                      b'"energy_j": 1.0, "duration_s": 0.1, "status": "ok", "time": "t"}\n')
         line = _one_line_error(*_run(["merge", f, "-o", tmp_path / "m.nc"], capsys))
         assert "does not list" in line and not (tmp_path / "m.nc").exists()
 
