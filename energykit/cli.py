@@ -268,7 +268,7 @@ def cmd_submit(args) -> int:
         return 0
     print(f"submitted {len(jobs)} shard(s) as Slurm array job {jobs[0].job_id.split('_')[0]}"
           + (" — all finished" if args.wait else "; follow with: energykit status OUTPUT"))
-    if args.container_image or args.apptainer:
+    if args.container_image is not None or args.apptainer is not None:
         array = jobs[0].job_id.split("_")[0]
         script = jobs[0].paths.folder.parent / array / f"{array}_submission.sh"  # submitit: one script per array
         print(f"each shard runs in {args.container_image or args.apptainer}; script: {script}")
