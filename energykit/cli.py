@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import warnings
 
 from .errors import EnergykitError, FitError, ParamsError
@@ -184,13 +186,17 @@ def cmd_report(args) -> int:
     import time
     from pathlib import Path
 
-    from .report import build, default_out, write_catalog
+    from .report import build, default_out, repo_root, write_catalog
 
-    out = args.out or default_out(args.params)
+    # a relative --out is the working directory's; the default reports/<params-stem> is the repository's
+    out = Path(args.out).absolute() if args.out else repo_root() / default_out(args.params)
     command = args.rendered_by or "energykit " + shlex.join(sys.argv[1:])
     t0 = time.perf_counter()
     build(args.params, out, args.only or None, rendered_by=command)
-    catalog = write_catalog(Path(out).parent) if Path(out).resolve().parent.name == "reports" else None
+    catalog = write_catalog(out.parent) if out.parent.name == "reports" else None
+    if out.parent.name == "reports" and catalog is None:
+        print(f"energykit: warning: {out.parent / 'index.html'} was not written by energykit; it is left as it is "
+              "(the catalog of parameter sets is not updated)", file=sys.stderr)
     print(f"reports written to {out}/index.html{f', listed in {catalog}' if catalog else ''} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -546,10 +552,35 @@ def _one_line(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised where the command is, so that its ``finally`` blocks remove what is half-written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame):
+    for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup under way
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main(argv=None) -> int:
     warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except EnergykitError as e:
@@ -563,9 +594,13 @@ def main(argv=None) -> int:
     except RecursionError:
         print("energykit: error: an input is nested too deeply to read; check the files given", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("energykit: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as e:  # Ctrl-C may surface as asyncio's CancelledError inside the report's kernel client
+        if not isinstance(e, KeyboardInterrupt) and type(e).__name__ != "CancelledError":
+            raise
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"energykit: interrupted ({signal.Signals(signum).name}); nothing half-written was left — run the same "
+              "command again to finish", file=sys.stderr)
+        return 128 + int(signum)
 
 
 if __name__ == "__main__":  # pragma: no cover
