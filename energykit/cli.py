@@ -560,9 +560,14 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_SIGNALLED: list[int] = []
+"""The signal that stopped the command: a library may turn the exception into its own (nbclient: a dead kernel)."""
+
+
 def _on_signal(signum, frame):
     for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup under way
         signal.signal(s, signal.SIG_IGN)
+    _SIGNALLED.append(signum)
     raise Interrupted(signum)
 
 
@@ -571,6 +576,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {}
+    _SIGNALLED.clear()
     if threading.current_thread() is threading.main_thread():
         handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -582,8 +588,23 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     try:
+        return _errors_as_lines(args)
+    except BaseException as e:  # Ctrl-C may surface as another error (asyncio's CancelledError, a dead kernel)
+        if not (_SIGNALLED or isinstance(e, KeyboardInterrupt) or type(e).__name__ == "CancelledError"):
+            raise
+        signum = _SIGNALLED[0] if _SIGNALLED else getattr(e, "signum", None)
+        name = f" ({signal.Signals(signum).name})" if signum else ""
+        print(f"energykit: interrupted{name}; nothing half-written was left — run the same command again to finish",
+              file=sys.stderr)
+        return 128 + int(signum or signal.SIGINT)
+
+
+def _errors_as_lines(args) -> int:
+    try:
         return args.func(args)
     except EnergykitError as e:
+        if _SIGNALLED:
+            raise
         print(f"energykit: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the system refuses (missing folder, read-only, name too long): one line
@@ -594,13 +615,6 @@ def _run(args) -> int:
     except RecursionError:
         print("energykit: error: an input is nested too deeply to read; check the files given", file=sys.stderr)
         return 2
-    except BaseException as e:  # Ctrl-C may surface as asyncio's CancelledError inside the report's kernel client
-        if not isinstance(e, KeyboardInterrupt) and type(e).__name__ != "CancelledError":
-            raise
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"energykit: interrupted ({signal.Signals(signum).name}); nothing half-written was left — run the same "
-              "command again to finish", file=sys.stderr)
-        return 128 + int(signum)
 
 
 if __name__ == "__main__":  # pragma: no cover

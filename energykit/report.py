@@ -18,8 +18,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +33,7 @@ import papermill as pm
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 from papermill.parameterize import parameterize_notebook
 from nbconvert import HTMLExporter
 from nbconvert.filters import markdown2html
@@ -155,8 +157,14 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
             client = NotebookClient(nb, km=km, kernel_name="python3", timeout=None, allow_errors=False,
                                     resources={"metadata": {"path": str(root)}})
             t0 = time.perf_counter()
+            handlers = _signal_handlers()
             try:
                 client.execute(cleanup_kc=False)
+            except DeadKernelError:
+                if getattr(client, "_async_cleanup_kernel_future", None) is not None:
+                    raise KeyboardInterrupt("the build was interrupted") from None  # nbclient's signal handler killed it
+                raise EnergykitError(f"the kernel running {nb_path.name} died (out of memory, or killed); no report was "
+                                     "replaced — free memory and run the same command again") from None
             except CellExecutionError as e:
                 failed = next(((c.get("execution_count") or 1) - 1 for c in nb.cells  # the reset cell ran first
                                if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
@@ -164,6 +172,7 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
                                      f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (no report was replaced)") from None
             finally:
                 km = client.km
+                _restore_signal_handlers(handlers)  # nbclient resets SIGINT/SIGTERM to their defaults when done
             timings[nb_path.stem] = time.perf_counter() - t0
             nb.cells.pop(0)
             _renumber(nb)
@@ -174,6 +183,19 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
         if km is not None and km.has_kernel:
             run_sync(km.shutdown_kernel)(now=True)
     return timings
+
+
+def _signal_handlers() -> dict:
+    """The SIGINT and SIGTERM handlers in place (in the main thread; ``{}`` elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    for s, h in handlers.items():
+        if h is not None:
+            signal.signal(s, h)
 
 
 def _renumber(nb: nbformat.NotebookNode) -> None:
