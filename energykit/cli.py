@@ -285,7 +285,7 @@ def cmd_design(args) -> int:
     from .dataset import load
     from .design import evaluate_design
 
-    table = evaluate_design(load(args.data), args.budget)
+    table = evaluate_design(load(args.data), args.budget, progress=sys.stderr.isatty())
     if args.json:
         multi = table["model"].duplicated(keep=False)
         out = {}
