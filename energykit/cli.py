@@ -543,12 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    return f"energykit: warning: {message}\n"
+    return f"energykit: warning: {_one_line(str(message))}\n"
 
 
 def _one_line(text: str, limit: int = 2000) -> str:
     """A message as one printable line (values from files may hold newlines), at most ``limit`` characters."""
     text = " ".join(str(text).split())
+    text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)  # no bidi override reorders it
     return text if len(text) <= limit else text[:limit] + "…"
 
 

@@ -115,7 +115,9 @@ MIN_ENERGY_J, MAX_ENERGY_J = 1e-3, 1e7
 """Plausible median energy of one measured window [J]: outside it the column's unit is likely wrong."""
 MAX_WINDOW_ENERGY_J = 1e12
 """Largest energy of any one window accepted [J] (278 MWh): beyond it a value is garbage and overflows the fit."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+"""Control characters, and the invisible ones that reorder or hide text (bidirectional overrides and isolates,
+zero-width spaces and joiners, the byte-order mark): a name holding one prints as another name."""
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -152,8 +154,8 @@ def check_text(value: str, what: str) -> str:
     """Refuse a string with control characters (a newline would start a new line in a shell script)."""
     m = _CONTROL.search(value)
     if m:
-        raise ParamsError(f"{what} {value[:60]!r} holds a control character ({m.group()!r}); "
-                          "remove it (names and paths are one line of printable text)")
+        raise ParamsError(f"{what} {value[:60]!r} holds a control character or an invisible one "
+                          f"({m.group()!r}, U+{ord(m.group()):04X}); remove it (names and paths are one line of visible text)")
     return value
 
 
