@@ -201,12 +201,13 @@ def entry(card: dict, model: str, gpu: str | None = None, engine: str | None = N
     if not isinstance(card, dict) or not isinstance(card.get("models"), list):
         check_card(card)  # raises, naming what is wrong
     level = card.get("level")
-    if card.get("schema") != SCHEMA or isinstance(level, bool) or not isinstance(level, (int, float)) \
+    if card.get("schema") != SCHEMA or card.get("schema_version") != SCHEMA_VERSION or isinstance(level, bool) or not isinstance(level, (int, float)) \
             or not 0 < level < 1:
         check_card(card)
     found = [(k, e) for k, e in enumerate(card["models"]) if isinstance(e, dict) and e.get("model") == model
              and gpu in (None, e.get("gpu")) and engine in (None, e.get("engine"))]
     if not found:
+        check_card(card)  # a damaged entry is named before the model is said to be missing
         have = sorted({str(e.get("model")) for e in card["models"] if isinstance(e, dict)})
         raise KeyError(f"model {model[:60]!r} is not in the price card; it prices {', '.join(have)}")
     if len(found) > 1:
