@@ -502,12 +502,6 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
     for f in params.data + list(params.traces.values()) + ([params.calibrate_data] if params.calibrate_data else []):
         if not (root / f).exists():
             raise ParamsError(f"{params_path}: file {f!r} does not exist (paths are relative to {root})")
-    km = start_kernel(root)  # it boots while the data are loaded and fitted
-    try:
-        ds = _check_inputs(params, params_path, root)
-    except BaseException:
-        run_sync(km.shutdown_kernel)(now=True)
-        raise
     out = Path(out_dir)
     if not out.is_absolute():
         out = root / out
@@ -521,6 +515,12 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
     if out.resolve() in (root.resolve(), *root.resolve().parents) or root.resolve().is_relative_to(out.resolve()):
         raise ParamsError(f"--out {out_dir} is the project folder or above it; give a folder such as reports")
     notebooks = analysis_notebooks(root, only)
+    km = start_kernel(root)  # it boots while the data are loaded and fitted
+    try:
+        ds = _check_inputs(params, params_path, root)
+    except BaseException:
+        run_sync(km.shutdown_kernel)(now=True)
+        raise
     # build into a fresh folder and swap it in: a failure never leaves a mix of new and stale pages
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
