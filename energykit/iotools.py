@@ -247,7 +247,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(line, parse_int=_json_int)
             except (json.JSONDecodeError, RecursionError) as e:
                 raise DataError(f"{path} line {n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')}); "
                                 "fix or remove that line") from None
@@ -260,6 +260,44 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     if "model" in df.columns:
         df["model"] = [m if isinstance(m, str) or m is None else json.dumps(m) for m in df["model"]]
     return df
+
+
+def _number_or_nan(v) -> float:
+    if isinstance(v, (bool, np.bool_)):
+        return float("nan")
+    try:
+        return float(v)
+    except OverflowError:
+        return float("inf")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _short(v, limit: int = 40) -> str:
+    """``repr(v)``, cut to ``limit`` characters (a value of hundreds of digits stays one short line)."""
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _numeric(col: pd.Series) -> pd.Series:
+    """``pd.to_numeric(col, errors="coerce")``, with integers of hundreds of digits as ``inf`` instead of an
+    OverflowError (the checks then name the row)."""
+    try:
+        return pd.to_numeric(col, errors="coerce")
+    except OverflowError:
+        return pd.Series([_number_or_nan(v) for v in col], index=col.index, dtype=float)
+
+
+def _json_int(text: str):
+    """A JSON integer as ``int``, or as a float (``inf`` past its range) when no int64 column could hold it, so that
+    the checks name it instead of pandas overflowing."""
+    n = int(text)
+    if -(1 << 63) <= n < 1 << 63:
+        return n
+    try:
+        return float(n)
+    except OverflowError:
+        return float("inf") if n > 0 else float("-inf")
 
 
 def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFrame:
@@ -328,7 +366,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
         raise DataError(f"{name}: column 'model' is empty in row {_rows(bad, first_row)}; name every model")
     _check_model_names(out["model"], name, first_row)
     for col in INT_DIMS:
-        values = pd.to_numeric(df[col], errors="coerce")
+        values = _numeric(df[col])
         lower = 0 if col == "repeat" else 1
         bad = (values.isna() | ~np.isfinite(values.astype(float)) | (values < lower) | (values > MAX_INT)
                | (values != np.round(values))).to_numpy() | _is_bool(df[col])
@@ -337,13 +375,13 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
             first = first.item() if hasattr(first, "item") else first
             kind = "non-negative" if col == "repeat" else "positive"
             raise DataError(
-                f"{name}: column '{col}' row {_rows(bad, first_row)}: {first!r} is not a {kind} integer "
+                f"{name}: column '{col}' row {_rows(bad, first_row)}: {_short(first)} is not a {kind} integer "
                 f"up to {MAX_INT:.0e}; "
                 f"use values such as {'0, 1, 2' if col == 'repeat' else '16, 64, 256'}"
             )
         out[col] = values.astype(np.int64)
 
-    energy = pd.to_numeric(df[e_col], errors="coerce") * ENERGY_UNITS_J[e_col.split("_", 1)[1]]
+    energy = _numeric(df[e_col]) * ENERGY_UNITS_J[e_col.split("_", 1)[1]]
     nan = energy.isna().to_numpy()
     if nan.any() and not allow_nan_energy:
         raise DataError(
@@ -367,7 +405,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     out["energy_j"] = energy.astype(float)
     _check_energy_scale(out["energy_j"].to_numpy(), f"{name}: column '{e_col}'")
 
-    duration = pd.to_numeric(df[t_col], errors="coerce") * DURATION_UNITS_S[t_col.split("_", 1)[1]]
+    duration = _numeric(df[t_col]) * DURATION_UNITS_S[t_col.split("_", 1)[1]]
     bad = (duration.isna() | (duration <= 0) | np.isinf(duration.astype(float))).to_numpy()
     if bad.any():
         raise DataError(
@@ -377,7 +415,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     out["duration_s"] = duration.astype(float)
 
     if "output_tokens" in df.columns:
-        tokens = pd.to_numeric(df["output_tokens"], errors="coerce")
+        tokens = _numeric(df["output_tokens"])
         bad = (tokens.isna() | (tokens < 0)).to_numpy()
         if bad.any():
             raise DataError(
@@ -573,7 +611,7 @@ def read_window_log(path: str | Path) -> tuple[list[dict], dict]:
                                                                  or not (0 if d == "repeat" else 1) <= rec[d] <= MAX_INT)]
             if missing or bad or not isinstance(rec["model"], str):
                 what = (f"lacks {', '.join(missing)}" if missing else
-                        f"{bad[0]} {rec[bad[0]]!r} is not a valid count" if bad else "model is not text")
+                        f"{bad[0]} {_short(rec[bad[0]])} is not a valid count" if bad else "model is not text")
                 raise DataError(f"{path} line {n}: not a window record ({what}); remove that line "
                                 "(the kit never writes one)")
             if rec.get("status") == "ok":
@@ -591,7 +629,10 @@ def _check_window_values(rec: dict, where: str) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise DataError(f"{where}: {key} {str(v)[:40]!r} is not a number; the kit never writes one — remove that "
                             "line, or re-measure the window")
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an integer of hundreds of digits
+            return float("inf") if v > 0 else float("-inf")
 
     e = number("energy_j")
     if e == e and not 0 < e <= MAX_WINDOW_ENERGY_J:
@@ -625,7 +666,7 @@ def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
             raise DataError(
                 f"{path}: missing column '{col}'; a trace needs ContextTokens/GeneratedTokens or input_len/output_len"
             )
-        v = pd.to_numeric(df[col], errors="coerce")
+        v = _numeric(df[col])
         f = v.astype(float)
         bad = (v.isna() | ~np.isfinite(f) | (f < 0) | (f > MAX_INT) | (f != np.round(f))).to_numpy() | _is_bool(df[col])
         if bad.any():

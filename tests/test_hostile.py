@@ -874,6 +874,27 @@ class TestReadersBoundAndValidate:
         line = _one_line_error(*_run(["predict", "--calibrate", data, "--geometry", tmp_path / "m"], capsys))
         assert "config.json" in line
 
+    @pytest.mark.parametrize("fmt", ["csv", "jsonl", "log"])
+    @pytest.mark.parametrize("column", ["energy_j", "batch_size", "duration_s"])
+    def test_integers_of_hundreds_of_digits_are_one_line(self, tmp_path, capsys, fmt, column):
+        """pandas and float() overflow on an integer of 400 digits; the checks name the value instead."""
+        row = {"model": "a", "batch_size": 1, "input_len": 64, "output_len": 16, "repeat": 0, "energy_j": 5,
+               "duration_s": 1}
+        huge = "1" + "0" * 400
+        if fmt == "log":
+            f = _shard(tmp_path / "out", "m", 0)
+            text = (f / "windows.jsonl").read_text()
+            key = {"energy_j": '"energy_j": 10.0', "duration_s": '"duration_s": 0.1', "batch_size": '"batch_size": 2'}[column]
+            (f / "windows.jsonl").write_text(text.replace(key, key.split(":")[0] + ": " + huge, 1))
+            argv = ["merge", f, "-o", tmp_path / "m.nc"]
+        else:
+            body = (",".join(row) + "\n" + ",".join(huge if k == column else str(v) for k, v in row.items()) + "\n"
+                    if fmt == "csv" else json.dumps(row).replace(f'"{column}": {row[column]}', f'"{column}": {huge}') + "\n")
+            (tmp_path / f"d.{fmt}").write_text(body)
+            argv = ["fit", tmp_path / f"d.{fmt}"]
+        line = _one_line_error(*_run(argv, capsys))
+        assert column in line and len(line) < 400
+
     @pytest.mark.parametrize("argv", [["--input-lens", "1" + "0" * 400], ["--output-lens", "100000000"],
                                       ["--batch-size", "1" + "0" * 30]])
     def test_lengths_beyond_ten_million_are_usage_errors(self, capsys, argv):
