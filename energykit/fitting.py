@@ -709,9 +709,11 @@ def load_fits(path, **expect) -> "FitSet":
     with, else a one-line error says which differs.
     """
     path = resolve(path)
+    if path.exists() and not path.is_file():
+        raise FitError(f"fit file {path} is not a regular file (a folder, FIFO or device); give the file written by "
+                       "energykit fit --save")
     if not path.is_file():
-        raise FitError(f"fit file {path} does not exist or is not a regular file; write one with: energykit fit DATA "
-                       f"--save {path}")
+        raise FitError(f"fit file {path} does not exist; write one with: energykit fit DATA --save {path}")
     try:
         check_netcdf_header(path, what="a fit file")  # sizes from the header, before any array is read
     except DataError as e:
