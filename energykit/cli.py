@@ -193,8 +193,11 @@ def cmd_report(args) -> int:
     command = args.rendered_by or "energykit " + shlex.join(sys.argv[1:])
     t0 = time.perf_counter()
     build(args.params, out, args.only or None, rendered_by=command)
-    catalog = write_catalog(out.parent) if out.parent.name == "reports" else None
-    if out.parent.name == "reports" and catalog is None:
+    # the catalog: the repository's reports/index.html, or one the kit wrote before in another reports/ folder
+    listed = out.parent.name == "reports" and (out.parent.resolve() == (repo_root() / "reports").resolve()
+                                               or (out.parent / "index.html").exists())
+    catalog = write_catalog(out.parent) if listed else None
+    if listed and catalog is None:
         print(f"energykit: warning: {out.parent / 'index.html'} was not written by energykit; it is left as it is "
               "(the catalog of parameter sets is not updated)", file=sys.stderr)
     print(f"reports written to {out}/index.html{f', listed in {catalog}' if catalog else ''} "

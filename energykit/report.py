@@ -129,7 +129,8 @@ embed: crisp at any zoom, searchable, and their tick labels checkable by the bro
 def start_kernel(root: Path) -> AsyncKernelManager:
     """A Python kernel started in ``root``; it boots while the caller goes on (load, fit)."""
     km = AsyncKernelManager(kernel_name="python3")
-    run_sync(km.start_kernel)(cwd=str(root))
+    # the kernel's own log (its warnings, its traceback when a signal stops it) stays out of the command's one line
+    run_sync(km.start_kernel)(cwd=str(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return km
 
 

@@ -1120,3 +1120,41 @@ class TestInterrupts:
         assert rc == 128 + signum and f"interrupted ({signal.Signals(signum).name})" in err
         assert len(err.strip().splitlines()) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["synthetic.csv"]
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+
+
+class TestReportPaths:
+    """A relative --params is the working directory's file, and a build touches nothing beside --out."""
+
+    def test_a_relative_params_from_another_folder_is_that_folders_file(self, tmp_path, capsys, monkeypatch):
+        (tmp_path / "params").mkdir()
+        (tmp_path / "params" / "report.yaml").write_text("label: [unclosed\n")  # the repository's file is valid
+        monkeypatch.chdir(tmp_path)
+        line = _one_line_error(*_run(["report", "--params", "params/report.yaml", "--out", "x"], capsys))
+        assert str(tmp_path / "params" / "report.yaml") in line and not (tmp_path / "x").exists()
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+    def test_a_signal_during_a_build_is_one_line_and_leaves_no_temporary_folder(self, tmp_path, signame):
+        """nbclient kills the kernel on a signal while a notebook runs (a DeadKernelError): still one line."""
+        import signal
+        import subprocess
+        import time
+
+        reports = tmp_path / "reports"
+        reports.mkdir()
+        (reports / "index.html").write_text("<h1>mine</h1>")
+        root = Path(__file__).resolve().parents[1]
+        p = subprocess.Popen([sys.executable, "-m", "energykit", "report", "--out", str(reports / "new"), "--only",
+                              "02_fit"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        for line in p.stdout:  # the fit is done and the notebook runs
+            if line.startswith("fitted once"):
+                break
+        time.sleep(3)
+        p.send_signal(getattr(signal, signame))
+        _, err = p.communicate(timeout=120)
+        lines = [l for l in err.splitlines() if l.startswith("energykit:")]
+        assert p.returncode in (130, 128 + getattr(signal, signame)) and len(lines) == 1, err
+        assert "interrupted" in lines[0] and "Traceback" not in err
+        assert sorted(x.name for x in reports.iterdir()) == ["index.html"]
+        assert (reports / "index.html").read_text() == "<h1>mine</h1>"
