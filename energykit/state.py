@@ -91,8 +91,20 @@ def temp_path(path: Path) -> Path:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise _disk_error(path, e) from None
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it 0600: the kit's files are readable as any new file is
+    finally:
+        os.close(fd)
     return Path(name)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1158,3 +1158,13 @@ class TestReportPaths:
         assert "interrupted" in lines[0] and "Traceback" not in err
         assert sorted(x.name for x in reports.iterdir()) == ["index.html"]
         assert (reports / "index.html").read_text() == "<h1>mine</h1>"
+
+
+def test_the_kits_files_are_readable_as_any_new_file(tmp_path):
+    """Each writer's own temp file (mkstemp, mode 0600) gets the usual mode before it becomes the target."""
+    from energykit.state import atomic_write_text
+
+    atomic_write_text(tmp_path / "card.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "card.json").stat().st_mode & 0o777 == 0o666 & ~mask
