@@ -544,7 +544,8 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
             first = next((x for x in v.ravel() if not (isinstance(x, (int, float, np.number)) and not
                                                         isinstance(x, (bool, np.bool_)) and float(x).is_integer()
                                                         and lower <= x <= MAX_INT)), v.ravel()[0])
-            raise DataError(f"{path}: coordinate '{d}' holds {first!r}, not a "
+            first = first.item() if hasattr(first, "item") else first
+            raise DataError(f"{path}: coordinate '{d}' holds {_short(first)}, not a "
                             f"{'non-negative' if d == 'repeat' else 'positive'} integer; fix or re-measure the file")
     _check_model_names(pd.Series(ds["model"].values.astype(str)), str(path))
     if "window" not in ds.dims and len(set(map(str, ds["model"].values))) != ds.sizes.get("model", 0):
@@ -575,7 +576,7 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
         if isinstance(v, str) and v[:1] in "{[":
             try:
                 ds.attrs[k] = json.loads(v)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # not JSON, or nested too deeply: kept as text
                 pass
     return ds, dict(ds.attrs)
 
