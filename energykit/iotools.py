@@ -78,6 +78,8 @@ def check_regular_file(path: Path, what: str = "the file", max_bytes: int | None
 
 
 
+NUMERIC_VARIABLES = ("output_tokens", "iterations", "window_energy_j", "window_duration_s", "ttft_s")
+"""Data variables of a kit dataset that hold numbers, besides energy and duration."""
 MAX_NETCDF_BYTES = 1 << 30
 """Largest NetCDF read [1 GiB of arrays once decompressed], from the sizes its header declares: a small
 compressed file can declare arrays of gigabytes. The kit's datasets of a million windows take ~200 MB."""
@@ -523,6 +525,10 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
         if kind not in "iuf":
             raise DataError(f"{path}: variable '{var}' holds {'booleans' if kind == 'b' else 'text or objects'} "
                             f"(dtype {ds[var].dtype}), not numbers in {UNITS[var]}; fix or re-measure the file")
+    for var in NUMERIC_VARIABLES:  # the window's other numbers, when present
+        if var in ds.variables and ds[var].dtype.kind not in "iuf":
+            raise DataError(f"{path}: variable '{var}' holds {'booleans' if ds[var].dtype.kind == 'b' else 'text or objects'}"
+                            f" (dtype {ds[var].dtype}), not numbers; fix or re-measure the file")
     if "window" not in ds.dims:  # a dense grid: each coordinate value names one slot
         for d in DIMS:
             if d in ds.dims and pd.Index(ds[d].values).has_duplicates:
@@ -562,7 +568,7 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
     geo = [c for c in GEOMETRY_COLUMNS if c in ds.coords]
     if geo:
         names = ds["model"].values.astype(str)
-        for m in dict.fromkeys(names):
+        for m in map(str, dict.fromkeys(names)):
             k = int(np.flatnonzero(names == m)[0]) if "window" in ds.dims else list(names).index(m)
             geom = {c: ds[c].values[k].item() if hasattr(ds[c].values[k], "item") else ds[c].values[k] for c in geo}
             try:

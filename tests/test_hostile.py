@@ -1168,3 +1168,16 @@ def test_the_kits_files_are_readable_as_any_new_file(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "card.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("folder", ["h100_paper_families_pilot", "h200_hf_energykit"])
+def test_the_bundled_real_sweeps_pass_every_new_check(folder):
+    """The stricter record, state and NetCDF checks accept what real sweeps on H100/H200 wrote."""
+    from energykit import dataset, sweep
+    from energykit.iotools import read_window_log
+
+    f = Path(__file__).resolve().parents[1] / "data" / folder
+    assert read_window_log(f / "windows.jsonl")[1]["records"] > 0
+    if (f / "fingerprint.json").exists():
+        sweep.read_fingerprint(f), sweep.read_provenance(f), sweep.read_shard(f)
+    assert dataset.load(f / "measurements.nc").sizes["model"] == 2
