@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import warnings
 
 from .errors import EnergykitError, FitError, ParamsError
@@ -42,6 +44,10 @@ def strict_json(obj, indent: int = 2) -> str:
     return json.dumps(clean(obj), indent=indent, allow_nan=False, default=str)
 
 
+MAX_COUNT = 10**7
+"""Largest length, batch size or count a command takes (the readers' ``iotools.MAX_INT``)."""
+
+
 def positive_int(text: str) -> int:
     """argparse type: a positive integer, else argparse's one-line usage error (exit 2)."""
     try:
@@ -50,6 +56,9 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer; use values such as 16, 64, 256") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"{v} is not positive; use values such as 16, 64, 256")
+    if v > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text[:20]}… is over {MAX_COUNT:.0e}; use values such as 16, 64, 256"
+                                         if len(text) > 20 else f"{v} is over {MAX_COUNT:.0e}; use values such as 16, 64, 256")
     return v
 
 
@@ -58,8 +67,8 @@ def _cell(text: str) -> tuple[int, int]:
     try:
         i, o = (int(x) for x in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"cell {text!r} is not INPUT:OUTPUT, e.g. 256:32") from None
-    if i <= 0 or o <= 0:
+        raise argparse.ArgumentTypeError(f"cell {text[:40]!r} is not INPUT:OUTPUT, e.g. 256:32") from None
+    if not (0 < i <= MAX_COUNT and 0 < o <= MAX_COUNT):
         raise argparse.ArgumentTypeError(f"cell {text!r} needs positive lengths, e.g. 256:32")
     return i, o
 
@@ -180,28 +189,33 @@ def cmd_report(args) -> int:
     from .iotools import REPO_ROOT
     from .params import default_out, stale_reasons
 
-    out = args.out or default_out(args.params)
+    root = Path.cwd() if (Path.cwd() / "notebooks").is_dir() else REPO_ROOT  # as report.repo_root finds it
+    # a relative --out is the working directory's; the default reports/<params-stem> is the repository's
+    out = Path(args.out).absolute() if args.out else root / default_out(args.params)
     if args.check_stale:  # make report asks this (no science stack loaded): exit 1 when the pages are stale
-        root = Path.cwd() if (Path.cwd() / "notebooks").is_dir() else REPO_ROOT  # as report.repo_root finds it
-        reasons = stale_reasons(args.params, out, root)
-        print(f"{out}: " + ("; ".join(reasons) if reasons else "up to date (the params and every file they name "
-                                                                "are unchanged since the last build)"))
+        reasons = stale_reasons(Path(args.params).absolute(), out, root)
+        print(f"{args.out or default_out(args.params)}: " + ("; ".join(reasons) if reasons else
+              "up to date (the params and every file they name are unchanged since the last build)"))
         return 1 if reasons else 0
     from .report import build, write_catalog
     command = args.rendered_by or "energykit " + shlex.join(sys.argv[1:])
     t0 = time.perf_counter()
     build(args.params, out, args.only or None, rendered_by=command)
-    catalog = write_catalog(Path(out).parent) if Path(out).resolve().parent.name == "reports" else None
+    # the catalog: the repository's reports/index.html, or one the kit wrote before in another reports/ folder
+    listed = out.parent.name == "reports" and (out.parent.resolve() == (repo_root() / "reports").resolve()
+                                               or (out.parent / "index.html").exists())
+    catalog = write_catalog(out.parent) if listed else None
+    if listed and catalog is None:
+        print(f"energykit: warning: {out.parent / 'index.html'} was not written by energykit; it is left as it is "
+              "(the catalog of parameter sets is not updated)", file=sys.stderr)
     print(f"reports written to {out}/index.html{f', listed in {catalog}' if catalog else ''} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def cmd_measure(args) -> int:
-    from pathlib import Path
-
     from .params import load_measure_params
-    from .sweep import DATASET, SweepFailures, run
+    from .sweep import SweepFailures, run
 
     from .shards import shard_from_env
 
@@ -210,8 +224,9 @@ def cmd_measure(args) -> int:
     try:
         path = run(params, args.params, progress=not args.no_progress, shard=shard)
     except SweepFailures as e:
-        print(f"dataset written to {Path(params.output) / DATASET}", flush=True)
-        print(f"energykit: error: {e}", file=sys.stderr)
+        if e.dataset is not None:
+            print(f"dataset written to {e.dataset}", flush=True)
+        print(f"energykit: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
     print(f"dataset written to {path}")
     return 0
@@ -280,7 +295,7 @@ def cmd_submit(args) -> int:
         return 0
     print(f"submitted {len(jobs)} shard(s) as Slurm array job {jobs[0].job_id.split('_')[0]}"
           + (" — all finished" if args.wait else "; follow with: energykit status OUTPUT"))
-    if args.container_image or args.apptainer:
+    if args.container_image is not None or args.apptainer is not None:
         array = jobs[0].job_id.split("_")[0]
         script = jobs[0].paths.folder.parent / array / f"{array}_submission.sh"  # submitit: one script per array
         print(f"each shard runs in {args.container_image or args.apptainer}; script: {script}")
@@ -356,7 +371,7 @@ def cmd_design(args) -> int:
     if args.prior or args.o:
         raise ParamsError("--prior and -o plan a sweep from a params file: energykit design PARAMS.yaml --budget N; "
                           "with measured data, design chooses among the measured cells and checks them")
-    table = evaluate_design(load(args.data), args.budget)
+    table = evaluate_design(load(args.data), args.budget, progress=sys.stderr.isatty())
     if args.json:
         multi = table["model"].duplicated(keep=False)
         out = {}
@@ -725,22 +740,69 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    return f"energykit: warning: {message}\n"
+    return f"energykit: warning: {_one_line(str(message))}\n"
 
 
 def _one_line(text: str, limit: int = 2000) -> str:
     """A message as one printable line (values from files may hold newlines), at most ``limit`` characters."""
     text = " ".join(str(text).split())
+    text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)  # no bidi override reorders it
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised where the command is, so that its ``finally`` blocks remove what is half-written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_SIGNALLED: list[int] = []
+"""The signal that stopped the command: a library may turn the exception into its own (nbclient: a dead kernel)."""
+
+
+def _on_signal(signum, frame):
+    for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup under way
+        signal.signal(s, signal.SIG_IGN)
+    _SIGNALLED.append(signum)
+    raise Interrupted(signum)
 
 
 def main(argv=None) -> int:
     warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
+    handlers = {}
+    _SIGNALLED.clear()
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def _run(args) -> int:
+    try:
+        return _errors_as_lines(args)
+    except BaseException as e:  # Ctrl-C may surface as another error (asyncio's CancelledError, a dead kernel)
+        if not (_SIGNALLED or isinstance(e, KeyboardInterrupt) or type(e).__name__ == "CancelledError"):
+            raise
+        signum = _SIGNALLED[0] if _SIGNALLED else getattr(e, "signum", None)
+        name = f" ({signal.Signals(signum).name})" if signum else ""
+        print(f"energykit: interrupted{name}; nothing half-written was left — run the same command again to finish",
+              file=sys.stderr)
+        return 128 + int(signum or signal.SIGINT)
+
+
+def _errors_as_lines(args) -> int:
     try:
         return args.func(args)
     except EnergykitError as e:
+        if _SIGNALLED:
+            raise
         print(f"energykit: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the system refuses (missing folder, read-only, name too long): one line
@@ -751,9 +813,6 @@ def main(argv=None) -> int:
     except RecursionError:
         print("energykit: error: an input is nested too deeply to read; check the files given", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("energykit: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

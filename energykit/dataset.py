@@ -25,7 +25,6 @@ geometry (opt.)           :data:`GEOMETRY_COLUMNS`, constant per model
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,7 +35,7 @@ import xarray as xr
 from . import __version__
 from .errors import DataError
 from .iotools import read_netcdf, read_tidy, resolve
-from .state import DiskFullError, fault_point
+from .state import atomic_write_netcdf
 
 from .schema import DIMS, GEOMETRY_COLUMNS, GLOSSARY, PROVENANCE_COLUMNS, UNITS
 
@@ -200,21 +199,8 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in ds.attrs.items() if v is not None}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # a leftover temp file, or a symlink planted there, is removed, never followed
-    need = 2 * ds.nbytes + (1 << 20)
-    free = shutil.disk_usage(path.parent).free
-    if free < need:  # h5py can crash on a full disk: check first
-        raise DiskFullError(f"{path}: {free / 1e6:.1f} MB free, about {need / 1e6:.1f} MB needed; free space and "
-                            "rerun the same command (every finished window is kept in the log)")
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        fault_point(f"write {path.name}")  # a kill here leaves only the temp file
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise DiskFullError(f"{path}: cannot write ({e.strerror or e}); free space and rerun") from None
-    return path
+    ds.attrs.setdefault("energykit_version", _version())  # the marker by which the kit knows its own files
+    return atomic_write_netcdf(ds, path)  # own temp file, free space checked first, renamed into place
 
 
 def load(path: str | Path) -> xr.Dataset:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
+from tqdm.auto import tqdm
 
 from .dataset import batch_sizes, measured_cells, model_names
 from .errors import ParamsError
 from .fitting import ape_pct, fit_cells
 from .model import BATCHED, SWEETSPOT, EnergyModel
 
-__all__ = ["DECODE_TO_PREFILL_COST", "d_optimal", "evaluate_design", "plan_design"]
+__all__ = ["DECODE_TO_PREFILL_COST", "EXACT_SEARCH_LIMIT", "MAX_EXCHANGE_SWEEPS", "d_optimal", "evaluate_design", "plan_design"]
 
 DECODE_TO_PREFILL_COST = 8.0
 
@@ -50,7 +51,7 @@ def _logdet(X: np.ndarray) -> float:
 
 
 def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
-              model: EnergyModel = SWEETSPOT, prior=None) -> list[tuple[int, ...]]:
+              model: EnergyModel = SWEETSPOT, prior=None, progress: bool = False) -> list[tuple[int, ...]]:
     """Choose ``budget`` cells from ``cells`` (D-optimal, corners first).
 
     Parameters
@@ -67,6 +68,12 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
     prior : callable, optional
         ``prior(cells) -> energy [J]`` per candidate row (a prior fit or the hardware model's prediction):
         weights the rows by relative error; replaces ``prior_ratio``.
+    progress : bool
+        Show progress bars (the search over many cells).
+
+    Beyond :data:`EXACT_SEARCH_LIMIT` (candidates × budget) the same greedy and exchange steps are
+    scored for every candidate at once, by the matrix determinant lemma and Fedorov's exchange
+    formula, so that the time grows as candidates × budget × parameters², not as their square.
     """
     width = len(model.variables)
     cand = np.asarray(sorted({tuple(int(x) for x in c[:width]) for c in cells}), dtype=int)
@@ -78,6 +85,9 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
     X = _rows(cand, prior_ratio, model, prior)
     extreme = np.all((cand == cand.min(axis=0)) | (cand == cand.max(axis=0)), axis=1)
     chosen = [k for k in range(len(cand)) if extreme[k]][:budget]
+    if len(cand) * budget > EXACT_SEARCH_LIMIT:  # many cells: the same criterion, by rank-one updates
+        chosen = _d_optimal_updates(X, chosen, budget, progress)
+        return sorted(tuple(int(x) for x in cand[k]) for k in chosen)
     while len(chosen) < budget:
         rest = [k for k in range(len(cand)) if k not in chosen]
         chosen.append(max(rest, key=lambda k: _logdet(X[chosen + [k]])))
@@ -96,7 +106,68 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
     return sorted(tuple(int(x) for x in cand[k]) for k in chosen)
 
 
-def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1") -> pd.DataFrame:
+EXACT_SEARCH_LIMIT = 20_000
+"""Candidates × budget up to which each step re-evaluates log det directly (the reference search)."""
+MAX_EXCHANGE_SWEEPS = 50
+"""Exchange passes over the chosen cells at most (each pass tries every candidate for every chosen cell)."""
+_BLOCK = 20_000
+
+
+def _logdet_plus(M: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """log det(M + x xᵀ) for every row x of ``X``, in blocks (a batched slogdet)."""
+    out = np.empty(len(X))
+    for lo in range(0, len(X), _BLOCK):
+        x = X[lo:lo + _BLOCK]
+        sign, val = np.linalg.slogdet(M[None] + x[:, :, None] * x[:, None, :])
+        out[lo:lo + _BLOCK] = np.where(sign > 0, val, -np.inf)
+    return out
+
+
+def _d_optimal_updates(X: np.ndarray, chosen: list[int], budget: int, progress: bool) -> list[int]:
+    """The greedy D-optimal search and its single exchanges, every candidate scored at once per step."""
+    n, p = X.shape
+    chosen = list(chosen)
+    taken = np.zeros(n, dtype=bool)
+    taken[chosen] = True
+    M = X[chosen].T @ X[chosen] + 1e-12 * np.eye(p)
+    with tqdm(total=budget, initial=len(chosen), desc="design: choosing cells", unit="cell",
+              disable=not progress, leave=False) as bar:
+        while len(chosen) < budget:
+            if len(chosen) >= p:  # M has full rank: det(M + x xᵀ) = det(M) (1 + xᵀ M⁻¹ x), the same order
+                score = np.einsum("ij,ij->i", X @ np.linalg.inv(M), X)
+            else:
+                score = _logdet_plus(M, X)
+            score[taken] = -np.inf
+            k = int(np.argmax(score))
+            chosen.append(k)
+            taken[k] = True
+            M += np.outer(X[k], X[k])
+            bar.update(1)
+    with tqdm(total=MAX_EXCHANGE_SWEEPS, desc="design: exchanging cells", unit="pass", disable=not progress,
+              leave=False) as bar:
+        for _ in range(MAX_EXCHANGE_SWEEPS):
+            improved = False
+            for pos in range(len(chosen)):
+                a = chosen[pos]
+                Minv = np.linalg.inv(M)
+                XM = X @ Minv
+                d = np.einsum("ij,ij->i", XM, X)
+                dak = XM @ X[a]
+                ratio = (1.0 + d) * (1.0 - d[a]) + dak ** 2  # det after swapping a for k, over det now (Fedorov)
+                ratio[taken] = -np.inf
+                k = int(np.argmax(ratio))
+                if ratio[k] > np.exp(1e-9):
+                    chosen[pos] = k
+                    taken[a], taken[k] = False, True
+                    M += np.outer(X[k], X[k]) - np.outer(X[a], X[a])
+                    improved = True
+            bar.update(1)
+            if not improved:
+                break
+    return chosen
+
+
+def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1", progress: bool = False) -> pd.DataFrame:
     """Per model: choose ``budget`` cells among the measured ones, fit on them, predict the rest.
 
     Returns one row per (model, batch_size) with the cells and ``heldout_mape_pct``, the MAPE on
@@ -107,15 +178,15 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1") -> pd.DataFra
     rows = []
     for m in model_names(ds):
         if len(batch_sizes(ds, m)) > 1:
-            rows.append(_evaluate_batched(ds, m, budget, loss))
+            rows.append(_evaluate_batched(ds, m, budget, loss, progress))
             continue
         for b in batch_sizes(ds, m):
             df = measured_cells(ds, m, b)
             if df.empty:
                 continue
-            cells = d_optimal(df[["input_len", "output_len"]].to_numpy(), budget)
-            key = list(zip(df["input_len"], df["output_len"]))
-            mask = np.array([c in set(cells) for c in key])
+            cells = d_optimal(df[["input_len", "output_len"]].to_numpy(), budget, progress=progress)
+            chosen = set(cells)
+            mask = np.array([c in chosen for c in zip(df["input_len"], df["output_len"])], dtype=bool)
             fit = fit_cells(df["energy_j"][mask], df["input_len"][mask], df["output_len"][mask], loss=loss)
             held = df[~mask]
             heldout = (float(np.mean(ape_pct(fit.eval(input_len=held["input_len"].to_numpy(float),
@@ -128,11 +199,11 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1") -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def _evaluate_batched(ds: xr.Dataset, model: str, budget: int, loss: str) -> dict:
+def _evaluate_batched(ds: xr.Dataset, model: str, budget: int, loss: str, progress: bool = False) -> dict:
     """Choose ``budget`` cells in (i, o, B) for the batch-aware model, fit on them, predict the rest."""
     df = measured_cells(ds, model)
     var = ["input_len", "output_len", "batch_size"]
-    cells = d_optimal(df[var].to_numpy(), budget, model=BATCHED)
+    cells = d_optimal(df[var].to_numpy(), budget, model=BATCHED, progress=progress)
     chosen = set(cells)
     mask = np.array([tuple(int(x) for x in c) in chosen for c in df[var].to_numpy()])
     fit = fit_cells(df["energy_j"][mask], df["input_len"][mask], df["output_len"][mask], kind="batched", loss=loss,

@@ -33,13 +33,13 @@ import xarray as xr
 
 from . import __version__
 from .dataset import batch_sizes, measured_cells, model_names, model_value
-from .errors import FitError
+from .errors import DataError, FitError
 from .intervals import IDENTIFIED_SHARE, LEVEL, UNBOUNDED_FACTOR, around, bounded_high, identified, interval
 from .intervals import estimate_interval
-from .iotools import resolve
+from .iotools import check_netcdf_header, resolve
 from .model import BATCHED, SWEETSPOT, VARIABLES, LinearEnergyModel, model_of, nnls_weighted
 from .model import LINEAR as LINEAR_MODEL
-from .state import file_sha256
+from .state import atomic_write_netcdf, file_sha256
 
 __all__ = ["THETA", "LINEAR", "THETA_UNITS", "THETA_MEANING", "LOSSES", "sweetspot_energy", "o_star",
            "linear_energy", "design_matrix", "irls", "LEVEL", "wild_bootstrap", "interval", "around",
@@ -686,12 +686,7 @@ def _save(fitset: "FitSet", path, n_draws: int = DRAWS, source: dict | None = No
                **{f"source_{k}": json.dumps([str(x) for x in v]) if isinstance(v, (list, tuple)) else str(v)
                   for k, v in (source or {}).items()}},
     )
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # never write through a symlink planted at the temp name
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    tmp.replace(path)
-    return path
+    return atomic_write_netcdf(ds, Path(path), "the data are unchanged")  # own temp file, free space checked first
 
 
 def _with_data_hash(source: dict | None) -> dict:
@@ -716,8 +711,15 @@ def load_fits(path, **expect) -> "FitSet":
     path = resolve(path)
     if not path.is_file() and not path.is_absolute() and Path(path.name).is_file():
         path = Path(path.name)  # a copied report folder: the fits beside the notebook, whose folder its kernel runs in
+    if path.exists() and not path.is_file():
+        raise FitError(f"fit file {path} is not a regular file (a folder, FIFO or device); give the file written by "
+                       "energykit fit --save")
     if not path.is_file():
         raise FitError(f"fit file {path} does not exist; write one with: energykit fit DATA --save {path}")
+    try:
+        check_netcdf_header(path, what="a fit file")  # sizes from the header, before any array is read
+    except DataError as e:
+        raise FitError(str(e)) from None
     try:
         ds = xr.load_dataset(path, engine="h5netcdf")
     except (OSError, ValueError) as e:

@@ -13,10 +13,14 @@ A new format gets one function here; :func:`energykit.dataset.load` dispatches o
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -26,7 +30,7 @@ from .schema import DIMS, DURATION_UNITS_S, ENERGY_UNITS_J, GEOMETRY_COLUMNS, IN
 
 __all__ = ["resolve", "read_tidy", "read_netcdf", "read_window_log", "read_trace", "read_arrival_trace", "read_hf_config",
            "geometry_from_hf_config", "MAX_INT", "MATH", "escape_markdown", "check_text", "check_model_name",
-           "check_geometry", "MAX_VOCAB", "MIN_ENERGY_J", "MAX_ENERGY_J"]
+           "check_geometry", "MAX_VOCAB", "MIN_ENERGY_J", "MAX_ENERGY_J", "check_regular_file", "check_netcdf_header", "MAX_NETCDF_BYTES"]
 
 KEY = DIMS
 MAX_INT = 10**7
@@ -53,6 +57,59 @@ def resolve(path: str | Path) -> Path:
     return candidate if candidate.exists() else path
 
 
+def check_regular_file(path: Path, what: str = "the file", max_bytes: int | None = None) -> Path:
+    """Refuse, in one line, a path that is not a regular file (a FIFO would block a reader forever, a device
+    never end) or is larger than ``max_bytes``; a symbolic link to a regular file is read as that file."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; check the path") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror}); check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a folder, not {what}; give the file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: is not a regular file (a FIFO, socket or device), not {what}; give a file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise DataError(f"{path}: {st.st_size} bytes is over the {max_bytes} bytes {what} may have; "
+                        "check that this is the right file")
+    return path
+
+
+
+NUMERIC_VARIABLES = ("output_tokens", "iterations", "window_energy_j", "window_duration_s", "ttft_s")
+"""Data variables of a kit dataset that hold numbers, besides energy and duration."""
+MAX_NETCDF_BYTES = 1 << 30
+"""Largest NetCDF read [1 GiB of arrays once decompressed], from the sizes its header declares: a small
+compressed file can declare arrays of gigabytes. The kit's datasets of a million windows take ~200 MB."""
+MAX_NETCDF_ELEMENTS = 1 << 27
+"""Largest number of elements of one NetCDF variable (134 M)."""
+
+
+def check_netcdf_header(path: Path, max_bytes: int = MAX_NETCDF_BYTES, what: str = "a dataset") -> None:
+    """Refuse, from the HDF5 header alone (no array is read), a NetCDF whose variables would take more than
+    ``max_bytes`` once loaded, or whose one variable holds more than :data:`MAX_NETCDF_ELEMENTS` values."""
+    total, big = 0, ("", 0)
+    try:
+        with h5py.File(path, "r") as f:
+            def visit(name, obj):
+                nonlocal total, big
+                if isinstance(obj, h5py.Dataset):
+                    n = math.prod(int(x) for x in (obj.shape or ()))
+                    item = 64 if obj.dtype.kind in "OV" or h5py.check_string_dtype(obj.dtype) else obj.dtype.itemsize
+                    total += n * max(int(item), 1)
+                    if n > big[1]:
+                        big = (name, n)
+            f.visititems(visit)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise DataError(f"{path}: not a readable NetCDF file ({type(e).__name__}); check the file") from None
+    if big[1] > MAX_NETCDF_ELEMENTS or total > max_bytes:
+        raise DataError(f"{path}: its header declares {total / 1e6:.0f} MB of arrays (variable {big[0][:60]!r}: "
+                        f"{big[1]} values), over the {max_bytes / 1e6:.0f} MB {what} may take; it is not a kit dataset "
+                        "or is damaged — check the file")
+
+
 TRACE_COLUMNS = {"ContextTokens": "input_len", "GeneratedTokens": "output_len"}
 MAX_VOCAB = 1 << 22
 """Largest plausible vocabulary [tokens]; released models use 32k to 256k."""
@@ -60,7 +117,9 @@ MIN_ENERGY_J, MAX_ENERGY_J = 1e-3, 1e7
 """Plausible median energy of one measured window [J]: outside it the column's unit is likely wrong."""
 MAX_WINDOW_ENERGY_J = 1e12
 """Largest energy of any one window accepted [J] (278 MWh): beyond it a value is garbage and overflows the fit."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+"""Control characters, and the invisible ones that reorder or hide text (bidirectional overrides and isolates,
+zero-width spaces and joiners, the byte-order mark): a name holding one prints as another name."""
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -97,8 +156,8 @@ def check_text(value: str, what: str) -> str:
     """Refuse a string with control characters (a newline would start a new line in a shell script)."""
     m = _CONTROL.search(value)
     if m:
-        raise ParamsError(f"{what} {value[:60]!r} holds a control character ({m.group()!r}); "
-                          "remove it (names and paths are one line of printable text)")
+        raise ParamsError(f"{what} {value[:60]!r} holds a control character or an invisible one "
+                          f"({m.group()!r}, U+{ord(m.group()):04X}); remove it (names and paths are one line of visible text)")
     return value
 
 
@@ -190,7 +249,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(line, parse_int=_json_int)
             except (json.JSONDecodeError, RecursionError) as e:
                 raise DataError(f"{path} line {n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')}); "
                                 "fix or remove that line") from None
@@ -203,6 +262,44 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     if "model" in df.columns:
         df["model"] = [m if isinstance(m, str) or m is None else json.dumps(m) for m in df["model"]]
     return df
+
+
+def _number_or_nan(v) -> float:
+    if isinstance(v, (bool, np.bool_)):
+        return float("nan")
+    try:
+        return float(v)
+    except OverflowError:
+        return float("inf")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _short(v, limit: int = 40) -> str:
+    """``repr(v)``, cut to ``limit`` characters (a value of hundreds of digits stays one short line)."""
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _numeric(col: pd.Series) -> pd.Series:
+    """``pd.to_numeric(col, errors="coerce")``, with integers of hundreds of digits as ``inf`` instead of an
+    OverflowError (the checks then name the row)."""
+    try:
+        return pd.to_numeric(col, errors="coerce")
+    except OverflowError:
+        return pd.Series([_number_or_nan(v) for v in col], index=col.index, dtype=float)
+
+
+def _json_int(text: str):
+    """A JSON integer as ``int``, or as a float (``inf`` past its range) when no int64 column could hold it, so that
+    the checks name it instead of pandas overflowing."""
+    n = int(text)
+    if -(1 << 63) <= n < 1 << 63:
+        return n
+    try:
+        return float(n)
+    except OverflowError:
+        return float("inf") if n > 0 else float("-inf")
 
 
 def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFrame:
@@ -228,10 +325,9 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     """
     path = resolve(path)
     name = str(path)
-    if not path.exists():
-        raise DataError(f"{name}: no such file; check the path")
     if path.is_dir():
         raise DataError(f"{name}: is a folder; give a measurement file in it (e.g. {name}/measurements.nc)")
+    check_regular_file(path, "a measurement file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -272,7 +368,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
         raise DataError(f"{name}: column 'model' is empty in row {_rows(bad, first_row)}; name every model")
     _check_model_names(out["model"], name, first_row)
     for col in INT_DIMS:
-        values = pd.to_numeric(df[col], errors="coerce")
+        values = _numeric(df[col])
         lower = 0 if col == "repeat" else 1
         bad = (values.isna() | ~np.isfinite(values.astype(float)) | (values < lower) | (values > MAX_INT)
                | (values != np.round(values))).to_numpy() | _is_bool(df[col])
@@ -281,13 +377,13 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
             first = first.item() if hasattr(first, "item") else first
             kind = "non-negative" if col == "repeat" else "positive"
             raise DataError(
-                f"{name}: column '{col}' row {_rows(bad, first_row)}: {first!r} is not a {kind} integer "
+                f"{name}: column '{col}' row {_rows(bad, first_row)}: {_short(first)} is not a {kind} integer "
                 f"up to {MAX_INT:.0e}; "
                 f"use values such as {'0, 1, 2' if col == 'repeat' else '16, 64, 256'}"
             )
         out[col] = values.astype(np.int64)
 
-    energy = pd.to_numeric(df[e_col], errors="coerce") * ENERGY_UNITS_J[e_col.split("_", 1)[1]]
+    energy = _numeric(df[e_col]) * ENERGY_UNITS_J[e_col.split("_", 1)[1]]
     nan = energy.isna().to_numpy()
     if nan.any() and not allow_nan_energy:
         raise DataError(
@@ -311,7 +407,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     out["energy_j"] = energy.astype(float)
     _check_energy_scale(out["energy_j"].to_numpy(), f"{name}: column '{e_col}'")
 
-    duration = pd.to_numeric(df[t_col], errors="coerce") * DURATION_UNITS_S[t_col.split("_", 1)[1]]
+    duration = _numeric(df[t_col]) * DURATION_UNITS_S[t_col.split("_", 1)[1]]
     bad = (duration.isna() | (duration <= 0) | np.isinf(duration.astype(float))).to_numpy()
     if bad.any():
         raise DataError(
@@ -321,7 +417,7 @@ def read_tidy(path: str | Path, *, allow_nan_energy: bool = False) -> pd.DataFra
     out["duration_s"] = duration.astype(float)
 
     if "output_tokens" in df.columns:
-        tokens = pd.to_numeric(df["output_tokens"], errors="coerce")
+        tokens = _numeric(df["output_tokens"])
         bad = (tokens.isna() | (tokens < 0)).to_numpy()
         if bad.any():
             raise DataError(
@@ -408,8 +504,8 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
     """Read a measurement Dataset written by :func:`energykit.dataset.write_netcdf`, checking dims,
     units and energies like a tidy file; returns (Dataset, metadata = its attributes)."""
     path = resolve(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file; check the path")
+    check_regular_file(path, "a NetCDF dataset")
+    check_netcdf_header(path)  # sizes from the header, before any array is read
     try:
         ds = xr.load_dataset(path, engine="h5netcdf")
     except Exception as e:  # h5py raises OSError/ValueError variants for non-NetCDF files
@@ -425,6 +521,27 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
             raise DataError(
                 f"{path}: variable '{var}' has unknown unit {unit!r}; expected '{UNITS[var]}' (convert it to SI)"
             )
+        kind = ds[var].dtype.kind
+        if kind not in "iuf":
+            raise DataError(f"{path}: variable '{var}' holds {'booleans' if kind == 'b' else 'text or objects'} "
+                            f"(dtype {ds[var].dtype}), not numbers in {UNITS[var]}; fix or re-measure the file")
+    for var in NUMERIC_VARIABLES:  # the window's other numbers, when present
+        if var in ds.variables and ds[var].dtype.kind not in "iuf":
+            raise DataError(f"{path}: variable '{var}' holds {'booleans' if ds[var].dtype.kind == 'b' else 'text or objects'}"
+                            f" (dtype {ds[var].dtype}), not numbers; fix or re-measure the file")
+    if "window" not in ds.dims:  # a dense grid: each coordinate value names one slot
+        for d in DIMS:
+            if d in ds.dims and pd.Index(ds[d].values).has_duplicates:
+                dup = pd.Index(ds[d].values)[pd.Index(ds[d].values).duplicated()][0]
+                dup = dup.item() if hasattr(dup, "item") else dup
+                raise DataError(f"{path}: coordinate '{d}' holds {dup!r} twice; its windows would be mixed up "
+                                "(averaged or dropped) — give each value once, or re-measure the file")
+    elif all(d in ds.coords for d in DIMS):
+        key = pd.DataFrame({d: ds[d].values for d in DIMS})
+        dup = key.duplicated(keep=False).to_numpy()
+        if dup.any():
+            raise DataError(f"{path}: window {key[dup].iloc[0].to_dict()} occurs {int(dup.sum())} times; give each "
+                            "window its own repeat index or remove the duplicate")
     for d in DIMS[1:]:
         v = np.asarray(ds[d].values)
         lower = 0 if d == "repeat" else 1
@@ -433,7 +550,8 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
             first = next((x for x in v.ravel() if not (isinstance(x, (int, float, np.number)) and not
                                                         isinstance(x, (bool, np.bool_)) and float(x).is_integer()
                                                         and lower <= x <= MAX_INT)), v.ravel()[0])
-            raise DataError(f"{path}: coordinate '{d}' holds {first!r}, not a "
+            first = first.item() if hasattr(first, "item") else first
+            raise DataError(f"{path}: coordinate '{d}' holds {_short(first)}, not a "
                             f"{'non-negative' if d == 'repeat' else 'positive'} integer; fix or re-measure the file")
     _check_model_names(pd.Series(ds["model"].values.astype(str)), str(path))
     if "window" not in ds.dims and len(set(map(str, ds["model"].values))) != ds.sizes.get("model", 0):
@@ -450,7 +568,7 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
     geo = [c for c in GEOMETRY_COLUMNS if c in ds.coords]
     if geo:
         names = ds["model"].values.astype(str)
-        for m in dict.fromkeys(names):
+        for m in map(str, dict.fromkeys(names)):
             k = int(np.flatnonzero(names == m)[0]) if "window" in ds.dims else list(names).index(m)
             geom = {c: ds[c].values[k].item() if hasattr(ds[c].values[k], "item") else ds[c].values[k] for c in geo}
             try:
@@ -464,7 +582,7 @@ def read_netcdf(path: str | Path) -> xr.Dataset:
         if isinstance(v, str) and v[:1] in "{[":
             try:
                 ds.attrs[k] = json.loads(v)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # not JSON, or nested too deeply: kept as text
                 pass
     return ds, dict(ds.attrs)
 
@@ -479,6 +597,7 @@ def read_window_log(path: str | Path) -> tuple[list[dict], dict]:
         return [], {"source": path.name, "records": 0, "torn_tail": False}
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a window log; give the windows.jsonl file")
+    check_regular_file(path, "a window log")
     out = []
     torn = False
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -499,11 +618,42 @@ def read_window_log(path: str | Path) -> tuple[list[dict], dict]:
                                                                  or not (0 if d == "repeat" else 1) <= rec[d] <= MAX_INT)]
             if missing or bad or not isinstance(rec["model"], str):
                 what = (f"lacks {', '.join(missing)}" if missing else
-                        f"{bad[0]} {rec[bad[0]]!r} is not a valid count" if bad else "model is not text")
+                        f"{bad[0]} {_short(rec[bad[0]])} is not a valid count" if bad else "model is not text")
                 raise DataError(f"{path} line {n}: not a window record ({what}); remove that line "
                                 "(the kit never writes one)")
+            if rec.get("status") == "ok":
+                _check_window_values(rec, f"{path} line {n}")
             out.append(rec)
     return out, {"source": path.name, "records": len(out), "torn_tail": torn}
+
+
+def _check_window_values(rec: dict, where: str) -> None:
+    """A completed window's energy, duration and tokens as :func:`read_tidy` accepts them: numbers (not text or
+    booleans), energy positive and at most :data:`MAX_WINDOW_ENERGY_J` (NaN: a sweep without a meter), duration
+    positive and finite, output tokens non-negative."""
+    def number(key):
+        v = rec.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise DataError(f"{where}: {key} {str(v)[:40]!r} is not a number; the kit never writes one — remove that "
+                            "line, or re-measure the window")
+        try:
+            return float(v)
+        except OverflowError:  # an integer of hundreds of digits
+            return float("inf") if v > 0 else float("-inf")
+
+    e = number("energy_j")
+    if e == e and not 0 < e <= MAX_WINDOW_ENERGY_J:
+        raise DataError(f"{where}: energy_j {e:g} J is {'not positive' if e <= 0 else 'infinite or over %g J' % MAX_WINDOW_ENERGY_J}; "
+                        "a window always draws energy — remove that line, or re-measure the window")
+    t = number("duration_s")
+    if not (math.isfinite(t) and t > 0):
+        raise DataError(f"{where}: duration_s {t:g} s is not a positive, finite number; remove that line, or re-measure "
+                        "the window")
+    if "output_tokens" in rec and rec["output_tokens"] is not None:
+        k = number("output_tokens")
+        if not (math.isfinite(k) and 0 <= k <= MAX_INT):
+            raise DataError(f"{where}: output_tokens {k:g} is not a count of tokens; remove that line, or re-measure "
+                            "the window")
 
 
 def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -512,8 +662,7 @@ def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
     metadata (``source``, ``requests``, ``format``).
     """
     path = resolve(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such trace file; check the path")
+    check_regular_file(path, "a request trace")
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -524,10 +673,13 @@ def read_trace(path: str | Path) -> tuple[pd.DataFrame, dict]:
             raise DataError(
                 f"{path}: missing column '{col}'; a trace needs ContextTokens/GeneratedTokens or input_len/output_len"
             )
-        v = pd.to_numeric(df[col], errors="coerce")
-        bad = v.isna() | (v < 0)
+        v = _numeric(df[col])
+        f = v.astype(float)
+        bad = (v.isna() | ~np.isfinite(f) | (f < 0) | (f > MAX_INT) | (f != np.round(f))).to_numpy() | _is_bool(df[col])
         if bad.any():
-            raise DataError(f"{path}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 2} is not a non-negative integer")
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: column '{col}' row {row + 2}: {str(df[col].iloc[row])[:40]!r} is not a "
+                            f"non-negative integer up to {MAX_INT:.0e}; fix that row")
         df[col] = v.astype(np.int64)
     if len(df) == 0:
         raise DataError(f"{path}: the trace has no requests")
@@ -567,9 +719,19 @@ def read_hf_config(path: str | Path) -> tuple[dict, dict]:
     """A Hugging Face ``config.json`` as a geometry, and metadata (``source``, ``model_type``)."""
     path = Path(path)
     try:
-        cfg = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ParamsError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); fix the file or use a preset") from None
+        check_regular_file(path, "a config.json", 16 << 20)
+    except DataError as e:
+        raise ParamsError(str(e)) from None
+
+    def no_constant(name):
+        raise ParamsError(f"{path}: holds {name}, which is not a number of layers, heads or sizes; copy the model's "
+                          "config.json again")
+
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ParamsError(f"{path}: not valid JSON ({getattr(e, 'msg', type(e).__name__)}); fix the file or use a "
+                          "preset") from None
     if not isinstance(cfg, dict):
         raise ParamsError(f"{path}: expected a JSON object of model settings; fix the file or use a preset")
     return geometry_from_hf_config(cfg), {"source": str(path), "model_type": cfg.get("model_type", "unknown")}
@@ -607,4 +769,8 @@ def geometry_from_hf_config(cfg: dict) -> dict:
     )
     if cfg.get("sliding_window") and arch.startswith("gemma"):
         geom["sliding_window"] = cfg["sliding_window"]
+    for k in ("max_position_embeddings", "sliding_window"):
+        if k in geom and (_as_int(geom[k]) is None or not 1 <= _as_int(geom[k]) <= 1 << 32):
+            raise ParamsError(f"config.json of {arch!r}: {k} must be a positive integer of tokens; got {geom[k]!r} — "
+                              "copy it from the model's config.json")
     return check_geometry(geom, f"config.json of {arch!r}")

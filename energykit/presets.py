@@ -74,7 +74,7 @@ def resolve(spec) -> tuple[str, dict, str | None]:
         return key, dict(PRESETS[key]), None
     path = Path(spec)
     cfg_path = path / "config.json" if path.is_dir() else path
-    if cfg_path.name == "config.json" and cfg_path.is_file():
+    if cfg_path.name == "config.json" and cfg_path.exists():  # read_hf_config refuses a FIFO or a device
         geom, _ = read_hf_config(cfg_path)
         ckpt = str(path) if path.is_dir() and any(path.glob("*.safetensors")) else None
         name = path.resolve().name if path.is_dir() else cfg_path.resolve().parent.name

@@ -18,7 +18,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +33,7 @@ import papermill as pm
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 from papermill.parameterize import parameterize_notebook
 from nbconvert import HTMLExporter
 from nbconvert.filters import markdown2html
@@ -39,14 +42,14 @@ from .dataset import load_many, model_names
 from .errors import EnergykitError, FitError, ParamsError
 from .fitting import fit_dataset, load_fits
 from .iotools import MATH, check_text, escape_markdown, read_trace
-from .state import file_sha256
+from .state import atomic_write_text, file_sha256
 from .summary import paper_findings
 from .params import (BUILD_FILE, ReportParams, default_out, input_files, input_hashes, load_report_params,
                      notebook_parameters, stale_reasons)
 
 __all__ = ["ANALYSIS_GLOB", "FIT_FILE", "BUILD_FILE", "execute_all", "fit_once", "repo_root", "default_out", "write_catalog", "analysis_notebooks", "description", "execute", "to_html",
            "write_index", "build", "input_files", "input_hashes", "stale_reasons", "read_source", "notebook_defaults",
-           "mathml", "key_results", "findings_table"]
+           "is_report_folder", "CATALOG_MARK", "REPORT_FORMAT", "mathml", "key_results", "findings_table"]
 
 ANALYSIS_GLOB = "0[2-9]_*.py"
 """Notebook sources: jupytext percent scripts, paired with .ipynb in JupyterLab (jupytext.toml)."""
@@ -128,7 +131,8 @@ embed: crisp at any zoom, searchable, and their tick labels checkable by the bro
 def start_kernel(root: Path) -> AsyncKernelManager:
     """A Python kernel started in ``root``; it boots while the caller goes on (load, fit)."""
     km = AsyncKernelManager(kernel_name="python3")
-    run_sync(km.start_kernel)(cwd=str(root))
+    # the kernel's own log (its warnings, its traceback when a signal stops it) stays out of the command's one line
+    run_sync(km.start_kernel)(cwd=str(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return km
 
 
@@ -159,8 +163,14 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
             client = NotebookClient(nb, km=km, kernel_name="python3", timeout=None, allow_errors=False,
                                     resources={"metadata": {"path": str(root)}})
             t0 = time.perf_counter()
+            handlers = _signal_handlers()
             try:
                 client.execute(cleanup_kc=False)
+            except DeadKernelError:
+                if getattr(client, "_async_cleanup_kernel_future", None) is not None:
+                    raise KeyboardInterrupt("the build was interrupted") from None  # nbclient's signal handler killed it
+                raise EnergykitError(f"the kernel running {nb_path.name} died (out of memory, or killed); no report was "
+                                     "replaced — free memory and run the same command again") from None
             except CellExecutionError as e:
                 failed = next(((c.get("execution_count") or 1) - 1 for c in nb.cells  # the reset cell ran first
                                if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
@@ -168,6 +178,7 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
                                      f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (no report was replaced)") from None
             finally:
                 km = client.km
+                _restore_signal_handlers(handlers)  # nbclient resets SIGINT/SIGTERM to their defaults when done
             timings[nb_path.stem] = time.perf_counter() - t0
             nb.cells.pop(0)
             _renumber(nb)
@@ -182,6 +193,19 @@ def execute_all(notebooks: list[Path], out_dir: Path, params: ReportParams, root
         if km is not None and km.has_kernel:
             run_sync(km.shutdown_kernel)(now=True)
     return timings
+
+
+def _signal_handlers() -> dict:
+    """The SIGINT and SIGTERM handlers in place (in the main thread; ``{}`` elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    for s, h in handlers.items():
+        if h is not None:
+            signal.signal(s, h)
 
 
 def _renumber(nb: nbformat.NotebookNode) -> None:
@@ -417,25 +441,74 @@ def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
 
 
 
-def write_catalog(reports_dir: str | Path) -> Path:
-    """``reports_dir/index.html``: one line per rendered parameter set (its sub-folder), label first."""
+CATALOG_MARK = '<meta name="generator" content="energykit report catalog">'
+"""The marker by which the kit knows a ``reports/index.html`` it wrote (never a word in the text)."""
+REPORT_FORMAT = "energykit-report"
+"""``build.json``'s ``format``: the marker of a folder of pages the kit built."""
+
+
+def is_report_folder(folder: Path) -> bool:
+    """True when ``folder`` holds a finished build: a ``build.json`` the kit wrote (its ``format`` marker, or the
+    fields every earlier build wrote) and an ``index.html``."""
+    info_path = Path(folder) / BUILD_FILE
+    try:
+        if not info_path.is_file() or info_path.is_symlink() or info_path.stat().st_size > 1 << 20:
+            return False
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    ours = isinstance(info, dict) and (info.get("format") == REPORT_FORMAT
+                                       or {"params", "rendered_by", "commit", "built"} <= set(info))
+    return ours and (Path(folder) / "index.html").is_file()
+
+
+def write_catalog(reports_dir: str | Path) -> Path | None:
+    """``reports_dir/index.html``: one line per finished parameter set (its sub-folder), label first.
+
+    Only folders holding a finished build are listed (never a build in progress, ``.NAME.building-…``,
+    nor a folder the kit did not write). An ``index.html`` the kit did not write (no catalog marker) is
+    left as it is: returns None.
+    """
     reports_dir = Path(reports_dir)
-    rows = []
-    for info_path in sorted(reports_dir.glob(f"*/{BUILD_FILE}")):
-        info = json.loads(info_path.read_text())
-        name = info_path.parent.name
-        rows.append(f'<li><a href="{html.escape(name)}/index.html"><b>{html.escape(name)}</b></a>: '
-                    f'{html.escape(info.get("label") or "(no label)")}<br><small>params <code>'
-                    f'{html.escape(info.get("params", ""))}</code> · data {html.escape(", ".join(info.get("data", [])))}'
-                    f' · built {html.escape(info.get("built", ""))} by <code>{html.escape(info.get("rendered_by", ""))}'
-                    f'</code> · commit {html.escape(info.get("commit", ""))}</small></li>')
-    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>energykit reports</title><style>body{{font-family:'
-            f'sans-serif;max-width:60em;margin:2em auto;line-height:1.5;padding:0 1em}} li{{margin:0.6em 0}}</style></head>'
-            f'<body><h1>energykit reports</h1><p>One folder per parameter set (<code>make report PARAMS=params/X.yaml'
-            f'</code> renders <code>reports/X/</code>):</p><ul>{"".join(rows)}</ul></body></html>\n')
     path = reports_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    if path.is_symlink() or path.exists() and not _is_catalog(path):
+        return None
+    rows = []
+    for folder in sorted(p for p in reports_dir.iterdir() if p.is_dir() and not p.is_symlink()
+                         and not p.name.startswith(".")):
+        if not is_report_folder(folder):
+            continue
+        info = json.loads((folder / BUILD_FILE).read_text(encoding="utf-8"))
+        name = folder.name
+        text = {k: str(info.get(k) or "") for k in ("label", "params", "built", "rendered_by", "commit")}
+        data = info.get("data") if isinstance(info.get("data"), list) else []
+        rows.append(f'<li><a href="{html.escape(name)}/index.html"><b>{html.escape(name)}</b></a>: '
+                    f'{html.escape(text["label"] or "(no label)")}<br><small>params <code>'
+                    f'{html.escape(text["params"])}</code> · data {html.escape(", ".join(map(str, data)))}'
+                    f' · built {html.escape(text["built"])} by <code>{html.escape(text["rendered_by"])}'
+                    f'</code> · commit {html.escape(text["commit"])}</small></li>')
+    page = (f'<!doctype html><html><head><meta charset="utf-8">{CATALOG_MARK}<title>energykit reports</title><style>'
+            f'body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.5;padding:0 1em}} li{{margin:0.6em 0}}'
+            f'</style></head><body><h1>energykit reports</h1><p>One folder per parameter set (<code>make report '
+            f'PARAMS=params/X.yaml</code> renders <code>reports/X/</code>):</p><ul>{"".join(rows)}</ul></body></html>\n')
+    atomic_write_text(path, page)
     return path
+
+
+def _is_catalog(path: Path) -> bool:
+    """An ``index.html`` the kit wrote as a catalog: its marker (or the heading every earlier catalog had)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return CATALOG_MARK in head or head.startswith(_OLD_CATALOG)
+
+
+_OLD_CATALOG = ('<!doctype html><html><head><meta charset="utf-8"><title>energykit reports</title><style>body{font-family:'
+                'sans-serif;max-width:60em;margin:2em auto;line-height:1.5;padding:0 1em} li{margin:0.6em 0}</style></head>'
+                '<body><h1>energykit reports</h1>')
+"""The exact head of the catalogs written before the marker, so that they are still updated."""
 
 
 def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | None = None, only=None,
@@ -449,20 +522,14 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
     root = repo_root()
     out_dir = default_out(params_path) if out_dir is None else out_dir
     params_path = Path(params_path)
-    if not params_path.is_absolute():
-        params_path = root / params_path
+    if not params_path.is_absolute():  # as the working directory reads it, else the repository's (params/…)
+        params_path = Path.cwd() / params_path if params_path.exists() else root / params_path
     params = load_report_params(params_path)
     shown_params = params_path.relative_to(root) if params_path.is_relative_to(root) else params_path
     rendered_by = rendered_by or f"energykit.report.build({str(shown_params)!r})"
     for f in params.data + list(params.traces.values()) + ([params.calibrate_data] if params.calibrate_data else []):
         if not (root / f).exists():
             raise ParamsError(f"{params_path}: file {f!r} does not exist (paths are relative to {root})")
-    km = start_kernel(root)  # it boots while the data are loaded and fitted
-    try:
-        ds = _check_inputs(params, params_path, root)
-    except BaseException:
-        run_sync(km.shutdown_kernel)(now=True)
-        raise
     out = Path(out_dir)
     if not out.is_absolute():
         out = root / out
@@ -470,23 +537,30 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
     if out.exists() and not out.is_dir() or out.is_symlink():
         raise ParamsError(f"--out {out_dir} is an existing file or link, not a reports folder; give a folder path "
                           "(it is replaced as a whole)")
-    if out.is_dir() and any(out.iterdir()) and not any(p.suffix in (".html", ".ipynb") or p.name == FIT_FILE
-                                                       for p in out.iterdir()):
-        raise ParamsError(f"--out {out_dir} is a folder that holds no reports (no .html, .ipynb or {FIT_FILE}); it "
-                          "would be replaced as a whole — give a new or a reports folder")
+    if out.is_dir() and any(out.iterdir()) and not is_report_folder(out):
+        raise ParamsError(f"--out {out_dir} is a folder the kit did not build (no {BUILD_FILE} and index.html of a "
+                          "finished build); it would be replaced as a whole — give a new folder or a reports folder")
     if out.resolve() in (root.resolve(), *root.resolve().parents) or root.resolve().is_relative_to(out.resolve()):
         raise ParamsError(f"--out {out_dir} is the project folder or above it; give a folder such as reports")
     notebooks = analysis_notebooks(root, only)
+    km = start_kernel(root)  # it boots while the data are loaded and fitted
+    try:
+        ds = _check_inputs(params, params_path, root)
+    except BaseException:
+        run_sync(km.shutdown_kernel)(now=True)
+        raise
     # build into a fresh folder and swap it in: a failure never leaves a mix of new and stale pages
-    stage = out.with_name(f".{out.name}.building-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-{os.getpid()}-", dir=out.parent))  # one per writer
+    except OSError as e:
+        raise EnergykitError(f"cannot write the reports to {out} ({e.strerror or e}); choose a writable --out") from None
     pages = ThreadPoolExecutor(max_workers=1)  # HTML of one page is written while the kernel runs the next
     try:
         if out.is_dir():
+            stage.rmdir()
             copy_previous(out, stage)
-        else:
-            stage.mkdir(parents=True)
-        info = {"params": str(shown_params), "label": params.label, "data": list(params.data),
+        info = {"format": REPORT_FORMAT, "params": str(shown_params), "label": params.label, "data": list(params.data),
                 "calibrate_data": params.calibrate_data, "rendered_by": rendered_by, "commit": _commit(root),
                 "built": time.strftime("%Y-%m-%d %H:%M"), "inputs": input_hashes(params_path, params, root)}
         (stage / BUILD_FILE).write_text(json.dumps(info, indent=1))
@@ -505,10 +579,15 @@ def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | 
             print(f"rendered {nb.stem} (ran {timings[nb.stem]:.1f} s)", flush=True)
         entries = [(p.stem, description(p)) for p in analysis_notebooks(root) if (stage / f"{p.stem}.html").exists()]
         write_index(stage, entries, shown_params, params, root, rendered_by)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{stage.name.rsplit('-', 1)[-1]}")
         if out.exists():
             out.rename(old)
-        stage.rename(out)
+        try:
+            stage.rename(out)
+        except OSError:
+            if old.exists() and not out.exists():
+                old.rename(out)  # another build took the name first: keep the previous pages in place
+            raise
         shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
         raise EnergykitError(f"cannot write the reports to {out} ({e.strerror or e}); choose a writable --out") from None

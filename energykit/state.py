@@ -20,17 +20,21 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
+import stat
+import tempfile
 import time
 from pathlib import Path
 
 import h5py
 
 from .errors import DataError, EnergykitError
+from .price import SCHEMA
 
 __all__ = ["FAULT_ENV", "fault_point", "DiskFullError", "atomic_write_text", "atomic_write_json",
-           "fsync_dir", "jsonable", "read_json", "RawLog", "WriterLock", "open_no_follow", "file_sha256",
+           "fsync_dir", "jsonable", "read_json", "temp_path", "atomic_write_netcdf", "kit_netcdf_kind", "RawLog", "WriterLock", "open_no_follow", "file_sha256",
            "check_output"]
 
 FAULT_ENV = "ENERGYKIT_FAULT_KILL_AT"
@@ -76,18 +80,39 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
         raise
 
 
-def _fresh_temp(tmp: Path):
-    """Open the temp file ``tmp`` for writing, new (a leftover temp file or symlink is removed first)."""
-    tmp.unlink(missing_ok=True)  # unlinking a symlink removes the link, never its target
-    return os.fdopen(open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w", encoding="utf-8")
+def temp_path(path: Path) -> Path:
+    """A new, unique temporary file beside ``path`` (``.NAME.XXXXXXXX.tmp``), created empty with ``O_EXCL``.
+
+    Each writer gets its own name, so two processes writing one path never share (and tear) a temp
+    file, and a symlink planted at a guessable temp name is never written through.
+    """
+    path = Path(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _disk_error(path, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it 0600: the kit's files are readable as any new file is
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` atomically (temp file, fsync, rename, fsync of the folder)."""
+    """Replace ``path`` by ``text`` atomically (own temp file, fsync, rename, fsync of the folder)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     try:
-        with _fresh_temp(tmp) as f:
+        with os.fdopen(open_no_follow(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as f:
             half = len(text) // 2
             f.write(text[:half])
             f.flush()
@@ -98,8 +123,33 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.replace(path)
         fsync_dir(path.parent)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise _disk_error(path, e) from None
+    finally:  # also on Ctrl-C: no temp file is left behind
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_netcdf(ds, path: Path, what: str = "every finished window is kept in the log") -> Path:
+    """Write the xarray Dataset ``ds`` to ``path`` (h5netcdf) through its own temp file, then rename.
+
+    The free space is checked first (h5py can crash on a full disk); a failure or an interrupt leaves
+    the old file and no temp file.
+    """
+    path = Path(path)
+    need = 2 * ds.nbytes + (1 << 20)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise DiskFullError(f"{path}: {free / 1e6:.1f} MB free, about {need / 1e6:.1f} MB needed; free space and "
+                            f"rerun the same command ({what})")
+    tmp = temp_path(path)
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        fault_point(f"write {path.name}")  # a kill here leaves only the temp file
+        tmp.replace(path)
+    except OSError as e:
+        raise DiskFullError(f"{path}: cannot write ({e.strerror or e}); free space and rerun") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -122,16 +172,25 @@ def jsonable(v):
 
 def read_json(path: Path) -> dict:
     """A state file written by :func:`atomic_write_json`, or ``{}`` when there is none."""
-    if not path.exists():
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
         return {}
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_BYTES:
+        raise DataError(f"{path}: not a regular file (a FIFO, device or folder) or over {MAX_STATE_BYTES} bytes; "
+                        "restore the kit's state file or measure into a new output folder")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise DataError(f"{path}: not valid JSON; it was edited by hand or damaged — restore it or "
                         "measure into a new output folder") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object; restore it or measure into a new output folder")
     return data
+
+
+MAX_STATE_BYTES = 256 << 20
+"""Largest JSON state file read [256 MiB] (a shard's plan of a large sweep is a few MB)."""
 
 
 class RawLog:
@@ -243,14 +302,35 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _netcdf_format(path: Path) -> str:
-    """The ``format`` attribute of a NetCDF (HDF5) file, ``""`` when it has none or cannot be read."""
+def kit_netcdf_kind(path: Path) -> str:
+    """``"fits"`` or ``"measurements"`` for a NetCDF (HDF5) file the kit wrote, ``""`` for any other file.
+
+    The kit's files are told by the markers it writes into them: a fit file's ``format`` attribute
+    ``energykit-fits``, a measurement dataset's ``energykit_version`` attribute.
+    """
     try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                return ""
         with h5py.File(path, "r") as f:
-            value = f.attrs.get("format", "")
+            fmt, version = f.attrs.get("format", ""), f.attrs.get("energykit_version")
     except (OSError, ValueError):
         return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    fmt = fmt.decode(errors="replace") if isinstance(fmt, bytes) else str(fmt)
+    if fmt == "energykit-fits":
+        return "fits"
+    return "measurements" if version is not None else ""
+
+
+def _is_price_card(path: Path) -> bool:
+    """A JSON object whose ``schema`` is the price card's (the marker ``energykit export`` writes)."""
+    try:
+        if path.stat().st_size > MAX_STATE_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, RecursionError, OSError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
 
 
 def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the output") -> Path:
@@ -266,7 +346,8 @@ def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the
     kind : str
         ``"netcdf"``: an existing ``path`` may be replaced only when it is a NetCDF (HDF5) file, as
         the kit writes; ``"fits"``: only a fit file (``format`` attribute ``energykit-fits``);
-        ``"measurements"``: only a NetCDF that is not a fit file; ``"json"``: only when it is a JSON object naming its ``schema`` (a price card);
+        ``"measurements"``: only a NetCDF that is not a fit file; ``"json"``: only a price card (its ``schema`` marker); the markers are those the kit writes
+        (:func:`kit_netcdf_kind`), never a word found in the text;
         any other existing file is not the kit's to overwrite.
     option : str
         How the user names the output (``--save``, ``-o``), for the message.
@@ -292,23 +373,15 @@ def check_output(path: str | Path, inputs=(), kind: str = "", option: str = "the
     if path.exists():
         if not path.is_file():
             raise EnergykitError(f"{option} {path} exists and is not a regular file; give a new file path")
-        if kind == "json":  # a JSON object the kit wrote (a price card names its schema)
-            try:
-                ours = "schema" in json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, TypeError, RecursionError):
-                ours = False
-            if not ours:
-                raise EnergykitError(f"{option} {path} exists and is not a file written by energykit; it would be "
-                                     "overwritten — give a new file path")
+        if kind == "json" and not _is_price_card(path):  # the kit's JSON output: a price card, by its schema
+            raise EnergykitError(f"{option} {path} exists and is not a price card written by energykit; it would be "
+                                 "overwritten — give a new file path")
         if kind in ("netcdf", "fits", "measurements"):
-            with open(path, "rb") as f:
-                magic = f.read(8)
-            if magic != b"\x89HDF\r\n\x1a\n":
+            have = kit_netcdf_kind(path)
+            if not have:
                 raise EnergykitError(f"{option} {path} exists and is not a NetCDF file written by energykit; "
                                      "it would be overwritten — give a new file path")
-        if kind in ("fits", "measurements"):  # a fit never replaces measurements, nor merged measurements a fit
-            is_fit = _netcdf_format(path) == "energykit-fits"
-            if is_fit != (kind == "fits"):
-                raise EnergykitError(f"{option} {path} exists and holds {'fits' if is_fit else 'measurements'}, not "
-                                     f"{kind}; it would be replaced — give a new file path")
+            if kind != "netcdf" and have != kind:  # a fit never replaces measurements, nor merged measurements a fit
+                raise EnergykitError(f"{option} {path} exists and holds {have}, not {kind}; it would be replaced — "
+                                     "give a new file path")
     return path

@@ -92,22 +92,30 @@ def container_launch(mounts: list[str], container_image: str | None = None, appt
     ``--container-workdir``) and ``slurm_python`` (the interpreter command in the image; with Apptainer,
     ``apptainer exec --nv --bind … SIF python3``).
     """
-    if container_image and apptainer:
+    if container_image is not None and apptainer is not None:
         raise EnergykitError("give --container-image (pyxis) or --apptainer (a .sif), not both")
+    for option, value in (("--container-image", container_image), ("--apptainer", apptainer)):
+        if value is not None and not value.strip():
+            raise ParamsError(f"{option} is empty; give an image (e.g. nvcr.io/nvidia/tensorrt-llm/release:TAG, or a "
+                              ".sif file), or leave the option out to run on the host")
     cwd = str(Path.cwd().resolve())
-    if container_image:
+    if container_image is None and apptainer is None:
+        return {}
+    tool = "pyxis (--container-mounts)" if container_image is not None else "apptainer (--bind)"
+    for m in list(mounts) + [cwd]:  # both tools read SRC[:DST[:OPTS]] lists separated by commas
+        check_text(m, "a folder to mount")
+        if "," in m or ":" in m:
+            raise ParamsError(f"folder {m[:120]!r} cannot be mounted by {tool}: ',' and ':' separate its mount list, "
+                              "so the path would add or change a mount; measure from and into folders without them")
+    if container_image is not None:
         if any(c.isspace() or c == "," for c in container_image):
-            raise EnergykitError(f"container image {container_image!r} has a space or comma; pyxis takes one "
+            raise EnergykitError(f"container image {container_image[:80]!r} has a space or comma; pyxis takes one "
                                  "image name such as nvcr.io/nvidia/tensorrt-llm/release:TAG")
-        bad = [m for m in mounts if "," in m or ":" in m]
-        if bad:
-            raise EnergykitError(f"folder {bad[0]!r} cannot be mounted by pyxis (',' or ':' in its path); "
-                                 "measure into a folder without them")
         return {"slurm_srun_args": [f"--container-image={container_image}",
                                     "--container-mounts=" + ",".join(f"{m}:{m}" for m in mounts),
                                     f"--container-workdir={cwd}"],
                 "slurm_python": shlex.quote(container_python)}
-    if apptainer:
+    if apptainer is not None:
         if not Path(apptainer).is_file():
             raise EnergykitError(f"apptainer image {apptainer!r} is not a file; build it with "
                                  "apptainer build energykit-trtllm.sif containers/energykit-trtllm.def")
@@ -137,16 +145,17 @@ def submit(params_path: str, count: int, partition: str | None = None, time_min:
     if not re.fullmatch(r"[A-Za-z0-9_./+-]+", container_python):
         raise ParamsError(f"--container-python {container_python[:60]!r}: one executable (a name or a path inside the "
                           "image, e.g. python3 or /usr/bin/python3), no spaces or shell syntax")
+    params = load_measure_params(params_path)
+    logs = Path(folder) if folder else Path(params.output) / "slurm"
+    # the image and every folder it mounts are checked before anything is submitted
+    launch = container_launch(container_mounts(params_path, params.output, logs), container_image, apptainer,
+                              container_python)
     indices = shards_to_submit(params_path, count, retry)
     if not indices:
         return []
-    params = load_measure_params(params_path)
     if shutil.which("srun") is None or shutil.which("sbatch") is None:
         raise EnergykitError("srun/sbatch are not on PATH: this is not a Slurm login node; run energykit submit "
                              "where Slurm is installed, or scripts/energykit_array.sbatch with sbatch")
-    logs = Path(folder) if folder else Path(params.output) / "slurm"
-    launch = container_launch(container_mounts(params_path, params.output, logs), container_image, apptainer,
-                              container_python) if (container_image or apptainer) else {}
     ex = submitit.AutoExecutor(folder=str(logs / "%j"), cluster="slurm",
                                **({"slurm_python": launch["slurm_python"]} if "slurm_python" in launch else {}))
     opts = dict(timeout_min=int(time_min), slurm_gres=f"gpu:{int(gpus_per_task)}", tasks_per_node=1,

@@ -41,7 +41,7 @@ __all__ = ["ModelTiming", "remaining_estimate_s", "timing_line", "LOG", "DATASET
            "FINGERPRINT", "LIBRARIES", "library_versions", "fingerprint", "fingerprint_difference",
            "check_device", "meter_kwargs", "MIN_COUNTER_PERIODS", "check_window", "SweepFailures", "run", "engine_gpus",
            "finalize", "engine_label", "LibraryCounter", "library_difference_line", "check_shard_setups",
-           "merged_provenance", "allocation_of"]
+           "merged_provenance", "allocation_of", "read_fingerprint", "read_provenance", "read_shard"]
 
 
 LOG = "windows.jsonl"
@@ -180,7 +180,12 @@ def check_window(params: MeasureParams, meter) -> None:
 
 
 class SweepFailures(EnergykitError):
-    """Windows of the sweep failed; the dataset holds the others and a rerun retries the failed ones."""
+    """Windows of the sweep failed; the dataset (``dataset``: its path, or None when no window completed and
+    none was written) holds the others and a rerun retries the failed ones."""
+
+    def __init__(self, message: str, dataset: Path | None = None):
+        super().__init__(message)
+        self.dataset = dataset
 
 
 def run(params: MeasureParams, params_path: str = "", progress: bool = True,
@@ -228,7 +233,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
             meter.check_exclusive()
         info = meter.info()
         new_print = fingerprint(params, info)
-        old_print = read_json(out / FINGERPRINT)
+        old_print = read_fingerprint(out)
         if old_print and "max_len" not in old_print.get("setup", {}):  # written before allocations were recorded
             old_print["setup"].update(allocation_of(read_json(out / "params.json")))
         diffs = fingerprint_difference(old_print, new_print) if old_print else []
@@ -263,7 +268,7 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
                                                    "cost": my_shard.cost,
                                                    "windows": [list(w) for w in my_shard.windows]})
         state_path = out / "provenance.json"
-        provenance = read_json(state_path)
+        provenance = read_provenance(out)
         if not provenance:
             provenance = {"meter": info, "energykit_commit": git_commit(), "params_file": str(params_path),
                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -338,12 +343,12 @@ def run(params: MeasureParams, params_path: str = "", progress: bool = True,
             lock.release()
     try:
         path = finalize(out, params)
-    except EnergykitError:
-        if failed:
-            raise SweepFailures(_failure_summary(failed, len(todo), out)) from None
+    except EnergykitError as e:
+        if failed:  # no window completed: no dataset was written, and the message says so
+            raise SweepFailures(f"{_failure_summary(failed, len(todo), out, written=False)} ({e})", None) from None
         raise
     if failed:
-        raise SweepFailures(_failure_summary(failed, len(todo), out))
+        raise SweepFailures(_failure_summary(failed, len(todo), out), path)
     return path
 
 
@@ -487,11 +492,12 @@ def timing_line(first: ModelTiming, last: ModelTiming, left: list[tuple[str, dic
     return line
 
 
-def _failure_summary(failed: list[dict], planned: int, out: Path) -> str:
+def _failure_summary(failed: list[dict], planned: int, out: Path, written: bool = True) -> str:
     why = Counter(r.get("error") or r.get("reason") or r["status"] for r in failed)
     top = "; ".join(f"{n}x {w[:80]}" for w, n in why.most_common(3))
-    return (f"{len(failed)} of {planned} windows failed ({top}); the dataset in {out} holds the others, "
-            "and running the same command again retries the failed ones")
+    held = (f"the dataset in {out} holds the others" if written
+            else f"no window completed, so no dataset was written in {out}")
+    return f"{len(failed)} of {planned} windows failed ({top}); {held}, and running the same command again retries the failed ones"
 
 
 def meter_kwargs(params: MeasureParams) -> dict:
@@ -522,7 +528,7 @@ def finalize(out: Path, params: MeasureParams | None = None) -> Path:
     if not ok:
         raise EnergykitError(f"{out / LOG}: no completed window to turn into a dataset")
     df = pd.DataFrame(ok).drop_duplicates(list(DIMS), keep="last")
-    df, attrs = dataset_frame(df, read_json(out / "provenance.json"), params)
+    df, attrs = dataset_frame(df, read_provenance(out), params)
     attrs.update(errors=sum(r.get("status") == "error" for r in records),
                  invalid_windows=sum(r.get("status") == "invalid" for r in records))
     ds = from_frame(df, source=str(out / LOG), attrs=attrs)
@@ -561,6 +567,62 @@ def engine_label(versions: dict) -> str:
     """A readable engine label from recorded versions, e.g. ``hf transformers-5.17.0 compiled``."""
     cls = ENGINES.get(versions.get("engine"))
     return cls.label(versions) if cls is not None else str(versions.get("engine", "unknown"))
+
+
+def _damaged(path: Path, what: str) -> DataError:
+    return DataError(f"{path}: damaged ({what}); it was edited by hand or torn — restore it from a copy, or measure "
+                     "into a new output folder")
+
+
+def read_fingerprint(folder: Path) -> dict:
+    """A folder's ``fingerprint.json`` (``{}`` when absent), its shape checked: ``setup`` and ``models`` objects."""
+    path = Path(folder) / FINGERPRINT
+    p = read_json(path)
+    if not p:
+        return p
+    setup, models = p.get("setup"), p.get("models")
+    if not isinstance(setup, dict) or not isinstance(models, dict):
+        raise _damaged(path, "expected the objects 'setup' and 'models'")
+    if not isinstance(setup.get("libraries", {}), dict):
+        raise _damaged(path, "setup.libraries is not an object")
+    for m, spec in models.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("geometry", {}), dict):
+            raise _damaged(path, f"model {m[:60]!r} is not an object with a geometry")
+    return p
+
+
+def read_provenance(folder: Path) -> dict:
+    """A folder's ``provenance.json`` (``{}`` when absent), its shape checked: ``meter`` and ``engines`` objects."""
+    path = Path(folder) / "provenance.json"
+    p = read_json(path)
+    if not isinstance(p.get("meter", {}), dict):
+        raise _damaged(path, "meter is not an object")
+    engines = p.get("engines", {})
+    if not isinstance(engines, dict) or not all(isinstance(v, dict) for v in engines.values()):
+        raise _damaged(path, "engines is not an object of objects")
+    limit = p.get("meter", {}).get("power_limit_w")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))):
+        raise _damaged(path, f"meter.power_limit_w {str(limit)[:40]!r} is not a number")
+    for k in ("idle_power_w",):
+        if k in p and (isinstance(p[k], bool) or not isinstance(p[k], (int, float))):
+            raise _damaged(path, f"{k} {str(p[k])[:40]!r} is not a number")
+    return p
+
+
+def read_shard(folder: Path) -> dict:
+    """A shard folder's ``shard.json`` (``{}`` when absent), its windows checked as (model, B, i, o, repeat) lists."""
+    path = Path(folder) / "shard.json"
+    p = read_json(path)
+    windows = p.get("windows")
+    if windows is None:
+        return p
+    if not isinstance(windows, list):
+        raise _damaged(path, "windows is not a list")
+    for w in windows:
+        if not (isinstance(w, list) and len(w) == 5 and isinstance(w[0], str)
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in w[1:])):
+            raise _damaged(path, f"window {str(w)[:60]} is not [model, batch_size, input_len, output_len, repeat]")
+    return p
 
 
 def _shard_folders(outputs) -> list[Path]:
@@ -604,7 +666,7 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
     check_shard_setups(folders, params)
     records = []
     for f in folders:
-        known = read_json(f / FINGERPRINT).get("models", {})
+        known = read_fingerprint(f).get("models", {})
         for rec in read_window_log(f / "windows.jsonl")[0]:
             if rec.get("status") == "ok" and rec["model"] not in known:  # a line from another sweep, or edited
                 raise DataError(f"{f / LOG} holds a window of model {str(rec['model'])[:60]!r}, which {f / FINGERPRINT} "
@@ -619,7 +681,7 @@ def merge(outputs, destination: str | Path, params: MeasureParams | None = None)
     df = df.sort_values("time", kind="stable")
     retried = int(df.duplicated(list(DIMS)).sum())
     df = df.drop_duplicates(list(DIMS), keep="last")
-    provenance = {f.name: read_json(f / "provenance.json") for f in folders}
+    provenance = {f.name: read_provenance(f) for f in folders}
     check_shard_meters(provenance)
     frame, attrs = dataset_frame(df, merged_provenance(provenance), params)
     gpus = sorted({str(g) for g in frame["gpu"]}) if "gpu" in frame else []
@@ -648,7 +710,7 @@ def check_shard_setups(folders: list[Path], params: MeasureParams | None = None)
     Every folder's ``fingerprint.json`` must equal the first one's (and the params', when given),
     except the GPU each shard ran on; a model measured in two folders must have one geometry.
     """
-    prints = {f: read_json(f / FINGERPRINT) for f in folders}
+    prints = {f: read_fingerprint(f) for f in folders}
     missing = [f for f, p in prints.items() if not p]
     if missing:
         raise DataError(f"{missing[0]} has no {FINGERPRINT}: its setup is unknown and cannot be checked against "
@@ -708,7 +770,7 @@ def status(outputs) -> pd.DataFrame:
         recs = read_window_log(f / "windows.jsonl")[0]
         ok = {tuple(r[d] for d in DIMS) for r in recs if r.get("status") == "ok"}
         failed = {tuple(r[d] for d in DIMS) for r in recs if r.get("status") != "ok"} - ok
-        planned = read_json(f / "shard.json").get("windows")
+        planned = read_shard(f).get("windows")
         planned = {tuple(w) for w in planned} if planned else None
         rows.append({"folder": str(f), "planned": len(planned) if planned else math.nan, "done": len(ok),
                      "failed": len(failed), "missing": len(planned - ok) if planned else math.nan})

@@ -400,7 +400,7 @@ class TestMergeIdentity:
         f = _shard(tmp_path / "out", "m", 0)
         with open(f / "windows.jsonl", "ab") as log:
             log.write(b'{"model": ' + line + b', "batch_size": 2, "input_len": 8, "output_len": 4, "repeat": 0, '
-                      b'"energy_j": 1.0, "status": "ok", "time": "t"}\n')
+                      b'"energy_j": 1.0, "duration_s": 0.1, "status": "ok", "time": "t"}\n')
         line = _one_line_error(*_run(["merge", f, "-o", tmp_path / "m.nc"], capsys))
         assert "does not list" in line and not (tmp_path / "m.nc").exists()
 
@@ -682,3 +682,502 @@ def test_fuzz_dataset_rows_exit_0_or_2_and_write_nothing(tmp_path_factory, rows,
         rc = cli.main(["fit", str(data), "--json", "--cv-folds", "2"])
     assert rc in (0, 2)
     assert _files(root) == before
+
+
+# --- issue 27: the price card, merge, NetCDF readers, container submission and reports -----------------------------
+
+def _card(n_draws=5):
+    """A small well-formed price card, as ``energykit export`` writes it (fitting.price_card), by hand."""
+    terms = [("theta1", ["input_len", "input_len"]), ("theta2", ["input_len", "output_len"]), ("theta3", ["input_len"]),
+             ("theta4", ["output_len", "output_len"]), ("theta5", ["output_len"]), ("theta0", [])]
+    coef = {"theta1": 1e-6, "theta2": 2e-5, "theta3": 1e-3, "theta4": 1e-5, "theta5": 0.05, "theta0": 5.0}
+    return {"schema": "energykit-price-card", "schema_version": 1, "level": 0.95, "loss": "l1", "models": [{
+        "model": "m", "gpu": "H200", "engine": "hf", "kind": "sweetspot",
+        "variables": {"input_len": {}, "output_len": {}},
+        "terms": [{"name": n, "factors": f} for n, f in terms],
+        "coefficients": coef, "draws": {k: [v * (1 + 0.01 * j) for j in range(n_draws)] for k, v in coef.items()},
+        "batch_sizes": [16], "ranges": {"input_len": [64.0, 4096.0], "output_len": [16.0, 1024.0],
+                                        "batch_size": [16.0, 16.0]}}]}
+
+
+def _set(card, path, value):
+    obj = card
+    for k in path[:-1]:
+        obj = obj[k]
+    obj[path[-1]] = value
+    return card
+
+
+class TestPriceCard:
+    """price.py checks a card whole in load_card, and every price/o_star argument; one-line ValueErrors."""
+
+    @pytest.mark.parametrize("path,value,field", [
+        (("models", 0, "coefficients", "theta1"), float("nan"), "theta1"),
+        (("models", 0, "coefficients", "theta0"), -1.0, "theta0"),
+        (("models", 0, "coefficients", "theta2"), "1e-5", "theta2"),
+        (("models", 0, "coefficients", "theta2"), True, "theta2"),
+        (("models", 0, "draws", "theta3"), [1e-3] * 4, "draws of theta3"),
+        (("models", 0, "draws", "theta4"), [1e-5, float("inf"), 1e-5, 1e-5, 1e-5], "draws of theta4"),
+        (("level",), 1.5, "level"), (("level",), 0, "level"), (("level",), "0.95", "level"),
+        (("models", 0, "ranges", "input_len"), [4096.0, 64.0], "reversed"),
+        (("models", 0, "ranges", "tokens"), [1.0, 2.0], "unknown variable"),
+        (("models", 0, "terms", 0, "factors"), ["input_len", "heads"], "unknown factor"),
+        (("models", 0, "terms", 0, "factors"), "input_len", "factors"),
+        (("models", 0, "batch_sizes"), [0], "batch_sizes"), (("models", 0, "batch_sizes"), [], "batch_sizes"),
+        (("models", 0, "model"), 7, "model"), (("models",), "m", "models"), (("models",), [], "models"),
+        (("models", 0), ["m"], r"models\[0\]"), (("schema_version",), 2, "version"),
+    ])
+    def test_a_bad_card_is_refused_naming_the_field(self, tmp_path, path, value, field):
+        from energykit import price
+
+        card = _set(_card(), path, value)
+        (tmp_path / "card.json").write_text(json.dumps(card))
+        with pytest.raises(ValueError, match=field) as e:
+            price.load_card(tmp_path / "card.json")
+        assert "\n" not in str(e.value)
+        with pytest.raises(ValueError, match=field):  # a card built by hand, never loaded, is checked too
+            price.price(card, "m", 512, 128, 16)
+
+    @pytest.mark.parametrize("text", ["[1, 2]", '"card"', "{", "\xff\xfe", "{\"schema\": \"energykit-price-card\", "
+                                      "\"schema_version\": 1}", "1" * 5000, "[" * 100000])
+    def test_a_malformed_file_is_one_value_error(self, tmp_path, text):
+        from energykit import price
+
+        (tmp_path / "card.json").write_bytes(text.encode("latin-1"))
+        with pytest.raises(ValueError, match="card"):
+            price.load_card(tmp_path / "card.json")
+
+    def test_a_fifo_card_is_refused_without_blocking(self, tmp_path):
+        from energykit import price
+
+        os.mkfifo(tmp_path / "card.json")
+        with pytest.raises(ValueError, match="not a regular file"):
+            price.load_card(tmp_path / "card.json")
+
+    @pytest.mark.parametrize("args", [(-1, 128, 16), (512, -5, 16), (512, 128, -16), (512, 128, 0), (512, 128, 1.5),
+                                      (512, 128, True), (float("nan"), 128, 16), (float("inf"), 1, 16),
+                                      (10**400, 1, 16), (512.0, 128, 16), ("512", 128, 16), (512, None, 16),
+                                      (np.bool_(True), 1, 16), (512, 10**7 + 1, 16)])
+    def test_price_arguments_are_integers_from_one(self, args):
+        from energykit import price
+
+        card = _card()
+        with pytest.raises(ValueError, match="must be an integer from 1"):
+            price.price(card, "m", *args)
+        if not (type(args[0]) is int and args[0] == 512 and type(args[2]) is int and args[2] == 16):
+            with pytest.raises(ValueError, match="must be an integer from 1"):
+                price.o_star(card, "m", args[0], args[2])
+
+    def test_numpy_integers_price_as_ints(self):
+        from energykit import price
+
+        card = _card()
+        assert price.price(card, "m", np.int64(512), np.int32(128), np.int64(16)) == price.price(card, "m", 512, 128, 16)
+
+    @settings(max_examples=150, deadline=None)
+    @given(where=st.sampled_from([("level",), ("models", 0, "coefficients", "theta1"), ("models", 0, "draws", "theta0"),
+                                  ("models", 0, "ranges", "output_len"), ("models", 0, "terms", 1),
+                                  ("models", 0, "variables"), ("models", 0, "batch_sizes"), ("models", 0, "gpu")]),
+           value=st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
+                              lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                              max_leaves=6),
+           i=st.integers(1, 10**7), o=st.integers(1, 10**7))
+    def test_fuzz_a_card_either_is_refused_or_prices_finite(self, where, value, i, o):
+        from energykit import price
+
+        card = _set(_card(), where, value)
+        try:
+            price.check_card(card)
+        except ValueError as e:
+            assert "\n" not in str(e)
+            return
+        j, lo, hi, _ = price.price(card, "m", i, o, 16)
+        assert all(np.isfinite([j, lo, hi])) and 0 <= lo <= j <= hi
+
+
+def _nc(tmp_path, name, mutate):
+    import xarray as xr
+
+    ds = xr.load_dataset(Path(__file__).resolve().parents[1] / "data" / "h200_hf_energykit" / "measurements.nc")
+    ds = mutate(ds)
+    ds.to_netcdf(tmp_path / name, engine="h5netcdf")
+    return tmp_path / name
+
+
+class TestReadersBoundAndValidate:
+    """Every reader checks sizes, duplicates, dtypes and the file's kind before it allocates or blocks."""
+
+    def test_huge_compressed_arrays_are_refused_from_the_header(self, tmp_path, capsys):
+        import h5py
+
+        with h5py.File(tmp_path / "big.nc", "w") as f:
+            f.create_dataset("energy_j", shape=(30000, 30000), dtype="f8", compression="gzip", chunks=(1000, 1000))
+        assert (tmp_path / "big.nc").stat().st_size < 100_000
+        for argv in (["fit", tmp_path / "big.nc"], ["design", tmp_path / "big.nc", "--budget", "8"]):
+            assert "header declares" in _one_line_error(*_run(argv, capsys))
+        from energykit.fitting import load_fits
+
+        with pytest.raises(FitError, match="header declares"):
+            load_fits(tmp_path / "big.nc")
+
+    @pytest.mark.parametrize("dim", ["input_len", "output_len", "model"])
+    def test_a_repeated_coordinate_value_is_refused(self, tmp_path, capsys, dim):
+        def dup(ds):
+            v = ds[dim].values.copy()
+            v[1] = v[0]
+            return ds.assign_coords({dim: v})
+
+        line = _one_line_error(*_run(["fit", _nc(tmp_path, "dup.nc", dup)], capsys))
+        assert "twice" in line
+
+    @pytest.mark.parametrize("var,kind", [("energy_j", str), ("energy_j", bool), ("duration_s", str)])
+    def test_energies_and_durations_must_be_numbers(self, tmp_path, capsys, var, kind):
+        def retype(ds):
+            units = ds[var].attrs["units"]
+            ds[var] = (ds[var] > 0) if kind is bool else ds[var].astype(str)
+            ds[var].attrs["units"] = units
+            return ds
+
+        line = _one_line_error(*_run(["fit", _nc(tmp_path, "t.nc", retype)], capsys))
+        assert var in line and ("text" in line or "booleans" in line)
+
+    @pytest.mark.parametrize("suffix,argv", [
+        (".nc", ["fit", "{}"]), (".csv", ["fit", "{}"]), (".jsonl", ["design", "{}", "--budget", "8"]),
+        (".csv", ["export", "{}", "-o", "card.json"]), ("config.json", ["predict", "--calibrate", "DATA",
+                                                                         "--geometry", "{}"])])
+    def test_a_fifo_is_refused_by_every_reader(self, tmp_path, capsys, suffix, argv):
+        fifo = tmp_path / f"data{suffix}" if suffix.startswith(".") else tmp_path / suffix
+        os.mkfifo(fifo)
+        data = Path(__file__).resolve().parents[1] / "data" / "h200_hf_energykit" / "measurements.nc"
+        argv = [str(a).replace("{}", str(fifo)).replace("DATA", str(data)) for a in argv]
+        argv = [str(tmp_path / a) if a == "card.json" else a for a in argv]
+        line = _one_line_error(*_run(argv, capsys))
+        assert "not a regular file" in line
+
+    def test_a_fifo_as_plan_timing_or_window_log_is_refused(self, tmp_path, capsys):
+        os.mkfifo(tmp_path / "timing.csv")
+        path = _write(tmp_path / "p.yaml", _params(output=str(tmp_path / "out"), plan_timing=str(tmp_path / "timing.csv")))
+        assert "not a regular file" in _one_line_error(*_run(["plan", path, "--shards", "2"], capsys))
+        (tmp_path / "sweep").mkdir()
+        os.mkfifo(tmp_path / "sweep" / "windows.jsonl")
+        assert "not a regular file" in _one_line_error(*_run(["status", tmp_path / "sweep"], capsys))
+
+    @pytest.mark.parametrize("text", ['"num_key_value_heads": NaN', '"num_hidden_layers": Infinity',
+                                      '"max_position_embeddings": 1e400', '"vocab_size": -Infinity'])
+    def test_non_finite_geometry_in_a_config_is_refused(self, tmp_path, capsys, text):
+        cfg = {"model_type": "llama", "hidden_size": 2048, "num_attention_heads": 32, "num_hidden_layers": 16,
+               "vocab_size": 128256}
+        body = json.dumps(cfg)[:-1] + ", " + text + "}"
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "config.json").write_text(body)
+        data = Path(__file__).resolve().parents[1] / "data" / "h200_hf_energykit" / "measurements.nc"
+        line = _one_line_error(*_run(["predict", "--calibrate", data, "--geometry", tmp_path / "m"], capsys))
+        assert "config.json" in line
+
+    @pytest.mark.parametrize("fmt", ["csv", "jsonl", "log"])
+    @pytest.mark.parametrize("column", ["energy_j", "batch_size", "duration_s"])
+    def test_integers_of_hundreds_of_digits_are_one_line(self, tmp_path, capsys, fmt, column):
+        """pandas and float() overflow on an integer of 400 digits; the checks name the value instead."""
+        row = {"model": "a", "batch_size": 1, "input_len": 64, "output_len": 16, "repeat": 0, "energy_j": 5,
+               "duration_s": 1}
+        huge = "1" + "0" * 400
+        if fmt == "log":
+            f = _shard(tmp_path / "out", "m", 0)
+            text = (f / "windows.jsonl").read_text()
+            key = {"energy_j": '"energy_j": 10.0', "duration_s": '"duration_s": 0.1', "batch_size": '"batch_size": 2'}[column]
+            (f / "windows.jsonl").write_text(text.replace(key, key.split(":")[0] + ": " + huge, 1))
+            argv = ["merge", f, "-o", tmp_path / "m.nc"]
+        else:
+            body = (",".join(row) + "\n" + ",".join(huge if k == column else str(v) for k, v in row.items()) + "\n"
+                    if fmt == "csv" else json.dumps(row).replace(f'"{column}": {row[column]}', f'"{column}": {huge}') + "\n")
+            (tmp_path / f"d.{fmt}").write_text(body)
+            argv = ["fit", tmp_path / f"d.{fmt}"]
+        line = _one_line_error(*_run(argv, capsys))
+        assert column in line and len(line) < 400
+
+    @pytest.mark.parametrize("argv", [["--input-lens", "1" + "0" * 400], ["--output-lens", "100000000"],
+                                      ["--batch-size", "1" + "0" * 30]])
+    def test_lengths_beyond_ten_million_are_usage_errors(self, capsys, argv):
+        data = Path(__file__).resolve().parents[1] / "data" / "h200_hf_energykit" / "measurements.nc"
+        with pytest.raises(SystemExit) as e:
+            cli.main(["predict", str(data), *argv])
+        assert e.value.code == 2 and "over 1e+07" in capsys.readouterr().err
+
+
+class TestMergeValidatesRecords:
+    """merge and status check every completed window as the readers do, and refuse damaged state in one line."""
+
+    @pytest.mark.parametrize("field,value,what", [("energy_j", -5.0, "not positive"), ("energy_j", 0, "not positive"),
+                                                  ("energy_j", "12", "not a number"), ("energy_j", True, "not a number"),
+                                                  ("energy_j", 1e13, "over"), ("energy_j", None, "not a number"),
+                                                  ("duration_s", -1, "duration_s"), ("duration_s", "1", "duration_s"),
+                                                  ("output_tokens", -3, "output_tokens")])
+    def test_a_bad_window_is_refused_naming_its_line(self, tmp_path, capsys, field, value, what):
+        f = _shard(tmp_path / "out", "m", 0)
+        lines = (f / "windows.jsonl").read_text().splitlines()
+        rec = json.loads(lines[1])
+        rec[field] = value
+        lines[1] = json.dumps(rec)
+        (f / "windows.jsonl").write_text("\n".join(lines) + "\n")
+        line = _one_line_error(*_run(["merge", f, "-o", tmp_path / "m.nc"], capsys))
+        assert "line 2" in line and what in line and not (tmp_path / "m.nc").exists()
+
+    @pytest.mark.parametrize("name,text", [("fingerprint.json", "[1]"), ("fingerprint.json", '{"setup": 1, "models": {}}'),
+                                           ("fingerprint.json", '{"setup": {}, "models": {"m": []}}'),
+                                           ("fingerprint.json", '{"setup": {"libraries": 3}, "models": {}}'),
+                                           ("provenance.json", '{"meter": "x"}'),
+                                           ("provenance.json", '{"engines": {"m": 1}}'),
+                                           ("provenance.json", '{"meter": {"power_limit_w": "700"}}'),
+                                           ("provenance.json", "{\"meter"), ("provenance.json", "\xff")])
+    def test_damaged_state_files_are_one_line_in_merge(self, tmp_path, capsys, name, text):
+        f = _shard(tmp_path / "out", "m", 0)
+        (f / name).write_bytes(text.encode("latin-1"))
+        line = _one_line_error(*_run(["merge", f, "-o", tmp_path / "m.nc"], capsys))
+        assert name in line and not (tmp_path / "m.nc").exists()
+
+    @pytest.mark.parametrize("text", ['{"windows": [1, 2]}', '{"windows": "abc"}', '{"windows": [["m", 2, 8]]}',
+                                      '{"windows": [["m", true, 8, 4, 0]]}', "[]"])
+    def test_damaged_shard_json_is_one_line_in_status(self, tmp_path, capsys, text):
+        f = _shard(tmp_path / "out", "m", 0)
+        (f / "shard.json").write_text(text)
+        assert "shard.json" in _one_line_error(*_run(["status", f], capsys))
+
+
+class TestOutputMarkers:
+    """The kit replaces only files carrying its own marker; each writer has its own temp file."""
+
+    @pytest.mark.parametrize("text", ['{"schema": "mine"}', '{"schema": null, "x": 1}', '["schema"]',
+                                      '{"notes": "schema"}', '{"schema": "energykit-price-card-v2"}'])
+    def test_export_never_replaces_a_json_that_is_not_a_card(self, tmp_path, capsys, text, synthetic_csv):
+        victim = tmp_path / "card.json"
+        victim.write_text(text)
+        line = _one_line_error(*_run(["export", synthetic_csv, "-o", victim], capsys))
+        assert "not a price card" in line and victim.read_text() == text
+
+    def test_export_replaces_its_own_card(self, tmp_path, capsys, synthetic_csv):
+        card = tmp_path / "card.json"
+        card.write_text(json.dumps(_card()))
+        assert _run(["export", synthetic_csv, "-o", card], capsys)[0] == 0
+        assert json.loads(card.read_text())["models"][0]["model"] != "m"
+
+    @pytest.mark.parametrize("argv", [["fit", "DATA", "--save", "OUT"]])
+    def test_an_hdf5_file_without_the_kit_marker_is_never_replaced(self, tmp_path, capsys, argv, synthetic_csv):
+        import h5py
+
+        victim = tmp_path / "mine.nc"
+        with h5py.File(victim, "w") as f:
+            f.attrs["title"] = "energykit energy_j fits"  # words in the text are no marker
+            f["x"] = np.arange(3)
+        before = victim.read_bytes()
+        argv = [str(synthetic_csv) if a == "DATA" else str(victim) if a == "OUT" else a for a in argv]
+        assert "not a NetCDF file written by energykit" in _one_line_error(*_run(argv, capsys))
+        assert victim.read_bytes() == before
+
+    def test_merge_never_replaces_a_foreign_hdf5(self, tmp_path, capsys):
+        import h5py
+
+        f = _shard(tmp_path / "out", "m", 0)
+        with h5py.File(tmp_path / "m.nc", "w") as h:
+            h["x"] = np.arange(3)
+        before = (tmp_path / "m.nc").read_bytes()
+        _one_line_error(*_run(["merge", f, "-o", tmp_path / "m.nc"], capsys))
+        assert (tmp_path / "m.nc").read_bytes() == before
+
+    def test_each_writer_has_its_own_temp_file_and_leaves_none(self, tmp_path):
+        import threading
+
+        from energykit.state import atomic_write_text, temp_path
+
+        a, b = temp_path(tmp_path / "x.json"), temp_path(tmp_path / "x.json")
+        assert a != b and a.name.startswith(".x.json.") and a.name.endswith(".tmp")
+        a.unlink()
+        b.unlink()
+        texts = [json.dumps({"writer": k, "pad": "x" * 200_000}) for k in range(8)]
+        threads = [threading.Thread(target=atomic_write_text, args=(tmp_path / "x.json", t)) for t in texts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert (tmp_path / "x.json").read_text() in texts  # one writer's whole text, never a mix
+        assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+    def test_a_full_disk_is_one_line_before_h5py_writes(self, tmp_path, capsys, synthetic_csv, monkeypatch):
+        import shutil as _shutil
+
+        from energykit import state
+
+        monkeypatch.setattr(state.shutil, "disk_usage", lambda p: _shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
+        line = _one_line_error(*_run(["fit", synthetic_csv, "--save", tmp_path / "f.nc"], capsys))
+        assert "free" in line and sorted(p.name for p in tmp_path.iterdir()) == ["synthetic.csv"]
+
+    def test_the_catalog_lists_finished_sets_and_never_replaces_a_users_index(self, tmp_path):
+        from energykit import report
+
+        reports = tmp_path / "reports"
+        done, building, foreign = reports / "a", reports / ".b.building-1-x", reports / "c"
+        for d in (done, building, foreign):
+            d.mkdir(parents=True)
+        for d in (done, building):
+            (d / report.BUILD_FILE).write_text(json.dumps({"format": report.REPORT_FORMAT, "label": d.name}))
+            (d / "index.html").write_text("pages")
+        (foreign / report.BUILD_FILE).write_text('{"label": "not ours"}')
+        (foreign / "index.html").write_text("x")
+        page = report.write_catalog(reports).read_text()
+        assert 'href="a/index.html"' in page and "building" not in page and 'href="c/' not in page
+        (reports / "index.html").write_text("<h1>my own index, energykit reports</h1>")
+        assert report.write_catalog(reports) is None
+        assert (reports / "index.html").read_text() == "<h1>my own index, energykit reports</h1>"
+
+    def test_report_out_refuses_a_folder_the_kit_did_not_build(self, tmp_path, capsys):
+        (tmp_path / "site").mkdir()
+        (tmp_path / "site" / "index.html").write_text("my site")
+        line = _one_line_error(*_run(["report", "--out", tmp_path / "site", "--only", "02_fit"], capsys))
+        assert "did not build" in line and (tmp_path / "site" / "index.html").read_text() == "my site"
+
+
+class TestContainerPaths:
+    """Every folder reaching apptainer --bind or pyxis --container-mounts is checked for their separators."""
+
+    @pytest.mark.parametrize("tool", ["container_image", "apptainer"])
+    @pytest.mark.parametrize("folder", ["/tmp/out,/etc:/mnt", "/tmp/o:x", "/tmp/a,b", "/tmp/x\u202eq"])
+    def test_a_separator_in_a_mounted_folder_is_refused(self, tmp_path, tool, folder):
+        from energykit.submit import container_launch
+
+        sif = tmp_path / "img.sif"
+        sif.write_text("")
+        kw = {"container_image": "nvcr.io/nvidia/tensorrt-llm/release:1.0"} if tool == "container_image" \
+            else {"apptainer": str(sif)}
+        with pytest.raises(EnergykitError, match="cannot be mounted|control character"):
+            container_launch([str(tmp_path), folder], **kw)
+
+    @pytest.mark.parametrize("opt", [["--container-image", ""], ["--apptainer", ""], ["--container-image", " "]])
+    def test_an_empty_image_is_refused_not_run_on_the_host(self, tmp_path, capsys, opt):
+        pytest.importorskip("submitit")
+        path = _write(tmp_path / "p.yaml", _params(output=str(tmp_path / "out")))
+        line = _one_line_error(*_run(["submit", path, "--shards", "2", *opt], capsys))
+        assert "empty" in line and not (tmp_path / "out").exists()
+
+    def test_the_apptainer_bind_of_a_comma_output_is_refused_end_to_end(self, tmp_path, capsys):
+        pytest.importorskip("submitit")
+        (tmp_path / "img.sif").write_text("")
+        (tmp_path / "params").mkdir()  # the output is outside the params folder and the working directory
+        path = _write(tmp_path / "params" / "p.yaml", _params(output=str(tmp_path / "o,") + "/etc:/mnt"))
+        line = _one_line_error(*_run(["submit", path, "--shards", "2", "--apptainer", tmp_path / "img.sif"], capsys))
+        assert "apptainer (--bind)" in line
+
+
+class TestDesignScales:
+    """design scores every candidate at once beyond a size, with the same choices as the reference search."""
+
+    @pytest.mark.parametrize("n,budget,seed", [(300, 30, 0), (500, 12, 1), (200, 40, 2)])
+    def test_the_scalable_search_chooses_as_the_reference(self, monkeypatch, n, budget, seed):
+        from energykit import design
+
+        rng = np.random.default_rng(seed)
+        cells = np.unique(np.c_[rng.integers(16, 8192, n), rng.integers(16, 4096, n)], axis=0)
+        exact = design.d_optimal(cells, budget)
+        monkeypatch.setattr(design, "EXACT_SEARCH_LIMIT", 0)
+        fast = design.d_optimal(cells, budget)
+
+        def logdet(chosen):
+            cand = np.asarray(sorted({tuple(c) for c in cells}))
+            rows = design._rows(np.asarray(chosen), design.DECODE_TO_PREFILL_COST)
+            scale = cand.max(axis=0) / np.asarray(chosen).max(axis=0)
+            return design._logdet(rows), scale
+
+        assert logdet(fast)[0] >= logdet(exact)[0] - 1e-6 * abs(logdet(exact)[0])
+
+    @pytest.mark.slow
+    def test_sixty_thousand_cells_at_budget_one_hundred_finish(self, tmp_path, capsys):
+        i = np.repeat(np.arange(16, 16 + 300 * 16, 16), 200)
+        o = np.tile(np.arange(8, 8 + 200 * 8, 8), 300)
+        e = 1e-6 * i ** 2 + 2e-5 * i * o + 1e-3 * i + 1e-5 * o ** 2 + 0.05 * o + 5
+        pd.DataFrame(dict(model="big", batch_size=1, input_len=i, output_len=o, repeat=0, energy_j=e,
+                          duration_s=0.1)).to_csv(tmp_path / "big.csv", index=False)
+        rc = cli.main(["design", str(tmp_path / "big.csv"), "--budget", "100", "--json"])
+        out = json.loads(capsys.readouterr().out)
+        assert rc == 0 and len(out["models"]["big"]["cells"]) == 100
+
+
+class TestInterrupts:
+    """SIGINT/SIGTERM end a command with one line, and what was half-written is removed."""
+
+    @pytest.mark.parametrize("signum", [2, 15])
+    def test_a_signal_while_saving_fits_leaves_no_temp_file(self, tmp_path, capsys, monkeypatch, signum,
+                                                              synthetic_csv):
+        import signal
+
+        import xarray as xr
+
+        real = xr.Dataset.to_netcdf
+
+        def interrupted(self, path, *a, **k):
+            real(self, path, *a, **k)
+            os.kill(os.getpid(), signum)
+
+        monkeypatch.setattr(xr.Dataset, "to_netcdf", interrupted)
+        rc, err = _run(["fit", synthetic_csv, "--save", tmp_path / "f.nc"], capsys)
+        assert rc == 128 + signum and f"interrupted ({signal.Signals(signum).name})" in err
+        assert len(err.strip().splitlines()) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["synthetic.csv"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+
+
+class TestReportPaths:
+    """A relative --params is the working directory's file, and a build touches nothing beside --out."""
+
+    def test_a_relative_params_from_another_folder_is_that_folders_file(self, tmp_path, capsys, monkeypatch):
+        (tmp_path / "params").mkdir()
+        (tmp_path / "params" / "report.yaml").write_text("label: [unclosed\n")  # the repository's file is valid
+        monkeypatch.chdir(tmp_path)
+        line = _one_line_error(*_run(["report", "--params", "params/report.yaml", "--out", "x"], capsys))
+        assert str(tmp_path / "params" / "report.yaml") in line and not (tmp_path / "x").exists()
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+    def test_a_signal_during_a_build_is_one_line_and_leaves_no_temporary_folder(self, tmp_path, signame):
+        """nbclient kills the kernel on a signal while a notebook runs (a DeadKernelError): still one line."""
+        import signal
+        import subprocess
+        import time
+
+        reports = tmp_path / "reports"
+        reports.mkdir()
+        (reports / "index.html").write_text("<h1>mine</h1>")
+        root = Path(__file__).resolve().parents[1]
+        p = subprocess.Popen([sys.executable, "-m", "energykit", "report", "--out", str(reports / "new"), "--only",
+                              "02_fit"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        for line in p.stdout:  # the fit is done and the notebook runs
+            if line.startswith("fitted once"):
+                break
+        time.sleep(3)
+        p.send_signal(getattr(signal, signame))
+        _, err = p.communicate(timeout=120)
+        lines = [l for l in err.splitlines() if l.startswith("energykit:")]
+        assert p.returncode in (130, 128 + getattr(signal, signame)) and len(lines) == 1, err
+        assert "interrupted" in lines[0] and "Traceback" not in err
+        assert sorted(x.name for x in reports.iterdir()) == ["index.html"]
+        assert (reports / "index.html").read_text() == "<h1>mine</h1>"
+
+
+def test_the_kits_files_are_readable_as_any_new_file(tmp_path):
+    """Each writer's own temp file (mkstemp, mode 0600) gets the usual mode before it becomes the target."""
+    from energykit.state import atomic_write_text
+
+    atomic_write_text(tmp_path / "card.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "card.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("folder", ["h100_paper_families_pilot", "h200_hf_energykit"])
+def test_the_bundled_real_sweeps_pass_every_new_check(folder):
+    """The stricter record, state and NetCDF checks accept what real sweeps on H100/H200 wrote."""
+    from energykit import dataset, sweep
+    from energykit.iotools import read_window_log
+
+    f = Path(__file__).resolve().parents[1] / "data" / folder
+    assert read_window_log(f / "windows.jsonl")[1]["records"] > 0
+    if (f / "fingerprint.json").exists():
+        sweep.read_fingerprint(f), sweep.read_provenance(f), sweep.read_shard(f)
+    assert dataset.load(f / "measurements.nc").sizes["model"] == 2

@@ -141,6 +141,8 @@ def test_failing_notebook_is_one_line_and_replaces_no_report(tmp_path):
     out = tmp_path / "reports"
     out.mkdir()
     (out / "05_planning.html").write_text("the previous report")
+    (out / "index.html").write_text("the previous index")  # a finished build, by the marker the kit writes
+    (out / report.BUILD_FILE).write_text(json.dumps({"format": report.REPORT_FORMAT}))
     p = subprocess.run([sys.executable, "-m", "energykit", "report", "--params", str(tmp_path / "p.yaml"),
                         "--out", str(out), "--only", "05_planning"], capture_output=True, text=True, cwd=ROOT,
                        timeout=3600)
