@@ -82,7 +82,7 @@ from .hardware import simulate as simulate_windows
 from .intervals import LEVEL, estimate_interval
 from .iotools import read_trace, resolve
 from .model import BATCHED
-from .state import _netcdf_format
+from .state import kit_netcdf_kind
 
 __all__ = ["REQUEST_FIELDS", "WINDOW_FIELDS", "EXACT_SHAPLEY_MAX", "SHAPLEY_MAX", "Replay", "read_replay", "write_replay",
            "Occupancy", "occupancy", "StepTime", "step_time", "schedule", "predict", "attribute", "shapley",
@@ -560,7 +560,7 @@ def server_fit(source, model: str | None = None, loss: str = "l1", cv_folds: int
     """The batch-aware fit of the replayed server from ``source``: a fit file (``energykit fit --save``)
     or measured data (one path or a list, fitted here); ``model``/``prefer`` as in :func:`batched_fit`."""
     paths = [source] if isinstance(source, (str, Path)) else list(source)
-    if len(paths) == 1 and str(paths[0]).endswith(".nc") and _netcdf_format(resolve(paths[0])) == "energykit-fits":
+    if len(paths) == 1 and str(paths[0]).endswith(".nc") and kit_netcdf_kind(resolve(paths[0])) == "fits":
         fits = load_fits(paths[0])
     else:
         fits = fit_dataset(load_many(paths), models=[model] if model else None, loss=loss, cv_folds=cv_folds)
