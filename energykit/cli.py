@@ -202,7 +202,7 @@ def cmd_report(args) -> int:
     t0 = time.perf_counter()
     build(args.params, out, args.only or None, rendered_by=command)
     # the catalog: the repository's reports/index.html, or one the kit wrote before in another reports/ folder
-    listed = out.parent.name == "reports" and (out.parent.resolve() == (repo_root() / "reports").resolve()
+    listed = out.parent.name == "reports" and (out.parent.resolve() == (root / "reports").resolve()
                                                or (out.parent / "index.html").exists())
     catalog = write_catalog(out.parent) if listed else None
     if listed and catalog is None:
