@@ -584,7 +584,7 @@ def cmd_attribute(args) -> int:
     rep = read_replay(folder, idle_power_w=args.idle_power_w)
     fit = server_fit(args.fit, args.model, args.loss, prefer=rep.meta.get("model"))
     windows, whole = predict(rep, fit, window_s=args.window_s)
-    table, totals = attribute(rep, fit, with_shapley=not args.no_shapley)
+    table, totals = attribute(rep, fit, with_shapley=not args.no_shapley, progress=sys.stderr.isatty())
     atomic_write_text(out, table.to_csv(index=False))
     numbers = summary_numbers(whole, totals)
     if args.json:

@@ -777,7 +777,8 @@ def _window_runs(first: np.ndarray, last: np.ndarray, w: int) -> np.ndarray:
 
 
 def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: int = 200, seed: int = 0,
-              exact_max: int = EXACT_SHAPLEY_MAX, max_batch: int | None = None) -> tuple[pd.DataFrame, dict]:
+              exact_max: int = EXACT_SHAPLEY_MAX, max_batch: int | None = None,
+              progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """Each served request's share of the measured energy [J], by equal split and by Shapley value.
 
     Returns one row per served request and the totals: ``measured_busy_j`` (the meter windows that
@@ -795,7 +796,8 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
     run out of the split),
     ``shapley_model_j``, ``energy_shapley_j`` (Shapley scaled so that each busy period's total
     equals its ``energy_j`` total), ``shapley_stderr_j``, ``shapley_method``, ``shapley_diff_pct``,
-    ``energy_per_token_j`` (per delivered token), ``busy_period``.
+    ``energy_per_token_j`` (per delivered token), ``busy_period``. ``progress`` shows a bar over the
+    busy periods of a long replay (the CLI on a terminal; never inside a report page).
     """
     fit = batched_fit(fit)
     served = replay.served
@@ -834,7 +836,7 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
         tw, t0 = float(fit.params["thetaw"]), float(fit.params["theta0"])
         periods = table.groupby("busy_period").indices.items()
         for p, idx in tqdm(periods, desc="Shapley values per busy period", unit="period", leave=False,
-                           disable=len(table) <= 2 * exact_max):
+                           disable=not progress or len(table) <= 2 * exact_max):
             ph, s, how = shapley(table["sent_s"].to_numpy()[idx], table["output_len"].to_numpy()[idx], tw, t0, step,
                                  cap, n_permutations, seed + int(p), exact_max)
             phi[idx], se[idx], method[idx] = ph, s, how

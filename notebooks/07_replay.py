@@ -79,9 +79,8 @@ if simulated:
                                  step, prefill_s, window_s=SIM_WINDOW_S, noise_pct=SIM_NOISE_PCT, seed=0)
     source = (f"The first {replay_requests} requests of `{trace_path}` at their arrival times (×{replay_time_scale:g}); "
               f"server: {server}; meter windows of {SIM_WINDOW_S:g} s with {SIM_NOISE_PCT:g} % noise")
-    display(Markdown(f"# ⚠ SIMULATED REPLAY\n\n**Nothing on this page was measured.** {source}. It shows what the "
-                     "analysis reports on a measured replay (`energykit replay`, then `replay_dir`), and checks that "
-                     "the attribution recovers energies the simulator knows."))
+    display(Markdown("# ⚠ SIMULATED REPLAY\n\n**Nothing on this page was measured**: the request stream, the "
+                     "server and its meter are simulated (what, exactly: the key results below)."))
 else:
     rep = replay.read_replay(replay_dir)
     fit = replay.server_fit(replay_fit or data, loss=loss, cv_folds=cv_folds, prefer=rep.meta.get("model"))
@@ -109,7 +108,9 @@ plots.replay_windows(windows, ax=ax)
 ax.set_title(("SIMULATED — " if simulated else "") + f"energy per {replay_window_s:g} s window")
 plt.show()
 summary.table(windows[["start_s", "end_s", "measured_j", "predicted_j", "predicted_j_low", "predicted_j_high",
-                       "idle_j", "error_pct"]], index=None)
+                       "idle_j", "error_pct"]], index="start_s").rename_axis("window from [s]").rename(columns={
+    "end s": "to [s]", "measured j": "measured [J]", "predicted j [95 %]": "predicted [J] [95 %]",
+    "idle j": "of which idle over gaps [J]", "error pct": "prediction error [%]"})
 
 # %% [markdown]
 # ## Who was in the batch, and when?
@@ -153,7 +154,12 @@ cols = ["request_id", "input_len", "output_len", "own_j", "shared_j", "energy_j"
 if truth is not None:
     table["true_energy_j"] = truth.reindex(table["request_id"]).to_numpy()
     cols.append("true_energy_j")
-summary.table(table[cols], index="request_id")
+summary.table(table[cols], index="request_id").rename(columns={
+    "input len": "input [tokens]", "output len": "output [tokens]", "own j": "own terms [J]",
+    "shared j": "share of steps [J]", "energy j": "equal split [J]", "energy shapley j": "Shapley [J]",
+    "shapley stderr j": "Shapley std. error [J]", "shapley diff pct": "Shapley vs equal split [%]",
+    "energy per token j": "per delivered token [J]", "busy period": "busy period", "shapley method": "Shapley by",
+    "true energy j": "simulator's true energy [J]"})
 
 # %% [markdown]
 # ## What was measured, what was modelled, what was simulated
