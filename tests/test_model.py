@@ -164,13 +164,14 @@ def test_saved_fits_keep_the_batched_fit(tmp_path):
 
 
 @pytest.mark.slow
-def test_fit_design_and_predict_json_are_byte_identical_to_before_the_model_home():
+def test_fit_design_and_predict_json_equal_what_they_were_before_the_model_home():
+    """To 1e-5 relative (golden_numbers.REL_TOL): byte-identical holds only in the environment that wrote them."""
     import sys
 
     sys.path.insert(0, str(fitting.Path(__file__).resolve().parents[1] / "tools"))
     import golden_numbers
 
-    assert golden_numbers.differing() == []
+    assert golden_numbers.differences() == {}
 
 
 def test_maps_at_an_unmeasured_batch_are_marked_extrapolated_and_traces_need_one_batch():
