@@ -440,13 +440,14 @@ def test_done_when_a_real_server_replay_is_measured_predicted_and_attributed(tmp
 
     sweep, out = tmp_path / "sweep", tmp_path / "replay"
     cli("measure", str(_params(tmp_path, url, model, "auto", sweep, models=model)))
-    params = {"trace": str(_trace(tmp_path, 30, gap_s=0.1, seed=3)), "serve": {"url": url, "model": model},
+    params = {"trace": str(_trace(tmp_path, 30, gap_s=0.3, seed=3, burst=3)), "serve": {"url": url, "model": model},
               "model": model, "window_s": 1.0, "meter": "process_cpu", "idle_s": 1.0, "output": str(out)}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(params))
     cli("replay", str(tmp_path / "r.yaml"), "--no-progress")
     got = json.loads(cli("attribute", str(out), "--fit", str(sweep / "measurements.nc"), "--json"))["totals"]
     table = pd.read_csv(out / "attribution.csv")
     assert len(table) == 30 and np.isfinite(got["whole_predicted_j"]) and got["busy_periods"] >= 1
+    assert (table.groupby("busy_period").size() > 1).any()  # requests that shared the server's time
     assert table["energy_j"].sum() == pytest.approx(got["measured_busy_j"] + got["modelled_invalid_j"], rel=1e-9)
 
 

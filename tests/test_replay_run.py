@@ -23,10 +23,11 @@ REQUEST_KEYS = {"request_id", "arrival_s", "sent_s", "first_token_s", "last_toke
                 "prompt_tokens", "completion_tokens", "ok", "error"}
 
 
-def _trace(tmp_path, n=10, gap_s=0.05, seed=0):
+def _trace(tmp_path, n=10, gap_s=0.05, seed=0, burst=1):
+    """A trace of ``n`` requests, ``burst`` of them arriving together every ``gap_s`` [s]."""
     rng = np.random.default_rng(seed)
     path = tmp_path / "trace.csv"
-    pd.DataFrame({"arrival_s": np.arange(n) * gap_s, "input_len": rng.integers(4, 32, n),
+    pd.DataFrame({"arrival_s": (np.arange(n) // burst) * gap_s, "input_len": rng.integers(4, 32, n),
                   "output_len": rng.integers(2, 12, n)}).to_csv(path, index=False)
     return path
 
@@ -118,7 +119,9 @@ def test_the_azure_trace_gives_arrivals_from_its_timestamps():
 def test_a_replay_of_30_overlapping_requests_against_the_real_server(tmp_path, real_server):  # noqa: F811
     url, model = real_server
     out = tmp_path / "replay"
-    params = {"trace": str(_trace(tmp_path, 30, gap_s=0.1, seed=3)), "serve": {"url": url, "model": model},
+    # overlapping by construction: 3 requests arrive together every 0.3 s (with one request every 0.1 s, a quiet
+    # machine served each before the next arrived, and nothing overlapped)
+    params = {"trace": str(_trace(tmp_path, 30, gap_s=0.3, seed=3, burst=3)), "serve": {"url": url, "model": model},
               "model": model, "window_s": 1.0, "meter": "process_cpu", "idle_s": 1.0, "output": str(out)}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(params))
     r = subprocess.run([sys.executable, "-m", "energykit", "replay", str(tmp_path / "r.yaml"), "--no-progress"],
