@@ -252,7 +252,7 @@ class HFEngine(Engine):
         # the probe files' labels (transformers-5.17-...) name no attention: transformers' default, sdpa
         if "sdpa" in label or (("hf" in label or "transformers" in label) and "flex" not in label):
             return (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
-                    "KV heads (sdpa), so KV-cache savings do not show; see the README's engine table.")
+                    "KV heads (sdpa), so KV-cache savings do not show; see docs/engines.md.")
         return ""
 
     def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", device="auto", compile=True,
