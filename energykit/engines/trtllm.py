@@ -57,273 +57,38 @@ device, so ``torch.cuda.synchronize()`` in :meth:`TrtLlmEngine.synchronize` wait
 ``BuildConfig``) are read from the installed version. A family the PyTorch backend lacks runs
 only through the TensorRT engine build, which is refused (above); the refusal is one line naming the
 installed version and the reason, before any GPU time.
+
+**Where the parts live.** This module holds the engine (:class:`TrtLlmEngine`, its params section
+:class:`TrtLlmOptions` and the ``LLM`` it builds per batch size); :mod:`energykit.engines.trtllm_flow` the
+release it targets, the architectures of each flow and the refusals before any GPU time;
+:mod:`energykit.engines.trtllm_batch` the whole-batch fetch and the per-call batch check. Their public names
+are re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
-import queue
 import random
-import sys
-import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from ..errors import EngineError, MissingExtraError, ParamsError
+from ..errors import EngineError, ParamsError
 from .base import Engine, Generation, Request
-from .hf_config import ARCHITECTURES, hf_config
+from .hf_config import hf_config
+from .trtllm_batch import ADMIT_WAIT_S, BATCH_WAIT_MS, PROTOCOL, QUEUE_WAIT_S, WholeBatchFetch, batch_check
+from .trtllm_flow import (BACKENDS, FLOWS, INSTALL_HINT, SINGLE_PROCESS_ENV, TARGET_VERSION, _check_one_gpu, _import,
+                          check_supported, choose_flow, hf_architecture, library_architectures)
 
 __all__ = ["INSTALL_HINT", "TARGET_VERSION", "BACKENDS", "FLOWS", "DEFAULT_MAX_NUM_TOKENS", "BATCH_WAIT_MS",
            "ADMIT_WAIT_S", "QUEUE_WAIT_S", "SINGLE_PROCESS_ENV", "WholeBatchFetch",
            "library_architectures", "hf_architecture", "choose_flow", "check_supported", "batch_check",
            "TrtLlmOptions", "TrtLlmEngine"]
 
-INSTALL_HINT = ("its wheels come from NVIDIA's index (https://nvidia.github.io/TensorRT-LLM/installation/linux.html); "
-                "on a cluster run it in NVIDIA's release container: see containers/")
-TARGET_VERSION = "1.2"
-"""The TensorRT-LLM release whose LLM API the engine is written against."""
-
-BACKENDS = ("pytorch", "_autodeploy")
-"""``LLM(backend=...)`` values of ``tensorrt_llm.LLM`` in 1.2."""
-
-FLOWS = ("pytorch", "tensorrt")
-"""How a model runs: the PyTorch backend, or a TensorRT engine built through the LLM API."""
-
 DEFAULT_MAX_NUM_TOKENS = 8192
 """``BaseLlmArgs.max_num_tokens`` default in 1.2."""
-
-BATCH_WAIT_MS = 0.0
-"""``batch_wait_timeout_ms`` the engine sets. Upstream applies it on every iteration that fetches fewer than
-``max_batch_size`` requests, decode steps included (``executor_request_queue.py``, ``_get_from_request_queue``),
-so any value above 0 stalls every decode step; whole batches come from :class:`WholeBatchFetch` instead."""
-
-ADMIT_WAIT_S = 1.0
-"""Longest time an idle executor waits for the rest of a batch after its first request [s]. The B requests
-are enqueued back to back (microseconds apart): this only bounds a lost request, whose batch is then
-ragged and its window failed."""
-
-QUEUE_WAIT_S = 0.0005
-"""A fetch of a busy executor that blocked in its queue's ``get`` longer than this [s] is a decode step that
-waited in the queue. Upstream's busy fetch blocks only in its batch wait; a decode step takes milliseconds."""
-
-SINGLE_PROCESS_ENV = "TLLM_WORKER_USE_SINGLE_PROCESS"
-"""The switch of ``tensorrt_llm/llmapi/utils.py`` (``enable_worker_single_process_for_tp1``, read once per
-process) that makes ``GenerationExecutor.create`` run a one-GPU executor in this process."""
-
-
-TENSORRT_FLOW_REFUSAL = ("admits whatever is queued when it wakes and has no batch wait "
-                         "(executorImpl.cpp, getLeaderNewReqWithIds), so its batches come back ragged and every "
-                         "window would fail")
-
-
-class WholeBatchFetch:
-    """A wrapper of an in-process ``ExecutorRequestQueue._get_from_request_queue``: idle, wait for a whole batch.
-
-    Upstream (``tensorrt_llm/_torch/pyexecutor/executor_request_queue.py``) calls
-    ``self._get_from_request_queue(timeout)`` once per executor iteration from
-    ``_fetch_and_process_requests``, with ``timeout=None`` when the executor is idle (no active and no
-    waiting request: it blocks for the first request and, with ``batch_wait_timeout_ms=0``, returns it
-    alone) and ``timedelta(0)`` otherwise. This wrapper leaves a call that may not wait untouched
-    (it is upstream's, and returns at once), and after a call that may wait returns fewer than
-    ``batch_size`` requests, keeps taking requests from ``request_queue`` until there are
-    ``batch_size`` of them or ``admit_wait_s`` passed. It counts what it saw: ``whole`` and ``short``
-    idle fetches, and ``waits``, the busy fetches that blocked in the queue's ``get`` over
-    ``queue_wait_s`` (decode steps that waited in the queue; the blocking is timed through the
-    ``request_queue`` instance's ``get``, which upstream's ``get_nowait`` also calls, so host hiccups
-    do not count).
-
-    Parameters
-    ----------
-    request_queue : object
-        The executor's ``ExecutorRequestQueue`` (``llm._executor.engine.executor_request_queue``).
-    batch_size : int
-        Requests of one batch (the executor's ``max_batch_size``).
-    admit_wait_s : float
-        Longest wait for the rest of a batch after its first request [s].
-    queue_wait_s : float
-        A busy fetch slower than this [s] counts as a decode step's wait.
-    """
-
-    def __init__(self, request_queue, batch_size: int, admit_wait_s: float = ADMIT_WAIT_S,
-                 queue_wait_s: float = QUEUE_WAIT_S):
-        self.queue = request_queue
-        self.batch_size = int(batch_size)
-        self.admit_wait_s = float(admit_wait_s)
-        self.queue_wait_s = float(queue_wait_s)
-        self.original = request_queue._get_from_request_queue
-        self.whole = self.short = self.waits = 0
-        self.busy_wait_s = 0.0
-        self.blocked_s = 0.0
-        """Seconds spent blocked in ``request_queue.get`` (every fetch)."""
-        self._get = request_queue.request_queue.get
-        request_queue.request_queue.get = self._timed_get
-        self.priming = False
-        """While true, an idle fetch returns what upstream returns (the primer request of :meth:`TrtLlmEngine._prime`)."""
-        request_queue._get_from_request_queue = self  # the loop looks the method up on the instance
-
-    def _timed_get(self, block=True, timeout=None):
-        if not block:
-            return self._get(False)
-        t0 = time.monotonic()
-        try:
-            return self._get(True, timeout)
-        finally:
-            self.blocked_s += time.monotonic() - t0
-
-    def __call__(self, timeout):
-        secs = timeout.total_seconds() if timeout is not None else None
-        if secs is not None and secs <= 0:  # busy: upstream's non-blocking fetch, never a wait
-            b0 = self.blocked_s
-            items = self.original(timeout)
-            blocked = self.blocked_s - b0
-            if blocked > self.queue_wait_s:
-                self.waits += 1
-                self.busy_wait_s += blocked
-            return items
-        items = list(self.original(timeout))
-        if self.priming:
-            return items
-        deadline = time.monotonic() + self.admit_wait_s
-        while items and len(items) < self.batch_size and all(getattr(i, "is_normal_request", True) for i in items):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                items.append(self._get(True, left))
-            except queue.Empty:
-                break
-        if items and all(getattr(i, "is_normal_request", True) for i in items):
-            if len(items) >= self.batch_size:
-                self.whole += 1
-            else:
-                self.short += 1
-        return items
-
-    def remove(self) -> None:
-        """Give the queue its own methods back."""
-        if self.queue.__dict__.get("_get_from_request_queue") is self:
-            del self.queue._get_from_request_queue
-        if self.queue.request_queue.__dict__.get("get") == self._timed_get:
-            del self.queue.request_queue.get
-
-
-def _import():
-    try:
-        import tensorrt_llm
-        from tensorrt_llm import llmapi
-    except ImportError:
-        raise MissingExtraError("tensorrt_llm", "trtllm", INSTALL_HINT) from None
-    return tensorrt_llm, llmapi
-
-
-def _installed():
-    """The installed ``tensorrt_llm`` module, or None (nothing imported when it is absent)."""
-    if "tensorrt_llm" in sys.modules:
-        return sys.modules["tensorrt_llm"]
-    if importlib.util.find_spec("tensorrt_llm") is None:
-        return None
-    return _import()[0]
-
-
-def library_architectures() -> dict[str, frozenset | None]:
-    """Architectures each flow of the installed TensorRT-LLM runs: ``{"pytorch": …, "tensorrt": … or None}``.
-
-    PyTorch backend: the keys of ``tensorrt_llm._torch.models.modeling_utils.MODEL_CLASS_MAPPING``
-    (filled by ``@register_auto_model`` when ``tensorrt_llm._torch.models`` is imported). TensorRT flow:
-    the keys of ``tensorrt_llm.models.MODEL_MAP``, where ``tensorrt_llm._tensorrt_engine`` exists.
-    """
-    importlib.import_module("tensorrt_llm._torch.models")  # registers every model class
-    mapping = importlib.import_module("tensorrt_llm._torch.models.modeling_utils").MODEL_CLASS_MAPPING
-    out = {"pytorch": frozenset(mapping), "tensorrt": None}
-    try:
-        importlib.import_module("tensorrt_llm._tensorrt_engine")
-        out["tensorrt"] = frozenset(importlib.import_module("tensorrt_llm.models").MODEL_MAP)
-    except ImportError:
-        pass
-    return out
-
-
-def hf_architecture(geometry: dict, checkpoint: str | None = None) -> str:
-    """The ``config.json`` architecture a model loads as (a checkpoint's own, or the geometry's recipe)."""
-    if checkpoint:
-        cfg = Path(checkpoint) / "config.json"
-        if cfg.exists():
-            archs = json.loads(cfg.read_text()).get("architectures") or []
-            if archs:
-                return archs[0]
-    return ARCHITECTURES.get(geometry.get("arch", ""), "LlamaForCausalLM")
-
-
-def choose_flow(name: str, geometry: dict, checkpoint: str | None = None, backend: str = "pytorch",
-                flow: str = "auto") -> str:
-    """The flow of the installed TensorRT-LLM that runs this model: ``pytorch``, the only one measured.
-
-    ``flow="auto"`` takes the PyTorch backend where its registry has the architecture. A model only the
-    TensorRT engine build runs, or ``flow="tensorrt"``, is refused (it admits no whole batches), as is one
-    no flow runs: a :class:`ParamsError` in one line naming the installed version and the reason.
-    """
-    trt, _ = _import()
-    version = getattr(trt, "__version__", "unknown")
-    arch = hf_architecture(geometry, checkpoint)
-    archs = library_architectures()
-    if backend == "_autodeploy":
-        return "pytorch"
-    runs = [f for f in FLOWS if archs[f] is not None and arch in archs[f]]
-    if flow != "auto":
-        if flow not in runs:
-            raise ParamsError(f"model {name!r}: TensorRT-LLM {version}'s {flow} flow has no model for {arch}"
-                              + (f"; its {runs[0]} flow has one: set flow: auto under trtllm:" if runs else
-                                 "; measure it with engine: hf"))
-        runs = [flow]
-    if runs and runs[0] == "pytorch":
-        return "pytorch"
-    if runs and flow == "tensorrt":
-        raise ParamsError(f"model {name!r}: trtllm flow tensorrt (TensorRT-LLM {version}'s engine build) is refused: "
-                          f"its C++ executor {TENSORRT_FLOW_REFUSAL}; set flow: auto under trtllm:")
-    if runs:
-        raise ParamsError(f"model {name!r}: TensorRT-LLM {version} runs {arch} only in its TensorRT engine-build "
-                          f"flow, whose C++ executor {TENSORRT_FLOW_REFUSAL}; measure it with engine: hf, or install "
-                          "a release whose PyTorch backend lists it")
-    built = ("" if archs["tensorrt"] is not None
-             else " and this build has no TensorRT engine flow (tensorrt_llm._tensorrt_engine)")
-    raise ParamsError(f"model {name!r}: TensorRT-LLM {version} runs {arch} in no flow (not in the PyTorch "
-                      f"backend's MODEL_CLASS_MAPPING nor the TensorRT flow's MODEL_MAP{built}); measure it with "
-                      "engine: hf, or install a release that lists it")
-
-
-def check_supported(name: str, geometry: dict, backend: str = "pytorch", checkpoint: str | None = None,
-                    flow: str = "auto") -> None:
-    """Refuse, before any GPU time, a model the PyTorch backend of the installed TensorRT-LLM does not run.
-
-    ``flow: tensorrt`` is refused everywhere. Without TensorRT-LLM installed (a machine that only plans
-    or validates a sweep) there is no library to ask which architectures it runs: nothing else is
-    refused here, and :meth:`TrtLlmEngine.load` asks it on the GPU machine.
-    """
-    if backend not in BACKENDS:
-        raise ParamsError(f"trtllm backend {backend!r} is not one of {', '.join(BACKENDS)} (TensorRT-LLM "
-                          f"{TARGET_VERSION}'s LLM); the TensorRT engine build is not measured: its C++ executor "
-                          f"{TENSORRT_FLOW_REFUSAL}")
-    if flow not in ("auto",) + FLOWS:
-        raise ParamsError(f"trtllm flow {flow!r} is not one of auto, {', '.join(FLOWS)}")
-    if flow == "tensorrt":
-        raise ParamsError(f"model {name!r}: trtllm flow tensorrt (TensorRT-LLM's engine build) is refused: its C++ "
-                          f"executor {TENSORRT_FLOW_REFUSAL}; set flow: auto under trtllm:")
-    if _installed() is None:
-        return
-    choose_flow(name, geometry, checkpoint, backend, flow)
-
-
-def _check_one_gpu(tensor_parallel_size: int) -> None:
-    """Refuse, in one line, a model split over GPUs: its executor cannot run in this process."""
-    if int(tensor_parallel_size) != 1:
-        raise ParamsError(f"trtllm tensor_parallel_size {tensor_parallel_size}: whole batches need the executor in "
-                          f"this process ({SINGLE_PROCESS_ENV}=1), which TensorRT-LLM offers for one GPU only "
-                          "(more spawn MPI workers); set tensor_parallel_size: 1")
 
 
 class TrtLlmOptions(BaseModel):
@@ -341,50 +106,6 @@ class TrtLlmOptions(BaseModel):
     tensor_parallel_size: StrictInt = Field(1, ge=1)
     """GPUs the model is split over; the meter reads all of them. Only 1 is measured: whole-batch admission
     needs the executor in this process (:class:`WholeBatchFetch`), which TensorRT-LLM offers for one GPU."""
-
-
-PROTOCOL = ("one in-process executor per batch size (no batch wait; idle fetch waits for B; CUDA graphs at B), "
-            "batch and queue waits checked per call, CUDA synchronised")
-"""How the engine runs a window; in the fingerprint, so that a folder measured otherwise is not resumed."""
-
-
-def _seconds(v) -> float | None:
-    if v is None:
-        return None
-    return v.total_seconds() if hasattr(v, "total_seconds") else float(v)
-
-
-def batch_check(outputs: list, batch_size: int) -> dict:
-    """What the perf metrics of one call say about its batch; raises :class:`EngineError` when ragged.
-
-    Returns the iteration of the first tokens, the spread of the times to first token [s], the decode
-    step [s] measured by the executor, and the last token's time on the executor's steady clock [s].
-    """
-    first, last, ttft, t_first, t_last, t_sched = [], [], [], [], [], []
-    for out in outputs:
-        m = getattr(out.outputs[0], "request_perf_metrics", None)
-        t = getattr(m, "timing_metrics", None)
-        if m is None or t is None or getattr(m, "first_iter", None) is None:
-            raise EngineError("TensorRT-LLM returned no request perf metrics (first_iter, timing_metrics); "
-                              "the batch cannot be checked: this engine needs LLM(return_perf_metrics=True)")
-        first.append(int(m.first_iter))
-        last.append(int(m.last_iter))
-        a, s, f, z = (_seconds(getattr(t, k, None))
-                      for k in ("arrival_time", "first_scheduled_time", "first_token_time", "last_token_time"))
-        ttft.append(f - a)
-        t_sched.append(s)
-        t_first.append(f)
-        t_last.append(z)
-    if len(set(first)) > 1 or len(set(last)) > 1:
-        raise EngineError(f"ragged batch: the {batch_size} requests' first tokens came from iterations "
-                          f"{sorted(set(first))} and their last from {sorted(set(last))} (one iteration each for a "
-                          "whole batch); the window is not kept and the next run measures it again")
-    steps = last[0] - first[0]
-    # one decode step, as the executor timed it; a call of one new token has only its prefill step
-    step_s = (max(t_last) - min(t_first)) / steps if steps > 0 else max(t_first) - min(t_sched)
-    return {"first_iter": first[0], "last_iter": last[0], "ttft_s": sum(ttft) / len(ttft),
-            "ttft_spread_s": max(ttft) - min(ttft),
-            "step_s": step_s, "last_token_time_s": max(t_last)}
 
 
 class TrtLlmEngine(Engine):
