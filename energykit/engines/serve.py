@@ -49,6 +49,11 @@ reports it; not yet verified against TensorRT-LLM's ``serve/openai_server.py``),
 window is recorded beside the kit's (``library_energy_j``). A server without the endpoint records none. Without a GPU,
 ``meter: process_cpu`` meters the server process's CPU time times a stated nominal power: a proxy,
 labelled as such.
+
+**Where the parts live.** This module holds what differs between servers (the dialects: the fields that
+ask for exact lengths and the check of each response), the ``serve:`` options, the server's identity and
+the engine; :mod:`energykit.engines.serve_http` holds the HTTP exchange every dialect shares (one completion
+streamed and timed, JSON endpoints, the process listening on a port).
 """
 
 from __future__ import annotations
@@ -58,7 +63,6 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Union
 from urllib.parse import urlparse
 
@@ -67,6 +71,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from ..errors import EngineError, MissingExtraError, ParamsError
 from .base import Engine, Generation, Request
+from .serve_http import _httpx, get_json, listening_pid, post_completion
 
 __all__ = ["DIALECTS", "Dialect", "ServeOptions", "ServeEngine", "server_info", "knob_body", "check_exact",
            "listening_pid"]
@@ -159,33 +164,6 @@ class ServeOptions(BaseModel):
         return v
 
 
-def _httpx():
-    try:
-        import httpx
-    except ImportError:
-        raise MissingExtraError("httpx", "serve") from None
-    return httpx
-
-
-def _get_json(client, url: str):
-    """GET ``url`` as JSON, or None where the server has no such endpoint; one-line errors otherwise."""
-    httpx = _httpx()
-    try:
-        r = client.get(url)
-    except httpx.ConnectError as e:
-        raise EngineError(f"cannot connect to the server at {url} ({e}); start it or fix serve.url") from None
-    except httpx.TimeoutException:
-        raise EngineError(f"the server at {url} did not answer in time; check it is up") from None
-    if r.status_code in (404, 405):
-        return None
-    if r.status_code >= 400:
-        raise EngineError(f"the server answered {r.status_code} to GET {url}: {r.text.strip()[:300]!r}")
-    try:
-        return r.json()
-    except ValueError:
-        return {"text": r.text.strip()[:200]}
-
-
 _INFO: dict[tuple, dict] = {}
 
 
@@ -196,7 +174,7 @@ def server_info(options: ServeOptions, model: str = "") -> dict:
         return _INFO[key]
     httpx = _httpx()
     with httpx.Client(timeout=min(options.timeout_s, 30.0)) as client:
-        models = _get_json(client, options.url + "/v1/models")
+        models = get_json(client, options.url + "/v1/models")
         if not isinstance(models, dict) or not isinstance(models.get("data"), list):
             raise EngineError(f"{options.url}/v1/models did not list models; is this an OpenAI-compatible server?")
         cards = [m for m in models["data"] if isinstance(m, dict)]
@@ -217,7 +195,7 @@ def server_info(options: ServeOptions, model: str = "") -> dict:
                               f"serve.dialect to one of {', '.join(DIALECTS)}")
         path = DIALECTS[dialect].version_path
         if path:
-            version = _get_json(client, options.url + path) or {}
+            version = get_json(client, options.url + path) or {}
     info = {"dialect": dialect, "model": want or str(card.get("id", "")), "owned_by": owned,
             "server_version": str(version.get("version", version.get("text", "")))[:80] if isinstance(version, dict)
             else "",
@@ -226,34 +204,6 @@ def server_info(options: ServeOptions, model: str = "") -> dict:
             if isinstance(version, dict) else None}
     _INFO[key] = info
     return info
-
-
-def listening_pid(url: str) -> int:
-    """The local process listening on ``url``'s port (Linux ``/proc``), for ``meter: process_cpu``."""
-    u = urlparse(url)
-    port = u.port or (443 if u.scheme == "https" else 80)
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                inodes.add(f[9])
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            for fd in (proc / "fd").iterdir():
-                target = fd.readlink().as_posix() if hasattr(fd, "readlink") else ""
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    return int(proc.name)
-        except OSError:
-            continue
-    raise ParamsError(f"no local process listens on port {port} of {url}; meter: process_cpu needs the server on "
-                      "this machine (or give serve.server_pid)")
 
 
 class ServeEngine(Engine):
@@ -423,60 +373,13 @@ class ServeEngine(Engine):
         return rec
 
     async def _exchange(self, prompt, output_len: int, rec: dict):
-        httpx = _httpx()
         body = {"model": self.model_name, "prompt": prompt, **knob_body(self.dialect, output_len)}
         if self.options.stream:
             body["stream"] = True
             if self.dialect != "transformers":  # transformers ignores stream_options; its last chunk has usage
                 body["stream_options"] = {"include_usage": True}
-        url = self.options.url + "/v1/completions"
-        usage, finish = None, None
-        try:
-            if not self.options.stream:
-                r = await self._client.post("/v1/completions", json=body)
-                _raise_for(r.status_code, r.text, url)
-                data = r.json()
-                rec["first_token_s"] = rec["last_token_s"] = time.perf_counter()
-                usage, finish = data.get("usage"), (data.get("choices") or [{}])[0].get("finish_reason")
-            else:
-                async with self._client.stream("POST", "/v1/completions", json=body) as r:
-                    if r.status_code >= 400:
-                        _raise_for(r.status_code, (await r.aread()).decode(errors="replace"), url)
-                    async for line in r.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        payload = line[5:].strip()
-                        if payload == "[DONE]":
-                            break
-                        chunk = json.loads(payload)
-                        if "error" in chunk:
-                            raise EngineError(f"the server's stream failed: {str(chunk['error'])[:300]!r}")
-                        now = time.perf_counter()
-                        for ch in chunk.get("choices") or []:
-                            if ch.get("text") or ch.get("token_ids"):
-                                if rec["first_token_s"] != rec["first_token_s"]:
-                                    rec["first_token_s"] = now
-                                rec["last_token_s"] = now
-                            if ch.get("finish_reason"):
-                                finish = ch["finish_reason"]
-                        if chunk.get("usage"):
-                            usage = chunk["usage"]
-                if usage is None and finish is None:
-                    raise EngineError(f"the stream from {url} ended before its last chunk: the server may have died; "
-                                      "rerun to resume")
-                if rec["first_token_s"] != rec["first_token_s"]:  # no text at all: the end is the only token time
-                    rec["first_token_s"] = rec["last_token_s"] = time.perf_counter()
-        except httpx.ConnectError as e:
-            raise EngineError(f"cannot connect to the server at {url} ({e}); is it still running? rerun to resume")
-        except httpx.TimeoutException:
-            raise EngineError(f"a request to {url} took over serve.timeout_s {self.options.timeout_s:g} s; raise "
-                              "it or check the server")
-        except (httpx.RemoteProtocolError, httpx.ReadError) as e:
-            raise EngineError(f"the server at {url} dropped the connection ({type(e).__name__}); it may have died; "
-                              "rerun to resume")
-        except ValueError as e:  # a chunk that is not JSON
-            raise EngineError(f"the server at {url} sent a stream chunk that is not JSON ({e})")
-        return usage, finish
+        return await post_completion(self._client, self.options.url, body, self.options.stream,
+                                     self.options.timeout_s, rec)
 
     def energy_counter(self):
         """trtllm-serve's ``/energy_metrics`` (``total_energy_j``, cumulative) over a window, where it has one."""
@@ -519,9 +422,3 @@ class ServeEngine(Engine):
             self._loop.run_until_complete(self._client.aclose())
             self._loop.close()
             self._client = self._loop = None
-
-
-def _raise_for(status: int, text: str, url: str) -> None:
-    if status >= 400:
-        msg = " ".join(text.split())[:300]
-        raise EngineError(f"the server answered HTTP {status} to POST {url}: {msg!r}")
