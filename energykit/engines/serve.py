@@ -71,7 +71,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from ..errors import EngineError, MissingExtraError, ParamsError
 from .base import Engine, Generation, Request
-from .serve_http import _httpx, get_json, listening_pid, post_completion
+from .serve_http import get_json, listening_pid, post_completion, require_httpx
 
 __all__ = ["DIALECTS", "Dialect", "ServeOptions", "ServeEngine", "server_info", "knob_body", "check_exact",
            "listening_pid"]
@@ -172,7 +172,7 @@ def server_info(options: ServeOptions, model: str = "") -> dict:
     key = (options.url, options.dialect, options.model or model)
     if key in _INFO:
         return _INFO[key]
-    httpx = _httpx()
+    httpx = require_httpx()
     with httpx.Client(timeout=min(options.timeout_s, 30.0)) as client:
         models = get_json(client, options.url + "/v1/models")
         if not isinstance(models, dict) or not isinstance(models.get("data"), list):
@@ -268,7 +268,7 @@ class ServeEngine(Engine):
         return self.info["dialect"]
 
     def load(self) -> None:
-        httpx = _httpx()
+        httpx = require_httpx()
         self.info = server_info(self.options, self.model_name)
         if self.vocab_size < 2:
             raise ParamsError(f"model {self.model_name!r}: the geometry's vocab_size {self.vocab_size} cannot give "
@@ -386,7 +386,7 @@ class ServeEngine(Engine):
         if self.dialect != "trtllm":
             return None
         url = self.options.url + "/energy_metrics"
-        httpx = _httpx()
+        httpx = require_httpx()
 
         def read() -> float | None:
             try:

@@ -17,13 +17,14 @@ from urllib.parse import urlparse
 
 from ..errors import EngineError, MissingExtraError, ParamsError
 
-__all__ = ["COMPLETIONS", "get_json", "listening_pid", "post_completion"]
+__all__ = ["COMPLETIONS", "require_httpx", "get_json", "listening_pid", "post_completion"]
 
 COMPLETIONS = "/v1/completions"
 """The OpenAI-compatible completions endpoint every dialect is asked through."""
 
 
-def _httpx():
+def require_httpx():
+    """The ``httpx`` module, or a one-line :class:`MissingExtraError` naming the ``serve`` extra."""
     try:
         import httpx
     except ImportError:
@@ -33,7 +34,7 @@ def _httpx():
 
 def get_json(client, url: str):
     """GET ``url`` as JSON, or None where the server has no such endpoint; one-line errors otherwise."""
-    httpx = _httpx()
+    httpx = require_httpx()
     try:
         r = client.get(url)
     except httpx.ConnectError as e:
@@ -86,7 +87,7 @@ async def post_completion(client, base_url: str, body: dict, stream: bool, timeo
     and returns the server's ``(usage, finish_reason)``. ``timeout_s`` [s] is the client's, named in the
     error when a request exceeds it.
     """
-    httpx = _httpx()
+    httpx = require_httpx()
     url = base_url + COMPLETIONS
     try:
         if not stream:

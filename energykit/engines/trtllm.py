@@ -79,8 +79,8 @@ from ..errors import EngineError, ParamsError
 from .base import Engine, Generation, Request
 from .hf_config import hf_config
 from .trtllm_batch import ADMIT_WAIT_S, BATCH_WAIT_MS, PROTOCOL, QUEUE_WAIT_S, WholeBatchFetch, batch_check
-from .trtllm_flow import (BACKENDS, FLOWS, INSTALL_HINT, SINGLE_PROCESS_ENV, TARGET_VERSION, _check_one_gpu, _import,
-                          check_supported, choose_flow, hf_architecture, library_architectures)
+from .trtllm_flow import (BACKENDS, FLOWS, INSTALL_HINT, SINGLE_PROCESS_ENV, TARGET_VERSION, check_one_gpu,
+                          check_supported, choose_flow, hf_architecture, import_library, library_architectures)
 
 __all__ = ["INSTALL_HINT", "TARGET_VERSION", "BACKENDS", "FLOWS", "DEFAULT_MAX_NUM_TOKENS", "BATCH_WAIT_MS",
            "ADMIT_WAIT_S", "QUEUE_WAIT_S", "SINGLE_PROCESS_ENV", "WholeBatchFetch",
@@ -157,7 +157,7 @@ class TrtLlmEngine(Engine):
 
     @classmethod
     def preflight(cls, params) -> None:
-        _check_one_gpu(params.engine_options.tensor_parallel_size)
+        check_one_gpu(params.engine_options.tensor_parallel_size)
 
     @classmethod
     def engine_kwargs(cls, params) -> dict:
@@ -220,9 +220,9 @@ class TrtLlmEngine(Engine):
         return str(path)
 
     def load(self) -> None:
-        _check_one_gpu(self.gpus)
+        check_one_gpu(self.gpus)
         check_supported(self.model_name, self.geometry, self.backend, self.checkpoint, self.flow_choice)
-        self.trt, self.llmapi = _import()
+        self.trt, self.llmapi = import_library()
         self.flow = choose_flow(self.model_name, self.geometry, self.checkpoint, self.backend, self.flow_choice)
         self.model_dir = self.checkpoint or self._config_dir()
         self.vocab_size = int(self.geometry["vocab_size"])

@@ -20,7 +20,8 @@ from ..errors import MissingExtraError, ParamsError
 from .hf_config import ARCHITECTURES
 
 __all__ = ["INSTALL_HINT", "TARGET_VERSION", "BACKENDS", "FLOWS", "SINGLE_PROCESS_ENV", "TENSORRT_FLOW_REFUSAL",
-           "library_architectures", "hf_architecture", "choose_flow", "check_supported"]
+           "import_library", "library_architectures", "hf_architecture", "choose_flow", "check_supported",
+           "check_one_gpu"]
 
 INSTALL_HINT = ("its wheels come from NVIDIA's index (https://nvidia.github.io/TensorRT-LLM/installation/linux.html); "
                 "on a cluster run it in NVIDIA's release container: see containers/")
@@ -42,7 +43,8 @@ TENSORRT_FLOW_REFUSAL = ("admits whatever is queued when it wakes and has no bat
                          "window would fail")
 
 
-def _import():
+def import_library():
+    """``(tensorrt_llm, tensorrt_llm.llmapi)``, or a one-line :class:`MissingExtraError` naming the ``trtllm`` extra."""
     try:
         import tensorrt_llm
         from tensorrt_llm import llmapi
@@ -57,7 +59,7 @@ def _installed():
         return sys.modules["tensorrt_llm"]
     if importlib.util.find_spec("tensorrt_llm") is None:
         return None
-    return _import()[0]
+    return import_library()[0]
 
 
 def library_architectures() -> dict[str, frozenset | None]:
@@ -97,7 +99,7 @@ def choose_flow(name: str, geometry: dict, checkpoint: str | None = None, backen
     TensorRT engine build runs, or ``flow="tensorrt"``, is refused (it admits no whole batches), as is one
     no flow runs: a :class:`ParamsError` in one line naming the installed version and the reason.
     """
-    trt, _ = _import()
+    trt, _ = import_library()
     version = getattr(trt, "__version__", "unknown")
     arch = hf_architecture(geometry, checkpoint)
     archs = library_architectures()
@@ -148,7 +150,7 @@ def check_supported(name: str, geometry: dict, backend: str = "pytorch", checkpo
     choose_flow(name, geometry, checkpoint, backend, flow)
 
 
-def _check_one_gpu(tensor_parallel_size: int) -> None:
+def check_one_gpu(tensor_parallel_size: int) -> None:
     """Refuse, in one line, a model split over GPUs: its executor cannot run in this process."""
     if int(tensor_parallel_size) != 1:
         raise ParamsError(f"trtllm tensor_parallel_size {tensor_parallel_size}: whole batches need the executor in "

@@ -10,7 +10,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..model import BATCHED
-from .features import _OWN, _SHARED, _feature_sums, _gap_s, _theta, _window_edges
+from .features import OWN_TERMS, SHARED_TERMS, feature_sums, gap_s, theta_vector, window_edges
 from .folder import Replay
 from .prediction import batched_fit
 from .reconstruction import occupancy
@@ -56,9 +56,9 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
     fit = batched_fit(fit)
     served = replay.served
     occ = occupancy(served, breaks=np.r_[replay.windows["start_s"], replay.windows["end_s"]])
-    edges, win = _window_edges(replay, None)
-    own, shared, col, first, last = _modelled(occ, edges, _theta(fit.params))
-    gap = _gap_s(occ, edges)
+    edges, win = window_edges(replay, None)
+    own, shared, col, first, last = _modelled(occ, edges, theta_vector(fit.params))
+    gap = gap_s(occ, edges)
     valid = np.isfinite(win["energy_j"].to_numpy())
     # a window the meter could not measure: its busy energy is the model's (stated as modelled_invalid_j)
     busy = np.where(valid, win["energy_j"].to_numpy() - replay.idle_power_w * gap, col)
@@ -77,10 +77,10 @@ def attribute(replay: Replay, fit, with_shapley: bool = True, n_permutations: in
 def _modelled(occ, edges: np.ndarray, theta: np.ndarray):
     """The model's energy [J]: each request's own and equal-split shared terms, each window's total, and
     each request's first and last window with modelled energy (-1: none)."""
-    per_window, per_request, first, last = _feature_sums(occ, edges, theta)
+    per_window, per_request, first, last = feature_sums(occ, edges, theta)
     names = BATCHED.names
-    own_idx = [names.index(k) for k in _OWN]
-    shared_idx = [names.index(k) for k in _SHARED]
+    own_idx = [names.index(k) for k in OWN_TERMS]
+    shared_idx = [names.index(k) for k in SHARED_TERMS]
     own = per_request[:, own_idx] @ theta[own_idx]
     shared = per_request[:, shared_idx] @ theta[shared_idx]
     return own, shared, per_window @ theta, first, last

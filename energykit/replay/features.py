@@ -2,7 +2,7 @@
 of :data:`~energykit.model.BATCHED` in any set of time windows (energy = features @ θ), the idle seconds
 of each window, and the reporting windows of a replay.
 
-Helpers of :mod:`energykit.replay.prediction` and :mod:`energykit.replay.attribution`; nothing here is public API.
+Helpers of :mod:`energykit.replay.prediction` and :mod:`energykit.replay.attribution`, not re-exported by the package.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from ..model import BATCHED
 from .folder import Replay
 from .reconstruction import Occupancy
 
-__all__: list[str] = []  # helpers of prediction and attribution, no public names
+__all__ = ["OWN_TERMS", "SHARED_TERMS", "own_cumulative", "window_features", "feature_sums", "theta_vector",
+           "theta_draws", "gap_s", "window_edges"]
 
-_OWN = ("theta1", "theta2", "theta3", "theta4", "theta5p")
-_SHARED = ("thetaw", "theta0")
+OWN_TERMS = ("theta1", "theta2", "theta3", "theta4", "theta5p")
+"""Terms of :data:`~energykit.model.BATCHED` a request pays itself (prefill, its tokens)."""
+SHARED_TERMS = ("thetaw", "theta0")
+"""Terms paid once per step whoever is in it (θw per decode step, θ0 per admission)."""
 
 
-def _own_cumulative(occ: Occupancy, t: float) -> np.ndarray:
+def own_cumulative(occ: Occupancy, t: float) -> np.ndarray:
     """Own-term features of each request accumulated up to time ``t``: (n, 5) for θ1, θ2, θ3, θ4, θ5'.
 
     Its prefill and first token count at its first-token time, the other tokens evenly in between.
@@ -38,15 +41,15 @@ def _own_cumulative(occ: Occupancy, t: float) -> np.ndarray:
     return np.column_stack([i * i * pre, i * x, i * pre, x * x, x])
 
 
-def _features(occ: Occupancy, edges: np.ndarray, rows=None) -> np.ndarray:
+def window_features(occ: Occupancy, edges: np.ndarray, rows=None) -> np.ndarray:
     """Model features of requests ``rows`` (all by default) in each interval between ``edges``:
     (len(rows), len(edges)-1, 7), in :data:`~energykit.model.BATCHED`'s term order, so that energy = features @ θ."""
     n_all, w = len(occ.requests), len(edges) - 1
     rows = np.arange(n_all) if rows is None else np.asarray(rows)
     names = BATCHED.names
     out = np.zeros((len(rows), w, len(names)))
-    own_idx = [names.index(k) for k in _OWN]
-    cum = np.stack([_own_cumulative(occ, t)[rows] for t in edges], axis=1)  # (n, w+1, 5)
+    own_idx = [names.index(k) for k in OWN_TERMS]
+    cum = np.stack([own_cumulative(occ, t)[rows] for t in edges], axis=1)  # (n, w+1, 5)
     out[:, :, own_idx] = np.diff(cum, axis=1)
     G = np.r_[0.0, np.cumsum(occ.share)]
     piece = np.searchsorted(occ.breaks, edges).clip(0, len(occ.breaks) - 1)
@@ -65,8 +68,8 @@ def _features(occ: Occupancy, edges: np.ndarray, rows=None) -> np.ndarray:
     return out
 
 
-def _feature_sums(occ: Occupancy, edges: np.ndarray, theta: np.ndarray, chunk: int = 256):
-    """What prediction and attribution need of :func:`_features`, computed a chunk of requests at a time
+def feature_sums(occ: Occupancy, edges: np.ndarray, theta: np.ndarray, chunk: int = 256):
+    """What prediction and attribution need of :func:`window_features`, computed a chunk of requests at a time
     (memory ``chunk × windows × 7``): features per window summed over requests (w, 7), per request
     summed over windows (n, 7), and each request's first and last window with modelled energy (-1: none)."""
     n, w = len(occ.requests), len(edges) - 1
@@ -76,7 +79,7 @@ def _feature_sums(occ: Occupancy, edges: np.ndarray, theta: np.ndarray, chunk: i
     last = np.full(n, -1)
     for start in range(0, n, chunk):
         rows = np.arange(start, min(n, start + chunk))
-        F = _features(occ, edges, rows)
+        F = window_features(occ, edges, rows)
         per_window += F.sum(axis=0)
         per_request[rows] = F.sum(axis=1)
         touch = (F @ theta) > 0
@@ -86,15 +89,15 @@ def _feature_sums(occ: Occupancy, edges: np.ndarray, theta: np.ndarray, chunk: i
     return per_window, per_request, first, last
 
 
-def _theta(params: dict) -> np.ndarray:
+def theta_vector(params: dict) -> np.ndarray:
     return np.array([float(params.get(k, 0.0)) for k in BATCHED.names])
 
 
-def _theta_draws(draws: dict) -> np.ndarray:
+def theta_draws(draws: dict) -> np.ndarray:
     return np.column_stack([np.asarray(draws[k], dtype=float)[:, 0] for k in BATCHED.names])  # (n, 7)
 
 
-def _gap_s(occ: Occupancy, edges: np.ndarray) -> np.ndarray:
+def gap_s(occ: Occupancy, edges: np.ndarray) -> np.ndarray:
     """Seconds with no active request in each interval between ``edges``."""
     idle = np.where(occ.busy == 0, occ.duration_s, 0.0)
     C = np.r_[0.0, np.cumsum(idle)]
@@ -105,7 +108,7 @@ def _gap_s(occ: Occupancy, edges: np.ndarray) -> np.ndarray:
     return gap + before + after
 
 
-def _window_edges(replay: Replay, window_s: float | None) -> tuple[np.ndarray, pd.DataFrame]:
+def window_edges(replay: Replay, window_s: float | None) -> tuple[np.ndarray, pd.DataFrame]:
     """Edges of the reporting windows and their measured energy: the meter's windows, or groups of
     them of about ``window_s`` seconds."""
     w = replay.windows

@@ -15,7 +15,7 @@ from ..fitting import fit_dataset, load_fits
 from ..intervals import LEVEL, estimate_interval
 from ..iotools import resolve
 from ..state import kit_netcdf_kind
-from .features import _feature_sums, _gap_s, _theta, _theta_draws, _window_edges
+from .features import feature_sums, gap_s, theta_vector, theta_draws, window_edges
 from .folder import Replay
 from .reconstruction import occupancy
 
@@ -79,12 +79,12 @@ def predict(replay: Replay, fit, window_s: float | None = None, n_draws: int = 2
     """
     fit = batched_fit(fit)
     occ = occupancy(replay.served, breaks=np.r_[replay.windows["start_s"], replay.windows["end_s"]])
-    edges, win = _window_edges(replay, window_s)
-    X = _feature_sums(occ, edges, _theta(fit.params))[0]  # (w, 7)
-    gap = _gap_s(occ, edges)
+    edges, win = window_edges(replay, window_s)
+    X = feature_sums(occ, edges, theta_vector(fit.params))[0]  # (w, 7)
+    gap = gap_s(occ, edges)
     idle_j = replay.idle_power_w * gap
-    theta = _theta(fit.params)
-    draws = _theta_draws(fit.draws(n_draws))
+    theta = theta_vector(fit.params)
+    draws = theta_draws(fit.draws(n_draws))
     est = X @ theta + idle_j
     samples = draws @ X.T + idle_j[None, :]
     est, lo, hi = estimate_interval(est, samples, level)
