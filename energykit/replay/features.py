@@ -118,6 +118,7 @@ def window_edges(replay: Replay, window_s: float | None) -> tuple[np.ndarray, pd
         raise DataError(f"window_s {window_s!r} must be a positive number of seconds, e.g. 10")
     t0 = float(w["start_s"].iloc[0])
     group = np.floor((w["end_s"].to_numpy() - t0 - 1e-9) / window_s).astype(int)
-    g = w.assign(group=group).groupby("group", sort=True).agg(start_s=("start_s", "min"), end_s=("end_s", "max"),
-                                                               energy_j=("energy_j", lambda x: x.sum(skipna=False))).reset_index(drop=True)
+    g = w.assign(group=group).groupby("group", sort=True).agg(
+        start_s=("start_s", "min"), end_s=("end_s", "max"),
+        energy_j=("energy_j", lambda x: x.sum(skipna=False))).reset_index(drop=True)
     return np.r_[g["start_s"].to_numpy(), g["end_s"].iloc[-1]], g

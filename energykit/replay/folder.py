@@ -47,6 +47,7 @@ class Replay:
         r = self.requests
         return r[r["ok"] & (r["completion_tokens"] >= 1)].reset_index(drop=True)
 
+
 def _lines(path: Path, what: str) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file; a replay folder holds requests.jsonl, energy.jsonl and replay.json "

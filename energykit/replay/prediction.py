@@ -21,6 +21,7 @@ from .reconstruction import occupancy
 
 __all__ = ["batched_fit", "server_fit", "predict"]
 
+
 def batched_fit(fits, model: str | None = None, prefer: str | None = None):
     """The batch-aware fit to replay against: ``fits`` is a :class:`~energykit.fitting.FitSet` or a
     batched :class:`~energykit.fitting.ModelFit`; ``model`` picks one of several; without it,

@@ -20,6 +20,7 @@ from ..errors import DataError
 
 __all__ = ["Occupancy", "occupancy"]
 
+
 @dataclass
 class Occupancy:
     """Batch occupancy reconstructed from token times.

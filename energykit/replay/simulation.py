@@ -25,6 +25,7 @@ from .scheduling import StepTime
 
 __all__ = ["simulate", "trace_stream", "SIM_BATCHES", "simulated_server"]
 
+
 def simulate(arrival_s, input_len, output_len, params: dict, idle_power_w: float, step: StepTime,
              prefill_s_per_token: float = 0.0, window_s: float = 1.0, max_batch: int | None = None,
              noise_pct: float = 0.0, seed: int = 0, lead_s: float = 1.0) -> tuple[Replay, pd.Series]:
