@@ -2,8 +2,8 @@
 
 Every page opens with its answer (:func:`show`); the numbers also travel in the executed notebook
 (display metadata ``energykit_key_results``), from which :mod:`energykit.report` builds the
-landing page. The paper's figures (Pizzini Cavagna et al., arXiv:2602.05695) are TensorRT-LLM on
-an H100 over 13 models: mean MAPE 1.79 %, best/worst efficiency up to 33.41x, GQA above MHA.
+landing page. The paper's figures (mean MAPE, best/worst efficiency, GQA vs MHA) live in
+:mod:`energykit.paper`.
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ import xarray as xr
 from IPython.display import Markdown, display
 
 from .dataset import cell_means, model_value
+from . import paper
 from .engines import caveat as engine_caveat
 from .fitting import FitSet, ModelFit
 from .intervals import bounded_high, fmt, format_interval
-from .sweetspots import PAPER_GRID, attention_kind, measured_map, ratio_table
+from .paper import GRID as PAPER_GRID
+from .sweetspots import attention_kind, measured_map, ratio_table
 from .iotools import escape_markdown
 
-__all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
+__all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "REPRODUCED_MAPE_PCT", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
            "planning_results", "batching_results", "dataset_line", "source_line", "paper_findings"]
 
-PAPER_MAPE_PCT = 1.79
-"""Mean MAPE of the analytical model over the paper's 13 models [%]."""
-PAPER_BEST_WORST = 33.41
-"""The paper's largest best/worst efficiency ratio on its 64–4096 grid."""
+PAPER_MAPE_PCT = paper.MAPE_PCT
+"""Mean MAPE of the analytical model over the paper's 13 models [%] (:data:`energykit.paper.MAPE_PCT`)."""
+PAPER_BEST_WORST = paper.BEST_WORST
+"""The paper's largest best/worst efficiency ratio on its 64–4096 grid (:data:`energykit.paper.BEST_WORST`)."""
 
 
 
@@ -359,9 +361,11 @@ def batching_results(ds: xr.Dataset, rows: pd.DataFrame, sat: pd.DataFrame, simu
 
 
 REPRODUCED_MAPE_PCT = 3.0
-"""A mean MAPE up to this [%] counts as reproducing the paper's 1.79 % (the kit's goal on held-out cells)."""
-PAPER_GQA = "GQA above MHA"
-PAPER_WORKLOAD = "“aligning lengths with the sweet spots can substantially reduce energy”; no production-trace figure"
+"""A mean MAPE up to this [%] counts as reproducing the paper's (:data:`energykit.paper.MAPE_PCT`; the kit's goal
+on held-out cells)."""
+PAPER_GQA = paper.GQA_FINDING
+PAPER_WORKLOAD = paper.WORKLOAD_FINDING
+GRID_FINDING = f"best/worst efficiency on the {PAPER_GRID[0]}–{PAPER_GRID[-1]} grid"
 
 
 def _pct(x) -> str:
@@ -390,25 +394,25 @@ def paper_findings(pages: dict[str, dict]) -> list[dict]:
         why = (f"within {REPRODUCED_MAPE_PCT:g} % over {len(fit.get('models', [])) or 'the'} model(s)" if ok else
                f"repeats spread {spread:.1f} % (median over cells): the noise sets the floor" if np.isfinite(spread)
                and spread > REPRODUCED_MAPE_PCT / 2 else "the model misses the data's shape: see 02_fit's residuals")
-        rows.append(dict(finding="mean MAPE of the analytical model", paper=f"{PAPER_MAPE_PCT} % (13 models)",
+        rows.append(dict(finding="mean MAPE of the analytical model", paper=f"{PAPER_MAPE_PCT} % ({paper.MODELS} models)",
                          kit=f"{_pct(mape)} (per model {fit.get('mape_min_pct', float('nan')):.2f}–"
                              f"{fit.get('mape_max_pct', float('nan')):.2f} %; cross-validated "
                              f"{_pct(fit.get('cv_mape_pct'))})",
                          data=fit.get("source", ""), verdict="reproduced" if ok else "differs", why=why, page="02_fit"))
     else:
-        rows.append(dict(finding="mean MAPE of the analytical model", paper=f"{PAPER_MAPE_PCT} % (13 models)", kit="–",
+        rows.append(dict(finding="mean MAPE of the analytical model", paper=f"{PAPER_MAPE_PCT} % ({paper.MODELS} models)", kit="–",
                          data="", verdict="not yet", why="02_fit was not rendered in this set", page="02_fit"))
     sdpa = "sdpa" in str(sweet.get("source", ""))
     sdpa_why = "sdpa attends over the whole static cache every step, so decode cost stops following the context"
     if sweet.get("best_worst") is not None and np.isfinite(sweet.get("best_worst", float("nan"))):
         top, lo, hi = sweet["best_worst"], sweet.get("best_worst_low", np.nan), sweet.get("best_worst_high", np.nan)
-        extra, cells = sweet.get("best_worst_extrapolated_cells", 0), sweet.get("paper_grid_cells", 49)
+        extra, cells = sweet.get("best_worst_extrapolated_cells", 0), sweet.get("paper_grid_cells", len(PAPER_GRID) ** 2)
         inside = np.isfinite(lo) and np.isfinite(hi) and lo <= PAPER_BEST_WORST <= hi
         verdict = "reproduced" if inside else "differs" if sdpa or not extra else "not yet"
         why = "; ".join(x for x in [sdpa_why if sdpa and not inside else "",
                                     f"{extra} of {cells} grid cells extrapolated past the measured lengths" if extra else
                                     "every grid cell measured", f"largest for {sweet.get('best_worst_model', '?')}"] if x)
-        rows.append(dict(finding="best/worst efficiency on the 64–4096 grid", paper=f"up to {PAPER_BEST_WORST}x",
+        rows.append(dict(finding=GRID_FINDING, paper=f"up to {PAPER_BEST_WORST}x",
                          kit=f"{top:.1f}x [{lo:.1f}, {hi:.1f}]", data=sweet.get("source", ""), verdict=verdict, why=why,
                          page="03_sweetspots"))
         gq = sweet.get("gqa_vs_mha") or {}
@@ -426,9 +430,9 @@ def paper_findings(pages: dict[str, dict]) -> list[dict]:
                              verdict="not yet", why="needs a GQA and an MHA model measured with one engine",
                              page="03_sweetspots"))
     else:
-        for finding, paper in (("best/worst efficiency on the 64–4096 grid", f"up to {PAPER_BEST_WORST}x"),
-                               ("GQA vs MHA efficiency", PAPER_GQA)):
-            rows.append(dict(finding=finding, paper=paper, kit="–", data="", verdict="not yet",
+        for finding, published in ((GRID_FINDING, f"up to {PAPER_BEST_WORST}x"),
+                                   ("GQA vs MHA efficiency", PAPER_GQA)):
+            rows.append(dict(finding=finding, paper=published, kit="–", data="", verdict="not yet",
                              why="03_sweetspots was not rendered in this set", page="03_sweetspots"))
     traces = {k: v for k, v in work.items() if isinstance(v, dict) and "per_token_saving_pct" in v}
     if traces:

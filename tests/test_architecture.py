@@ -11,7 +11,7 @@ from conftest import ROOT
 
 PKG = ROOT / "energykit"
 LAYERS = {
-    "schema": 0, "errors": 0,
+    "schema": 0, "errors": 0, "paper": 0,
     "iotools": 1, "state": 1, "physics": 1, "model": 1, "intervals": 1, "price": 0,
     "presets": 2, "dataset": 2, "meters": 2, "engines": 2,
     "fitting": 3, "windows": 3, "params": 3,
