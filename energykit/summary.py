@@ -13,8 +13,9 @@ import pandas as pd
 import xarray as xr
 from IPython.display import Markdown, display
 
-from .dataset import cell_means, model_value
+from .dataset import cell_means, model_names, model_value
 from . import paper
+from .engines import ENGINES, label_owner
 from .engines import caveat as engine_caveat
 from .fitting import FitSet, ModelFit
 from .intervals import bounded_high, fmt, format_interval
@@ -94,18 +95,34 @@ def show(text: str, numbers: dict) -> None:
     display(Markdown(escape_markdown(text)), metadata={"energykit_key_results": numbers})
 
 
-def _attention(ds: xr.Dataset) -> str:
+def _engines(ds: xr.Dataset) -> list[tuple[type, dict]]:
+    """The engine class (from the registry) and the versions it recorded, for each model's data; for data that
+    recorded none, the engine its params name, else the engine that claims its label (a CSV's)."""
     versions = ds.attrs.get("engine_versions")
-    found = sorted({str(v["attention"]) for v in versions.values() if isinstance(v, dict) and v.get("attention")}) \
-        if isinstance(versions, dict) else []
-    if found:
-        return ", ".join(found)
-    if isinstance(ds.attrs.get("params"), dict) and ds.attrs["params"].get("attention"):
-        return str(ds.attrs["params"]["attention"])
-    engine = str(ds.attrs.get("engine", ""))
-    if "flex" in engine:
-        return "flex_attention"
-    return "not recorded (transformers' default: sdpa)" if "transformers" in engine else "not recorded"
+    found = [(ENGINES[v["engine"]], v) for v in (versions.values() if isinstance(versions, dict) else [])
+             if isinstance(v, dict) and v.get("engine") in ENGINES]
+    params = ds.attrs.get("params") if isinstance(ds.attrs.get("params"), dict) else {}
+    if not found and params.get("engine") in ENGINES:
+        found = [(ENGINES[params["engine"]], {"engine": params["engine"]})]
+    owner = label_owner(str(ds.attrs.get("engine", ""))) if not found else None
+    return found or ([owner] if owner else [])
+
+
+def _attention(ds: xr.Dataset) -> str:
+    """The attention kernel(s) the data ran, as their engines say (recorded, else the params', else the engine's
+    default)."""
+    params = ds.attrs.get("params") if isinstance(ds.attrs.get("params"), dict) else {}
+    given = {"attention": params["attention"]} if params.get("attention") else {}
+    found = sorted({cls.attention({**versions, **given} if not versions.get("attention") else versions)
+                    for cls, versions in _engines(ds)})
+    return ", ".join(found) if found else str(given.get("attention", "not recorded"))
+
+
+def _paper_difference(ds: xr.Dataset) -> str:
+    """Why the data's engines may differ from the paper, as they say it ("" if none)."""
+    labels = dict.fromkeys(str(model_value(ds, m, "engine", ds.attrs.get("engine", ""))) for m in model_names(ds))
+    reasons = [owner[0].paper_difference(label) for label in labels if (owner := label_owner(label))]
+    return "; ".join(dict.fromkeys(r for r in reasons if r))
 
 
 def _weights(ds: xr.Dataset) -> str:
@@ -193,6 +210,7 @@ def sweetspot_results(ds: xr.Dataset, fits: FitSet, sweet_pct: float = 10.0) -> 
                        best_worst_high=float(row["paper_grid_best_worst_high"]), best_worst_model=str(row["model"]),
                        best_worst_extrapolated_cells=int(row["paper_grid_extrapolated_cells"]), paper_grid_cells=cells)
     numbers["gqa_vs_mha"] = _attention_numbers(ds, fits)
+    numbers["paper_difference"] = _paper_difference(ds)
     numbers["source"] = source_line(ds)
     outs = sorted({int(v) for m, b in fits.keys for v in fits.get(m, b).output_len})
     ins = sorted({int(v) for m, b in fits.keys for v in fits.get(m, b).input_len})
@@ -402,14 +420,13 @@ def paper_findings(pages: dict[str, dict]) -> list[dict]:
     else:
         rows.append(dict(finding="mean MAPE of the analytical model", paper=f"{PAPER_MAPE_PCT} % ({paper.MODELS} models)", kit="–",
                          data="", verdict="not yet", why="02_fit was not rendered in this set", page="02_fit"))
-    sdpa = "sdpa" in str(sweet.get("source", ""))
-    sdpa_why = "sdpa attends over the whole static cache every step, so decode cost stops following the context"
+    differ = str(sweet.get("paper_difference") or "")  # the engine's own reason (Engine.paper_difference)
     if sweet.get("best_worst") is not None and np.isfinite(sweet.get("best_worst", float("nan"))):
         top, lo, hi = sweet["best_worst"], sweet.get("best_worst_low", np.nan), sweet.get("best_worst_high", np.nan)
         extra, cells = sweet.get("best_worst_extrapolated_cells", 0), sweet.get("paper_grid_cells", len(PAPER_GRID) ** 2)
         inside = np.isfinite(lo) and np.isfinite(hi) and lo <= PAPER_BEST_WORST <= hi
-        verdict = "reproduced" if inside else "differs" if sdpa or not extra else "not yet"
-        why = "; ".join(x for x in [sdpa_why if sdpa and not inside else "",
+        verdict = "reproduced" if inside else "differs" if differ or not extra else "not yet"
+        why = "; ".join(x for x in [differ if differ and not inside else "",
                                     f"{extra} of {cells} grid cells extrapolated past the measured lengths" if extra else
                                     "every grid cell measured", f"largest for {sweet.get('best_worst_model', '?')}"] if x)
         rows.append(dict(finding=GRID_FINDING, paper=f"up to {PAPER_BEST_WORST}x",
@@ -419,7 +436,7 @@ def paper_findings(pages: dict[str, dict]) -> list[dict]:
         v = gq.get("verdict", "")
         if v:
             eff = ", ".join(f"{m} ({gq.get('kinds', {}).get(m, '?')}) {t:.2f}" for m, t in gq.get("gmean", {}).items())
-            why = ("as the paper" if v == "above" else sdpa_why + " and expands GQA's KV heads" if sdpa else
+            why = ("as the paper" if v == "above" else differ if differ else
                    "the models differ in more than attention (layers, vocabulary, size)")
             rows.append(dict(finding="GQA vs MHA efficiency", paper=PAPER_GQA,
                              kit=f"GQA {v} MHA; tokens/J (geometric mean over {gq.get('cells', '?')} shared cells): {eff}",

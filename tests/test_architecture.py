@@ -130,10 +130,12 @@ def test_help_imports_no_science_stack():
 
 
 def test_the_core_never_branches_on_an_engine_name():
-    """Outside its own module, no engine's name is compared, switched on or used as a key (ask engines.ENGINES)."""
+    """Outside its own module, no registered engine's name, nor the name of an attention kernel an engine runs, is
+    compared, switched on or used as a key (ask engines.ENGINES and the engine class)."""
     from energykit.engines import ENGINES
 
-    names = set(ENGINES)
+    names = set(ENGINES) | {a for cls in ENGINES.values() for a in cls.attentions}
+    assert {"hf", "trtllm", "serve", "sdpa", "flex_attention"} <= names  # what the check covers
     own = {f"engines.{cls.__module__.rsplit('.', 1)[-1]}" for cls in ENGINES.values()}
     bad = []
     for path, mod in _modules():
