@@ -19,7 +19,7 @@ from ..dataset import load_many, model_names
 from ..errors import EnergykitError, FitError, ParamsError
 from ..fitting import fit_dataset, load_fits
 from ..iotools import check_text, read_trace
-from ..params import BUILD_FILE, ReportParams, default_out, input_hashes, load_report_params
+from ..params import BUILD_FILE, DEFAULT_PARAMS, ReportParams, default_out, input_hashes, load_report_params
 from ..state import file_sha256
 from .catalog import REPORT_FORMAT, is_report_folder
 from .pages import FIT_FILE, commit, to_html, write_index
@@ -61,7 +61,7 @@ def fit_once(params: ReportParams, ds, path: Path, root: Path) -> float:
     return time.perf_counter() - t0
 
 
-def build(params_path: str | Path = "params/report.yaml", out_dir: str | Path | None = None, only=None,
+def build(params_path: str | Path = DEFAULT_PARAMS, out_dir: str | Path | None = None, only=None,
           rendered_by: str | None = None) -> dict:
     """Fit once, then execute and render the analysis notebooks; returns {"fit" or notebook: seconds}.
 

@@ -19,7 +19,7 @@ from nbconvert.filters import markdown2html
 from .. import paper
 from ..iotools import MATH, escape_markdown
 from ..params import ReportParams
-from ..summary import REPRODUCED_MAPE_PCT, paper_findings
+from ..findings import REPRODUCED_MAPE_PCT, paper_findings
 
 __all__ = ["FIT_FILE", "mathml", "inline_svg", "banner", "to_html", "key_results", "findings_table", "write_index",
            "commit"]
@@ -138,7 +138,7 @@ VERDICT_COLOURS = {"reproduced": "#d9f2d9", "differs": "#fde0d0", "not yet": "#e
 
 
 def findings_table(pages: dict[str, dict]) -> str:
-    """The landing page's first table: the paper's findings against the kit's (:func:`energykit.summary.paper_findings`)."""
+    """The landing page's first table: the paper's findings against the kit's (:func:`energykit.findings.paper_findings`)."""
     rows = []
     for r in paper_findings(pages):
         colour = VERDICT_COLOURS.get(r["verdict"], "#fff")

@@ -35,7 +35,7 @@ ANALYSIS_GLOB = "0[2-9]_*.py"
 
 def repo_root() -> Path:
     """The directory that holds ``notebooks/`` and ``params/`` (the current one, or the package's parent)."""
-    for cand in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    for cand in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if (cand / "notebooks").is_dir():
             return cand
     raise EnergykitError("cannot find the notebooks/ folder; run from the energykit repository root")
