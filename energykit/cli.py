@@ -187,20 +187,21 @@ def cmd_report(args) -> int:
     from pathlib import Path
 
     from .iotools import REPO_ROOT
-    from .params import default_out, stale_reasons
+    from .params import DEFAULT_PARAMS, default_out, stale_reasons
 
+    params = args.params or DEFAULT_PARAMS
     root = Path.cwd() if (Path.cwd() / "notebooks").is_dir() else REPO_ROOT  # as report.repo_root finds it
     # a relative --out is the working directory's; the default reports/<params-stem> is the repository's
-    out = Path(args.out).absolute() if args.out else root / default_out(args.params)
+    out = Path(args.out).absolute() if args.out else root / default_out(params)
     if args.check_stale:  # make report asks this (no science stack loaded): exit 1 when the pages are stale
-        reasons = stale_reasons(Path(args.params).absolute(), out, root)
-        print(f"{args.out or default_out(args.params)}: " + ("; ".join(reasons) if reasons else
+        reasons = stale_reasons(Path(params).absolute(), out, root)
+        print(f"{args.out or default_out(params)}: " + ("; ".join(reasons) if reasons else
               "up to date (the params and every file they name are unchanged since the last build)"))
         return 1 if reasons else 0
     from .report import build, write_catalog
     command = args.rendered_by or "energykit " + shlex.join(sys.argv[1:])
     t0 = time.perf_counter()
-    build(args.params, out, args.only or None, rendered_by=command)
+    build(params, out, args.only or None, rendered_by=command)
     # the catalog: the repository's reports/index.html, or one the kit wrote before in another reports/ folder
     listed = out.parent.name == "reports" and (out.parent.resolve() == (root / "reports").resolve()
                                                or (out.parent / "index.html").exists())
@@ -630,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fit)
 
     r = sub.add_parser("report", help="execute the analysis notebooks and render HTML into reports/")
-    r.add_argument("--params", default="params/report.yaml", help="parameter file (default params/report.yaml)")
+    r.add_argument("--params", help="parameter file (default params/report.yaml, energykit.params.DEFAULT_PARAMS)")
     r.add_argument("--out", help="output directory (default reports/<params-stem>, listed in reports/index.html)")
     r.add_argument("--rendered-by", help="the command to name as the pages' origin (default: this command line)")
     r.add_argument("--only", action="append", help="render only this notebook (repeatable), e.g. 02_fit")

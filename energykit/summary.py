@@ -2,8 +2,8 @@
 
 Every page opens with its answer (:func:`show`); the numbers also travel in the executed notebook
 (display metadata ``energykit_key_results``), from which :mod:`energykit.report` builds the
-landing page. The paper's figures (Pizzini Cavagna et al., arXiv:2602.05695) are TensorRT-LLM on
-an H100 over 13 models: mean MAPE 1.79 %, best/worst efficiency up to 33.41x, GQA above MHA.
+landing page. The paper's figures (mean MAPE, best/worst efficiency, GQA vs MHA) live in
+:mod:`energykit.paper`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,24 @@ import pandas as pd
 import xarray as xr
 from IPython.display import Markdown, display
 
-from .dataset import cell_means, model_value
+from .dataset import cell_means, model_names, model_value
+from . import paper
+from .engines import ENGINES, label_owner
 from .engines import caveat as engine_caveat
 from .fitting import FitSet, ModelFit
+from .findings import REPRODUCED_MAPE_PCT, paper_findings
 from .intervals import bounded_high, fmt, format_interval
-from .sweetspots import PAPER_GRID, attention_kind, measured_map, ratio_table
+from .paper import GRID as PAPER_GRID
+from .sweetspots import attention_kind, measured_map, ratio_table
 from .iotools import escape_markdown
 
-__all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
-           "planning_results", "batching_results", "dataset_line", "source_line", "paper_findings"]
+__all__ = ["PAPER_MAPE_PCT", "PAPER_BEST_WORST", "REPRODUCED_MAPE_PCT", "fmt", "table", "show", "fit_results", "sweetspot_results", "workload_results",
+           "planning_results", "batching_results", "dataset_line", "source_line", "paper_findings", "replay_results"]
 
-PAPER_MAPE_PCT = 1.79
-"""Mean MAPE of the analytical model over the paper's 13 models [%]."""
-PAPER_BEST_WORST = 33.41
-"""The paper's largest best/worst efficiency ratio on its 64–4096 grid."""
+PAPER_MAPE_PCT = paper.MAPE_PCT
+"""Mean MAPE of the analytical model over the paper's 13 models [%] (:data:`energykit.paper.MAPE_PCT`)."""
+PAPER_BEST_WORST = paper.BEST_WORST
+"""The paper's largest best/worst efficiency ratio on its 64–4096 grid (:data:`energykit.paper.BEST_WORST`)."""
 
 
 
@@ -92,18 +96,34 @@ def show(text: str, numbers: dict) -> None:
     display(Markdown(escape_markdown(text)), metadata={"energykit_key_results": numbers})
 
 
-def _attention(ds: xr.Dataset) -> str:
+def _engines(ds: xr.Dataset) -> list[tuple[type, dict]]:
+    """The engine class (from the registry) and the versions it recorded, for each model's data; for data that
+    recorded none, the engine its params name, else the engine that claims its label (a CSV's)."""
     versions = ds.attrs.get("engine_versions")
-    found = sorted({str(v["attention"]) for v in versions.values() if isinstance(v, dict) and v.get("attention")}) \
-        if isinstance(versions, dict) else []
-    if found:
-        return ", ".join(found)
-    if isinstance(ds.attrs.get("params"), dict) and ds.attrs["params"].get("attention"):
-        return str(ds.attrs["params"]["attention"])
-    engine = str(ds.attrs.get("engine", ""))
-    if "flex" in engine:
-        return "flex_attention"
-    return "not recorded (transformers' default: sdpa)" if "transformers" in engine else "not recorded"
+    found = [(ENGINES[v["engine"]], v) for v in (versions.values() if isinstance(versions, dict) else [])
+             if isinstance(v, dict) and v.get("engine") in ENGINES]
+    params = ds.attrs.get("params") if isinstance(ds.attrs.get("params"), dict) else {}
+    if not found and params.get("engine") in ENGINES:
+        found = [(ENGINES[params["engine"]], {"engine": params["engine"]})]
+    owner = label_owner(str(ds.attrs.get("engine", ""))) if not found else None
+    return found or ([owner] if owner else [])
+
+
+def _attention(ds: xr.Dataset) -> str:
+    """The attention kernel(s) the data ran, as their engines say (recorded, else the params', else the engine's
+    default)."""
+    params = ds.attrs.get("params") if isinstance(ds.attrs.get("params"), dict) else {}
+    given = {"attention": params["attention"]} if params.get("attention") else {}
+    found = sorted({cls.attention({**versions, **given} if not versions.get("attention") else versions)
+                    for cls, versions in _engines(ds)})
+    return ", ".join(found) if found else str(given.get("attention", "not recorded"))
+
+
+def _paper_difference(ds: xr.Dataset) -> str:
+    """Why the data's engines may differ from the paper, as they say it ("" if none)."""
+    labels = dict.fromkeys(str(model_value(ds, m, "engine", ds.attrs.get("engine", ""))) for m in model_names(ds))
+    reasons = [owner[0].paper_difference(label) for label in labels if (owner := label_owner(label))]
+    return "; ".join(dict.fromkeys(r for r in reasons if r))
 
 
 def _weights(ds: xr.Dataset) -> str:
@@ -191,6 +211,7 @@ def sweetspot_results(ds: xr.Dataset, fits: FitSet, sweet_pct: float = 10.0) -> 
                        best_worst_high=float(row["paper_grid_best_worst_high"]), best_worst_model=str(row["model"]),
                        best_worst_extrapolated_cells=int(row["paper_grid_extrapolated_cells"]), paper_grid_cells=cells)
     numbers["gqa_vs_mha"] = _attention_numbers(ds, fits)
+    numbers["paper_difference"] = _paper_difference(ds)
     numbers["source"] = source_line(ds)
     outs = sorted({int(v) for m, b in fits.keys for v in fits.get(m, b).output_len})
     ins = sorted({int(v) for m, b in fits.keys for v in fits.get(m, b).input_len})
@@ -358,95 +379,6 @@ def batching_results(ds: xr.Dataset, rows: pd.DataFrame, sat: pd.DataFrame, simu
                   "saturation_batch_min": lo, "saturation_batch_max": hi, "simulated": simulated}
 
 
-REPRODUCED_MAPE_PCT = 3.0
-"""A mean MAPE up to this [%] counts as reproducing the paper's 1.79 % (the kit's goal on held-out cells)."""
-PAPER_GQA = "GQA above MHA"
-PAPER_WORKLOAD = "“aligning lengths with the sweet spots can substantially reduce energy”; no production-trace figure"
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.2f} %"
-
-
-def paper_findings(pages: dict[str, dict]) -> list[dict]:
-    """The landing page's table: each of the paper's findings, its value, the kit's with its interval, the data,
-    and a verdict with its reason.
-
-    ``pages``: the key-result numbers of each rendered page by stem (``{"02_fit": {...}, "03_sweetspots": ...}``),
-    as :func:`fit_results`, :func:`sweetspot_results` and :func:`workload_results` return them. Each row is
-    ``{"finding", "paper", "kit", "data", "verdict", "why", "page"}``; verdict is ``reproduced``, ``differs`` or
-    ``not yet``; a page not rendered gives ``not yet`` and says so.
-
-    >>> rows = paper_findings({"02_fit": {"mape_pct": 0.82, "cv_mape_pct": 1.74, "mape_min_pct": 0.59,
-    ...     "mape_max_pct": 1.06, "repeat_spread_pct": 1.0, "source": "data/x.nc"}})
-    >>> rows[0]["verdict"], rows[0]["kit"], rows[1]["verdict"]
-    ('reproduced', '0.82 % (per model 0.59–1.06 %; cross-validated 1.74 %)', 'not yet')
-    """
-    fit, sweet, work = pages.get("02_fit") or {}, pages.get("03_sweetspots") or {}, pages.get("04_workloads") or {}
-    rows = []
-    if fit:
-        mape, spread = fit.get("mape_pct", float("nan")), fit.get("repeat_spread_pct", float("nan"))
-        ok = np.isfinite(mape) and mape <= REPRODUCED_MAPE_PCT
-        why = (f"within {REPRODUCED_MAPE_PCT:g} % over {len(fit.get('models', [])) or 'the'} model(s)" if ok else
-               f"repeats spread {spread:.1f} % (median over cells): the noise sets the floor" if np.isfinite(spread)
-               and spread > REPRODUCED_MAPE_PCT / 2 else "the model misses the data's shape: see 02_fit's residuals")
-        rows.append(dict(finding="mean MAPE of the analytical model", paper=f"{PAPER_MAPE_PCT} % (13 models)",
-                         kit=f"{_pct(mape)} (per model {fit.get('mape_min_pct', float('nan')):.2f}–"
-                             f"{fit.get('mape_max_pct', float('nan')):.2f} %; cross-validated "
-                             f"{_pct(fit.get('cv_mape_pct'))})",
-                         data=fit.get("source", ""), verdict="reproduced" if ok else "differs", why=why, page="02_fit"))
-    else:
-        rows.append(dict(finding="mean MAPE of the analytical model", paper=f"{PAPER_MAPE_PCT} % (13 models)", kit="–",
-                         data="", verdict="not yet", why="02_fit was not rendered in this set", page="02_fit"))
-    sdpa = "sdpa" in str(sweet.get("source", ""))
-    sdpa_why = "sdpa attends over the whole static cache every step, so decode cost stops following the context"
-    if sweet.get("best_worst") is not None and np.isfinite(sweet.get("best_worst", float("nan"))):
-        top, lo, hi = sweet["best_worst"], sweet.get("best_worst_low", np.nan), sweet.get("best_worst_high", np.nan)
-        extra, cells = sweet.get("best_worst_extrapolated_cells", 0), sweet.get("paper_grid_cells", 49)
-        inside = np.isfinite(lo) and np.isfinite(hi) and lo <= PAPER_BEST_WORST <= hi
-        verdict = "reproduced" if inside else "differs" if sdpa or not extra else "not yet"
-        why = "; ".join(x for x in [sdpa_why if sdpa and not inside else "",
-                                    f"{extra} of {cells} grid cells extrapolated past the measured lengths" if extra else
-                                    "every grid cell measured", f"largest for {sweet.get('best_worst_model', '?')}"] if x)
-        rows.append(dict(finding="best/worst efficiency on the 64–4096 grid", paper=f"up to {PAPER_BEST_WORST}x",
-                         kit=f"{top:.1f}x [{lo:.1f}, {hi:.1f}]", data=sweet.get("source", ""), verdict=verdict, why=why,
-                         page="03_sweetspots"))
-        gq = sweet.get("gqa_vs_mha") or {}
-        v = gq.get("verdict", "")
-        if v:
-            eff = ", ".join(f"{m} ({gq.get('kinds', {}).get(m, '?')}) {t:.2f}" for m, t in gq.get("gmean", {}).items())
-            why = ("as the paper" if v == "above" else sdpa_why + " and expands GQA's KV heads" if sdpa else
-                   "the models differ in more than attention (layers, vocabulary, size)")
-            rows.append(dict(finding="GQA vs MHA efficiency", paper=PAPER_GQA,
-                             kit=f"GQA {v} MHA; tokens/J (geometric mean over {gq.get('cells', '?')} shared cells): {eff}",
-                             data=sweet.get("source", ""), verdict="reproduced" if v == "above" else "differs", why=why,
-                             page="03_sweetspots"))
-        else:
-            rows.append(dict(finding="GQA vs MHA efficiency", paper=PAPER_GQA, kit="–", data=sweet.get("source", ""),
-                             verdict="not yet", why="needs a GQA and an MHA model measured with one engine",
-                             page="03_sweetspots"))
-    else:
-        for finding, paper in (("best/worst efficiency on the 64–4096 grid", f"up to {PAPER_BEST_WORST}x"),
-                               ("GQA vs MHA efficiency", PAPER_GQA)):
-            rows.append(dict(finding=finding, paper=paper, kit="–", data="", verdict="not yet",
-                             why="03_sweetspots was not rendered in this set", page="03_sweetspots"))
-    traces = {k: v for k, v in work.items() if isinstance(v, dict) and "per_token_saving_pct" in v}
-    if traces:
-        kit = "; ".join(f"{k}: {v['best_policy']} {v['per_token_saving_pct']:+.1f} % per token "
-                        f"[{v.get('per_token_saving_pct_low', np.nan):+.1f}, {v.get('per_token_saving_pct_high', np.nan):+.1f}]"
-                        f" ({v['saving_pct']:+.1f} % total)" for k, v in traces.items())
-        far = max(v.get("extrapolated_pct", 0.0) for v in traces.values())
-        rows.append(dict(finding="saving on a production workload", paper=PAPER_WORKLOAD, kit=kit,
-                         data=work.get("source", "Azure LLM inference traces 2023"), verdict="kit only",
-                         why=f"the paper gives no trace-level figure; up to {far:.0f} % of a policy's requests lie "
-                             "outside the measured grid (extrapolated)", page="04_workloads"))
-    else:
-        rows.append(dict(finding="saving on a production workload", paper=PAPER_WORKLOAD, kit="–", data="",
-                         verdict="not yet", why="04_workloads was not rendered in this set", page="04_workloads"))
-    return rows
-
-
-__all__ += ["replay_results"]
 
 
 def replay_results(whole: dict, totals: dict, simulated: bool, source: str, recovery_pct: float | None = None,

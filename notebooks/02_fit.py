@@ -34,19 +34,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from energykit import dataset, fitting, plots, sweetspots
+from energykit import dataset, fitting, notebook, plots, sweetspots
 
-sns.set_theme(context="notebook", style="whitegrid")
-pd.set_option("display.precision", 4)
-pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
-# %matplotlib inline
+notebook.setup()  # the pages' display settings: seaborn theme, tables read in full, inline figures
 
 # %%
 from energykit import summary
 
-ds = dataset.load_many(data)
-fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
-        else fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds))
+ds, fits = notebook.data_and_fits(data, fit_file, loss, cv_folds)  # fits read from fit_file, or fitted here
 summary.show(*summary.fit_results(ds, fits))
 
 # %% [markdown]

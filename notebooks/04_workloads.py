@@ -41,18 +41,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from energykit import dataset, fitting, plots, sweetspots
+from energykit import dataset, notebook, plots, sweetspots
 
-sns.set_theme(context="notebook", style="whitegrid")
-pd.set_option("display.precision", 4)
-pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
-# %matplotlib inline
+notebook.setup()  # the pages' display settings: seaborn theme, tables read in full, inline figures
 from energykit import iotools, workloads
 
 # %%
-ds = dataset.load_many(data)
-fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
-        else fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds))
+ds, fits = notebook.data_and_fits(data, fit_file, loss, cv_folds)  # fits read from fit_file, or fitted here
 name = workload_model or fits.keys[0][0]
 fit = fits.get(name)
 loaded = {k: iotools.read_trace(v)[0] for k, v in traces.items()}

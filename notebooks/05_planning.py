@@ -38,12 +38,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from energykit import dataset, fitting, plots, sweetspots
+from energykit import dataset, notebook, plots, sweetspots
 
-sns.set_theme(context="notebook", style="whitegrid")
-pd.set_option("display.precision", 4)
-pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
-# %matplotlib inline
+notebook.setup()  # the pages' display settings: seaborn theme, tables read in full, inline figures
 from energykit import design, hardware, iotools, presets, uncertainty, workloads
 
 # %%

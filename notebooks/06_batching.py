@@ -38,15 +38,11 @@ calibrate_data = "data/h200_hf_energykit/measurements.nc"  # hardware coefficien
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from energykit import dataset, fitting, hardware, plots, summary, sweetspots
+from energykit import dataset, fitting, hardware, notebook, plots, summary, sweetspots
 
-sns.set_theme(context="notebook", style="whitegrid")
-pd.set_option("display.precision", 4)
-pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
-# %matplotlib inline
+notebook.setup()  # the pages' display settings: seaborn theme, tables read in full, inline figures
 
 SIM_BATCHES = (1, 4, 16, 64)  # batch sizes of the simulated sweep [requests]
 SIM_NOISE_PCT = 3.0  # multiplicative noise of each simulated window [%]

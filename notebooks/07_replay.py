@@ -54,15 +54,11 @@ replay_window_s = 10.0  # predicted vs measured per window of this many seconds
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from energykit import dataset, plots, replay, summary
+from energykit import dataset, notebook, plots, replay, summary
 
-sns.set_theme(context="notebook", style="whitegrid")
-pd.set_option("display.precision", 4)
-pd.set_option("display.max_colwidth", None)  # table cells are read in full (they wrap), never cut with "..."
-# %matplotlib inline
+notebook.setup()  # the pages' display settings: seaborn theme, tables read in full, inline figures
 
 SIM_WINDOW_S = 1.0  # meter window of the simulated replay [s]
 SIM_NOISE_PCT = 2.0  # multiplicative noise of each simulated meter window [%]

@@ -11,13 +11,13 @@ from conftest import ROOT
 
 PKG = ROOT / "energykit"
 LAYERS = {
-    "schema": 0, "errors": 0,
-    "iotools": 1, "state": 1, "physics": 1, "model": 1, "intervals": 1, "price": 0,
+    "schema": 0, "errors": 0, "paper": 0,
+    "iotools": 1, "state": 1, "findings": 1, "physics": 1, "model": 1, "intervals": 1, "price": 0,
     "presets": 2, "dataset": 2, "meters": 2, "engines": 2,
     "fitting": 3, "windows": 3, "params": 3,
     "uncertainty": 4, "shards": 4,
     "sweetspots": 5, "design": 5, "hardware": 5,
-    "workloads": 6, "summary": 6, "replay": 6,
+    "workloads": 6, "summary": 6, "notebook": 6, "replay": 6,
     "plots": 7, "report": 7, "sweep": 7, "replay_run": 7,
     "testing": 8, "submit": 8,
     "cli": 9, "__main__": 10,
@@ -130,10 +130,12 @@ def test_help_imports_no_science_stack():
 
 
 def test_the_core_never_branches_on_an_engine_name():
-    """Outside its own module, no engine's name is compared, switched on or used as a key (ask engines.ENGINES)."""
+    """Outside its own module, no registered engine's name, nor the name of an attention kernel an engine runs, is
+    compared, switched on or used as a key (ask engines.ENGINES and the engine class)."""
     from energykit.engines import ENGINES
 
-    names = set(ENGINES)
+    names = set(ENGINES) | {a for cls in ENGINES.values() for a in cls.attentions}
+    assert {"hf", "trtllm", "serve", "sdpa", "flex_attention"} <= names  # what the check covers
     own = {f"engines.{cls.__module__.rsplit('.', 1)[-1]}" for cls in ENGINES.values()}
     bad = []
     for path, mod in _modules():

@@ -810,3 +810,97 @@ def test_trtllm_sweep_takes_no_decode_wait_admits_whole_batches_and_times_the_si
     with pytest.raises(ParamsError, match="only in its TensorRT engine-build flow, whose C\\+\\+ executor admits"):
         load_measure_params(path)  # at validation, with the library installed: before anything runs
     assert not (tmp_path / "opt").exists()
+
+
+def _distribution(site, name: str, entry: str) -> None:
+    """An installed distribution in ``site`` (a ``.dist-info`` folder, as pip writes it) whose only entry point is
+    ``entry`` in the group ``energykit.engines`` (read by importlib.metadata, as the registry reads it)."""
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[energykit.engines]\n{entry}\n")
+    (info / "RECORD").write_text("")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder on sys.path holding tests/toy_engine.py as the module ``energykit_toy`` of a third party; the
+    registry forgets its entry points before and after."""
+    import shutil
+    from pathlib import Path
+
+    from energykit import engines
+
+    folder = tmp_path / "site"
+    folder.mkdir()
+    shutil.copy(Path(__file__).with_name("toy_engine.py"), folder / "energykit_toy.py")
+    monkeypatch.syspath_prepend(str(folder))
+    engines.ENGINES.reload()
+    yield folder
+    monkeypatch.undo()
+    sys.modules.pop("energykit_toy", None)
+    engines.ENGINES.reload()
+    assert "toy" not in engines.ENGINES
+
+
+def test_a_third_party_engine_registers_through_an_entry_point_and_sweeps(tmp_path, site):
+    """No line in the kit: an installed distribution's entry point registers the toy engine, which is validated,
+    swept, labelled, and asked by the summary for its attention (through the registry, never the label's text)."""
+    from energykit import dataset, engines, summary, sweep
+
+    _distribution(site, "energykit_toy", "toy = energykit_toy:ToyEngine")
+    assert engines.ENGINES["toy"].__module__ == "energykit_toy" and list(engines.ENGINES)[:3] == ["hf", "trtllm", "serve"]
+    with pytest.raises(ParamsError, match=r"unknown key 'toy.colour'"):
+        _load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"colour": 1}))
+    params = _load(tmp_path, _measure_params(tmp_path, engine="toy", toy={"work": 2}, input_lens=[8], output_lens=[2],
+                                             repeats=1))
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        path = sweep.run(params, progress=False)
+    ds = dataset.load(path)
+    assert int(ds["duration_s"].notnull().sum()) == 1
+    assert str(ds["engine"].values.ravel()[0]).startswith("toy numpy-")
+    assert summary._attention(ds) == "not recorded" and summary._paper_difference(ds) == ""
+    assert "attention not recorded" in summary.dataset_line(ds)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("hf = energykit_toy:ToyEngine", r"entry point hf = energykit_toy:ToyEngine \(group energykit.engines, distribution "
+                                     r"energykit_bad\) clashes with the engine 'hf' of energykit.engines.hf"),
+    ("toy = energykit_gone:ToyEngine", r"entry point toy = energykit_gone:ToyEngine .* cannot be loaded: "
+                                       r"ModuleNotFoundError: No module named 'energykit_gone'; fix or uninstall"),
+    ("other = energykit_toy:ToyEngine", r"is not an energykit.engines.Engine subclass named 'other'"),
+    ("toy = energykit_toy:ToyOptions", r"is not an energykit.engines.Engine subclass named 'toy'"),
+])
+def test_a_clashing_or_broken_entry_point_is_one_line_naming_it(tmp_path, site, entry, message):
+    from energykit import engines
+    from energykit.params import MeasureParams
+
+    _distribution(site, "energykit_bad", entry)
+    with pytest.raises(ParamsError, match=message) as err:
+        engines.engine_class("hf")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ParamsError, match=message):  # a params file meets it before any GPU time
+        MeasureParams(**_measure_params(tmp_path))
+
+
+def test_summary_asks_the_engine_never_the_label_text():
+    """The attention shown and the paper's difference come from the engine class found through the registry: an
+    engine's name in a model's recorded versions, else the params', else the engine that claims the label."""
+    import xarray as xr
+
+    from energykit import summary
+
+    def data(**attrs):
+        return xr.Dataset(coords={"model": ["m"], "batch_size": [16]}, attrs=attrs)
+
+    # a label naming flex attention, recorded versions that say sdpa: the versions win (the label is not read)
+    ds = data(engine="hf transformers-5.17.0 compiled flex_attention",
+              engine_versions={"m": {"engine": "hf", "attention": "sdpa"}})
+    assert summary._attention(ds) == "sdpa"
+    assert summary._attention(data(engine="x", params={"engine": "hf"})) == "not recorded (transformers' default: sdpa)"
+    assert summary._attention(data(engine="x", params={"engine": "hf", "attention": "eager"})) == "eager"
+    assert summary._attention(data(engine="trtllm 1.2.0 pytorch")) == "not recorded"
+    assert summary._attention(data(engine="flex_attention of an unknown engine")) == "not recorded"  # no guess
+    assert summary._attention(data(engine="transformers-5.17-static-cache-compiled")).endswith("default: sdpa)")
+    assert "whole static cache" in summary._paper_difference(data(engine="transformers-5.17-static-cache-compiled"))
+    assert summary._paper_difference(data(engine="hf transformers-5.24.0 loop cuda-graph flex_attention")) == ""

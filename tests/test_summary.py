@@ -79,6 +79,7 @@ def test_probe_models_of_different_engines_are_not_compared():
 def test_paper_findings_give_each_verdict_its_reason():
     """The landing table's rows: reproduced inside the interval, differs with the engine's reason, not yet where the
     data cannot say (extrapolated cells, no GQA/MHA pair, a page not rendered), kit only for the workload."""
+    from energykit.engines import HFEngine
     from energykit.summary import paper_findings
 
     fit = {"mape_pct": 6.1, "cv_mape_pct": 12.4, "mape_min_pct": 4.3, "mape_max_pct": 7.9, "repeat_spread_pct": 5.5,
@@ -96,11 +97,13 @@ def test_paper_findings_give_each_verdict_its_reason():
     assert gqa["verdict"] == "reproduced" and "g (GQA) 4.00" in gqa["kit"]
     assert saving["verdict"] == "kit only" and "+5.0 % per token [+4.0, +6.0]" in saving["kit"]
     sdpa = dict(sweet, best_worst=2.6, best_worst_low=2.6, best_worst_high=2.7, best_worst_extrapolated_cells=14,
-                source="x.nc · attention sdpa", gqa_vs_mha={"verdict": "below", "gmean": {}, "kinds": {}})
+                source="x.nc · attention sdpa", gqa_vs_mha={"verdict": "below", "gmean": {}, "kinds": {}},
+                paper_difference=HFEngine.paper_difference("hf transformers-5.17.0 compiled sdpa"))
     rows = paper_findings({"03_sweetspots": sdpa})
     assert [r["verdict"] for r in rows] == ["not yet", "differs", "differs", "not yet"]
     assert "sdpa attends over the whole static cache" in rows[1]["why"] and "14 of 49" in rows[1]["why"]
-    flex = dict(sdpa, source="x.nc · attention flex_attention", gqa_vs_mha={"verdict": ""})
+    flex = dict(sdpa, source="x.nc · attention flex_attention", gqa_vs_mha={"verdict": ""},
+                paper_difference=HFEngine.paper_difference("hf transformers-5.17.0 compiled flex_attention"))
     rows = paper_findings({"03_sweetspots": flex})
     assert rows[1]["verdict"] == "not yet" and rows[2]["verdict"] == "not yet"
     assert "02_fit was not rendered" in rows[0]["why"] and "04_workloads was not rendered" in rows[3]["why"]

@@ -102,6 +102,8 @@ class Engine(ABC):
     loads_per_batch_size: ClassVar[bool] = False
     """True for an engine that loads its executor for one batch size at a time: the sweep then measures
     each batch size's windows together (shuffled within it)."""
+    attentions: ClassVar[tuple[str, ...]] = ()
+    """The attention kernels it can run (their names, as :meth:`attention` gives them)."""
     gpus = 1
     """GPUs the engine runs on (tensor parallelism); the meter reads that many."""
 
@@ -168,6 +170,23 @@ class Engine(ABC):
     def caveat(cls, label: str) -> str:
         """A caveat on comparing attention kinds (GQA vs MHA) for data with this engine label; "" if none."""
         return ""
+
+    @classmethod
+    def paper_difference(cls, label: str) -> str:
+        """Why this engine's data with this label may differ from the paper's figures, in plain words; "" if
+        nothing the engine knows of (the landing page's verdicts name it)."""
+        return ""
+
+    @classmethod
+    def attention(cls, versions: dict) -> str:
+        """The attention kernel the recorded ``versions`` (:meth:`versions`, or :meth:`from_label`) ran."""
+        return str(versions.get("attention") or "not recorded")
+
+    @classmethod
+    def from_label(cls, label: str) -> dict | None:
+        """The versions this engine reads back from a label it wrote (:meth:`label`), for data that recorded no
+        versions (a CSV); ``None`` when the label is not this engine's."""
+        return {"engine": cls.name} if label == cls.name or label.startswith(f"{cls.name} ") else None
 
     @abstractmethod
     def load(self) -> None:

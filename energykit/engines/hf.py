@@ -195,6 +195,7 @@ class HFEngine(Engine):
 
     name = "hf"
     Options = HFOptions
+    attentions = ATTENTIONS
     requires = ("torch", "transformers")
     extra = "hf"
 
@@ -249,11 +250,38 @@ class HFEngine(Engine):
 
     @classmethod
     def caveat(cls, label: str) -> str:
-        # the probe files' labels (transformers-5.17-...) name no attention: transformers' default, sdpa
-        if "sdpa" in label or (("hf" in label or "transformers" in label) and "flex" not in label):
+        if cls._whole_cache(label):
             return (" **Caveat:** this engine's decode attention reads the whole static cache and expands GQA's "
                     "KV heads (sdpa), so KV-cache savings do not show; see docs/engines.md.")
         return ""
+
+    @classmethod
+    def paper_difference(cls, label: str) -> str:
+        if cls._whole_cache(label):
+            return ("sdpa attends over the whole static cache every step and expands GQA's KV heads, so decode cost stops "
+                    "following the context")
+        return ""
+
+    @classmethod
+    def _whole_cache(cls, label: str) -> bool:
+        """Whether data with this label ran an attention that reads the whole static cache (sdpa, or eager)."""
+        versions = cls.from_label(label)
+        return versions is not None and cls.attention(versions) != "flex_attention"
+
+    @classmethod
+    def attention(cls, versions: dict) -> str:
+        """The recorded attention; data that recorded none ran transformers' default, sdpa."""
+        return str(versions.get("attention") or "not recorded (transformers' default: sdpa)")
+
+    @classmethod
+    def from_label(cls, label: str) -> dict | None:
+        """``hf transformers-X MODE ATTENTION``, or the probe files' ``transformers-5.17-…`` (no attention named:
+        transformers' default, sdpa)."""
+        words = label.replace("-", " ").split()
+        if not words or words[0] not in ("hf", "transformers"):
+            return None
+        found = [w if w in ATTENTIONS else "flex_attention" for w in label.split() if w in ATTENTIONS or "flex" in w]
+        return {"engine": cls.name, **({"attention": found[-1]} if found else {})}
 
     def __init__(self, name, geometry, checkpoint=None, dtype="bfloat16", device="auto", compile=True,
                  attention="flex_attention", max_len=2048, seed=0, decode=None, compile_cache=None):
