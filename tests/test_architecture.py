@@ -15,7 +15,7 @@ LAYERS = {
     "iotools": 1, "state": 1, "physics": 1, "model": 1, "intervals": 1, "price": 0,
     "presets": 2, "dataset": 2, "meters": 2, "engines": 2,
     "fitting": 3, "windows": 3, "params": 3,
-    "uncertainty": 4, "shards": 4,
+    "uncertainty": 4, "shards": 4, "provenance": 4, "merge": 5,
     "sweetspots": 5, "design": 5, "hardware": 5,
     "workloads": 6, "summary": 6, "replay": 6,
     "plots": 7, "report": 7, "sweep": 7, "replay_run": 7,

@@ -326,7 +326,8 @@ def test_trtllm_more_than_one_gpu_is_refused_before_the_sweep_writes(trt, tmp_pa
 
 
 def test_trtllm_one_executor_per_batch_size_and_the_sweep_groups_them(trt, tmp_path):
-    from energykit import sweep
+    from energykit import shards
+    from energykit.engines import engine_class
     from energykit.params import MeasureParams
 
     eng = _engine(tmp_path, max_batch_size=8, batch_sizes=[2, 8], max_input_len=32, max_len=64)
@@ -338,7 +339,7 @@ def test_trtllm_one_executor_per_batch_size_and_the_sweep_groups_them(trt, tmp_p
     assert graphs == [[2], [8], [2]] and eng.loads == 3  # loaded for 2 at load(), then for each change
     params = MeasureParams(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[2, 8, 4], input_lens=[8, 16],
                            output_lens=[2, 4], repeats=2, output=str(tmp_path / "o"))
-    order = [b for _, b, *_ in sweep.plan(params, set())]
+    order = [b for _, b, *_ in shards.run_order(params, set(), by_batch=engine_class("trtllm").loads_per_batch_size)]
     assert len(order) == 3 * 4 * 2 and sum(a != b for a, b in zip(order, order[1:])) == 2  # three blocks
 
 
