@@ -137,10 +137,24 @@ def test_the_core_never_branches_on_an_engine_name():
     own = {f"engines.{cls.__module__.rsplit('.', 1)[-1]}" for cls in ENGINES.values()}
     bad = []
     for path, mod in _modules():
-        if mod in own or mod == "testing":  # an engine's own module; the fakes of its library
+        if mod in own or mod.split(".")[0] == "testing":  # an engine's own module; the fakes of its library
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Compare, ast.Dict, ast.MatchValue, ast.Subscript)):
                 hits = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and c.value in names]
                 bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {h!r}" for h in hits]
     assert not bad, "\n".join(bad)
+
+
+def test_no_package_module_imports_the_fakes():
+    """The fakes of hardware libraries (``energykit.testing``) are for tests: no package module outside them imports them."""
+    bad = []
+    for path, mod in _modules():
+        if not mod or mod.split(".")[0] == "testing":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {t}" for t in _targets(node, mod)
+                        if t.split(".")[0] == "testing"]
+    assert not bad, "\n".join(bad)
+

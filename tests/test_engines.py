@@ -4,7 +4,7 @@ The fake (:class:`energykit.testing.FakeTensorRTLLM`) is written from TensorRT-L
 ``tensorrt_llm/llmapi/llm.py`` (argument check, ``_prepare_sampling_params``, ``_check_arguments``),
 ``tensorrt_llm/llmapi/llm_args.py`` (``BaseLlmArgs``/``TorchLlmArgs`` fields, ``KvCacheConfig``),
 ``tensorrt_llm/sampling_params.py`` and ``tensorrt_llm/_torch/models/__init__.py``; see the notes in
-``energykit/testing.py``.
+``energykit/testing/trtllm/``.
 """
 
 import json
@@ -99,7 +99,7 @@ def test_every_call_gets_fresh_prompts_prepared_outside_the_window():
 
 
 # -- TensorRT-LLM ----------------------------------------------------------------------------------
-# The stand-in follows TensorRT-LLM's source (files in energykit/testing.py): 1.2's LLM API
+# The stand-in follows TensorRT-LLM's source (files in energykit/testing/trtllm/args.py): 1.2's LLM API
 # (llmapi/llm.py, llm_args.py, sampling_params.py), the PyTorch executor of the stored main snapshot
 # (NVIDIA/TensorRT-LLM, llm_args.py at commit 0004396720054fd8; _torch/pyexecutor/py_executor.py's
 # _executor_loop_overlap and _prepare_and_schedule_batch), its request queue read at commits a98a9061d72f
