@@ -24,7 +24,8 @@ Nothing in the package imports this (``tests/test_architecture.py`` checks it): 
 
 from __future__ import annotations
 
-from .nvml import FakeNVMLError, FakeNVMLErrorNotSupported, FakeNvml, fake_api_names
+from .nvml import (FakeNVMLError, FakeNVMLErrorInvalidArgument, FakeNVMLErrorNoPermission, FakeNVMLErrorNotSupported,
+                   FakeNvml, fake_api_names)
 from .trtllm import (TOKENS_PER_BLOCK, TRTLLM_BASE_ARGS, TRTLLM_MAIN_ONLY_ARGS, TRTLLM_PYTORCH_ARCHITECTURES,
                      TRTLLM_TENSORRT_ARCHITECTURES, TRTLLM_TENSORRT_ONLY_ARGS, TRTLLM_TORCH_ARGS, TRTLLM_TRT_ARGS,
                      FakeBuildConfig, FakeCudaGraphConfig, FakeEnergyMonitor, FakeExtendedRuntimePerfKnobConfig,
@@ -33,7 +34,8 @@ from .trtllm import (TOKENS_PER_BLOCK, TRTLLM_BASE_ARGS, TRTLLM_MAIN_ONLY_ARGS, 
 from .trtllm import (SHUTDOWN_REQUEST_ID, FakeCppRequestQueue, FakeExecutorRequestQueue, FakeFetch,
                      FakeGenerationExecutorProxy, FakeGenerationExecutorWorker, FakePyExecutor, FakeRequestQueueItem)
 
-__all__ = ["FakeNVMLError", "FakeNVMLErrorNotSupported", "FakeNvml", "fake_api_names", "TRTLLM_BASE_ARGS",
+__all__ = ["FakeNVMLError", "FakeNVMLErrorNotSupported", "FakeNVMLErrorNoPermission", "FakeNVMLErrorInvalidArgument",
+           "FakeNvml", "fake_api_names", "TRTLLM_BASE_ARGS",
            "TRTLLM_TORCH_ARGS", "TRTLLM_TENSORRT_ONLY_ARGS", "TRTLLM_TRT_ARGS", "TRTLLM_MAIN_ONLY_ARGS",
            "TRTLLM_PYTORCH_ARCHITECTURES", "TRTLLM_TENSORRT_ARCHITECTURES", "TOKENS_PER_BLOCK",
            "cuda_graph_batch_sizes", "FakeSamplingParams", "FakeKvCacheConfig", "FakeCudaGraphConfig",

@@ -3,15 +3,24 @@
 An energy counter that advances in steps of ``counter_period_s`` at a constant power, optionally missing,
 optionally going down; several GPUs at their own phases; or no GPU at all. :func:`fake_api_names` lists what
 it fakes, so a test can check each name exists in the real module.
+
+The setters (power limit, locked GPU clocks) follow nvidia-ml-py 13.615.71's ``pynvml.py``: each passes its
+arguments through ``ctypes.c_uint`` (a float raises ``TypeError``) and raises the ``NVMLError`` subclass of the
+return code (``_extractNVMLErrorsAsClasses``: ``NVML_ERROR_NO_PERMISSION`` = 4 → ``NVMLError_NoPermission``,
+``NVML_ERROR_INVALID_ARGUMENT`` = 2 → ``NVMLError_InvalidArgument``); NVML's API reference gives the codes:
+no permission unless root, an invalid argument for a limit outside
+``nvmlDeviceGetPowerManagementLimitConstraints`` (mW) or locked clocks with min > max.
 """
 
 from __future__ import annotations
 
+import ctypes
 import time
 import types
 from dataclasses import dataclass
 
-__all__ = ["FakeNVMLError", "FakeNVMLErrorNotSupported", "FakeNvml", "fake_api_names"]
+__all__ = ["FakeNVMLError", "FakeNVMLErrorNotSupported", "FakeNVMLErrorNoPermission", "FakeNVMLErrorInvalidArgument",
+           "FakeNvml", "fake_api_names"]
 
 
 class FakeNVMLError(Exception):
@@ -20,6 +29,19 @@ class FakeNVMLError(Exception):
 
 class FakeNVMLErrorNotSupported(FakeNVMLError):
     """Stands for ``pynvml.NVMLError_NotSupported``."""
+
+
+class FakeNVMLErrorNoPermission(FakeNVMLError):
+    """Stands for ``pynvml.NVMLError_NoPermission`` (a setter called without root)."""
+
+
+class FakeNVMLErrorInvalidArgument(FakeNVMLError):
+    """Stands for ``pynvml.NVMLError_InvalidArgument``."""
+
+
+def _c_uint(value) -> int:
+    """What ``ctypes.c_uint(value)`` passes to NVML: ``TypeError`` for a non-integer, wrapped modulo 2**32."""
+    return ctypes.c_uint(value).value
 
 
 @dataclass
@@ -45,11 +67,19 @@ class FakeNvml:
         Number of GPUs; 0 makes ``nvmlInit`` fail as on a machine without a driver.
     counter_phase_s : float or list of float
         When each GPU's counter ticks within its period [s] (GPUs tick at their own phases).
+    root : bool
+        Whether the setters are allowed (NVML refuses them to other users with ``NVMLError_NoPermission``).
+    power_limit_range_w : tuple of float
+        ``(min, max)`` power limit the GPUs accept [W] (an H200 SXM: 200-700 W).
     """
 
     NVMLError = FakeNVMLError
     NVMLError_NotSupported = FakeNVMLErrorNotSupported
+    NVMLError_NoPermission = FakeNVMLErrorNoPermission
+    NVMLError_InvalidArgument = FakeNVMLErrorInvalidArgument
     NVML_SUCCESS = 0
+    NVML_ERROR_INVALID_ARGUMENT = 2
+    NVML_ERROR_NO_PERMISSION = 4
     NVML_ERROR_NOT_SUPPORTED = 3
     NVML_FI_DEV_POWER_INSTANT = 186
     NVML_CLOCK_SM = 1
@@ -57,7 +87,8 @@ class FakeNvml:
     NVML_TEMPERATURE_GPU = 0
 
     def __init__(self, power_w=300.0, counter_period_s=0.1, has_counter=True, counter_drop_after=None, gpus=1,
-                 instant_field=True, clock=time.perf_counter, counter_phase_s=0.0):
+                 instant_field=True, clock=time.perf_counter, counter_phase_s=0.0, root=False,
+                 power_limit_range_w=(200.0, 700.0)):
         self.power_w = power_w
         self.counter_period_s = counter_period_s
         self.has_counter = has_counter
@@ -73,6 +104,10 @@ class FakeNvml:
         self.initialised = False
         self.busy_pids: dict = {}
         self.mig = False
+        self.root = root
+        self.limit_range_mw = tuple(int(w * 1000) for w in power_limit_range_w)
+        self.limit_mw = self.limit_range_mw[1]
+        self.locked_clocks_mhz = None  # (min, max) while locked
 
     def _log(self, name):
         self.calls.append(name)
@@ -172,10 +207,49 @@ class FakeNvml:
         return "580.159.04"
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle):
-        return 700_000
+        return self.limit_mw
 
     def nvmlDeviceGetClockInfo(self, handle, clock_type):
-        return 1980 if clock_type == self.NVML_CLOCK_SM else 3201
+        if clock_type == self.NVML_CLOCK_SM:
+            return min(1980, self.locked_clocks_mhz[1]) if self.locked_clocks_mhz else 1980
+        return 3201
+
+    # -- setters: root only ----------------------------------------------------------------------------
+    def _check_root(self):
+        if not self.root:
+            raise FakeNVMLErrorNoPermission("Insufficient Permissions")
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle):
+        """The power limit set [mW]."""
+        return self.limit_mw
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle):
+        """``[min, max]`` power limit [mW]."""
+        return list(self.limit_range_mw)
+
+    def nvmlDeviceSetPowerManagementLimit(self, handle, limit):
+        """Set the power limit [mW]."""
+        self._log("nvmlDeviceSetPowerManagementLimit")
+        limit = _c_uint(limit)
+        self._check_root()
+        if not self.limit_range_mw[0] <= limit <= self.limit_range_mw[1]:
+            raise FakeNVMLErrorInvalidArgument("Invalid Argument")
+        self.limit_mw = limit
+
+    def nvmlDeviceSetGpuLockedClocks(self, handle, minGpuClockMHz, maxGpuClockMHz):
+        """Lock the graphics clock to [min, max] MHz."""
+        self._log("nvmlDeviceSetGpuLockedClocks")
+        lo, hi = _c_uint(minGpuClockMHz), _c_uint(maxGpuClockMHz)
+        self._check_root()
+        if lo > hi:
+            raise FakeNVMLErrorInvalidArgument("Invalid Argument")
+        self.locked_clocks_mhz = (lo, hi)
+
+    def nvmlDeviceResetGpuLockedClocks(self, handle):
+        """Let the graphics clock float again."""
+        self._log("nvmlDeviceResetGpuLockedClocks")
+        self._check_root()
+        self.locked_clocks_mhz = None
 
     def nvmlDeviceGetTemperature(self, handle, sensor):
         return 35
