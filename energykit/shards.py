@@ -24,7 +24,6 @@ from pathlib import Path
 
 from .dataset import load, measured_cells
 from .errors import ParamsError
-from .model import VARIABLES
 from .params import MeasureParams
 from .schema import DIMS
 
@@ -45,8 +44,10 @@ class Shard:
         return sorted({w[0] for w in self.windows})
 
 
-CELL_VARIABLES = tuple(d for d in DIMS if d in VARIABLES)
-"""The variables naming a cell, in the dataset's dimension order (a window key's middle fields)."""
+CELL_VARIABLES = tuple(d for d in DIMS if d not in ("model", "repeat"))
+"""The variables naming a cell, in the dataset's dimension order (a window key's middle fields): the energy
+model's declared variables (:data:`energykit.model.VARIABLES`, which ``tests/test_shards.py`` checks), read
+from :mod:`energykit.schema` so that planning a sweep does not load the fitting stack."""
 
 
 def window_key(rec: dict) -> tuple:
