@@ -297,3 +297,21 @@ def test_folders_measured_before_the_decode_loop_resume_with_generate_and_refuse
     old = {"setup": {"engine": "hf", "attention": "flex_attention", "compile": True}, "models": {}}
     new = {"setup": {"engine": "hf", **HFEngine.fingerprint(loop.engine_options)}, "models": {}}
     assert sweep.fingerprint_difference(old, new) == ["decode: None -> 'loop'"]
+
+
+def test_the_engine_class_is_looked_up_once_per_run(tmp_path, monkeypatch, toy):
+    from energykit import engines, merge, provenance
+
+    calls = []
+
+    def counted(kind):
+        calls.append(kind)
+        return engines.engine_class(kind)
+
+    for module in (sweep, provenance, merge):
+        if hasattr(module, "engine_class"):
+            monkeypatch.setattr(module, "engine_class", counted)
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, engine="toy", models=[TINY, dict(TINY, name="t2")])))
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        sweep.run(params, progress=False)
+    assert calls == ["toy"]
