@@ -191,34 +191,8 @@ class NvmlMeter(Meter):
             sampler.stop(final=False)
 
     def end_window(self) -> WindowReading:
-        try:
-            self.sync()
-            if self._t0 is None:
-                raise MeterError("end_window() called without begin_window(); start a window first")
-            t_end = self._clock()
-            dt = t_end - self._t0
-            padding_s = 0.0
-            if self.align:  # wait for the tick that closes the window; idle power over the padding is subtracted
-                end, t_ticks = self._next_tick()
-                # each GPU's idle time in its counter window: from its start tick to the work, and from
-                # the work to its end tick (GPUs' counters tick at their own phases)
-                head_s = [self._t0 - a for a in self._ticks]
-                tail_s = [b - t_end for b in t_ticks]
-                idle_s = [h + t for h, t in zip(head_s, tail_s)]
-                padding_s = max(idle_s)
-                warm_w = None
-                if self.padding_idle == "warm":  # one more counter step, right after the work: warm idle
-                    after, t_after = self._next_tick()
-                    warm_w = [(b - a) / (tb - ta) for a, b, ta, tb in zip(end, after, t_ticks, t_after)]
-            else:
-                end = self._energies_j() if self.has_counter else None
-        except self.nvml.NVMLError as e:
-            self.cancel_window()
-            raise self._lost(e) from e
-        except BaseException:
-            self.cancel_window()
-            raise
-        t_begin, self._t0 = self._t0, None
+        t_begin, t_end, end, pad = self._close()
+        dt = t_end - t_begin
         sampler, self._sampler = self._sampler, None
         try:
             samples = sampler.stop(since=t_begin, until=t_end) if sampler else []
@@ -227,35 +201,74 @@ class NvmlMeter(Meter):
         timeline = [(t, sum(p)) for t, p in samples] if self.timeline else []
         n = len(samples)
         if self.has_counter:
-            deltas = [b - a for a, b in zip(self._start, end)]
-            per_gpu = dict(zip(self.uuids, deltas))
-            if any(d < 0 for d in deltas):
-                return WindowReading(float("nan"), dt, self.method, False,
-                                     "energy counter went down (driver reload?); window invalid", n, timeline)
-            if any(d == 0 for d in deltas):
-                warnings.warn(f"zero-energy window of {dt:.3f} s: shorter than the counter period; marked invalid")
-                return WindowReading(float("nan"), dt, self.method, False,
-                                     "counter did not advance; lengthen min_window_s", n, timeline)
-            if self.align and not self.idle_w == self.idle_w:
-                return WindowReading(float("nan"), dt, self.method, False,
-                                     "idle power unknown: cannot subtract the padding to the counter tick; "
-                                     "check the driver, or rerun", n, timeline)
-            if self.align:
-                idle = self.idle_gpu_w or [self.idle_w / len(deltas)] * len(deltas)
-                tail_w = idle
-                if warm_w is not None and all(w >= 0 for w in warm_w):
-                    tail_w = warm_w
-                which = "warm" if tail_w is warm_w else "cold"
-                per_gpu = {u: d - w * h - wt * t
-                           for (u, d), w, wt, h, t in zip(per_gpu.items(), idle, tail_w, head_s, tail_s)}
-                return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu,
-                                     padding_s, which, float(sum(tail_w)))
-            return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu, padding_s)
+            return self._counter_reading(end, pad, dt, n, timeline)
         if n < 2:
             return WindowReading(float("nan"), dt, self.method, False,
                                  f"only {n} power sample(s); lengthen the window", n, timeline)
         per_gpu = {u: _integrate([(t, p[k]) for t, p in samples]) for k, u in enumerate(self.uuids)}
         return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu)
+
+    def _close(self) -> tuple:
+        """Synchronise and read the counters that close the window (waiting for the closing tick when aligned).
+
+        Returns ``(t_begin, t_end, counters [J], padding)``; ``padding`` is ``(head_s, tail_s, padding_s,
+        warm_w)`` of an aligned window (each GPU's idle seconds before and after the work, the longest, and
+        the warm idle power of each GPU or None), else None. A failure cancels the window.
+        """
+        try:
+            self.sync()
+            if self._t0 is None:
+                raise MeterError("end_window() called without begin_window(); start a window first")
+            t_end = self._clock()
+            if not self.align:
+                end = self._energies_j() if self.has_counter else None
+                t_begin, self._t0 = self._t0, None
+                return t_begin, t_end, end, None
+            end, t_ticks = self._next_tick()  # the tick that closes the window
+            # each GPU's idle time in its counter window: from its start tick to the work, and from
+            # the work to its end tick (GPUs' counters tick at their own phases)
+            head_s = [self._t0 - a for a in self._ticks]
+            tail_s = [b - t_end for b in t_ticks]
+            padding_s = max(h + t for h, t in zip(head_s, tail_s))
+            warm_w = None
+            if self.padding_idle == "warm":  # one more counter step, right after the work: warm idle
+                after, t_after = self._next_tick()
+                warm_w = [(b - a) / (tb - ta) for a, b, ta, tb in zip(end, after, t_ticks, t_after)]
+        except self.nvml.NVMLError as e:
+            self.cancel_window()
+            raise self._lost(e) from e
+        except BaseException:
+            self.cancel_window()
+            raise
+        t_begin, self._t0 = self._t0, None
+        return t_begin, t_end, end, (head_s, tail_s, padding_s, warm_w)
+
+    def _counter_reading(self, end: list, pad, dt: float, n: int, timeline: list) -> WindowReading:
+        """The window's energy from the counters, less idle power over an aligned window's padding."""
+        deltas = [b - a for a, b in zip(self._start, end)]
+        per_gpu = dict(zip(self.uuids, deltas))
+        if any(d < 0 for d in deltas):
+            return WindowReading(float("nan"), dt, self.method, False,
+                                 "energy counter went down (driver reload?); window invalid", n, timeline)
+        if any(d == 0 for d in deltas):
+            warnings.warn(f"zero-energy window of {dt:.3f} s: shorter than the counter period; marked invalid")
+            return WindowReading(float("nan"), dt, self.method, False,
+                                 "counter did not advance; lengthen min_window_s", n, timeline)
+        if pad is None:
+            return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu, 0.0)
+        if not self.idle_w == self.idle_w:
+            return WindowReading(float("nan"), dt, self.method, False,
+                                 "idle power unknown: cannot subtract the padding to the counter tick; "
+                                 "check the driver, or rerun", n, timeline)
+        head_s, tail_s, padding_s, warm_w = pad
+        idle = self.idle_gpu_w or [self.idle_w / len(deltas)] * len(deltas)
+        tail_w = idle
+        if warm_w is not None and all(w >= 0 for w in warm_w):
+            tail_w = warm_w
+        which = "warm" if tail_w is warm_w else "cold"
+        per_gpu = {u: d - w * h - wt * t for (u, d), w, wt, h, t in zip(per_gpu.items(), idle, tail_w, head_s, tail_s)}
+        return WindowReading(sum(per_gpu.values()), dt, self.method, True, "", n, timeline, per_gpu,
+                             padding_s, which, float(sum(tail_w)))
 
     def check_exclusive(self) -> None:
         """Refuse a MIG slice, or a GPU another process is computing on (its energy would be counted)."""
