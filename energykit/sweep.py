@@ -5,6 +5,12 @@ is appended to ``OUTPUT/windows.jsonl`` and flushed to disk as soon as it comple
 ``kill -9`` loses at most the window in flight; running the same command again resumes, skipping
 every (cell, repeat) already recorded. A failing cell (out of memory, an engine error) is recorded
 with its error and the sweep goes on. At the end the log becomes ``OUTPUT/measurements.nc``.
+
+:func:`run` reads top to bottom: :func:`_prepare` (engine, device, output folder, writer lock), the meter,
+:func:`_open_folder` (fingerprint check, then the folder's files and :func:`_plan`), per model
+:func:`_measure_model` (:func:`_load_engine`: load, versions, warm-up; then its windows), :func:`_finish`.
+The window plan is :mod:`energykit.shards`'s; the folder's files and their readers live in
+:mod:`energykit.provenance`; the log into a dataset, shard merges and status in :mod:`energykit.merge`.
 """
 
 from __future__ import annotations
