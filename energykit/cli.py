@@ -261,15 +261,15 @@ def cmd_plan(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .sweep import status
+    from .merge import status
 
     print(status(args.outputs).to_string(index=False))
     return 0
 
 
 def cmd_merge(args) -> int:
+    from .merge import merge
     from .params import load_measure_params
-    from .sweep import merge
 
     params = load_measure_params(args.params) if args.params else None
     path, report = merge(args.outputs, args.o, params)

@@ -1,25 +1,33 @@
-"""Shards of one sweep: a deterministic plan, the shard a process runs, and the merge of their outputs.
+"""The window plan of a sweep and its shards: every window once, the order a run measures them, the shard a process runs.
+
+:func:`all_windows` is the one enumeration of a sweep's windows: the sweep runner (:func:`run_order`), the
+shards, the merge's and status's completeness report all take it from here. A window is keyed by
+:func:`window_key`: ``(model, <the cell's variables>, repeat)``, the cell's variables being the energy
+model's declared ones (:data:`energykit.model.VARIABLES`) in the dataset's dimension order
+(:data:`CELL_VARIABLES`: batch_size, input_len, output_len), which is also the order of a window-log line's
+and a ``shard.json`` window's fields.
 
 A sweep too big for one GPU is split into ``N`` shards that together hold every
 (model, batch_size, input_len, output_len, repeat) window exactly once. Shards are grouped by
 model (each shard loads few models) and balanced by estimated cost: tokens moved per window,
 ``B·(i + o)``, or measured seconds from an earlier sweep. Each shard measures into its own
 folder (``OUTPUT/shard-K-of-N``: its own crash-safe log, lock, fingerprint and idle baseline);
-:func:`energykit.sweep.merge` joins the folders into one dataset with one record per (cell, repeat).
+:func:`energykit.merge.merge` joins the folders into one dataset with one record per (cell, repeat).
 """
 
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
-
 from pathlib import Path
 
 from .dataset import load, measured_cells
 from .errors import ParamsError
 from .params import MeasureParams
+from .schema import DIMS
 
-__all__ = ["Shard", "all_windows", "plan_shards", "timing_from", "shard_of", "shard_from_env", "shard_folder"]
+__all__ = ["CELL_VARIABLES", "window_key", "cell_of", "sweep_cells", "all_windows", "run_order", "Shard", "plan_shards", "timing_from", "shard_of", "shard_from_env", "shard_folder"]
 
 
 @dataclass(frozen=True)
@@ -36,17 +44,64 @@ class Shard:
         return sorted({w[0] for w in self.windows})
 
 
+CELL_VARIABLES = tuple(d for d in DIMS if d not in ("model", "repeat"))
+"""The variables naming a cell, in the dataset's dimension order (a window key's middle fields): the energy
+model's declared variables (:data:`energykit.model.VARIABLES`, which ``tests/test_shards.py`` checks), read
+from :mod:`energykit.schema` so that planning a sweep does not load the fitting stack."""
+
+
+def window_key(rec: dict) -> tuple:
+    """``(model, batch_size, input_len, output_len, repeat)`` of a window-log record (or any mapping of them).
+
+    >>> window_key({"model": "m", "input_len": 64, "output_len": 8, "batch_size": 1, "repeat": 0, "energy_j": 3.0})
+    ('m', 1, 64, 8, 0)
+    """
+    return (rec["model"], *(rec[v] for v in CELL_VARIABLES), rec["repeat"])
+
+
+def cell_of(window: tuple) -> dict:
+    """The cell of a window key, as a mapping of the model's variables.
+
+    >>> cell_of(("m", 4, 64, 8, 0))
+    {'batch_size': 4, 'input_len': 64, 'output_len': 8}
+    """
+    return dict(zip(CELL_VARIABLES, window[1:-1]))
+
+
+def sweep_cells(params: MeasureParams) -> list[dict]:
+    """The cells a sweep measures per model, each a mapping of the model's variables, in a fixed order."""
+    return [{"batch_size": b, "input_len": i, "output_len": o} for b in params.batch_sizes for (i, o) in params.grid]
+
+
 def all_windows(params: MeasureParams) -> list[tuple]:
-    """Every (model, batch_size, input_len, output_len, repeat) of a sweep, in a fixed order."""
-    return [(name, b, i, o, r) for name, _, _ in params.resolved for b in params.batch_sizes
-            for (i, o) in params.grid for r in range(params.repeats)]
+    """Every window key (:func:`window_key`) of a sweep, in a fixed order: models, cells, repeats."""
+    return [window_key({"model": name, **cell, "repeat": r}) for name, _, _ in params.resolved
+            for cell in sweep_cells(params) for r in range(params.repeats)]
+
+
+def run_order(params: MeasureParams, done: set = frozenset(), by_batch: bool = False) -> list[tuple]:
+    """The windows of :func:`all_windows` still to measure (not in ``done``), shuffled within each model.
+
+    The shuffle is seeded by ``params.seed``. ``by_batch``: the engine loads one executor per batch size
+    (``Engine.loads_per_batch_size``), so each batch size's windows stay together.
+    """
+    rng = random.Random(params.seed)
+    todo = []
+    for name, _, _ in params.resolved:
+        windows = [w for w in all_windows(params) if w[0] == name]
+        rng.shuffle(windows)
+        if by_batch:
+            order = list(dict.fromkeys(cell_of(w)["batch_size"] for w in windows))
+            windows.sort(key=lambda w: order.index(cell_of(w)["batch_size"]))
+        todo += [w for w in windows if w not in done]
+    return todo
 
 
 def _cost(window: tuple, seconds: dict | None) -> float:
-    _, b, i, o, _ = window
     if seconds:
         return float(seconds.get(window[:4], seconds.get("mean", 1.0)))
-    return float(b * (i + o))
+    cell = cell_of(window)
+    return float(cell["batch_size"] * (cell["input_len"] + cell["output_len"]))
 
 
 def plan_shards(params: MeasureParams, count: int, seconds: dict | None = None) -> list[Shard]:
@@ -75,7 +130,7 @@ def plan_shards(params: MeasureParams, count: int, seconds: dict | None = None) 
     # models one after the other, each model's windows in a fixed order; the run is cut where the
     # running cost crosses k/N of the total: shards hold contiguous runs (few models each) and
     # differ in cost by at most one window
-    ordered = sorted(windows, key=lambda w: (w[0], w[1], w[2], w[3], w[4]))
+    ordered = sorted(windows)
     costs = [_cost(w, seconds) for w in ordered]
     cuts = _balanced_cuts(costs, count)
     return [Shard(k, count, tuple(ordered[a:b]), float(sum(costs[a:b]))) for k, (a, b) in enumerate(zip(cuts, cuts[1:]))]

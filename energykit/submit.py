@@ -29,7 +29,8 @@ from .errors import EnergykitError, MissingExtraError, ParamsError
 from .iotools import check_text
 from .params import load_measure_params
 from .shards import plan_shards, shard_folder
-from .sweep import run, status
+from .merge import status
+from .sweep import run
 
 __all__ = ["run_shard", "shards_to_submit", "container_mounts", "container_launch", "submit"]
 

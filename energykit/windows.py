@@ -12,6 +12,9 @@ run faster than the pilot said and the prompts run out, the window closes, more 
 further window (of at least half ``min_window_s``) continues the measurement: the readings add up
 (energy, duration, calls).
 
+:class:`LibraryCounter` wraps a meter so that each of its windows also reads the engine library's own energy
+counter (e.g. TensorRT-LLM's), for the sweep's comparison of the two.
+
 A window always closes: if a call raises, the window is cancelled (its sampling thread stops) and
 the error goes on to the caller.
 
@@ -33,7 +36,7 @@ from typing import Any, Callable
 from .errors import EngineError
 from .meters import Meter, WindowReading
 
-__all__ = ["PILOT_MARGIN", "PLAUSIBLE_STEP_FACTOR", "Window", "measure"]
+__all__ = ["PILOT_MARGIN", "PLAUSIBLE_STEP_FACTOR", "Window", "measure", "LibraryCounter"]
 
 PILOT_MARGIN = 1.25
 """Prompts drawn for a window: this many times what the pilot calls' duration says is needed."""
@@ -183,3 +186,41 @@ def measure(meter: Meter, call: Callable[[], Any], min_window_s: float = 2.0, ma
         segments += 1
         if reading.duration_s >= min_window_s or iterations >= max_iterations:
             return Window(reading, iterations, result, segments, pilot)
+
+
+class LibraryCounter:
+    """A meter that also reads the engine library's own energy counter over each of its windows.
+
+    Wraps the kit's meter: each meter window opens, then a new library counter (``counter()``, from
+    ``engine.energy_counter()``: e.g. TensorRT-LLM's ``EnergyMonitor``) starts; it stops before the
+    meter's window ends.
+    ``library_energy_j`` sums the library's energy over the valid windows [J] (windows the protocol
+    drops as too short are invalid, and left out here too).
+    """
+
+    def __init__(self, meter, counter):
+        self._meter, self._counter = meter, counter
+        self._open = None
+        self.library_energy_j = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._meter, name)
+
+    def begin_window(self) -> None:
+        self._meter.begin_window()
+        self._open = self._counter()
+        self._open.__enter__()
+
+    def end_window(self):
+        counter, self._open = self._open, None
+        counter.__exit__(None, None, None)
+        reading = self._meter.end_window()
+        if reading.valid and counter.total_energy is not None:
+            self.library_energy_j += float(counter.total_energy)
+        return reading
+
+    def cancel_window(self) -> None:
+        if self._open is not None:
+            self._open.__exit__(None, None, None)
+            self._open = None
+        self._meter.cancel_window()

@@ -15,7 +15,7 @@ LAYERS = {
     "iotools": 1, "state": 1, "findings": 1, "physics": 1, "model": 1, "intervals": 1, "price": 0,
     "presets": 2, "dataset": 2, "meters": 2, "engines": 2,
     "fitting": 3, "windows": 3, "params": 3,
-    "uncertainty": 4, "shards": 4,
+    "uncertainty": 4, "shards": 4, "provenance": 4, "merge": 5,
     "sweetspots": 5, "design": 5, "hardware": 5,
     "workloads": 6, "summary": 6, "notebook": 6, "replay": 6,
     "plots": 7, "report": 7, "sweep": 7, "replay_run": 7,
@@ -139,10 +139,24 @@ def test_the_core_never_branches_on_an_engine_name():
     own = {f"engines.{cls.__module__.rsplit('.', 1)[-1]}" for cls in ENGINES.values()}
     bad = []
     for path, mod in _modules():
-        if mod in own or mod == "testing":  # an engine's own module; the fakes of its library
+        if mod in own or mod.split(".")[0] == "testing":  # an engine's own module; the fakes of its library
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Compare, ast.Dict, ast.MatchValue, ast.Subscript)):
                 hits = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and c.value in names]
                 bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {h!r}" for h in hits]
     assert not bad, "\n".join(bad)
+
+
+def test_no_package_module_imports_the_fakes():
+    """The fakes of hardware libraries (``energykit.testing``) are for tests: no package module outside them imports them."""
+    bad = []
+    for path, mod in _modules():
+        if not mod or mod.split(".")[0] == "testing":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {t}" for t in _targets(node, mod)
+                        if t.split(".")[0] == "testing"]
+    assert not bad, "\n".join(bad)
+

@@ -4,7 +4,7 @@ The fake (:class:`energykit.testing.FakeTensorRTLLM`) is written from TensorRT-L
 ``tensorrt_llm/llmapi/llm.py`` (argument check, ``_prepare_sampling_params``, ``_check_arguments``),
 ``tensorrt_llm/llmapi/llm_args.py`` (``BaseLlmArgs``/``TorchLlmArgs`` fields, ``KvCacheConfig``),
 ``tensorrt_llm/sampling_params.py`` and ``tensorrt_llm/_torch/models/__init__.py``; see the notes in
-``energykit/testing.py``.
+``energykit/testing/trtllm/``.
 """
 
 import json
@@ -99,7 +99,7 @@ def test_every_call_gets_fresh_prompts_prepared_outside_the_window():
 
 
 # -- TensorRT-LLM ----------------------------------------------------------------------------------
-# The stand-in follows TensorRT-LLM's source (files in energykit/testing.py): 1.2's LLM API
+# The stand-in follows TensorRT-LLM's source (files in energykit/testing/trtllm/args.py): 1.2's LLM API
 # (llmapi/llm.py, llm_args.py, sampling_params.py), the PyTorch executor of the stored main snapshot
 # (NVIDIA/TensorRT-LLM, llm_args.py at commit 0004396720054fd8; _torch/pyexecutor/py_executor.py's
 # _executor_loop_overlap and _prepare_and_schedule_batch), its request queue read at commits a98a9061d72f
@@ -326,7 +326,8 @@ def test_trtllm_more_than_one_gpu_is_refused_before_the_sweep_writes(trt, tmp_pa
 
 
 def test_trtllm_one_executor_per_batch_size_and_the_sweep_groups_them(trt, tmp_path):
-    from energykit import sweep
+    from energykit import shards
+    from energykit.engines import engine_class
     from energykit.params import MeasureParams
 
     eng = _engine(tmp_path, max_batch_size=8, batch_sizes=[2, 8], max_input_len=32, max_len=64)
@@ -338,7 +339,7 @@ def test_trtllm_one_executor_per_batch_size_and_the_sweep_groups_them(trt, tmp_p
     assert graphs == [[2], [8], [2]] and eng.loads == 3  # loaded for 2 at load(), then for each change
     params = MeasureParams(engine="trtllm", models=[dict(TINY, name="t")], batch_sizes=[2, 8, 4], input_lens=[8, 16],
                            output_lens=[2, 4], repeats=2, output=str(tmp_path / "o"))
-    order = [b for _, b, *_ in sweep.plan(params, set())]
+    order = [b for _, b, *_ in shards.run_order(params, set(), by_batch=engine_class("trtllm").loads_per_batch_size)]
     assert len(order) == 3 * 4 * 2 and sum(a != b for a, b in zip(order, order[1:])) == 2  # three blocks
 
 

@@ -316,3 +316,56 @@ def test_padding_idle_is_checked(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(power_w=60.0, counter_period_s=0.1, clock=clock))
     with pytest.raises(MeterError, match="padding_idle 'hot' is not one of warm, cold"):
         meters.NvmlMeter(probe_counter_s=1.0, padding_idle="hot", clock=clock, sleep=clock.sleep)
+
+
+def test_the_device_setters_need_root_check_their_range_and_are_never_called_by_a_window(fake_nvml):
+    """Setters as nvidia-ml-py 13.615.71's pynvml.py has them (nvmlDeviceSetPowerManagementLimit(handle, limit [mW])
+    through c_uint, nvmlDeviceSetGpuLockedClocks, nvmlDeviceResetGpuLockedClocks; NVMLError_NoPermission without root)."""
+    from energykit.meters.device import NvmlDevice
+    from energykit.testing import FakeNVMLErrorInvalidArgument, FakeNVMLErrorNoPermission
+
+    fake = fake_nvml(counter_period_s=0.05)
+    m = meters.NvmlMeter(probe_counter_s=0.3)
+    windows.measure(m, lambda: time.sleep(0.01), min_window_s=0.3)
+    m.info()
+    assert not [c for c in fake.calls if c.startswith("nvmlDeviceSet") or c.startswith("nvmlDeviceReset")]
+    with pytest.raises(MeterError, match="needs root.*sudo nvidia-smi -i GPU-fake-0 -pl 300"):
+        m.device.set_power_limit_w(300)
+    m.close()
+
+    fake = fake_nvml(root=True, gpus=2)
+    dev = NvmlDevice(device=[0, 1])
+    assert dev.power_limit_range_w() == (200.0, 700.0)
+    with pytest.raises(MeterError, match=r"power limit 800 W is outside .*\(200-700 W\)"):
+        dev.set_power_limit_w(800)
+    assert "nvmlDeviceSetPowerManagementLimit" not in fake.calls  # refused before NVML is asked
+    dev.set_power_limit_w(350.5)
+    assert fake.calls.count("nvmlDeviceSetPowerManagementLimit") == 2 and dev.state()["power_limit_w"] == 350.5
+    dev.lock_gpu_clocks(1410, 1410)
+    assert dev.state()["sm_clock_mhz"] == 1410
+    with pytest.raises(MeterError, match="locked clocks 1500-1410 MHz"):
+        dev.lock_gpu_clocks(1500, 1410)
+    dev.reset_gpu_clocks()
+    assert dev.state()["sm_clock_mhz"] == 1980
+    dev.close()
+
+    # the fake rejects what the real one rejects: watts where NVML takes mW, a float (c_uint), no root
+    h = fake.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(FakeNVMLErrorInvalidArgument):
+        fake.nvmlDeviceSetPowerManagementLimit(h, 300)  # 300 mW: under the 200 W minimum
+    with pytest.raises(TypeError):
+        fake.nvmlDeviceSetPowerManagementLimit(h, 300_000.0)
+    with pytest.raises(FakeNVMLErrorInvalidArgument):
+        fake.nvmlDeviceSetGpuLockedClocks(h, 1500, 1410)
+    fake.root = False
+    with pytest.raises(FakeNVMLErrorNoPermission):
+        fake.nvmlDeviceResetGpuLockedClocks(h)
+
+
+def test_the_fakes_errors_are_the_real_modules_classes_by_name():
+    import pynvml  # the real nvidia-ml-py module: the error classes its return codes map to
+
+    for name in ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_InvalidArgument"):
+        assert hasattr(pynvml, name) and hasattr(FakeNvml, name)
+    assert (pynvml.NVML_ERROR_NO_PERMISSION, pynvml.NVML_ERROR_INVALID_ARGUMENT) == (
+        FakeNvml.NVML_ERROR_NO_PERMISSION, FakeNvml.NVML_ERROR_INVALID_ARGUMENT)

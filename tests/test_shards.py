@@ -41,6 +41,21 @@ def test_plan_is_disjoint_covering_and_deterministic(n_models, n_in, n_out, repe
     assert max(s.cost for s in plan) <= ideal + worst + 1e-9
 
 
+def test_window_keys_name_the_cell_by_the_models_variables():
+    from energykit.model import VARIABLES
+
+    assert set(shards.CELL_VARIABLES) == set(VARIABLES)
+    rec = {"repeat": 1, "output_len": 4, "model": "m", "input_len": 8, "batch_size": 2, "energy_j": 1.0}
+    key = shards.window_key(rec)
+    assert key == ("m", 2, 8, 4, 1) and shards.cell_of(key) == {v: rec[v] for v in VARIABLES}
+    p = MeasureParams.model_validate(_params(repeats=2, batch_sizes=[1, 4]))
+    every = shards.all_windows(p)
+    assert sorted(every) == sorted(shards.run_order(p)) and len(set(every)) == len(every) == 2 * 2 * 2 * 2
+    assert shards.run_order(p, done=set(every[:3])) == [w for w in shards.run_order(p) if w not in every[:3]]
+    grouped = [shards.cell_of(w)["batch_size"] for w in shards.run_order(p, by_batch=True)]
+    assert sum(a != b for a, b in zip(grouped, grouped[1:])) == 1
+
+
 def test_shard_from_environment(monkeypatch):
     for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "JOB_COMPLETION_INDEX",
               "ENERGYKIT_SHARDS"):
@@ -65,8 +80,25 @@ def test_shard_from_environment(monkeypatch):
         shards.shard_of(p, 2, 2)
 
 
+TOY_CLI = [sys.executable, str(ROOT / "tests" / "toy_engine.py")]
+"""``energykit`` with the toy engine registered (tests/toy_engine.py): shards and merges without a model to build."""
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """The toy engine in this process's registry (for params and merges read here)."""
+    from energykit import engines
+    from toy_engine import ToyEngine
+
+    monkeypatch.setitem(engines.ENGINES, ToyEngine.name, ToyEngine)
+
+
+def _toy_params(**over):
+    return _params(engine="toy", **over)
+
+
 def _measure(params_path, *extra, env=None):
-    return subprocess.run([sys.executable, "-m", "energykit", "measure", str(params_path), "--no-progress", *extra],
+    return subprocess.run([*TOY_CLI, "measure", str(params_path), "--no-progress", *extra],
                           capture_output=True, text=True, cwd=ROOT, timeout=3600, env=env)
 
 
@@ -78,12 +110,12 @@ def _keys(ds):
 @pytest.mark.slow
 def test_two_shards_merge_into_the_unsharded_dataset_even_after_a_kill(tmp_path):
     whole = tmp_path / "whole.yaml"
-    whole.write_text(yaml.safe_dump(_params(output=str(tmp_path / "whole"))))
+    whole.write_text(yaml.safe_dump(_toy_params(output=str(tmp_path / "whole"))))
     assert _measure(whole).returncode == 0
     sharded = tmp_path / "sharded.yaml"
-    sharded.write_text(yaml.safe_dump(_params(output=str(tmp_path / "sharded"), cooldown_s=0.5)))
+    sharded.write_text(yaml.safe_dump(_toy_params(output=str(tmp_path / "sharded"), cooldown_s=0.5)))
     # shard 0 is killed part-way (SIGKILL), shard 1 runs through; then shard 0 is rerun
-    proc = subprocess.Popen([sys.executable, "-m", "energykit", "measure", str(sharded), "--shard", "0/2",
+    proc = subprocess.Popen([*TOY_CLI, "measure", str(sharded), "--shard", "0/2",
                              "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log0 = tmp_path / "sharded" / "shard-0-of-2" / sweep.LOG
     deadline = time.time() + 3600
@@ -95,11 +127,11 @@ def test_two_shards_merge_into_the_unsharded_dataset_even_after_a_kill(tmp_path)
     assert _measure(sharded, "--shard", "1/2").returncode == 0
     env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="2")  # K/N from Slurm's variables
     assert _measure(sharded, env=env).returncode == 0
-    st_ = subprocess.run([sys.executable, "-m", "energykit", "status", str(tmp_path / "sharded")],
+    st_ = subprocess.run([*TOY_CLI, "status", str(tmp_path / "sharded")],
                          capture_output=True, text=True, cwd=ROOT, timeout=3600)
     assert st_.returncode == 0 and "shard-0-of-2" in st_.stdout and "shard-1-of-2" in st_.stdout
     merged = tmp_path / "merged.nc"
-    p = subprocess.run([sys.executable, "-m", "energykit", "merge", str(tmp_path / "sharded"), "-o", str(merged),
+    p = subprocess.run([*TOY_CLI, "merge", str(tmp_path / "sharded"), "-o", str(merged),
                         "--params", str(sharded)], capture_output=True, text=True, cwd=ROOT, timeout=3600)
     assert p.returncode == 0, p.stderr
     assert "0 of 8 planned windows missing" in p.stdout
@@ -113,14 +145,19 @@ def test_two_shards_merge_into_the_unsharded_dataset_even_after_a_kill(tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.smoke  # the sharded path end to end: plan, measure a shard, merge
-def test_merge_reports_missing_windows(tmp_path):
+def test_merge_reports_missing_windows(tmp_path, toy, capsys):
+    from energykit.cli import main
+
     p = tmp_path / "p.yaml"
-    p.write_text(yaml.safe_dump(_params(output=str(tmp_path / "out"))))
-    assert _measure(p, "--shard", "0/2").returncode == 0
-    r = subprocess.run([sys.executable, "-m", "energykit", "merge", str(tmp_path / "out"), "-o",
-                        str(tmp_path / "m.nc"), "--params", str(p)], capture_output=True, text=True, cwd=ROOT,
-                       timeout=3600)
-    assert r.returncode == 1 and "planned windows are missing" in r.stderr
+    p.write_text(yaml.safe_dump(_toy_params(output=str(tmp_path / "out"))))
+    params = load_measure_params(p)
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        sweep.run(params, progress=False, shard=(0, 2))
+    assert main(["status", str(tmp_path / "out")]) == 0 and "shard-0-of-2" in capsys.readouterr().out
+    assert main(["merge", str(tmp_path / "out"), "-o", str(tmp_path / "m.nc"), "--params", str(p)]) == 1
+    missing = len(shards.shard_of(params, 1, 2).windows)  # shard 1's windows, never measured
+    out, err = capsys.readouterr()
+    assert f"{missing} of 8 planned windows missing" in out and f"{missing} planned windows are missing" in err
 
 
 def test_busy_gpu_and_mig_are_refused(monkeypatch):
@@ -144,11 +181,11 @@ def test_busy_gpu_and_mig_are_refused(monkeypatch):
 
 
 @pytest.mark.slow
-def test_merge_keeps_different_gpu_models_apart(tmp_path):
+def test_merge_keeps_different_gpu_models_apart(tmp_path, toy):
     import json
 
     p = tmp_path / "p.yaml"
-    p.write_text(yaml.safe_dump(_params(output=str(tmp_path / "out"))))
+    p.write_text(yaml.safe_dump(_toy_params(output=str(tmp_path / "out"))))
     for k in (0, 1):
         assert _measure(p, "--shard", f"{k}/2").returncode == 0
     log1 = tmp_path / "out" / "shard-1-of-2" / sweep.LOG

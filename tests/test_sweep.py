@@ -11,7 +11,7 @@ import yaml
 
 from energykit.iotools import read_tidy, read_trace, read_window_log
 from energykit.params import load_measure_params
-from energykit import dataset, sweep
+from energykit import dataset, shards, sweep
 from energykit.errors import ParamsError
 
 from conftest import ROOT
@@ -32,6 +32,22 @@ def _write(tmp_path, p, name="p.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(p))
     return path
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """The toy engine (tests/toy_engine.py) in the registry: the sweep machinery without a model to build."""
+    from energykit import engines
+    from toy_engine import ToyEngine
+
+    monkeypatch.setitem(engines.ENGINES, ToyEngine.name, ToyEngine)
+    return ToyEngine
+
+
+def _toy_cli(*args, env=None):
+    """``energykit ARGS`` in a subprocess, with the toy engine registered."""
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "toy_engine.py"), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=3600, env=env)
 
 
 def _cli(*args, timeout=3600):
@@ -86,6 +102,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_measure_params(tmp_path / "none.yaml")
 
 
+@pytest.mark.slow  # the hf engine end to end (the machinery is tested on the toy engine)
 def test_sweep_runs_and_builds_dataset(tmp_path):
     pytest.importorskip("transformers")
     params = load_measure_params(_write(tmp_path, _params(tmp_path)))
@@ -96,21 +113,33 @@ def test_sweep_runs_and_builds_dataset(tmp_path):
     assert (ds["output_tokens"].values == ds["output_len"].values[None, None, None, :, None]).all()
     assert ds.attrs["params"]["engine"] == "hf"
     assert "engine_versions" in ds.attrs and ds["params"].values[0] > 0
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["engines"]["tiny"]["decode"] == "loop"
+    assert json.loads((tmp_path / "out" / sweep.FINGERPRINT).read_text())["setup"]["decode"] == "loop"
 
 
-def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
-    pytest.importorskip("transformers")
-    from energykit.engines import hf
+def test_toy_sweep_runs_and_builds_dataset(tmp_path, toy):
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, engine="toy")))
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        path = sweep.run(params, progress=False)
+    ds = dataset.load(path)
+    assert int(ds["duration_s"].notnull().sum()) == 2 * 2 * 2
+    assert (ds["output_tokens"].values == ds["output_len"].values[None, None, None, :, None]).all()
+    assert ds.attrs["params"]["engine"] == "toy" and ds["params"].values[0] > 0
+    recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
+    assert sorted(shards.window_key(r) for r in recs) == sorted(shards.all_windows(params))  # the one plan
 
-    real = hf.HFEngine.request
+
+def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch, toy):
+    real = toy.request
 
     def flaky(self, b, i, o):
         if i == 16 and o == 4:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(self, b, i, o)
 
-    monkeypatch.setattr(hf.HFEngine, "request", flaky)
-    params = load_measure_params(_write(tmp_path, _params(tmp_path)))
+    monkeypatch.setattr(toy, "request", flaky)
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, engine="toy")))
     with pytest.warns(UserWarning), pytest.raises(sweep.SweepFailures, match="2 of 8 windows failed .*out of memory"):
         sweep.run(params, progress=False)
     recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
@@ -119,7 +148,7 @@ def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
     assert sum(r["status"] == "ok" for r in recs) == 6
     assert (tmp_path / "out" / sweep.DATASET).exists()  # the good windows are kept as a dataset
     # a rerun retries exactly the failed windows
-    monkeypatch.setattr(hf.HFEngine, "request", real)
+    monkeypatch.setattr(toy, "request", real)
     with pytest.warns(UserWarning):
         sweep.run(params, progress=False)
     recs = read_window_log(tmp_path / "out" / sweep.LOG)[0]
@@ -138,21 +167,18 @@ def test_torn_last_line_is_ignored(tmp_path):
 @pytest.mark.slow
 @pytest.mark.smoke  # the fault-injection representative: one SIGKILL mid-sweep, then resume
 def test_sigkill_then_resume_one_record_per_window(tmp_path):
-    """SIGKILL a CLI sweep partway (at its 9th log append: no timing involved), rerun: exactly one record
-    per (cell, repeat)."""
-    pytest.importorskip("transformers")
+    """SIGKILL a CLI sweep partway (at its 5th log append: no timing involved), rerun: exactly one record
+    per (cell, repeat). On the toy engine: the machinery, not a model build."""
     from energykit.state import FAULT_ENV
 
-    p = _params(tmp_path, repeats=3, attention="sdpa")  # sdpa: no per-shape flex compile on the CPU
-    path = _write(tmp_path, p)
+    path = _write(tmp_path, _params(tmp_path, repeats=3, engine="toy"))
     log = tmp_path / "out" / sweep.LOG
-    killed = subprocess.run([sys.executable, "-m", "energykit", "measure", str(path), "--no-progress"], cwd=ROOT,
-                            capture_output=True, env=dict(os.environ, **{FAULT_ENV: "append windows.jsonl@5"}))
+    killed = _toy_cli("measure", str(path), "--no-progress", env=dict(os.environ, **{FAULT_ENV: "append windows.jsonl@5"}))
     assert killed.returncode == -signal.SIGKILL
     first = read_window_log(log)[0]
     assert len(first) == 4, "the kill lands mid-write of the 5th window: 4 complete records"
     assert not (tmp_path / "out" / sweep.DATASET).exists()
-    done = _cli("measure", str(path), "--no-progress")
+    done = _toy_cli("measure", str(path), "--no-progress")
     assert done.returncode == 0, done.stderr
     recs = read_window_log(log)[0]
     keys = [(r["model"], r["batch_size"], r["input_len"], r["output_len"], r["repeat"]) for r in recs]
@@ -170,10 +196,8 @@ def test_missing_engine_extra_refused_before_anything_is_written(tmp_path, monke
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
-def test_design_cells_restrict_the_sweep(tmp_path):
-    pytest.importorskip("transformers")
-    params = load_measure_params(_write(tmp_path, _params(tmp_path, cells=[[8, 2], [16, 4]], repeats=1)))
+def test_design_cells_restrict_the_sweep(tmp_path, toy):
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, cells=[[8, 2], [16, 4]], repeats=1, engine="toy")))
     assert params.grid == [(8, 2), (16, 4)] and params.max_len == 20
     with pytest.warns(UserWarning):
         sweep.run(params, progress=False)
@@ -197,23 +221,21 @@ def test_no_gpu_with_nvml_meter_writes_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
-def test_a_model_that_fails_to_load_is_one_line_and_keeps_earlier_windows(tmp_path, monkeypatch):
+def test_a_model_that_fails_to_load_is_one_line_and_keeps_earlier_windows(tmp_path, monkeypatch, toy):
     """E.g. CUDA running out of memory while the second model is built: the first model's windows stay."""
-    from energykit.engines.hf import HFEngine
     from energykit.errors import EngineError
     from energykit.iotools import read_window_log
     from energykit.params import MeasureParams
 
-    real = HFEngine.load
+    real = toy.load
 
     def load(self):
         if self.model_name == "tiny2":
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
         return real(self)
 
-    monkeypatch.setattr(HFEngine, "load", load)
-    p = MeasureParams(**_params(tmp_path, models=[TINY, dict(TINY, name="tiny2")], repeats=1))
+    monkeypatch.setattr(toy, "load", load)
+    p = MeasureParams(**_params(tmp_path, models=[TINY, dict(TINY, name="tiny2")], repeats=1, engine="toy"))
     with pytest.raises(EngineError) as e:
         sweep.run(p, progress=False)
     msg = str(e.value)
@@ -223,9 +245,8 @@ def test_a_model_that_fails_to_load_is_one_line_and_keeps_earlier_windows(tmp_pa
     assert {r["model"] for r in records} == {"tiny"} and len(records) == 4
 
 
-def test_pilot_calls_run_once_per_cell_not_per_repeat(tmp_path, monkeypatch):
+def test_pilot_calls_run_once_per_cell_not_per_repeat(tmp_path, monkeypatch, toy):
     """Two pilot calls per (model, batch, cell); the cell's other repeats reuse their timing."""
-    pytest.importorskip("transformers")
     from energykit import windows
 
     real = windows.measure
@@ -237,13 +258,10 @@ def test_pilot_calls_run_once_per_cell_not_per_repeat(tmp_path, monkeypatch):
         return w
 
     monkeypatch.setattr(sweep, "measure", spy)
-    params = load_measure_params(_write(tmp_path, _params(tmp_path, repeats=3)))
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, repeats=3, engine="toy")))
     with pytest.warns(UserWarning, match="energy is NaN"):
         sweep.run(params, progress=False)
     assert len(piloted) == 4 * 3 and sum(piloted) == 4  # 4 cells x 3 repeats; pilots only at each first
-    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
-    assert prov["engines"]["tiny"]["decode"] == "loop"
-    assert json.loads((tmp_path / "out" / sweep.FINGERPRINT).read_text())["setup"]["decode"] == "loop"
 
 
 def test_compile_cache_reaches_every_array_task(tmp_path, monkeypatch):
@@ -279,3 +297,21 @@ def test_folders_measured_before_the_decode_loop_resume_with_generate_and_refuse
     old = {"setup": {"engine": "hf", "attention": "flex_attention", "compile": True}, "models": {}}
     new = {"setup": {"engine": "hf", **HFEngine.fingerprint(loop.engine_options)}, "models": {}}
     assert sweep.fingerprint_difference(old, new) == ["decode: None -> 'loop'"]
+
+
+def test_the_engine_class_is_looked_up_once_per_run(tmp_path, monkeypatch, toy):
+    from energykit import engines, merge, provenance
+
+    calls = []
+
+    def counted(kind):
+        calls.append(kind)
+        return engines.engine_class(kind)
+
+    for module in (sweep, provenance, merge):
+        if hasattr(module, "engine_class"):
+            monkeypatch.setattr(module, "engine_class", counted)
+    params = load_measure_params(_write(tmp_path, _params(tmp_path, engine="toy", models=[TINY, dict(TINY, name="t2")])))
+    with pytest.warns(UserWarning, match="energy is NaN"):
+        sweep.run(params, progress=False)
+    assert calls == ["toy"]

@@ -4,9 +4,16 @@ It runs on the CPU with numpy only: every new token is one matrix-vector product
 embedding table of the geometry's ``vocab_size`` x ``hidden_size``, repeated ``work`` times, and the
 next token is the argmax. It measures nothing real; it shows what an engine must declare and that
 the sweep, the params, the fingerprint, the labels and the summary need nothing else.
+
+Tests of the sweep machinery (resume, failures, pilots, shards, merge) run on it: a window takes
+microseconds, where the ``hf`` engine builds a transformers model and compiles per shape. In a test,
+``monkeypatch.setitem(engines.ENGINES, "toy", ToyEngine)`` registers it; in a subprocess,
+``python tests/toy_engine.py ARGS`` is ``energykit ARGS`` with it registered.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -84,3 +91,16 @@ class ToyEngine(Engine):
 
     def versions(self) -> dict:
         return {"numpy": np.__version__, "work": self.work}
+
+
+def main(argv=None) -> int:
+    """The energykit CLI with the toy engine registered (what ``python tests/toy_engine.py ARGS`` runs)."""
+    from energykit import engines
+    from energykit.cli import main as cli
+
+    engines.ENGINES.setdefault(ToyEngine.name, ToyEngine)
+    return cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
