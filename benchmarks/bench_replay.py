@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from energykit import replay
-from energykit.fitting import ModelFit, fit_cells
+from energykit.fit import ModelFit, fit_cells
 from energykit.model import BATCHED
 
 THETA = dict(theta1=2e-6, theta2=1e-5, theta3=0.01, theta4=5e-6, theta5p=0.05, thetaw=0.6, theta0=3.0)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .dataset import batch_sizes, measured_cells, model_names
 from .errors import ParamsError
-from .fitting import ape_pct, fit_cells
+from .fit import ape_pct, fit_cells
 from .model import BATCHED, SWEETSPOT, EnergyModel
 
 __all__ = ["DECODE_TO_PREFILL_COST", "EXACT_SEARCH_LIMIT", "MAX_EXCHANGE_SWEEPS", "d_optimal", "evaluate_design", "plan_design"]

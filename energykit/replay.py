@@ -76,7 +76,7 @@ from tqdm.auto import tqdm
 
 from .dataset import from_frame, geometry, load_many, measured_cells
 from .errors import DataError, FitError
-from .fitting import fit_dataset, load_fits
+from .fit import fit_dataset, load_fits
 from .hardware import calibrate
 from .hardware import simulate as simulate_windows
 from .intervals import LEVEL, estimate_interval
@@ -533,8 +533,8 @@ def _gap_s(occ: Occupancy, edges: np.ndarray) -> np.ndarray:
 
 
 def batched_fit(fits, model: str | None = None, prefer: str | None = None):
-    """The batch-aware fit to replay against: ``fits`` is a :class:`~energykit.fitting.FitSet` or a
-    batched :class:`~energykit.fitting.ModelFit`; ``model`` picks one of several; without it,
+    """The batch-aware fit to replay against: ``fits`` is a :class:`~energykit.fit.FitSet` or a
+    batched :class:`~energykit.fit.ModelFit`; ``model`` picks one of several; without it,
     ``prefer`` (the model the replay served, ``replay.json``'s ``model``) does when the fit holds it."""
     if getattr(fits, "kind", None) == "batched":
         return fits

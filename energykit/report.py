@@ -40,7 +40,7 @@ from nbconvert.filters import markdown2html
 
 from .dataset import load_many, model_names
 from .errors import EnergykitError, FitError, ParamsError
-from .fitting import fit_dataset, load_fits
+from .fit import fit_dataset, load_fits
 from .iotools import MATH, check_text, escape_markdown, read_trace
 from .state import atomic_write_text, file_sha256
 from .summary import paper_findings

@@ -15,7 +15,7 @@ from IPython.display import Markdown, display
 
 from .dataset import cell_means, model_value
 from .engines import caveat as engine_caveat
-from .fitting import FitSet, ModelFit
+from .fit import FitSet, ModelFit
 from .intervals import bounded_high, fmt, format_interval
 from .sweetspots import PAPER_GRID, attention_kind, measured_map, ratio_table
 from .iotools import escape_markdown
@@ -58,7 +58,7 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     Columns ``x``, ``x_low``, ``x_high`` become one column ``x [95 %]`` reading ``est [low, high]``
     (:mod:`energykit.intervals`, the one column convention); numbers keep ``digits`` significant figures; NaN
     reads "n/a" (e.g. ``o*`` where θ4 is not identified); an infinite upper bound, or one more than
-    :data:`energykit.fitting.UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
+    :data:`energykit.fit.UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
     so that headers wrap. ``index`` columns (present ones) become the row labels.
 
     >>> t = table(pd.DataFrame({"model": ["a"], "o_star": [130.8], "o_star_low": [110.3],

@@ -20,7 +20,7 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from .dataset import cell_means
-from .fitting import FitSet, ModelFit, predict_energy
+from .fit import FitSet, ModelFit, predict_energy
 from .model import SWEETSPOT, energy_per_token_j, tokens_per_j
 from .uncertainty import apply, o_star_interval, theta_table
 
@@ -132,7 +132,7 @@ def extrapolated(fit: ModelFit, input_len, output_len):
 
 
 def o_star_numeric(params: dict, input_len: float, o_max: float = 1e7) -> float:
-    """Numeric minimiser of energy per output token over ``o`` in [1, o_max] (checks :func:`~energykit.fitting.o_star`)."""
+    """Numeric minimiser of energy per output token over ``o`` in [1, o_max] (checks :func:`~energykit.fit.o_star`)."""
 
     def per_token(log_o):
         o = np.exp(log_o)

@@ -34,7 +34,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from energykit import dataset, fitting, plots, sweetspots
+from energykit import dataset, plots, sweetspots
+from energykit.fit import fit_dataset, load_fits, THETA_MEANING, THETA_UNITS
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
@@ -45,8 +46,8 @@ pd.set_option("display.max_colwidth", None)  # table cells are read in full (the
 from energykit import summary
 
 ds = dataset.load_many(data)
-fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
-        else fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds))
+fits = (load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
+        else fit_dataset(ds, loss=loss, cv_folds=cv_folds))
 summary.show(*summary.fit_results(ds, fits))
 
 # %% [markdown]
@@ -132,11 +133,11 @@ from energykit import uncertainty
 theta = pd.concat(
     [uncertainty.theta_table(fits.get(m, b)).assign(model=m, batch_size=b) for m, b in fits.keys]
 ).set_index(["model", "batch_size", "param"])
-theta["units"] = [fitting.THETA_UNITS[p] for p in theta.index.get_level_values("param")]
+theta["units"] = [THETA_UNITS[p] for p in theta.index.get_level_values("param")]
 summary.table(theta.reset_index(), index=["model", "batch_size", "param"])
 
 # %%
-pd.Series(fitting.THETA_MEANING, name="term").to_frame()
+pd.Series(THETA_MEANING, name="term").to_frame()
 
 # %% [markdown]
 # ## Measured points and fitted curves

@@ -38,7 +38,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from energykit import dataset, fitting, plots, sweetspots
+from energykit import dataset, plots, sweetspots
+from energykit.fit import fit_dataset, load_fits
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
@@ -47,8 +48,8 @@ pd.set_option("display.max_colwidth", None)  # table cells are read in full (the
 
 # %%
 ds = dataset.load_many(data)
-fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
-        else fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds))
+fits = (load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
+        else fit_dataset(ds, loss=loss, cv_folds=cv_folds))
 measured = sweetspots.measured_map(ds)
 
 from energykit import summary

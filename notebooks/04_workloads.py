@@ -41,7 +41,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from energykit import dataset, fitting, plots, sweetspots
+from energykit import dataset, plots, sweetspots
+from energykit.fit import fit_dataset, load_fits
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
@@ -51,8 +52,8 @@ from energykit import iotools, workloads
 
 # %%
 ds = dataset.load_many(data)
-fits = (fitting.load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
-        else fitting.fit_dataset(ds, loss=loss, cv_folds=cv_folds))
+fits = (load_fits(fit_file, loss=loss, cv_folds=cv_folds, data=data) if fit_file
+        else fit_dataset(ds, loss=loss, cv_folds=cv_folds))
 name = workload_model or fits.keys[0][0]
 fit = fits.get(name)
 loaded = {k: iotools.read_trace(v)[0] for k, v in traces.items()}

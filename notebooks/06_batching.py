@@ -41,7 +41,8 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from energykit import dataset, fitting, hardware, plots, summary, sweetspots
+from energykit import dataset, hardware, plots, summary, sweetspots
+from energykit.fit import fit_dataset
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.precision", 4)
@@ -78,7 +79,7 @@ if simulated:
 else:
     batched = ds
     display(Markdown(f"Measured at several batch sizes: {', '.join(f'{m} ({sizes})' for m, sizes in several.items())}."))
-fits = fitting.fit_dataset(batched, loss=loss, cv_folds=cv_folds)
+fits = fit_dataset(batched, loss=loss, cv_folds=cv_folds)
 rows = pd.DataFrame([{"model": m, "batch_size": b, "mape_pct": v, "leave_this_batch_out_mape_pct": fits.batch_cv[m][b]}
                      for m, f in fits.batched.items() for b, v in f.batch_mape_pct().items()])
 sat = pd.concat([sweetspots.saturation_table(f, REFERENCE, DROP_PCT).assign(model=m) for m, f in fits.batched.items()])

@@ -18,7 +18,7 @@ from test_serve import real_server  # noqa: F401  (the module-scoped real server
 
 from energykit import replay as R
 from energykit.errors import DataError, FitError
-from energykit.fitting import ModelFit, fit_cells
+from energykit.fit import ModelFit, fit_cells
 from energykit.model import BATCHED
 
 THETA = dict(theta1=2e-6, theta2=1e-5, theta3=0.01, theta4=5e-6, theta5p=0.05, thetaw=0.6, theta0=3.0)
@@ -195,7 +195,7 @@ def test_reader_rejects_duplicates_overlaps_and_missing(tmp_path):
 
 
 def test_needs_a_batch_aware_fit(fit):
-    from energykit.fitting import FitSet
+    from energykit.fit import FitSet
     i, o = np.meshgrid([64, 256, 1024], [16, 64, 256])
     E = BATCHED.energy(i.ravel(), o.ravel(), 16, **THETA)
     res = fit_cells(E, i.ravel(), o.ravel())
