@@ -91,10 +91,10 @@ class ModelFit:
     def _at(self, *cells, **variables) -> dict:
         """The fit's variables at the cells asked (as :func:`energykit.model.cell`; fixed ones ignored)."""
         try:
-            asked = cell(*cells, **variables)
-            return self.energy_model.take(asked)
+            taken = self.energy_model.take(cell(*cells, **variables))
         except ValueError as e:
             raise FitError(str(e)) from None
+        return {k: np.asarray(v, dtype=float) if isinstance(v, (list, tuple)) else v for k, v in taken.items()}
 
     def draws(self, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
         """Wild-bootstrap draws of the parameters: ``{name: array of shape (n, 1)}`` (cached per n, seed).
