@@ -20,6 +20,7 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from .dataset import cell_means
+from .errors import FitError
 from .fit import FitSet, ModelFit, predict_energy
 from .model import SWEETSPOT, energy_per_token_j, tokens_per_j
 from .uncertainty import apply, o_star_interval, theta_table
@@ -62,6 +63,8 @@ def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_d
     ``batch_size`` [requests]: the batch of a batch-aware fit's map (default: the fit's own).
     """
     b = fit.batch_size if batch_size is None else batch_size
+    if b is None:
+        raise FitError(f"the {fit.kind} fit of {fit.model} takes the batch size as a variable; give batch_size=B")
     vb = b if fit.energy_model.has_batch else None
     i = xr.DataArray(np.asarray(input_lens, dtype=int), dims="input_len", name="input_len")
     o = xr.DataArray(np.asarray(output_lens, dtype=int), dims="output_len", name="output_len")

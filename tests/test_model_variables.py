@@ -107,7 +107,7 @@ def test_a_fit_file_written_before_issue_31_loads_and_gives_its_numbers():
     b = fits.batched["simulated"]
     assert b.fixed == {} and b.batch_size is None and b.batch_sizes == [1, 4, 16]
     assert float(b.predict(512, 128, 8)) == pytest.approx(want["batched_predict_512_128_8"], rel=1e-12)
-    interval = [float(x[0]) for x in b.predict_interval([512], [128], [8], n=20)]
+    interval = [float(x[0]) for x in b.predict_interval([512], [128], n=20, batch_size=8)]
     assert interval == pytest.approx(want["batched_interval_512_128_8"], rel=1e-12)
     s = fits.get("simulated", 4)
     assert s.fixed == {"batch_size": 4} and s.batch_size == 4

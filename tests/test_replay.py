@@ -32,7 +32,7 @@ def exact_fit(theta=THETA, noise_pct=0.0, seed=0):
     i, o, b = (a.ravel() for a in np.meshgrid([64, 256, 1024, 2048], [16, 64, 256, 512], [1, 4, 16, 64]))
     E = BATCHED.energy(i, o, b, **theta) * (1 + rng.normal(0, noise_pct / 100, i.shape))
     res = fit_cells(E, i, o, kind="batched", batch_size=b)
-    return ModelFit("sim", 0, "batched", res, i, o, E, np.full(len(E), np.nan), cell_batch_size=b)
+    return ModelFit("sim", "batched", res, {"input_len": i, "output_len": o, "batch_size": b}, E, np.full(len(E), np.nan))
 
 
 def stream(n=30, seed=1, span_s=20.0):
@@ -199,7 +199,8 @@ def test_needs_a_batch_aware_fit(fit):
     i, o = np.meshgrid([64, 256, 1024], [16, 64, 256])
     E = BATCHED.energy(i.ravel(), o.ravel(), 16, **THETA)
     res = fit_cells(E, i.ravel(), o.ravel())
-    single = ModelFit("m", 16, "sweetspot", res, i.ravel(), o.ravel(), E, np.full(9, np.nan))
+    single = ModelFit("m", "sweetspot", res, {"input_len": i.ravel(), "output_len": o.ravel()}, E, np.full(9, np.nan),
+                      fixed={"batch_size": 16})
     with pytest.raises(FitError, match="has no batch size"):
         R.batched_fit(single)
     with pytest.raises(FitError, match="no batch-aware model"):

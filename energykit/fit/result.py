@@ -8,6 +8,7 @@ fitted at one batch size, ``{}`` for the batch-aware fit whose variables include
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import xarray as xr
 
 from ..errors import FitError
 from ..intervals import LEVEL, estimate_interval, identified
-from ..model import cell, model_of
+from ..model import cell, cell_key, model_of
 from .estimate import DRAWS, THETA, THETA_UNITS, ape_pct, cells_of, predict_energy, r2, wild_bootstrap
 
 __all__ = ["ModelFit", "SavedResult", "FitSet"]
@@ -109,10 +110,15 @@ class ModelFit:
             self._draws[(n, seed)] = {name: out[:, [j]] for j, name in enumerate(names)}
         return self._draws[(n, seed)]
 
-    def predict_interval(self, *cells, n: int = 200, level: float = LEVEL, **variables):
-        """Predicted energy [J] at cells (a mapping, or values in :data:`~energykit.model.VARIABLES` order,
-        or by name) with its interval: (estimate, low, high)."""
-        vals = cells_of(self.energy_model, *cells, **{k: v for k, v in variables.items() if v is not None})
+    def predict_interval(self, cells, output_len=None, n: int = 200, level: float = LEVEL, **variables):
+        """Predicted energy [J] at cells with its interval: (estimate, low, high).
+
+        ``cells`` is a mapping of the fit's variables (``{"input_len": i, "output_len": o, ...}``), or
+        the input lengths with ``output_len`` beside them; other variables by name (``batch_size=B``).
+        """
+        given = dict(cells) if isinstance(cells, Mapping) else {"input_len": cells, "output_len": output_len}
+        given.update({k: v for k, v in variables.items() if v is not None})
+        vals = cells_of(self.energy_model, {k: v for k, v in given.items() if v is not None})
         vals = {k: np.atleast_1d(v) for k, v in vals.items()}
         samples = predict_energy(self.kind, self.draws(n), {k: v[None, :] for k, v in vals.items()})
         est = self.predict(vals)
@@ -154,11 +160,11 @@ class ModelFit:
 
     def o_star(self, *cells, **variables):
         """``o*`` [tokens] at the other variables (``input_len``, and ``batch_size`` for the batch-aware fit)."""
-        asked = cell(*cells, **{k: v for k, v in variables.items() if v is not None}) if (cells or variables) else {}
-        if len(cells) == 1 and not isinstance(cells[0], dict):  # o_star(i): the input length alone
-            asked = {"input_len": cells[0], **variables}
-        elif len(cells) == 2 and not isinstance(cells[0], dict):  # o_star(i, B): no output length to give
-            asked = {"input_len": cells[0], "batch_size": cells[1], **variables}
+        if cells and isinstance(cells[0], Mapping):
+            asked = {**cells[0], **variables}
+        else:  # o_star(i) or o_star(i, B): every variable but the output length, in order
+            rest = [v for v in cell_key() if v != "output_len"]
+            asked = {**dict(zip(rest, cells)), **variables}
         rest = {v: asked[v] for v in self.variables if v != "output_len" and asked.get(v) is not None}
         return self.energy_model.o_star(self.params, **rest)
 
