@@ -725,7 +725,7 @@ class TestPriceCard:
         (("models", 0, "terms", 0, "factors"), "input_len", "factors"),
         (("models", 0, "batch_sizes"), [0], "batch_sizes"), (("models", 0, "batch_sizes"), [], "batch_sizes"),
         (("models", 0, "model"), 7, "model"), (("models",), "m", "models"), (("models",), [], "models"),
-        (("models", 0), ["m"], r"models\[0\]"), (("schema_version",), 2, "version"),
+        (("models", 0), ["m"], r"models\[0\]"), (("schema_version",), 3, "version"),
     ])
     def test_a_bad_card_is_refused_naming_the_field(self, tmp_path, path, value, field):
         from energykit import price
