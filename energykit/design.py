@@ -171,9 +171,10 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1", progress: boo
     """Per model: choose ``budget`` cells among the measured ones, fit on them, predict the rest.
 
     Returns one row per (model, batch_size) with the cells and ``heldout_mape_pct``, the MAPE on
-    the measured cells that were not chosen (NaN when every cell was chosen). A model measured at
-    several batch sizes gets one row (``batch_size`` 0) whose cells are (input_len, output_len,
-    batch_size), chosen for the batch-aware model E(i, o, B).
+    the measured cells that were not chosen (NaN when every cell was chosen), the model's
+    ``variables`` (the order of each cell's values) and what the row holds ``fixed``. A model
+    measured at several batch sizes gets one row (``fixed`` ``{}``, ``batch_size`` None) whose cells
+    are (input_len, output_len, batch_size), chosen for the batch-aware model E(i, o, B).
     """
     rows = []
     for m in model_names(ds):
@@ -195,14 +196,18 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1", progress: boo
                        if len(held) else float("nan"))
             rows.append({"model": str(m), "batch_size": int(b), "cells": [list(c) for c in cells],
                          "heldout_cells": int(len(held)), "heldout_mape_pct": heldout,
-                         "params": {k: float(v.value) for k, v in fit.params.items()}})
-    return pd.DataFrame(rows)
+                         "params": {k: float(v.value) for k, v in fit.params.items()},
+                         "variables": list(SWEETSPOT.variables), "fixed": {"batch_size": int(b)}})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["batch_size"] = out["batch_size"].astype(object)  # None for a row across batch sizes, never 0
+    return out
 
 
 def _evaluate_batched(ds: xr.Dataset, model: str, budget: int, loss: str, progress: bool = False) -> dict:
     """Choose ``budget`` cells in (i, o, B) for the batch-aware model, fit on them, predict the rest."""
     df = measured_cells(ds, model)
-    var = ["input_len", "output_len", "batch_size"]
+    var = list(BATCHED.variables)
     cells = d_optimal(df[var].to_numpy(), budget, model=BATCHED, progress=progress)
     chosen = set(cells)
     mask = np.array([tuple(int(x) for x in c) in chosen for c in df[var].to_numpy()])
@@ -212,8 +217,9 @@ def _evaluate_batched(ds: xr.Dataset, model: str, budget: int, loss: str, progre
     heldout = (float(np.mean(ape_pct(BATCHED.energy(*(held[v].to_numpy(float) for v in var),
                                                     **{k: p.value for k, p in fit.params.items()}), held["energy_j"])))
                if len(held) else float("nan"))
-    return {"model": str(model), "batch_size": 0, "cells": [list(c) for c in cells], "heldout_cells": int(len(held)),
-            "heldout_mape_pct": heldout, "params": {k: float(v.value) for k, v in fit.params.items()}}
+    return {"model": str(model), "batch_size": None, "cells": [list(c) for c in cells], "heldout_cells": int(len(held)),
+            "heldout_mape_pct": heldout, "params": {k: float(v.value) for k, v in fit.params.items()},
+            "variables": list(BATCHED.variables), "fixed": {}}
 
 
 def plan_design(candidates, budget: int, priors: dict | None = None) -> list[tuple[int, int]]:
