@@ -131,3 +131,17 @@ def test_a_price_card_written_before_issue_31_prices_as_it_did():
     card = price.load_card(DATA / "price_card_main_v1.json")
     assert card["schema_version"] == 1
     assert list(price.price(card, "simulated", 512, 128, batch=8)) == pytest.approx(want["price_512_128_8"], rel=1e-12)
+
+
+@pytest.mark.parametrize("where, value, match", [
+    ("fixed", {"batch_size": -1}, "fixed batch_size"),
+    ("fixed", {"batch_size": "16"}, "fixed batch_size"),
+    ("fixed", [16], "fixed"),
+    ("variables", {"input_len": {}, "output_len": {}, "Power Cap!": {}}, "plain variable name"),
+    ("ranges", {"power_cap_w": [1, 2]}, "unknown variable 'power_cap_w'"),
+])
+def test_a_version_2_card_with_a_bad_fixed_or_variable_is_refused_naming_it(where, value, match):
+    card = json.loads((Path(__file__).parents[1] / "tests" / "golden" / "price_h200_hf.json").read_text())
+    card["models"][0][where] = value
+    with pytest.raises(ValueError, match=match):
+        price.check_card(card)
