@@ -21,6 +21,7 @@ import pytest
 from conftest import GRID_I, GRID_O, TRUE_THETA
 from energykit import dataset, model, price
 from energykit.errors import FitError
+from energykit.iotools import read_tidy
 from energykit.fit import fit_dataset, fit_kind, load_fits, price_card, sweetspot_energy
 
 DATA = Path(__file__).parent / "data"
@@ -58,9 +59,16 @@ def _truth(i, o, p):
 
 def test_a_variable_declared_in_model_py_is_read_fitted_predicted_stored_and_priced(power_cap, tmp_path):
     assert model.cell_key()[-1] == "power_cap_w"
-    ds = dataset.load(_csv(tmp_path))
+    csv = _csv(tmp_path)
+    ds = dataset.load(csv)
     assert "power_cap_w" in dataset.window_key(ds) and "power_cap_w" in ds.dims
     assert "power_cap_w" in dataset.measured_cells(ds).columns
+    again = dataset.load(dataset.write_netcdf(ds, tmp_path / "capped.nc"))  # the kit's own file keeps the axis
+    assert "power_cap_w" in dataset.window_key(again)
+    assert dataset.measured_cells(again).equals(dataset.measured_cells(ds))
+    frame = read_tidy(csv, variables=model.cell_key())[0]
+    stacked = dataset.from_frame(frame, layout="stacked")  # the long-tail layout: the axis is a window coordinate
+    assert dataset.measured_cells(stacked).equals(dataset.measured_cells(ds))
 
     fits = fit_dataset(ds, kinds=["capped"], cv_folds=3)
     f = fits.get("synthetic", 16, kind="capped")
