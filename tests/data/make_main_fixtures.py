@@ -1,3 +1,10 @@
+"""How fits_main_v1.nc, price_card_main_v1.json, batched_main.csv and main_v1_expected.json were made.
+
+Run with the code of main at fbc1e08 (before issue 31, when the fits lived in ``energykit.fitting``
+and the batch-aware fit was stored with batch size 0), from its checkout:
+``python tests/data/make_main_fixtures.py tests/data``. Kept as the record of the old format;
+tests/test_model_variables.py checks that the current kit reads these files and gives these numbers.
+"""
 import json, sys
 from energykit import dataset, hardware
 from energykit.presets import PRESETS
