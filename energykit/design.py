@@ -11,6 +11,8 @@ because the fit minimises relative error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -56,9 +58,11 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
 
     Parameters
     ----------
-    cells : sequence of (int, int) or (int, int, int)
-        Candidate cells [tokens]: (input_len, output_len), or (input_len, output_len, batch_size)
-        for the batch-aware model.
+    cells : sequence of mappings or tuples
+        Candidate cells: mappings of the model's variables (``{"input_len": 64, "output_len": 16}``,
+        :func:`energykit.model.cell`), or tuples of their values in ``model.variables`` order
+        ((input_len, output_len), or (input_len, output_len, batch_size) for the batch-aware model).
+        The chosen cells come back as tuples in that order.
     budget : int
         Cells to choose; at least the model's parameters (6 for the analytical model, 7 across batch sizes).
     prior_ratio : float
@@ -76,7 +80,8 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
     formula, so that the time grows as candidates × budget × parameters², not as their square.
     """
     width = len(model.variables)
-    cand = np.asarray(sorted({tuple(int(x) for x in c[:width]) for c in cells}), dtype=int)
+    rows = [tuple(c[v] for v in model.variables) if isinstance(c, Mapping) else c for c in cells]
+    cand = np.asarray(sorted({tuple(int(x) for x in c[:width]) for c in rows}), dtype=int)
     n_par = len(model.names)
     if budget < n_par:
         raise ParamsError(f"budget {budget} is below the {n_par} parameters of the {model.kind} model; use >= {n_par}")

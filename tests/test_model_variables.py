@@ -153,3 +153,13 @@ def test_a_version_2_card_with_a_bad_fixed_or_variable_is_refused_naming_it(wher
     card["models"][0][where] = value
     with pytest.raises(ValueError, match=match):
         price.check_card(card)
+
+
+def test_a_design_chooses_among_cells_given_as_mappings_of_a_declared_variable(power_cap):
+    from energykit.design import d_optimal
+
+    cells = [model.cell(i, o, power_cap_w=p) for i in GRID_I for o in GRID_O for p in CAPS]
+    chosen = d_optimal(cells, 9, model=power_cap)
+    assert len(chosen) == 9 and all(len(c) == 3 and c[2] in CAPS for c in chosen)
+    assert len({c[2] for c in chosen}) > 1  # the design spreads over the new axis
+    assert d_optimal(cells, 9, model=power_cap) == d_optimal([tuple(c.values()) for c in cells], 9, model=power_cap)
