@@ -106,6 +106,9 @@ def test_the_default_fits_hold_the_new_variable_fixed(power_cap, tmp_path):
     ds = dataset.load(_csv(tmp_path))
     fits = fit_kind(ds, "synthetic", "sweetspot", cv_folds=2)
     assert [f.fixed for f in fits] == [{"batch_size": 16, "power_cap_w": p} for p in CAPS]
+    default = fit_dataset(ds, cv_folds=2)  # never pooled across caps
+    assert default.fits == {} and sorted((f.kind, f.fixed["power_cap_w"]) for f in default.every()) == \
+        sorted((k, p) for k in ("sweetspot", "linear") for p in CAPS)
 
 
 def test_a_fit_file_written_before_issue_31_loads_and_gives_its_numbers():

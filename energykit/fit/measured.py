@@ -77,9 +77,11 @@ def fit_dataset(ds: xr.Dataset, models: Iterable[str] | None = None, loss: str =
     seed : int
         Seed of the fold shuffle.
     kinds : iterable of str, optional
-        Declared model kinds to fit (:data:`energykit.model.MODELS`). By default the analytical
-        model and the linear baseline per batch size, and the batch-aware model of every model
-        measured at several batch sizes.
+        Declared model kinds to fit (:data:`energykit.model.MODELS`), each at every value of the
+        data's variables it does not take (:func:`fit_kind`). By default the analytical model and
+        the linear baseline per batch size, and the batch-aware model of every model measured at
+        several batch sizes; on data with another declared axis (say ``power_cap_w``), the first two
+        at each of its values (in :attr:`FitSet.others`: name a model that takes the axis in ``kinds``).
     """
     check_kind("sweetspot", loss)
     names = model_names(ds)
@@ -87,6 +89,9 @@ def fit_dataset(ds: xr.Dataset, models: Iterable[str] | None = None, loss: str =
     for m in wanted:
         if m not in names:
             raise FitError(f"model {m!r} is not in the data; available: {', '.join(names)}")
+    extra = [v for v in cell_variables(ds) if v not in ("input_len", "output_len", "batch_size")]
+    if kinds is None and extra:  # another declared axis: the per-batch kinds are fitted at each of its values
+        kinds = PER_BATCH
     if kinds is not None:
         every = [f for m in wanted for kind in kinds for f in fit_kind(ds, m, kind, loss, cv_folds, seed)]
         batch_cv = {f.model: leave_one_batch_out(f.energy_j, f.cells, loss=loss, kind=f.kind)
