@@ -11,7 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from energykit import dataset, design, fitting, hardware
+import energykit.fit as ekfit
+from energykit import dataset, design, hardware
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ["data/h200_hf_energykit/measurements.nc", "data/h200_transformers_compiled_b16.csv",
@@ -43,7 +44,7 @@ def long_tail_memory(rows: int = 200_000) -> None:
     print(f"long-tail file, {rows} windows: load {load_s:.2f} s, peak {peak / 1e6:.0f} MB, dataset "
           f"{ds.nbytes / 1e6:.1f} MB ({ds.attrs['layout']}; a grid would hold {grid / 1e6:.0f} M slots per variable)")
     t0 = time.perf_counter()
-    fitting.fit_dataset(ds, cv_folds=5)
+    ekfit.fit_dataset(ds, cv_folds=5)
     print(f"long-tail file: fit with 5-fold CV {time.perf_counter() - t0:.1f} s")
 
 
@@ -76,7 +77,7 @@ def main():
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                fitting.fit_dataset(ds, models=[str(m)])  # analytical + baseline, each with 5-fold CV
+                ekfit.fit_dataset(ds, models=[str(m)])  # analytical + baseline, each with 5-fold CV
                 times.append(time.perf_counter() - t0)
             print(f"fit {f} :: {m}: median {statistics.median(times) * 1000:.0f} ms over {args.repeats} "
                   "(analytical + linear, 5-fold CV)")

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from energykit import replay
-from energykit.fitting import ModelFit, fit_cells
+from energykit.fit import ModelFit, fit_cells
 from energykit.model import BATCHED
 
 THETA = dict(theta1=2e-6, theta2=1e-5, theta3=0.01, theta4=5e-6, theta5p=0.05, thetaw=0.6, theta0=3.0)
@@ -26,8 +26,8 @@ def main() -> None:
     args = ap.parse_args()
     i, o, b = (a.ravel() for a in np.meshgrid([64, 256, 1024, 2048], [16, 64, 256, 512], [1, 4, 16, 64]))
     E = BATCHED.energy(i, o, b, **THETA)
-    fit = ModelFit("sim", 0, "batched", fit_cells(E, i, o, kind="batched", batch_size=b), i, o, E,
-                   np.full(len(E), np.nan), cell_batch_size=b)
+    fit = ModelFit("sim", "batched", fit_cells(E, i, o, kind="batched", batch_size=b),
+                   {"input_len": i, "output_len": o, "batch_size": b}, E, np.full(len(E), np.nan))
     rng = np.random.default_rng(0)
     n = args.requests
     arr = np.sort(rng.uniform(0, n / args.rate_rps, n))

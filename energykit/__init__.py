@@ -17,18 +17,18 @@ import importlib
 __version__ = "0.1.0"
 
 SUBMODULES = (
-    "schema", "errors", "iotools", "dataset", "physics", "model", "intervals", "price", "presets", "fitting",
+    "schema", "errors", "iotools", "dataset", "physics", "model", "intervals", "price", "presets", "fit",
     "uncertainty", "sweetspots",
     "workloads", "design", "hardware", "plots", "report", "params", "state", "meters", "windows", "engines",
     "sweep", "replay_run", "testing", "cli", "replay",
 )
 FUNCTIONS = {
     "load": "dataset", "load_many": "dataset", "combine": "dataset", "measured_cells": "dataset",
-    "fit_dataset": "fitting", "load_fits": "fitting", "o_star": "fitting", "sweetspot_energy": "fitting",
+    "fit_dataset": "fit", "load_fits": "fit", "o_star": "fit", "sweetspot_energy": "fit",
     "fitted_map": "sweetspots", "measured_map": "sweetspots",
     "policy_savings": "workloads", "trace_summary": "workloads",
     "calibrate": "hardware", "resolve": "presets",
-    "SWEETSPOT": "model", "BATCHED": "model", "price_card": "fitting",
+    "SWEETSPOT": "model", "BATCHED": "model", "price_card": "fit",
 }
 __all__ = ["__version__", *SUBMODULES, *FUNCTIONS]
 

@@ -75,7 +75,7 @@ def _cell(text: str) -> tuple[int, int]:
 
 def fit_json(fits) -> dict:
     """The ``fit --json`` object: per model its accuracy, θ, standard errors and ``o*`` per input length."""
-    from .fitting import o_star
+    from .fit import o_star
 
     out = {}
     multi = {m for m, _ in fits.keys if sum(1 for mm, _ in fits.keys if mm == m) > 1}
@@ -126,7 +126,7 @@ def cmd_fit(args) -> int:
     import pandas as pd
 
     from .dataset import load, outlier_windows
-    from .fitting import DRAWS, fit_dataset, validation_table
+    from .fit import DRAWS, fit_dataset, validation_table
     import os
     from pathlib import Path
 
@@ -320,7 +320,7 @@ def cmd_design_plan(args) -> int:
     priors, source = {}, "no prior: energy taken as proportional to i + 8·o (decode costs more per token than prefill)"
     if args.prior:
         from .dataset import load, model_names
-        from .fitting import pricing_fit
+        from .fit import pricing_fit
         from .hardware import calibrate
 
         ds = load(args.prior)
@@ -391,7 +391,7 @@ def predict_json(fit, batch_size: int, input_lens, output_lens) -> dict:
     ``o*(i, B)`` and whether each cell lies outside the measured ranges."""
     import numpy as np
 
-    from .fitting import DRAWS
+    from .fit import DRAWS
     from .model import tokens_per_j
     from .uncertainty import o_star_interval
 
@@ -425,7 +425,7 @@ def cmd_predict_data(args) -> int:
 
     Without ``--model`` every model of the data is predicted (never silently the first one)."""
     from .dataset import load, measured_cells, model_names
-    from .fitting import pricing_fit
+    from .fit import pricing_fit
 
     ds = load(args.data)
     names = model_names(ds)
@@ -453,7 +453,7 @@ def predict_text(fit, out: dict) -> str:
     """``predict DATA``'s text for one model: the fit, θ, o*(i) and a table whose energies say per what they are."""
     import pandas as pd
 
-    from .fitting import THETA_UNITS
+    from .fit import THETA_UNITS
 
     b = out["batch_size"]
     kind = ("E(i, o, B) fitted on batch sizes " + ", ".join(map(str, out["measured_batch_sizes"]))
@@ -489,7 +489,7 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from .dataset import load
-    from .fitting import price_card
+    from .fit import price_card
 
     from .state import atomic_write_text, check_output
 
@@ -513,7 +513,7 @@ def cmd_predict(args) -> int:
         return cmd_predict_data(args)
 
     from .dataset import load, to_frame
-    from .fitting import o_star
+    from .fit import o_star
     from .intervals import estimate_interval
     from .hardware import calibrate, each_draw, leave_one_model_out, prediction_table, transfer_error_pct, with_transfer_error
     from .presets import resolve

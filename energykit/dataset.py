@@ -35,15 +35,39 @@ import xarray as xr
 from . import __version__
 from .errors import DataError
 from .iotools import read_netcdf, read_tidy, resolve
+from .model import VARIABLES
 from .state import atomic_write_netcdf
 
 from .schema import DIMS, GEOMETRY_COLUMNS, GLOSSARY, PROVENANCE_COLUMNS, UNITS
 
-__all__ = ["KEY", "DENSE_LIMIT", "dense_size", "is_stacked", "from_frame", "model_names", "batch_sizes",
+__all__ = ["KEY", "window_key", "cell_variables", "DENSE_LIMIT", "dense_size", "is_stacked", "from_frame", "model_names", "batch_sizes",
            "model_value", "measured_cells", "OUTLIER_REL", "outlier_windows", "write_netcdf", "load",
            "combine", "load_many", "to_frame", "cell_means", "geometry"]
 
 KEY = DIMS
+"""The dimensions of a window when the data carry no variable beyond the built-in ones (see :func:`window_key`)."""
+
+
+def _names(data) -> set:
+    if isinstance(data, pd.DataFrame):
+        return set(data.columns)
+    return set(data.variables) | set(data.dims)
+
+
+def window_key(data=None) -> tuple[str, ...]:
+    """Dimensions of a measured window: :data:`KEY` plus every other declared variable
+    (:data:`energykit.model.VARIABLES`, read now) that ``data`` (a frame or Dataset) carries, before ``repeat``.
+
+    >>> window_key()
+    ('model', 'batch_size', 'input_len', 'output_len', 'repeat')
+    """
+    extra = [v for v in VARIABLES if v not in KEY and (data is None or v in _names(data))]
+    return (*KEY[:-1], *extra, KEY[-1])
+
+
+def cell_variables(data=None) -> list[str]:
+    """The declared variables a cell of ``data`` is keyed by, in the order of :func:`window_key`."""
+    return [d for d in window_key(data) if d in VARIABLES]
 
 
 DENSE_LIMIT = 4
@@ -52,7 +76,7 @@ DENSE_LIMIT = 4
 
 def dense_size(df: pd.DataFrame) -> int:
     """Slots of the full product of every distinct value of the five dimensions."""
-    return int(np.prod([df[d].nunique() for d in DIMS], dtype=float))
+    return int(np.prod([df[d].nunique() for d in window_key(df)], dtype=float))
 
 
 def is_stacked(ds: xr.Dataset) -> bool:
@@ -70,13 +94,14 @@ def from_frame(df: pd.DataFrame, *, source: str = "", attrs: dict | None = None,
     :data:`DENSE_LIMIT` slots per window.
     """
     per_model = [c for c in PROVENANCE_COLUMNS + GEOMETRY_COLUMNS if c in df.columns]
-    window_cols = [c for c in df.columns if c not in per_model and c not in KEY]
+    key = window_key(df)
+    window_cols = [c for c in df.columns if c not in per_model and c not in key]
     if layout == "auto":
         layout = "stacked" if dense_size(df) > DENSE_LIMIT * len(df) + 100_000 else "dense"
     if layout == "stacked":
         ds = _stacked(df, per_model, window_cols)
     else:
-        ds = df.set_index(list(KEY))[window_cols].to_xarray()
+        ds = df.set_index(list(key))[window_cols].to_xarray()
         models = ds["model"].values
         first = df.drop_duplicates("model").set_index("model")
         for col in per_model:
@@ -112,7 +137,7 @@ def from_frame(df: pd.DataFrame, *, source: str = "", attrs: dict | None = None,
 
 def _stacked(df: pd.DataFrame, per_model: list[str], window_cols: list[str]) -> xr.Dataset:
     df = df.reset_index(drop=True)
-    coords = {d: ("window", df[d].to_numpy() if d != "model" else df[d].astype(str).to_numpy()) for d in DIMS}
+    coords = {d: ("window", df[d].to_numpy() if d != "model" else df[d].astype(str).to_numpy()) for d in window_key(df)}
     for col in per_model:
         values = df[col]
         values = pd.to_numeric(values, errors="coerce") if col in GEOMETRY_COLUMNS and col != "arch" else values.astype(str)
@@ -159,7 +184,7 @@ def measured_cells(ds: xr.Dataset, model: str | None = None, batch_size: int | N
     if batch_size is not None:
         df = df[df["batch_size"] == int(batch_size)]
     df = df.dropna(subset=["energy_j"])
-    g = df.groupby(["model", "batch_size", "input_len", "output_len"], sort=True)
+    g = df.groupby(["model", *cell_variables(df)], sort=True)
     out = g.agg(energy_j=("energy_j", "mean"), energy_j_std=("energy_j", "std"),
                 duration_s=("duration_s", "mean"), n_repeats=("energy_j", "size")).reset_index()
     return out[out["energy_j"] > 0].reset_index(drop=True)
@@ -177,7 +202,7 @@ def outlier_windows(ds: xr.Dataset) -> pd.DataFrame:
     report or a user can see and drop them.
     """
     df = to_frame(ds).dropna(subset=["energy_j"])
-    cell = ["model", "batch_size", "input_len", "output_len"]
+    cell = ["model", *cell_variables(df)]
     g = df.groupby(cell)["energy_j"]
     med = g.transform("median")
     mad = (df["energy_j"] - med).abs().groupby([df[c] for c in cell]).transform("median")
@@ -211,7 +236,7 @@ def load(path: str | Path) -> xr.Dataset:
     if path.suffix.lower() == ".nc":
         ds = read_netcdf(path)[0]
     else:
-        ds = from_frame(read_tidy(path)[0], source=path.name)
+        ds = from_frame(read_tidy(path, variables=cell_variables())[0], source=path.name)
     ds.attrs["loaded_from"] = str(given)  # the file read, as named (``source`` is where it was measured)
     return ds
 
@@ -290,9 +315,9 @@ def to_frame(ds: xr.Dataset) -> pd.DataFrame:
     """Tidy frame of the measured windows (rows with no energy and no duration dropped)."""
     if is_stacked(ds):
         cols = [v for v in ds.data_vars if ds[v].dims == ("window",)]
-        df = ds[cols].reset_coords()[list(DIMS) + cols].to_dataframe().reset_index(drop=True)
+        df = ds[cols].reset_coords()[list(window_key(ds)) + cols].to_dataframe().reset_index(drop=True)
         return df.dropna(subset=["duration_s"]).reset_index(drop=True)
-    cols = [v for v in ds.data_vars if set(ds[v].dims) == set(DIMS)]
+    cols = [v for v in ds.data_vars if set(ds[v].dims) == set(window_key(ds))]
     df = ds[cols].to_dataframe().reset_index()
     return df.dropna(subset=["duration_s"]).reset_index(drop=True)
 
@@ -305,11 +330,12 @@ def cell_means(ds: xr.Dataset) -> xr.Dataset:
     dataset is put on that grid only when the grid stays small; otherwise use :func:`measured_cells`.
     """
     if is_stacked(ds):
-        cells = to_frame(ds).groupby(["model", "batch_size", "input_len", "output_len"])
+        key = ["model", *cell_variables(ds)]
+        cells = to_frame(ds).groupby(key)
         frame = pd.DataFrame({"energy_j": cells["energy_j"].mean(), "energy_j_std": cells["energy_j"].std(),
                               "duration_s": cells["duration_s"].mean(), "duration_s_std": cells["duration_s"].std(),
                               "n_repeats": cells["energy_j"].count()})
-        size = int(np.prod([frame.index.get_level_values(k).nunique() for k in range(4)], dtype=float))
+        size = int(np.prod([frame.index.get_level_values(k).nunique() for k in range(len(key))], dtype=float))
         if size > DENSE_LIMIT * len(frame) + 100_000:
             raise DataError(f"this dataset is long-tail: {len(frame)} measured cells would fill a grid of {size} "
                             "slots; maps and grids need a designed grid of lengths — fit it, or bin its lengths")

@@ -11,6 +11,8 @@ because the fit minimises relative error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .dataset import batch_sizes, measured_cells, model_names
 from .errors import ParamsError
-from .fitting import ape_pct, fit_cells
+from .fit import ape_pct, fit_cells
 from .model import BATCHED, SWEETSPOT, EnergyModel
 
 __all__ = ["DECODE_TO_PREFILL_COST", "EXACT_SEARCH_LIMIT", "MAX_EXCHANGE_SWEEPS", "d_optimal", "evaluate_design", "plan_design"]
@@ -56,9 +58,11 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
 
     Parameters
     ----------
-    cells : sequence of (int, int) or (int, int, int)
-        Candidate cells [tokens]: (input_len, output_len), or (input_len, output_len, batch_size)
-        for the batch-aware model.
+    cells : sequence of mappings or tuples
+        Candidate cells: mappings of the model's variables (``{"input_len": 64, "output_len": 16}``,
+        :func:`energykit.model.cell`), or tuples of their values in ``model.variables`` order
+        ((input_len, output_len), or (input_len, output_len, batch_size) for the batch-aware model).
+        The chosen cells come back as tuples in that order.
     budget : int
         Cells to choose; at least the model's parameters (6 for the analytical model, 7 across batch sizes).
     prior_ratio : float
@@ -76,7 +80,8 @@ def d_optimal(cells, budget: int, prior_ratio: float = DECODE_TO_PREFILL_COST,
     formula, so that the time grows as candidates × budget × parameters², not as their square.
     """
     width = len(model.variables)
-    cand = np.asarray(sorted({tuple(int(x) for x in c[:width]) for c in cells}), dtype=int)
+    rows = [tuple(c[v] for v in model.variables) if isinstance(c, Mapping) else c for c in cells]
+    cand = np.asarray(sorted({tuple(int(x) for x in c[:width]) for c in rows}), dtype=int)
     n_par = len(model.names)
     if budget < n_par:
         raise ParamsError(f"budget {budget} is below the {n_par} parameters of the {model.kind} model; use >= {n_par}")
@@ -171,9 +176,10 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1", progress: boo
     """Per model: choose ``budget`` cells among the measured ones, fit on them, predict the rest.
 
     Returns one row per (model, batch_size) with the cells and ``heldout_mape_pct``, the MAPE on
-    the measured cells that were not chosen (NaN when every cell was chosen). A model measured at
-    several batch sizes gets one row (``batch_size`` 0) whose cells are (input_len, output_len,
-    batch_size), chosen for the batch-aware model E(i, o, B).
+    the measured cells that were not chosen (NaN when every cell was chosen), the model's
+    ``variables`` (the order of each cell's values) and what the row holds ``fixed``. A model
+    measured at several batch sizes gets one row (``fixed`` ``{}``, ``batch_size`` None) whose cells
+    are (input_len, output_len, batch_size), chosen for the batch-aware model E(i, o, B).
     """
     rows = []
     for m in model_names(ds):
@@ -195,14 +201,18 @@ def evaluate_design(ds: xr.Dataset, budget: int, loss: str = "l1", progress: boo
                        if len(held) else float("nan"))
             rows.append({"model": str(m), "batch_size": int(b), "cells": [list(c) for c in cells],
                          "heldout_cells": int(len(held)), "heldout_mape_pct": heldout,
-                         "params": {k: float(v.value) for k, v in fit.params.items()}})
-    return pd.DataFrame(rows)
+                         "params": {k: float(v.value) for k, v in fit.params.items()},
+                         "variables": list(SWEETSPOT.variables), "fixed": {"batch_size": int(b)}})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["batch_size"] = out["batch_size"].astype(object)  # None for a row across batch sizes, never 0
+    return out
 
 
 def _evaluate_batched(ds: xr.Dataset, model: str, budget: int, loss: str, progress: bool = False) -> dict:
     """Choose ``budget`` cells in (i, o, B) for the batch-aware model, fit on them, predict the rest."""
     df = measured_cells(ds, model)
-    var = ["input_len", "output_len", "batch_size"]
+    var = list(BATCHED.variables)
     cells = d_optimal(df[var].to_numpy(), budget, model=BATCHED, progress=progress)
     chosen = set(cells)
     mask = np.array([tuple(int(x) for x in c) in chosen for c in df[var].to_numpy()])
@@ -212,8 +222,9 @@ def _evaluate_batched(ds: xr.Dataset, model: str, budget: int, loss: str, progre
     heldout = (float(np.mean(ape_pct(BATCHED.energy(*(held[v].to_numpy(float) for v in var),
                                                     **{k: p.value for k, p in fit.params.items()}), held["energy_j"])))
                if len(held) else float("nan"))
-    return {"model": str(model), "batch_size": 0, "cells": [list(c) for c in cells], "heldout_cells": int(len(held)),
-            "heldout_mape_pct": heldout, "params": {k: float(v.value) for k, v in fit.params.items()}}
+    return {"model": str(model), "batch_size": None, "cells": [list(c) for c in cells], "heldout_cells": int(len(held)),
+            "heldout_mape_pct": heldout, "params": {k: float(v.value) for k, v in fit.params.items()},
+            "variables": list(BATCHED.variables), "fixed": {}}
 
 
 def plan_design(candidates, budget: int, priors: dict | None = None) -> list[tuple[int, int]]:

@@ -32,7 +32,7 @@ import xarray as xr
 
 from .dataset import geometry, measured_cells, model_names, model_value
 from .errors import FitError
-from .fitting import ape_pct, column_rank, irls, wild_bootstrap
+from .fit import ape_pct, column_rank, irls, wild_bootstrap
 from .intervals import LEVEL, estimate_interval, identified
 from .model import SWEETSPOT, tokens_per_j
 from .physics import cell_work
@@ -94,12 +94,12 @@ class HardwareModel:
 
     @property
     def params(self) -> dict[str, float]:
-        """The calibrated coefficients by name (the result protocol shared with :class:`~energykit.fitting.ModelFit`)."""
+        """The calibrated coefficients by name (the result protocol shared with :class:`~energykit.fit.ModelFit`)."""
         return dict(self.coef)
 
     def identified(self, n: int = 200) -> dict[str, bool]:
         """Whether the calibration identifies each coefficient: off its ≥ 0 bound in the fit and in most
-        draws (the rule of :func:`energykit.fitting.identified`, as for :meth:`ModelFit.identified`)."""
+        draws (the rule of :func:`energykit.fit.identified`, as for :meth:`ModelFit.identified`)."""
         d = self.draws(n)
         return {k: identified(self.coef[k], d[k][:, 0]) for k in COEFFICIENTS}
 
@@ -234,7 +234,7 @@ def coefficient_table(hw: HardwareModel, n: int = 200) -> pd.DataFrame:
     """Calibrated coefficients with 95 % bootstrap intervals.
 
     ``identified`` is False for a coefficient on its ≥ 0 bound in the fit or in most draws (see
-    :data:`energykit.fitting.IDENTIFIED_SHARE`): the calibration models do not pin it down.
+    :data:`energykit.fit.IDENTIFIED_SHARE`): the calibration models do not pin it down.
     """
     d = hw.draws(n)
     rows = []

@@ -31,6 +31,7 @@ factor in turn, summed in declared order, so that numbers are reproducible to th
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lmfit
@@ -39,7 +40,7 @@ import pandas as pd
 from scipy.optimize import nnls
 
 __all__ = ["Variable", "Term", "EnergyModel", "VARIABLES", "SWEETSPOT", "BATCHED", "LINEAR", "MODELS",
-           "model_of", "per_batch_theta", "tokens_per_j", "energy_per_token_j", "nnls_weighted"]
+           "cell", "cell_key", "model_of", "per_batch_theta", "tokens_per_j", "energy_per_token_j", "nnls_weighted"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,40 @@ VARIABLES = {
     "output_len": Variable("output_len", "o", "tokens", "output length (decode steps)"),
     "batch_size": Variable("batch_size", "B", "requests", "requests decoded together in one batch"),
 }
+
+
+def cell_key() -> tuple[str, ...]:
+    """Names of a cell's variables: the declared :data:`VARIABLES`, read at call time.
+
+    >>> cell_key()
+    ('input_len', 'output_len', 'batch_size')
+    """
+    return tuple(VARIABLES)
+
+
+def cell(*values, **named) -> dict:
+    """A cell: values of the declared :data:`VARIABLES` by name (``None`` values dropped).
+
+    Give one mapping, or values in :data:`VARIABLES` order, or names; names override. A name that
+    is not a declared variable is refused.
+
+    >>> cell(512, 128, batch_size=16)
+    {'input_len': 512, 'output_len': 128, 'batch_size': 16}
+    >>> cell({"input_len": 64, "output_len": 8})
+    {'input_len': 64, 'output_len': 8}
+    """
+    if len(values) == 1 and isinstance(values[0], Mapping):
+        out = dict(values[0])
+    else:
+        if len(values) > len(VARIABLES):
+            raise ValueError(f"a cell has at most {len(VARIABLES)} variables ({', '.join(VARIABLES)}); got {len(values)} values")
+        out = dict(zip(VARIABLES, values))
+    out.update(named)
+    unknown = [k for k in out if k not in VARIABLES]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a declared variable; declare it in energykit/model.py's VARIABLES "
+                         f"or use one of {', '.join(VARIABLES)}")
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def tokens_per_j(energy_j, batch_size, output_len):
@@ -154,6 +189,14 @@ class EnergyModel:
             sym = "·".join([t.symbol] + [VARIABLES[f].symbol for f in t.factors])
             parts.append(sym)
         return "E = " + " + ".join(parts)
+
+    def take(self, cell: Mapping) -> dict:
+        """This model's variables out of a cell (a mapping with every one of them; others are ignored)."""
+        missing = [v for v in self.variables if v not in cell]
+        if missing:
+            raise ValueError(f"the {self.kind} model needs {', '.join(missing)} in every cell; got "
+                             f"{', '.join(cell) or 'none'}")
+        return {v: cell[v] for v in self.variables}
 
     def _values(self, args, kwargs) -> dict:
         vals = dict(zip(self.variables, args))

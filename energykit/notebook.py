@@ -12,7 +12,7 @@ import xarray as xr
 from IPython import get_ipython
 
 from .dataset import load_many
-from .fitting import FitSet, fit_dataset, load_fits
+from .fit import FitSet, fit_dataset, load_fits
 
 __all__ = ["setup", "data_and_fits"]
 

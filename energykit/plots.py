@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from .fitting import FitSet, ModelFit
+from .fit import FitSet, ModelFit
 from .intervals import bounded_high
 from .sweetspots import sweet_region
 from .uncertainty import o_star_interval

@@ -22,13 +22,16 @@ import operator
 import os
 import stat
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "VARIABLES", "MAX_TOKENS", "MAX_CARD_BYTES", "load_card", "check_card", "entry",
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "SCHEMA_VERSIONS", "VARIABLES", "MAX_TOKENS", "MAX_CARD_BYTES", "load_card", "check_card", "entry",
            "price", "o_star", "energy"]
 
 SCHEMA = "energykit-price-card"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
+"""Versions read: 1 (the kit before issue 31: variables among :data:`VARIABLES`, a per-batch fit known by its
+one batch size) and 2 (an entry declares its variables, and what its fit holds ``fixed``)."""
 VARIABLES = ("input_len", "output_len", "batch_size")
-"""The factors a card's terms may multiply: the request's variables [tokens, tokens, requests]."""
+"""The factors a version-1 card's terms may multiply [tokens, tokens, requests]; a version-2 entry names its own."""
 MAX_TOKENS = 10**7
 """Largest length or batch priced [1e7], as the kit's readers accept: beyond it a value is a typo or an overflow."""
 MAX_CARD_BYTES = 64 << 20
@@ -75,8 +78,9 @@ def _check_entry(e, k: int) -> None:
     _text(e["gpu"], f"{where}: gpu")
     _text(e["engine"], f"{where}: engine")
     variables = e["variables"]
-    if not isinstance(variables, (dict, list)) or not all(isinstance(v, str) and v in VARIABLES for v in variables):
-        _fail(f"{where}: variables", f"must name only {', '.join(VARIABLES)}; got {str(list(variables) if isinstance(variables, (dict, list)) else variables)[:80]}")
+    known = _known(e, where)
+    if not isinstance(variables, (dict, list)) or not all(isinstance(v, str) and v in known for v in variables):
+        _fail(f"{where}: variables", f"must name only {', '.join(known)}; got {str(list(variables) if isinstance(variables, (dict, list)) else variables)[:80]}")
     if "input_len" not in variables or "output_len" not in variables:
         _fail(f"{where}: variables", "must hold input_len and output_len")
     terms = _mapping(e["terms"], f"{where}: terms", list)
@@ -118,13 +122,30 @@ def _check_entry(e, k: int) -> None:
         _count(b, f"{where}: batch_sizes value")
     ranges = _mapping(e["ranges"], f"{where}: ranges")
     for v, r in ranges.items():
-        if v not in VARIABLES:
-            _fail(f"{where}: ranges", f"name the unknown variable {v[:40]!r}; use {', '.join(VARIABLES)}")
+        if v not in known:
+            _fail(f"{where}: ranges", f"name the unknown variable {v[:40]!r}; use {', '.join(known)}")
         if not isinstance(r, list) or len(r) != 2:
             _fail(f"{where}: range of {v}", f"must be [low, high]; got {str(r)[:40]}")
         lo, hi = _number(r[0], f"{where}: range of {v}"), _number(r[1], f"{where}: range of {v}")
         if lo > hi:
             _fail(f"{where}: range of {v}", f"[{lo:g}, {hi:g}] is reversed (low above high)")
+
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _known(e: dict, where: str) -> tuple:
+    """Variable names an entry may use: :data:`VARIABLES` (version 1), or those it declares and holds fixed (2)."""
+    if "fixed" not in e:
+        return VARIABLES
+    fixed = _mapping(e["fixed"], f"{where}: fixed")
+    for k, v in fixed.items():
+        _number(v, f"{where}: fixed {str(k)[:40]}")
+    names = list(e["variables"]) if isinstance(e["variables"], (dict, list)) else []
+    for v in names + list(fixed):
+        if not isinstance(v, str) or not v or len(v) > 64 or not set(v) <= _NAME_CHARS or v[0].isdigit():
+            _fail(f"{where}: variables", f"name {str(v)[:40]!r}, not a plain variable name (a-z, 0-9, _)")
+    return tuple(dict.fromkeys(names + list(fixed)))
 
 
 def check_card(card) -> dict:
@@ -136,8 +157,8 @@ def check_card(card) -> dict:
     """
     if not isinstance(card, dict):
         _fail("a price card", f"must be a JSON object; got {type(card).__name__}")
-    if card.get("schema") != SCHEMA or card.get("schema_version") != SCHEMA_VERSION:
-        _fail("the card", f"is not an energykit price card of version {SCHEMA_VERSION} (schema "
+    if card.get("schema") != SCHEMA or card.get("schema_version") not in SCHEMA_VERSIONS:
+        _fail("the card", f"is not an energykit price card of version {' or '.join(map(str, SCHEMA_VERSIONS))} (schema "
               f"{str(card.get('schema'))[:40]!r}, version {str(card.get('schema_version'))[:20]!r})")
     if "level" not in card:
         _fail("the price card", "lacks 'level' (the interval's confidence level)")
@@ -201,7 +222,7 @@ def entry(card: dict, model: str, gpu: str | None = None, engine: str | None = N
     if not isinstance(card, dict) or not isinstance(card.get("models"), list):
         check_card(card)  # raises, naming what is wrong
     level = card.get("level")
-    if card.get("schema") != SCHEMA or card.get("schema_version") != SCHEMA_VERSION or isinstance(level, bool) or not isinstance(level, (int, float)) \
+    if card.get("schema") != SCHEMA or card.get("schema_version") not in SCHEMA_VERSIONS or isinstance(level, bool) or not isinstance(level, (int, float)) \
             or not 0 < level < 1:
         check_card(card)
     found = [(k, e) for k, e in enumerate(card["models"]) if isinstance(e, dict) and e.get("model") == model
@@ -238,20 +259,32 @@ def _quantile(sorted_values: list, q: float) -> float:
     return sorted_values[min(max(k, 0), n - 1)]
 
 
-def _values(e: dict, input_len, output_len, batch) -> dict:
+def _values(e: dict, input_len, output_len, batch, others: dict) -> dict:
+    """The entry's variables at this request; a one-line ``ValueError`` for one its fit holds at another value."""
     values = {"input_len": float(_count(input_len, "input_len")), "output_len": float(_count(output_len, "output_len"))}
-    batch = _count(batch, "batch")
-    if "batch_size" in e["variables"]:
-        values["batch_size"] = float(batch)
-    elif batch not in e["batch_sizes"]:
-        raise ValueError(f"{e['model']} was measured at batch size {e['batch_sizes'][0]} only; the card cannot price "
-                         f"batch {batch}: measure two or more batch sizes for the batch-aware model, or use "
-                         f"batch={e['batch_sizes'][0]}")
+    given = {"batch_size": _count(batch, "batch"), **others}
+    fixed = e.get("fixed", {} if "batch_size" in e["variables"] else {"batch_size": e["batch_sizes"][0]})
+    unknown = [k for k in others if k not in e["variables"] and k not in fixed]
+    if unknown:
+        raise ValueError(f"{str(unknown[0])[:40]!r} is not a variable of {e['model']}'s card; it takes "
+                         f"{', '.join(e['variables'])}")
+    for v in e["variables"]:
+        if v in values:
+            continue
+        if v not in given:
+            raise ValueError(f"{e['model']} is priced by {v} too; pass {v}=VALUE")
+        values[v] = float(given[v]) if v == "batch_size" else _number(given[v], v)
+    for v, at in fixed.items():
+        if v in given and float(given[v]) != float(at):
+            what = "batch" if v == "batch_size" else v
+            raise ValueError(f"{e['model']} was measured at {v.replace('_', ' ')} {at:g} only; the card cannot "
+                             f"price {what} {given[v]}: measure two or more {v.replace('_', ' ')}s for a model "
+                             f"of it, or use {what}={at:g}")
     return values
 
 
 def price(card: dict, model: str, input_len, output_len, batch: int = 1, gpu: str | None = None,
-          engine: str | None = None) -> tuple[float, float, float, bool]:
+          engine: str | None = None, **variables) -> tuple[float, float, float, bool]:
     """Energy of one request [J] in a batch of ``batch`` requests, with its interval.
 
     Parameters
@@ -264,6 +297,8 @@ def price(card: dict, model: str, input_len, output_len, batch: int = 1, gpu: st
         Prompt and generated tokens of the request [tokens].
     batch : int
         Requests decoded together [requests]; a per-batch card prices only its measured batch size.
+    **variables
+        Any other variable the entry declares (e.g. ``power_cap_w=300``), by name.
 
     Returns
     -------
@@ -272,7 +307,7 @@ def price(card: dict, model: str, input_len, output_len, batch: int = 1, gpu: st
         ``card["level"]``), and whether a variable lies outside the ranges measured.
     """
     e = entry(card, model, gpu, engine)
-    values = _values(e, input_len, output_len, batch)
+    values = _values(e, input_len, output_len, batch, variables)
     b = float(_count(batch, "batch"))
     est = energy(e, e["coefficients"], values)
     names = [t["name"] for t in e["terms"]]
@@ -284,20 +319,20 @@ def price(card: dict, model: str, input_len, output_len, batch: int = 1, gpu: st
         raise ValueError(f"the energy of {model[:60]!r} at input_len {input_len}, output_len {output_len}, batch "
                          f"{batch} overflows (the card's coefficients are too large); write the card again with: "
                          "energykit export DATA -o card.json")
-    checked = dict(values, batch_size=b)
-    outside = any(not (lo <= checked[v] <= hi) for v, (lo, hi) in e["ranges"].items())
+    checked = {**{k: float(v) for k, v in e.get("fixed", {}).items()}, **values, "batch_size": b}
+    outside = any(not (lo <= checked[v] <= hi) for v, (lo, hi) in e["ranges"].items() if v in checked)
     return est / b, low / b, high / b, outside
 
 
 def o_star(card: dict, model: str, input_len, batch: int = 1, gpu: str | None = None,
-           engine: str | None = None) -> float:
+           engine: str | None = None, **variables) -> float:
     """Output length that minimises energy per output token at this input length and batch [tokens].
 
     :math:`o^* = \\sqrt{A / C}` with ``A`` the terms without and ``C`` the coefficient of the terms with
     ``o²``; ``inf`` where ``C = 0``. Cap ``max_tokens`` at it to stay near the sweet spot.
     """
     e = entry(card, model, gpu, engine)
-    values = _values(e, input_len, 1, batch)
+    values = _values(e, input_len, 1, batch, variables)
     num, den = 0.0, 0.0
     for t in e["terms"]:
         power = t["factors"].count("output_len")

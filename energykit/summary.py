@@ -17,7 +17,7 @@ from .dataset import cell_means, model_names, model_value
 from . import paper
 from .engines import ENGINES, label_owner
 from .engines import caveat as engine_caveat
-from .fitting import FitSet, ModelFit
+from .fit import FitSet, ModelFit
 from .findings import REPRODUCED_MAPE_PCT, paper_findings
 from .intervals import bounded_high, fmt, format_interval
 from .paper import GRID as PAPER_GRID
@@ -62,7 +62,7 @@ def table(df: pd.DataFrame, digits: int = 4, index: str | list | None = "model")
     Columns ``x``, ``x_low``, ``x_high`` become one column ``x [95 %]`` reading ``est [low, high]``
     (:mod:`energykit.intervals`, the one column convention); numbers keep ``digits`` significant figures; NaN
     reads "n/a" (e.g. ``o*`` where θ4 is not identified); an infinite upper bound, or one more than
-    :data:`energykit.fitting.UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
+    :data:`energykit.fit.UNBOUNDED_FACTOR` times the estimate (or the lower bound), reads "unbounded"; underscores become spaces
     so that headers wrap. ``index`` columns (present ones) become the row labels.
 
     >>> t = table(pd.DataFrame({"model": ["a"], "o_star": [130.8], "o_star_low": [110.3],

@@ -20,17 +20,19 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from .dataset import cell_means
-from .fitting import FitSet, ModelFit, predict_energy
+from .errors import FitError
+from .fit import FitSet, ModelFit, predict_energy
 from .model import SWEETSPOT, energy_per_token_j, tokens_per_j
 from .uncertainty import apply, o_star_interval, theta_table
+from .paper import GRID
 
 __all__ = ["PAPER_GRID", "tokens_per_j", "energy_per_token_j", "measured_map", "fitted_map", "extrapolated",
            "o_star_numeric", "batch_table", "saturation_table", "sweet_region", "best_worst_ratio", "best_cell",
            "worst_cell", "o_star_table", "ratio_table",
            "region_probability", "attention_kind", "attention_table"]
 
-PAPER_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
-"""Input and output lengths of the paper's grid [tokens] (arXiv:2602.05695)."""
+PAPER_GRID = GRID
+"""Input and output lengths of the paper's grid [tokens] (:data:`energykit.paper.GRID`)."""
 
 
 def measured_map(ds: xr.Dataset) -> xr.Dataset:
@@ -62,6 +64,8 @@ def fitted_map(fit: ModelFit, input_lens=PAPER_GRID, output_lens=PAPER_GRID, n_d
     ``batch_size`` [requests]: the batch of a batch-aware fit's map (default: the fit's own).
     """
     b = fit.batch_size if batch_size is None else batch_size
+    if b is None:
+        raise FitError(f"the {fit.kind} fit of {fit.model} takes the batch size as a variable; give batch_size=B")
     vb = b if fit.energy_model.has_batch else None
     i = xr.DataArray(np.asarray(input_lens, dtype=int), dims="input_len", name="input_len")
     o = xr.DataArray(np.asarray(output_lens, dtype=int), dims="output_len", name="output_len")
@@ -132,7 +136,7 @@ def extrapolated(fit: ModelFit, input_len, output_len):
 
 
 def o_star_numeric(params: dict, input_len: float, o_max: float = 1e7) -> float:
-    """Numeric minimiser of energy per output token over ``o`` in [1, o_max] (checks :func:`~energykit.fitting.o_star`)."""
+    """Numeric minimiser of energy per output token over ``o`` in [1, o_max] (checks :func:`~energykit.fit.o_star`)."""
 
     def per_token(log_o):
         o = np.exp(log_o)

@@ -1,7 +1,7 @@
 """Intervals of quantities derived from θ, over the fit's wild-bootstrap draws.
 
-The draws belong to the fit (:meth:`energykit.fitting.ModelFit.draws`; the resampling is
-:func:`energykit.fitting.wild_bootstrap`): each perturbs every cell's mean energy by its own fitted
+The draws belong to the fit (:meth:`energykit.fit.ModelFit.draws`; the resampling is
+:func:`energykit.fit.wild_bootstrap`): each perturbs every cell's mean energy by its own fitted
 residual times a random sign on the log scale, :math:`E^*_k = \\hat E_k (E_k / \\hat E_k)^{v_k}`, and refits. Any
 quantity computed from θ — ``o*(i)``, a best/worst ratio, a sweet-spot region, workload savings —
 gets its interval as percentiles over the draws; lmfit's ``stderr`` is reported beside θ.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fitting import ModelFit
+from .fit import ModelFit
 from .intervals import LEVEL, estimate_interval
 
 __all__ = ["theta_table", "o_star_interval", "apply"]

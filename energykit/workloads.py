@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import FitError, ParamsError
-from .fitting import ModelFit, predict_energy
+from .fit import ModelFit, predict_energy
 from .intervals import estimate_interval
 from .hardware import HardwareModel, each_draw
 from .model import tokens_per_j

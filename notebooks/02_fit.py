@@ -34,7 +34,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from energykit import dataset, fitting, notebook, plots, sweetspots
+from energykit import dataset, notebook, plots, sweetspots
+from energykit.fit import THETA_MEANING, THETA_UNITS
 
 notebook.setup()  # the pages' display settings: seaborn theme, tables read in full, inline figures
 
@@ -127,11 +128,11 @@ from energykit import uncertainty
 theta = pd.concat(
     [uncertainty.theta_table(fits.get(m, b)).assign(model=m, batch_size=b) for m, b in fits.keys]
 ).set_index(["model", "batch_size", "param"])
-theta["units"] = [fitting.THETA_UNITS[p] for p in theta.index.get_level_values("param")]
+theta["units"] = [THETA_UNITS[p] for p in theta.index.get_level_values("param")]
 summary.table(theta.reset_index(), index=["model", "batch_size", "param"])
 
 # %%
-pd.Series(fitting.THETA_MEANING, name="term").to_frame()
+pd.Series(THETA_MEANING, name="term").to_frame()
 
 # %% [markdown]
 # ## Measured points and fitted curves

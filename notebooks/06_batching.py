@@ -40,7 +40,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from energykit import dataset, fitting, hardware, notebook, plots, summary, sweetspots
+from energykit import dataset, hardware, notebook, plots, summary, sweetspots
+from energykit.fit import fit_dataset
 
 notebook.setup()  # the pages' display settings: seaborn theme, tables read in full, inline figures
 
@@ -74,7 +75,7 @@ if simulated:
 else:
     batched = ds
     display(Markdown(f"Measured at several batch sizes: {', '.join(f'{m} ({sizes})' for m, sizes in several.items())}."))
-fits = fitting.fit_dataset(batched, loss=loss, cv_folds=cv_folds)
+fits = fit_dataset(batched, loss=loss, cv_folds=cv_folds)
 rows = pd.DataFrame([{"model": m, "batch_size": b, "mape_pct": v, "leave_this_batch_out_mape_pct": fits.batch_cv[m][b]}
                      for m, f in fits.batched.items() for b, v in f.batch_mape_pct().items()])
 sat = pd.concat([sweetspots.saturation_table(f, REFERENCE, DROP_PCT).assign(model=m) for m, f in fits.batched.items()])

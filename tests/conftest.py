@@ -28,7 +28,7 @@ def tiny_params(**over):
 
 def synthetic_frame(theta=TRUE_THETA, noise=0.01, repeats=3, seed=0, model="synthetic"):
     """Tidy windows simulated from the analytical model with multiplicative noise."""
-    from energykit.fitting import sweetspot_energy
+    from energykit.fit import sweetspot_energy
 
     rng = np.random.default_rng(seed)
     rows = []

@@ -14,7 +14,7 @@ LAYERS = {
     "schema": 0, "errors": 0, "paper": 0,
     "iotools": 1, "state": 1, "findings": 1, "physics": 1, "model": 1, "intervals": 1, "price": 0,
     "presets": 2, "dataset": 2, "meters": 2, "engines": 2,
-    "fitting": 3, "windows": 3, "params": 3,
+    "fit": 3, "windows": 3, "params": 3,
     "uncertainty": 4, "shards": 4, "provenance": 4, "merge": 5,
     "sweetspots": 5, "design": 5, "hardware": 5,
     "workloads": 6, "summary": 6, "notebook": 6, "replay": 6,

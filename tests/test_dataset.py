@@ -151,7 +151,7 @@ def _long_tail_frame(rows: int, seed: int = 0):
 
 @pytest.mark.slow
 def test_long_tail_data_is_stacked_and_stays_small(tmp_path):
-    from energykit import fitting
+    import energykit.fit as ekfit
 
     df = _long_tail_frame(20_000)
     path = tmp_path / "tail.csv"
@@ -162,7 +162,7 @@ def test_long_tail_data_is_stacked_and_stays_small(tmp_path):
     assert dataset.model_names(ds) == ["tail"] and dataset.batch_sizes(ds) == [16]
     cells = dataset.measured_cells(ds, "tail")
     assert len(cells) == len(df.drop_duplicates(["input_len", "output_len"]))
-    fits = fitting.fit_dataset(ds, cv_folds=2)
+    fits = ekfit.fit_dataset(ds, cv_folds=2)
     assert fits.get("tail").mape_pct < 2.0
     with pytest.raises(DataError, match="long-tail"):
         dataset.cell_means(ds)

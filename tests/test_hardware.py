@@ -7,7 +7,7 @@ import pytest
 from energykit import dataset, hardware, physics
 from energykit.cli import main
 from energykit.errors import FitError
-from energykit.fitting import sweetspot_energy
+from energykit.fit import sweetspot_energy
 from energykit.presets import PRESETS
 
 from conftest import EAGER, GRID_I, GRID_O

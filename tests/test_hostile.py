@@ -325,7 +325,7 @@ class TestNoOverwrite:
             capsys.readouterr()
             victim, argv = victim, ["merge", _shard(tmp_path / "out", "m", 0), "-o", victim]
         else:
-            monkeypatch.setattr(iotools, "REPO_ROOT", tmp_path / "repo")
+            monkeypatch.setattr(iotools.checks, "REPO_ROOT", tmp_path / "repo")
             (tmp_path / "elsewhere").mkdir()
             monkeypatch.chdir(tmp_path / "elsewhere")
             victim, argv = meas, ["fit", "data/m.nc", "--save", meas, "--cv-folds", "2"]
@@ -436,7 +436,7 @@ class TestStaleFit:
 
     def test_changed_data_refuses_the_fit(self, tmp_path, monkeypatch):
         from energykit.dataset import load
-        from energykit.fitting import fit_dataset, load_fits
+        from energykit.fit import fit_dataset, load_fits
 
         monkeypatch.chdir(tmp_path)
         df = synthetic_frame(repeats=1)
@@ -478,7 +478,7 @@ class TestStaleFit:
     def test_fit_file_without_draws_is_one_line(self, tmp_path):
         import xarray as xr
 
-        from energykit.fitting import FITS_FORMAT, FITS_VERSION, load_fits
+        from energykit.fit import FITS_FORMAT, FITS_VERSION, load_fits
 
         xr.Dataset(attrs={"format": FITS_FORMAT, "version": FITS_VERSION}).to_netcdf(tmp_path / "f.nc",
                                                                                    engine="h5netcdf")
@@ -687,7 +687,7 @@ def test_fuzz_dataset_rows_exit_0_or_2_and_write_nothing(tmp_path_factory, rows,
 # --- issue 27: the price card, merge, NetCDF readers, container submission and reports -----------------------------
 
 def _card(n_draws=5):
-    """A small well-formed price card, as ``energykit export`` writes it (fitting.price_card), by hand."""
+    """A small well-formed price card, as ``energykit export`` writes it (energykit.fit.price_card), by hand."""
     terms = [("theta1", ["input_len", "input_len"]), ("theta2", ["input_len", "output_len"]), ("theta3", ["input_len"]),
              ("theta4", ["output_len", "output_len"]), ("theta5", ["output_len"]), ("theta0", [])]
     coef = {"theta1": 1e-6, "theta2": 2e-5, "theta3": 1e-3, "theta4": 1e-5, "theta5": 0.05, "theta0": 5.0}
@@ -725,7 +725,7 @@ class TestPriceCard:
         (("models", 0, "terms", 0, "factors"), "input_len", "factors"),
         (("models", 0, "batch_sizes"), [0], "batch_sizes"), (("models", 0, "batch_sizes"), [], "batch_sizes"),
         (("models", 0, "model"), 7, "model"), (("models",), "m", "models"), (("models",), [], "models"),
-        (("models", 0), ["m"], r"models\[0\]"), (("schema_version",), 2, "version"),
+        (("models", 0), ["m"], r"models\[0\]"), (("schema_version",), 3, "version"),
     ])
     def test_a_bad_card_is_refused_naming_the_field(self, tmp_path, path, value, field):
         from energykit import price
@@ -815,7 +815,7 @@ class TestReadersBoundAndValidate:
         assert (tmp_path / "big.nc").stat().st_size < 100_000
         for argv in (["fit", tmp_path / "big.nc"], ["design", tmp_path / "big.nc", "--budget", "8"]):
             assert "header declares" in _one_line_error(*_run(argv, capsys))
-        from energykit.fitting import load_fits
+        from energykit.fit import load_fits
 
         with pytest.raises(FitError, match="header declares"):
             load_fits(tmp_path / "big.nc")

@@ -64,7 +64,8 @@ def lab(tmp_path):
 def test_make_lab_opens_the_py_source_as_a_notebook_and_runs_all_cells(lab):
     from playwright.sync_api import sync_playwright
 
-    from energykit import dataset, fitting, summary
+    import energykit.fit as ekfit
+    from energykit import dataset, summary
 
     url, log = lab
     source, paired = ROOT / "notebooks" / "02_fit.py", ROOT / "notebooks" / "02_fit.ipynb"
@@ -72,7 +73,7 @@ def test_make_lab_opens_the_py_source_as_a_notebook_and_runs_all_cells(lab):
     if os.geteuid() == 0:
         assert "--allow-root" in log.read_text()
     ds = dataset.load_many(["data/h200_hf_energykit/measurements.nc"])
-    expected = summary.fit_results(ds, fitting.fit_dataset(ds, loss="l1", cv_folds=5))[1]["mape_pct"]
+    expected = summary.fit_results(ds, ekfit.fit_dataset(ds, loss="l1", cv_folds=5))[1]["mape_pct"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

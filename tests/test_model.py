@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-from energykit import dataset, fitting, hardware
+import energykit.fit as ekfit
+from pathlib import Path
+from energykit.errors import FitError
+from energykit import dataset, hardware
 from energykit.model import BATCHED, LINEAR, MODELS, SWEETSPOT, per_batch_theta, tokens_per_j
 from energykit.presets import PRESETS
 
@@ -67,7 +70,7 @@ def _simulated_batches(noise_pct, seed=0, batch_sizes=(1, 4, 16, 64)):
 
 def test_batched_fit_recovers_noise_free_physics_exactly():
     ds = _simulated_batches(0.0)
-    fits = fitting.fit_dataset(ds)
+    fits = ekfit.fit_dataset(ds)
     f = fits.batched["simulated"]
     assert f.kind == "batched" and f.batch_sizes == [1, 4, 16, 64]
     assert f.mape_pct < 0.05  # the prefill LM head (B·2dV FLOPs, ~1 mJ per request) is the only term outside the model
@@ -80,26 +83,26 @@ def test_batched_fit_on_1_4_16_predicts_batch_64_within_5_pct():
     cells = dataset.measured_cells(ds)
     train = cells[cells["batch_size"] < 64]
     test = cells[cells["batch_size"] == 64]
-    res = fitting.fit_cells(train["energy_j"], train["input_len"], train["output_len"], kind="batched",
+    res = ekfit.fit_cells(train["energy_j"], train["input_len"], train["output_len"], kind="batched",
                             batch_size=train["batch_size"])
     params = {n: p.value for n, p in res.params.items()}
     pred = BATCHED.energy(test["input_len"].to_numpy(float), test["output_len"].to_numpy(float), 64.0, **params)
     truth = hardware.HardwareModel(COEF, [], "l1").predict(PRESETS["llama3.2-1b"], 64, test["input_len"],
                                                            test["output_len"])
-    assert fitting.mape_pct(pred, test["energy_j"]) < 5.0
-    assert fitting.mape_pct(pred, truth) < 5.0
+    assert ekfit.mape_pct(pred, test["energy_j"]) < 5.0
+    assert ekfit.mape_pct(pred, truth) < 5.0
     # and the CLI's cross-validation reports the same check
-    lobo = fitting.fit_dataset(ds).batch_cv["simulated"]
+    lobo = ekfit.fit_dataset(ds).batch_cv["simulated"]
     assert lobo[64] < 5.0
 
 
 def test_batched_fit_needs_two_batch_sizes():
     ds = _simulated_batches(0.0, batch_sizes=(16,))
     cells = dataset.measured_cells(ds)
-    with pytest.raises(fitting.FitError, match="batch sizes"):
-        fitting.fit_cells(cells["energy_j"], cells["input_len"], cells["output_len"], kind="batched",
+    with pytest.raises(FitError, match="batch sizes"):
+        ekfit.fit_cells(cells["energy_j"], cells["input_len"], cells["output_len"], kind="batched",
                           batch_size=cells["batch_size"])
-    assert fitting.fit_dataset(ds).batched == {}
+    assert ekfit.fit_dataset(ds).batched == {}
 
 
 def test_cli_fit_and_design_work_in_i_o_b(tmp_path):
@@ -141,7 +144,7 @@ def test_saturation_batch_is_where_doubling_saves_less_than_5_pct():
 def test_batch_table_and_saturation_table_carry_intervals():
     from energykit import sweetspots
 
-    f = fitting.fit_dataset(_simulated_batches(3.0, seed=4)).batched["simulated"]
+    f = ekfit.fit_dataset(_simulated_batches(3.0, seed=4)).batched["simulated"]
     bt = sweetspots.batch_table(f, [(512, 512)], (1, 8, 64, 256), n_draws=50)
     assert list(bt["measured"]) == [True, False, True, False]
     assert (bt["energy_per_token_j_low"] <= bt["energy_per_token_j"]).all()
@@ -151,15 +154,15 @@ def test_batch_table_and_saturation_table_carry_intervals():
 
 
 def test_saved_fits_keep_the_batched_fit(tmp_path):
-    fits = fitting.fit_dataset(_simulated_batches(1.0, seed=5, batch_sizes=(1, 8, 32)))
+    fits = ekfit.fit_dataset(_simulated_batches(1.0, seed=5, batch_sizes=(1, 8, 32)))
     path = fits.save(tmp_path / "fits.nc", n_draws=20)
-    back = fitting.load_fits(path)
+    back = ekfit.load_fits(path)
     f, g = fits.batched["simulated"], back.batched["simulated"]
     assert g.params == pytest.approx(f.params, rel=1e-12) and g.batch_sizes == [1, 8, 32]
     np.testing.assert_array_equal(g.draws(20)["thetaw"], f.draws(20)["thetaw"])
     assert back.batch_cv["simulated"] == pytest.approx(fits.batch_cv["simulated"])
     assert g.mape_pct == pytest.approx(f.mape_pct, rel=1e-12)
-    single = fitting.load_fits(fitting.fit_dataset(_simulated_batches(1.0, batch_sizes=(16,))).save(tmp_path / "one.nc", 5))
+    single = ekfit.load_fits(ekfit.fit_dataset(_simulated_batches(1.0, batch_sizes=(16,))).save(tmp_path / "one.nc", 5))
     assert single.batched == {}
 
 
@@ -168,7 +171,7 @@ def test_fit_design_and_predict_json_equal_what_they_were_before_the_model_home(
     """To 1e-5 relative (golden_numbers.REL_TOL): byte-identical holds only in the environment that wrote them."""
     import sys
 
-    sys.path.insert(0, str(fitting.Path(__file__).resolve().parents[1] / "tools"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import golden_numbers
 
     assert golden_numbers.differences() == {}
@@ -177,10 +180,10 @@ def test_fit_design_and_predict_json_equal_what_they_were_before_the_model_home(
 def test_maps_at_an_unmeasured_batch_are_marked_extrapolated_and_traces_need_one_batch():
     from energykit import sweetspots, workloads
 
-    f = fitting.fit_dataset(_simulated_batches(1.0, seed=6, batch_sizes=(1, 4, 16))).batched["simulated"]
+    f = ekfit.fit_dataset(_simulated_batches(1.0, seed=6, batch_sizes=(1, 4, 16))).batched["simulated"]
     inside = sweetspots.fitted_map(f, LENS_I, LENS_O, n_draws=20, batch_size=4)
     beyond = sweetspots.fitted_map(f, LENS_I, LENS_O, n_draws=20, batch_size=64)
     assert not inside["extrapolated"].any() and beyond["extrapolated"].all()
     assert float(beyond["tokens_per_j"].max()) > float(inside["tokens_per_j"].max())
-    with pytest.raises(fitting.FitError, match="one batch size"):
+    with pytest.raises(FitError, match="one batch size"):
         workloads.request_energy_j(f, [512], [128])

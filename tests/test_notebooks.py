@@ -7,7 +7,8 @@ import re
 import nbformat
 import pytest
 
-from energykit import fitting, report
+import energykit.fit as ekfit
+from energykit import report
 from energykit.params import load_report_params
 
 from conftest import ROOT
@@ -89,7 +90,7 @@ def test_report_renders_every_notebook(tmp_path):
     del timings["fit"]
     index = (tmp_path / "index.html").read_text()
     # fitted once: the stored fits sit beside the pages, and every page that fits was handed them
-    fits = fitting.load_fits(tmp_path / report.FIT_FILE, loss="l1", cv_folds=5,
+    fits = ekfit.load_fits(tmp_path / report.FIT_FILE, loss="l1", cv_folds=5,
                              data=["data/h200_hf_energykit/measurements.nc"])
     assert fits.keys
     for stem in ("02_fit", "03_sweetspots", "04_workloads"):
@@ -186,7 +187,7 @@ def test_a_given_fit_file_is_checked_and_read_by_the_pages(tmp_path):
     from energykit.errors import FitError
 
     params = yaml.safe_load((ROOT / "params" / "report.yaml").read_text())
-    fits = fitting.fit_dataset(dataset.load_many([ROOT / f for f in params["data"]]))
+    fits = ekfit.fit_dataset(dataset.load_many([ROOT / f for f in params["data"]]))
     fits.save(tmp_path / "mine.nc", source={"data": params["data"]})
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({**params, "fit_file": str(tmp_path / "mine.nc")}))
     report.build(tmp_path / "p.yaml", tmp_path / "out", only=["02_fit"])

@@ -8,7 +8,8 @@ import numpy as np  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from energykit import dataset, fitting, plots  # noqa: E402
+import energykit.fit as ekfit
+from energykit import dataset, plots  # noqa: E402
 
 from conftest import synthetic_frame  # noqa: E402
 
@@ -27,15 +28,15 @@ def test_heatmap_shows_an_absurd_upper_bound_as_unbounded():
 
 
 def test_fit_bands_and_parity_error_bars_stay_inside_the_data_range(monkeypatch):
-    fits = fitting.fit_dataset(dataset.from_frame(synthetic_frame(noise=0.02, repeats=2, seed=8)))
+    fits = ekfit.fit_dataset(dataset.from_frame(synthetic_frame(noise=0.02, repeats=2, seed=8)))
     fit = fits.get("synthetic")
-    real = fitting.ModelFit.predict_interval
+    real = ekfit.ModelFit.predict_interval
 
     def absurd(self, i, o, *a, **k):  # bounds of a badly identified fit: ~0 and ~infinity
         est, _, _ = real(self, i, o, *a, **k)
         return est, np.full_like(est, 1e-12), np.full_like(est, 1e15)
 
-    monkeypatch.setattr(fitting.ModelFit, "predict_interval", absurd)
+    monkeypatch.setattr(ekfit.ModelFit, "predict_interval", absurd)
     lo, hi = plots.log_range(fit.energy_j)
     ax = plots.fit_curves(fit)
     assert ax.get_ylim() == (lo, hi)
@@ -53,7 +54,7 @@ def test_heatmap_draws_no_o_star_marker_on_the_edge_row_when_o_star_is_beyond_it
     """The pilot's OPT-1.3B map (o ≤ 256 measured) showed o* markers on the top row at i ≥ 1024, reading as
     o* = 256 where the fit gives more: beyond the rows the line stops and the title says where."""
     ds = dataset.load("data/h100_paper_families_pilot/measurements.nc")
-    fit = fitting.fit_dataset(ds, loss="l1", cv_folds=2).get("opt-1.3b")
+    fit = ekfit.fit_dataset(ds, loss="l1", cv_folds=2).get("opt-1.3b")
     tpj = (ds["batch_size"] * ds["output_len"] / ds["energy_j"].mean("repeat")).sel(model="opt-1.3b").isel(batch_size=0)
     ax = plots.efficiency_heatmap(tpj, fit)
     line = next(l for l in ax.get_lines() if l.get_label() == "o*(i) (fitted)")

@@ -19,7 +19,8 @@ import yaml
 from energykit.iotools import read_tidy, read_trace, read_window_log
 from energykit.errors import ParamsError
 from energykit.params import load_measure_params
-from energykit import dataset, fitting, sweep
+import energykit.fit as ekfit
+from energykit import dataset, sweep
 from energykit.errors import FitError
 from energykit.state import FAULT_ENV
 
@@ -262,7 +263,7 @@ def test_rank_deficient_design_is_refused():
     o = np.array([16, 64, 256, 16, 64, 256], float)
     e = 1e-5 * i**2 + 0.01 * i * o / 100 + 0.1 * i + 1.0 * o + 5
     with pytest.raises(FitError, match="cannot identify"):
-        fitting.fit_cells(e, i, o)
+        ekfit.fit_cells(e, i, o)
 
 
 ONE_LINE_CASES = [

@@ -18,7 +18,7 @@ from test_serve import real_server  # noqa: F401  (the module-scoped real server
 
 from energykit import replay as R
 from energykit.errors import DataError, FitError
-from energykit.fitting import ModelFit, fit_cells
+from energykit.fit import ModelFit, fit_cells
 from energykit.model import BATCHED
 
 THETA = dict(theta1=2e-6, theta2=1e-5, theta3=0.01, theta4=5e-6, theta5p=0.05, thetaw=0.6, theta0=3.0)
@@ -32,7 +32,7 @@ def exact_fit(theta=THETA, noise_pct=0.0, seed=0):
     i, o, b = (a.ravel() for a in np.meshgrid([64, 256, 1024, 2048], [16, 64, 256, 512], [1, 4, 16, 64]))
     E = BATCHED.energy(i, o, b, **theta) * (1 + rng.normal(0, noise_pct / 100, i.shape))
     res = fit_cells(E, i, o, kind="batched", batch_size=b)
-    return ModelFit("sim", 0, "batched", res, i, o, E, np.full(len(E), np.nan), cell_batch_size=b)
+    return ModelFit("sim", "batched", res, {"input_len": i, "output_len": o, "batch_size": b}, E, np.full(len(E), np.nan))
 
 
 def stream(n=30, seed=1, span_s=20.0):
@@ -195,11 +195,12 @@ def test_reader_rejects_duplicates_overlaps_and_missing(tmp_path):
 
 
 def test_needs_a_batch_aware_fit(fit):
-    from energykit.fitting import FitSet
+    from energykit.fit import FitSet
     i, o = np.meshgrid([64, 256, 1024], [16, 64, 256])
     E = BATCHED.energy(i.ravel(), o.ravel(), 16, **THETA)
     res = fit_cells(E, i.ravel(), o.ravel())
-    single = ModelFit("m", 16, "sweetspot", res, i.ravel(), o.ravel(), E, np.full(9, np.nan))
+    single = ModelFit("m", "sweetspot", res, {"input_len": i.ravel(), "output_len": o.ravel()}, E, np.full(9, np.nan),
+                      fixed={"batch_size": 16})
     with pytest.raises(FitError, match="has no batch size"):
         R.batched_fit(single)
     with pytest.raises(FitError, match="no batch-aware model"):

@@ -6,7 +6,8 @@ import re
 import pandas as pd
 import pytest
 
-from energykit import dataset, fitting, hardware, summary, sweetspots, workloads
+import energykit.fit as ekfit
+from energykit import dataset, hardware, summary, sweetspots, workloads
 
 from conftest import ROOT
 
@@ -17,7 +18,7 @@ PILOT = "data/h100_paper_families_pilot/measurements.nc"
 @pytest.fixture(scope="module")
 def main():
     ds = dataset.load_many([MAIN])
-    return ds, fitting.fit_dataset(ds)
+    return ds, ekfit.fit_dataset(ds)
 
 
 def test_every_box_names_the_file_loaded_gpu_engine_attention_dtype_batch_and_weights(main):
@@ -61,7 +62,7 @@ def test_best_worst_names_its_cells_and_how_each_is_known(main):
 
 def test_gqa_vs_mha_reads_efficiency_at_matched_cells_first():
     ds = dataset.load_many([PILOT])
-    text = summary._attention_verdict(ds, fitting.fit_dataset(ds))
+    text = summary._attention_verdict(ds, ekfit.fit_dataset(ds))
     # the pilot's chart shows MHA ahead (3.24 vs 3.11 tokens/J): the words must say so, whatever θ2 does
     assert "GQA (llama3.2-1b) is **below** MHA (opt-1.3b) in efficiency" in text
     assert "unlike the paper" in text
@@ -71,7 +72,7 @@ def test_gqa_vs_mha_reads_efficiency_at_matched_cells_first():
 
 def test_probe_models_of_different_engines_are_not_compared():
     ds = dataset.load_many(["data/h200_transformers_compiled_b16.csv", "data/h200_transformers_eager_b16.csv"])
-    text = summary._attention_verdict(ds, fitting.fit_dataset(ds))
+    text = summary._attention_verdict(ds, ekfit.fit_dataset(ds))
     assert "llama3.2-1b-shape," not in text and "(llama3.2-1b-shape)" not in text  # the compiled one stays out
     assert "llama3.2-1b-shape [transformers-5.17-eager]" in text
 

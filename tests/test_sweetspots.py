@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energykit import dataset, fitting, sweetspots
+import energykit.fit as ekfit
+from energykit import dataset, sweetspots
 
 from conftest import COMPILED, EAGER, TRUE_THETA
 
@@ -15,21 +16,21 @@ from conftest import COMPILED, EAGER, TRUE_THETA
 )
 def test_closed_form_o_star_equals_numeric(t1, t2, t3, t4, t5, t0, i):
     p = dict(theta1=t1, theta2=t2, theta3=t3, theta4=t4, theta5=t5, theta0=t0)
-    closed = float(fitting.o_star(p, i))
+    closed = float(ekfit.o_star(p, i))
     assert sweetspots.o_star_numeric(p, i) == pytest.approx(closed, rel=1e-4)
 
 
 def test_o_star_brute_force_on_integer_grid():
     o = np.arange(1, 20000)
     for i in (64, 1024, 4096):
-        per_token = fitting.sweetspot_energy(i, o, **TRUE_THETA) / o
+        per_token = ekfit.sweetspot_energy(i, o, **TRUE_THETA) / o
         brute = o[np.argmin(per_token)]
-        assert abs(brute - fitting.o_star(TRUE_THETA, i)) <= 1.0
+        assert abs(brute - ekfit.o_star(TRUE_THETA, i)) <= 1.0
 
 
 def test_o_star_infinite_without_theta4():
     p = dict(TRUE_THETA, theta4=0.0)
-    assert np.isinf(fitting.o_star(p, 128))
+    assert np.isinf(ekfit.o_star(p, 128))
 
 
 def test_region_and_ratio():
@@ -49,7 +50,7 @@ def test_efficiency_definitions():
 
 
 def test_fitted_map_flags_extrapolation():
-    fits = fitting.fit_dataset(dataset.load(COMPILED))
+    fits = ekfit.fit_dataset(dataset.load(COMPILED))
     fm = sweetspots.fitted_map(fits.get("llama3.2-1b-shape"))
     assert bool(fm["extrapolated"].sel(input_len=64, output_len=2048))
     assert not bool(fm["extrapolated"].sel(input_len=128, output_len=512))
@@ -58,7 +59,7 @@ def test_fitted_map_flags_extrapolation():
 
 def test_ratio_and_attention_tables():
     ds = dataset.load(EAGER)
-    fits = fitting.fit_dataset(ds)
+    fits = ekfit.fit_dataset(ds)
     r = sweetspots.ratio_table(ds, fits)
     assert (r["measured_best_worst"] >= 1).all()
     a = sweetspots.attention_table(ds, fits).set_index("model")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from energykit.iotools import read_tidy, read_trace, read_window_log
-from energykit import dataset, fitting, sweetspots, uncertainty, workloads
+import energykit.fit as ekfit
+from energykit import dataset, sweetspots, uncertainty, workloads
 
 from conftest import COMPILED, DATA, TRUE_THETA, synthetic_frame
 
@@ -10,7 +11,7 @@ from conftest import COMPILED, DATA, TRUE_THETA, synthetic_frame
 @pytest.fixture(scope="module")
 def noisy_fit():
     ds = dataset.from_frame(synthetic_frame(noise=0.02, repeats=2, seed=4))
-    return fitting.fit_dataset(ds, cv_folds=2).get("synthetic")
+    return ekfit.fit_dataset(ds, cv_folds=2).get("synthetic")
 
 
 def test_intervals_cover_the_true_theta_of_a_simulation(noisy_fit):
@@ -21,7 +22,7 @@ def test_intervals_cover_the_true_theta_of_a_simulation(noisy_fit):
 
 
 def test_exact_data_gives_zero_width_intervals():
-    fit = fitting.fit_dataset(dataset.from_frame(synthetic_frame(noise=0.0, repeats=1)), cv_folds=2).get("synthetic")
+    fit = ekfit.fit_dataset(dataset.from_frame(synthetic_frame(noise=0.0, repeats=1)), cv_folds=2).get("synthetic")
     est, lo, hi = fit.predict_interval([64, 4096], [16, 1024])
     np.testing.assert_allclose(lo, est, rtol=1e-6)
     np.testing.assert_allclose(hi, est, rtol=1e-6)
@@ -42,7 +43,7 @@ def test_draws_are_cached_and_reproducible(noisy_fit):
 
 def test_tables_carry_intervals():
     ds = dataset.load(COMPILED)
-    fits = fitting.fit_dataset(ds)
+    fits = ekfit.fit_dataset(ds)
     o = sweetspots.o_star_table(fits, n_draws=50)
     assert (o["o_star_low"] <= o["o_star"]).all() and (o["o_star"] <= o["o_star_high"]).all()
     r = sweetspots.ratio_table(ds, fits, n_draws=50)

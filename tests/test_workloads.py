@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from energykit.iotools import read_tidy, read_trace, read_window_log
-from energykit import dataset, fitting, workloads
+import energykit.fit as ekfit
+from energykit import dataset, workloads
 from energykit.errors import DataError, ParamsError
 
 from conftest import COMPILED, DATA
@@ -11,7 +12,7 @@ from conftest import COMPILED, DATA
 
 @pytest.fixture(scope="module")
 def fit():
-    return fitting.fit_dataset(dataset.load(COMPILED)).get("llama3.2-1b-shape")
+    return ekfit.fit_dataset(dataset.load(COMPILED)).get("llama3.2-1b-shape")
 
 
 def test_load_azure_trace():

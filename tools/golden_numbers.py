@@ -1,4 +1,4 @@
-"""Capture or check the JSON numbers of `energykit fit`, `design` and `predict` on the bundled data.
+"""Capture or check the JSON numbers of `energykit fit`, `design`, `predict` and the price card of `export` on the bundled data.
 
 The energy model's home (energykit/model.py) must leave every number unchanged on single-batch
 data: ``python tools/golden_numbers.py --write`` stored these outputs before the reshape, and
@@ -29,26 +29,33 @@ COMMANDS = {
     "design_h200_compiled_b16.json": ["design", "data/h200_transformers_compiled_b16.csv", "--budget", "8", "--json"],
     "predict_qwen2_1.5b.json": ["predict", "--calibrate", "data/h200_hf_energykit/measurements.nc",
                                 "--geometry", "qwen2-1.5b", "--json"],
+    "price_h200_hf.json": ["export", "data/h200_hf_energykit/measurements.nc", "-o", "{out}"],
 }
+"""Each golden file and the command whose JSON it holds (``{out}``: the file a command writes, read back)."""
 
 
 def run(argv: list[str]) -> str:
-    """stdout of ``energykit ARGV`` run in-process from the repo root."""
+    """stdout of ``energykit ARGV`` run in-process from the repo root; with ``{out}`` in ARGV, the file
+    the command wrote there."""
     import os
+    import tempfile
 
     from energykit.cli import main
 
     out = io.StringIO()
     cwd = os.getcwd()
     os.chdir(ROOT)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            rc = main(argv)
-    finally:
-        os.chdir(cwd)
-    if rc != 0:
-        raise RuntimeError(f"energykit {' '.join(argv)} exited {rc}")
-    return out.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:
+        written = Path(tmp) / "out.json"
+        argv = [str(written) if a == "{out}" else a for a in argv]
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                rc = main(argv)
+        finally:
+            os.chdir(cwd)
+        if rc != 0:
+            raise RuntimeError(f"energykit {' '.join(argv)} exited {rc}")
+        return written.read_text() if str(written) in argv else out.getvalue()
 
 
 REL_TOL = 1e-5
@@ -103,11 +110,15 @@ def differing(names=None, exact: bool = False) -> list[str]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--write", action="store_true", help="store the current outputs as the reference")
+    p.add_argument("--only", action="append", choices=list(COMMANDS), help="with --write: store only this one "
+                   "(a golden file added later; never rewrite one to make a check pass)")
     p.add_argument("--exact", action="store_true", help="byte for byte (the machine that wrote them), not to REL_TOL")
     args = p.parse_args()
     if args.write:
         GOLDEN.mkdir(parents=True, exist_ok=True)
         for name, argv in COMMANDS.items():
+            if args.only and name not in args.only:
+                continue
             (GOLDEN / name).write_text(run(argv))
             print(f"wrote tests/golden/{name}")
         return 0

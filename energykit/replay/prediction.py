@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..dataset import load_many
 from ..errors import FitError
-from ..fitting import fit_dataset, load_fits
+from ..fit import fit_dataset, load_fits
 from ..intervals import LEVEL, estimate_interval
 from ..iotools import resolve
 from ..state import kit_netcdf_kind
@@ -23,8 +23,8 @@ __all__ = ["batched_fit", "server_fit", "predict"]
 
 
 def batched_fit(fits, model: str | None = None, prefer: str | None = None):
-    """The batch-aware fit to replay against: ``fits`` is a :class:`~energykit.fitting.FitSet` or a
-    batched :class:`~energykit.fitting.ModelFit`; ``model`` picks one of several; without it,
+    """The batch-aware fit to replay against: ``fits`` is a :class:`~energykit.fit.FitSet` or a
+    batched :class:`~energykit.fit.ModelFit`; ``model`` picks one of several; without it,
     ``prefer`` (the model the replay served, ``replay.json``'s ``model``) does when the fit holds it."""
     if getattr(fits, "kind", None) == "batched":
         return fits

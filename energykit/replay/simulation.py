@@ -15,7 +15,7 @@ from scipy.optimize import nnls
 
 from ..dataset import from_frame, geometry, measured_cells
 from ..errors import DataError
-from ..fitting import fit_dataset
+from ..fit import fit_dataset
 from ..hardware import calibrate
 from ..hardware import simulate as simulate_windows
 from ..iotools import read_trace, resolve

@@ -17,7 +17,7 @@ from jupyter_core.utils import run_sync
 
 from ..dataset import load_many, model_names
 from ..errors import EnergykitError, FitError, ParamsError
-from ..fitting import fit_dataset, load_fits
+from ..fit import fit_dataset, load_fits
 from ..iotools import check_text, read_trace
 from ..params import BUILD_FILE, DEFAULT_PARAMS, ReportParams, default_out, input_hashes, load_report_params
 from ..state import file_sha256
