@@ -1,6 +1,7 @@
 """The layer rules of ARCHITECTURE.md, enforced on the source (AST), and the public API."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,22 @@ def test_the_size_check_names_what_it_finds(tmp_path, monkeypatch):
     with pytest.raises(AssertionError) as e:
         test_no_module_over_500_lines_and_no_function_over_80()
     assert "module big.py: 541 lines" in str(e.value) and "big.py:1 long_one(): 91 lines" in str(e.value)
+
+
+def _documented_layers(text: str) -> dict[str, int]:
+    """``{module: layer}`` from ARCHITECTURE.md's layer table (rows ``| N | `a`, `b/` | ... |``)."""
+    out = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].isdigit():
+            for name in re.findall(r"`([\w.]+)/?`", cells[1]):
+                out[name] = int(cells[0])
+    return out
+
+
+def test_the_documented_layer_table_is_the_tested_one():
+    documented = _documented_layers((ROOT / "ARCHITECTURE.md").read_text())
+    differ = sorted(f"{m}: ARCHITECTURE.md {documented.get(m)}, LAYERS {LAYERS.get(m)}"
+                    for m in set(documented) | set(LAYERS) if documented.get(m) != LAYERS.get(m))
+    assert not differ, "the layer table and LAYERS differ:\n" + "\n".join(differ)
+    assert _documented_layers("| 3 | `fit/`, `windows` | x |\n| layer | `a` | y |") == {"fit": 3, "windows": 3}
