@@ -166,3 +166,28 @@ def test_a_design_chooses_among_cells_given_as_mappings_of_a_declared_variable(p
     assert len(chosen) == 9 and all(len(c) == 3 and c[2] in CAPS for c in chosen)
     assert len({c[2] for c in chosen}) > 1  # the design spreads over the new axis
     assert d_optimal(cells, 9, model=power_cap) == d_optimal([tuple(c.values()) for c in cells], 9, model=power_cap)
+
+
+def test_the_cli_fits_shows_and_exports_a_model_over_the_new_variable(power_cap, tmp_path, capsys):
+    """``energykit fit --kind`` / ``export --kind`` name a declared model; fits outside the per-batch pairs are shown."""
+    import re
+
+    from energykit.cli import main
+
+    csv = _csv(tmp_path)
+    assert main(["fit", str(csv), "--kind", "capped", "--cv-folds", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    [o] = out["other_fits"]
+    assert o["kind"] == "capped" and o["fixed"] == {"batch_size": 16} and "power_cap_w" in o["variables"]
+    assert o["params"]["thetap"] == pytest.approx(THETA_P, rel=0.3) and out["models"] == {}
+    assert main(["fit", str(csv), "--cv-folds", "2"]) == 0  # by default: the per-batch models at each cap
+    text = capsys.readouterr().out
+    assert len(re.findall(r"synthetic: sweetspot over \(input_len, output_len\) at batch_size=16, power_cap_w=\d+", text)) == 3
+    card = tmp_path / "card.json"
+    assert main(["export", str(csv), "-o", str(card), "--kind", "capped"]) == 0
+    joules = price.price(json.loads(card.read_text()), "synthetic", 512, 128, batch=16, power_cap_w=300)[0]
+    assert joules == pytest.approx(_truth(512, 128, 300) / 16, rel=0.03)
+    capsys.readouterr()
+    assert main(["fit", str(csv), "--kind", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and len(err.strip().splitlines()) == 1

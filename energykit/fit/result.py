@@ -247,6 +247,18 @@ class FitSet:
         """(model, batch_size) pairs that were fitted, in order."""
         return sorted({(m, b) for m, b, _ in self.fits})
 
+    @property
+    def paired_keys(self) -> list[tuple[str, int]]:
+        """(model, batch_size) pairs fitted by both the analytical model and the baseline, in order."""
+        return [(m, b) for m, b in self.keys if (m, b, "sweetspot") in self.fits and (m, b, "linear") in self.fits]
+
+    def unpaired(self) -> list[ModelFit]:
+        """Fits outside the analytical/baseline pairs and the batch-aware fits: another declared model at
+        one batch size, and :attr:`others`."""
+        paired = set(self.paired_keys)
+        return [f for (m, b, _), f in sorted(self.fits.items()) if (m, b) not in paired
+                or f.kind not in ("sweetspot", "linear")] + self.others
+
     def get(self, model: str, batch_size: int | None = None, kind: str = "sweetspot") -> ModelFit:
         """The fit of one model; ``batch_size`` may be omitted when the model has only one."""
         if batch_size is None:
@@ -280,7 +292,7 @@ class FitSet:
     def summary(self) -> pd.DataFrame:
         """One row per (model, batch_size): analytical vs baseline accuracy side by side."""
         rows = []
-        for m, b in self.keys:
+        for m, b in self.paired_keys:
             s, lin = self.fits[(m, b, "sweetspot")], self.fits[(m, b, "linear")]
             rows.append({"model": m, "batch_size": b, "cells": len(s.energy_j), "mape_pct": s.mape_pct,
                          "max_ape_pct": s.max_ape_pct, "cv_mape_pct": s.cv_mape_pct, "r2": s.r2,
