@@ -4,7 +4,9 @@ Every model the kit fits is linear in non-negative coefficients over products of
 An :class:`EnergyModel` declares them once, and everything else derives from that declaration: the
 energy (:meth:`EnergyModel.energy`), its design matrix, energy per output token, the
 energy-optimal output length ``o*`` (:meth:`EnergyModel.o_star`), the parameter table and the
-lmfit model (:meth:`EnergyModel.lmfit_model`). Fitting, sweet spots, workloads, the hardware model,
+function lmfit fits (:meth:`EnergyModel.function`; the lmfit Model is
+:class:`energykit.fit.LinearEnergyModel`, so that this module imports without lmfit: a sweep on a GPU
+machine never needs it). Fitting, sweet spots, workloads, the hardware model,
 designs, plots, the CLI and the price card call these; none types a term again.
 
 Three models are declared (the derivation is in docs/model.md and notebooks/02_fit.py):
@@ -34,7 +36,6 @@ import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import lmfit
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
@@ -347,38 +348,6 @@ class EnergyModel:
         energy.__name__ = f"{self.kind}_energy"
         energy.__doc__ = f"{self.description}: {self.formula} [J]."
         return energy
-
-    def lmfit_model(self, **kws) -> "LinearEnergyModel":
-        """An lmfit Model of this energy with every coefficient ≥ its bound and an exact NNLS ``guess()``."""
-        return LinearEnergyModel(self, **kws)
-
-
-class LinearEnergyModel(lmfit.Model):
-    """lmfit Model of an :class:`EnergyModel`: bounds from its terms, ``nan_policy="raise"``, NNLS guess."""
-
-    def __init__(self, energy_model: EnergyModel, **kws):
-        kws.setdefault("nan_policy", "raise")
-        self.energy_model = energy_model
-        super().__init__(energy_model.function(), independent_vars=list(energy_model.variables), **kws)
-        for t in energy_model.terms:
-            self.set_param_hint(t.name, min=t.min, value=0.0)
-
-    @property
-    def kind(self) -> str:
-        return self.energy_model.kind
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.energy_model.names
-
-    def guess(self, data, weights=None, **kws):
-        """Exact non-negative weighted least squares solution as starting values."""
-        data = np.asarray(data, dtype=float)
-        w = np.ones_like(data) if weights is None else np.asarray(weights, dtype=float)
-        vals = {v: kws.pop(v) for v in self.energy_model.variables}
-        coef = nnls_weighted(self.energy_model.design_matrix(**vals), data, w)
-        params = self.make_params(**{n: float(v) for n, v in zip(self.names, coef)})
-        return lmfit.models.update_param_vals(params, self.prefix, **kws)
 
 
 _I, _O, _B = "input_len", "output_len", "batch_size"

@@ -215,3 +215,20 @@ def test_the_documented_layer_table_is_the_tested_one():
                     for m in set(documented) | set(LAYERS) if documented.get(m) != LAYERS.get(m))
     assert not differ, "the layer table and LAYERS differ:\n" + "\n".join(differ)
     assert _documented_layers("| 3 | `fit/`, `windows` | x |\n| layer | `a` | y |") == {"fit": 3, "windows": 3}
+
+
+def test_the_gpu_path_imports_nothing_the_device_image_lacks():
+    """A sweep on the lent GPU runs with the image's packages and the carried wheels only
+    (scripts/device_image.txt): its modules must import without lmfit, papermill or the notebook stack.
+    (The rehearsal in .ci/run checks the same end to end; this finds it in seconds.)"""
+    spec = dict(line.split(None, 1) for line in (ROOT / "scripts" / "device_image.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    carried = {s.split("==")[0] for s in spec["carry"].split()}
+    missing = sorted({m.replace("-", "_") for m in spec["lacks"].split()} - {c.replace("-", "_") for c in carried})
+    code = ("import sys\nimport energykit.sweep, energykit.merge, energykit.engines, energykit.engines.hf, "
+            "energykit.engines.hf_decode, energykit.meters, energykit.windows, energykit.shards, energykit.cli\n"
+            f"print(sorted(m for m in {missing!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"the GPU path imports what the device image lacks: {out.stdout.strip()}"
+    assert "lmfit" in missing and "pydantic" not in missing

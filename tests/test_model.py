@@ -52,11 +52,13 @@ def test_per_batch_model_is_the_special_case_of_the_batched_one():
 
 
 def test_lmfit_model_reads_variables_and_bounds_from_the_declaration():
-    lm = BATCHED.lmfit_model()
+    from energykit.fit import LinearEnergyModel
+
+    lm = LinearEnergyModel(BATCHED)
     assert lm.independent_vars == ["input_len", "output_len", "batch_size"]
     assert lm.param_names == list(BATCHED.names)
     assert all(lm.make_params()[n].min == 0.0 for n in BATCHED.names)
-    assert LINEAR.lmfit_model().param_names == ["a", "b", "c"]
+    assert LinearEnergyModel(LINEAR).param_names == ["a", "b", "c"]
 
 
 def test_tokens_per_j_is_batch_times_output_over_energy():

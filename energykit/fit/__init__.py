@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..intervals import IDENTIFIED_SHARE, LEVEL, UNBOUNDED_FACTOR, around, bounded_high, identified, interval
 from .card import PRICE_CARD, PRICE_CARD_VERSION, card_entry, price_card
 from .estimate import (BATCH_THETA, DRAWS, LINEAR_THETA, LMFIT_MODELS, LOSSES, PER_BATCH, THETA, THETA_MEANING,
-                       THETA_UNITS, BatchedModel, LinearBaselineModel, SweetSpotModel, ape_pct, cells_of, check_kind,
+                       THETA_UNITS, BatchedModel, LinearBaselineModel, LinearEnergyModel, SweetSpotModel, ape_pct, cells_of, check_kind,
                        column_rank, cross_validate, design_matrix, design_rank, fit_cells, irls, kfold_indices,
                        leave_one_batch_out, linear_energy, mape_pct, o_star, predict_energy, r2, sweetspot_energy,
                        wild_bootstrap)
@@ -29,7 +29,7 @@ from .store import FITS_FORMAT, FITS_VERSION, READS_VERSIONS, load_fits, save_fi
 
 __all__ = ["THETA", "LINEAR_THETA", "BATCH_THETA", "THETA_UNITS", "THETA_MEANING", "LOSSES", "DRAWS", "LEVEL",
            "sweetspot_energy", "o_star", "linear_energy", "design_matrix", "irls", "wild_bootstrap", "interval",
-           "around", "SweetSpotModel", "LinearBaselineModel", "BatchedModel", "LMFIT_MODELS", "PER_BATCH",
+           "around", "LinearEnergyModel", "SweetSpotModel", "LinearBaselineModel", "BatchedModel", "LMFIT_MODELS", "PER_BATCH",
            "check_kind", "cells_of", "column_rank", "design_rank", "fit_cells", "ape_pct", "mape_pct", "r2",
            "kfold_indices", "cross_validate", "leave_one_batch_out", "predict_energy", "ModelFit", "SavedResult",
            "FitSet", "fit_kind", "fit_dataset", "fit_batched", "pricing_fit", "validation_table", "FITS_FORMAT",

@@ -25,15 +25,16 @@ counter step (5–40 % seen on an H200), a heavy-tailed noise that a squared los
 
 from __future__ import annotations
 
+import lmfit
 import numpy as np
 
 from ..errors import FitError
-from ..model import BATCHED, SWEETSPOT, LinearEnergyModel, cell, model_of, nnls_weighted
+from ..model import BATCHED, SWEETSPOT, EnergyModel, cell, model_of, nnls_weighted
 from ..model import LINEAR as LINEAR_MODEL
 
 __all__ = ["THETA", "LINEAR_THETA", "BATCH_THETA", "THETA_UNITS", "THETA_MEANING", "LOSSES", "DRAWS",
            "sweetspot_energy", "o_star", "linear_energy", "design_matrix", "irls", "wild_bootstrap",
-           "SweetSpotModel", "LinearBaselineModel", "BatchedModel", "LMFIT_MODELS", "PER_BATCH", "check_kind",
+           "LinearEnergyModel", "SweetSpotModel", "LinearBaselineModel", "BatchedModel", "LMFIT_MODELS", "PER_BATCH", "check_kind",
            "cells_of", "column_rank", "design_rank", "fit_cells", "ape_pct", "mape_pct", "r2", "kfold_indices",
            "cross_validate", "leave_one_batch_out", "predict_energy"]
 
@@ -180,6 +181,34 @@ def wild_bootstrap(X: np.ndarray, observed: np.ndarray, coef: np.ndarray, loss: 
     return out
 
 
+class LinearEnergyModel(lmfit.Model):
+    """lmfit Model of an :class:`EnergyModel`: bounds from its terms, ``nan_policy="raise"``, NNLS guess."""
+
+    def __init__(self, energy_model: EnergyModel, **kws):
+        kws.setdefault("nan_policy", "raise")
+        self.energy_model = energy_model
+        super().__init__(energy_model.function(), independent_vars=list(energy_model.variables), **kws)
+        for t in energy_model.terms:
+            self.set_param_hint(t.name, min=t.min, value=0.0)
+
+    @property
+    def kind(self) -> str:
+        return self.energy_model.kind
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.energy_model.names
+
+    def guess(self, data, weights=None, **kws):
+        """Exact non-negative weighted least squares solution as starting values."""
+        data = np.asarray(data, dtype=float)
+        w = np.ones_like(data) if weights is None else np.asarray(weights, dtype=float)
+        vals = {v: kws.pop(v) for v in self.energy_model.variables}
+        coef = nnls_weighted(self.energy_model.design_matrix(**vals), data, w)
+        params = self.make_params(**{n: float(v) for n, v in zip(self.names, coef)})
+        return lmfit.models.update_param_vals(params, self.prefix, **kws)
+
+
 class SweetSpotModel(LinearEnergyModel):
     """lmfit Model of :data:`energykit.model.SWEETSPOT` with all θ ≥ 0 and an exact NNLS ``guess()``."""
 
@@ -202,7 +231,7 @@ class BatchedModel(LinearEnergyModel):
 
 
 LMFIT_MODELS = {"sweetspot": SweetSpotModel, "linear": LinearBaselineModel, "batched": BatchedModel}
-"""lmfit Model classes of the built-in kinds (any other declared kind gets ``model_of(kind).lmfit_model()``)."""
+"""lmfit Model classes of the built-in kinds (any other declared kind gets a :class:`LinearEnergyModel` of its declaration)."""
 PER_BATCH = ("sweetspot", "linear")
 """Kinds fitted at each (model, batch_size)."""
 
@@ -218,7 +247,7 @@ def check_kind(kind: str, loss: str = "l1") -> None:
 
 
 def _lmfit_model(kind: str) -> LinearEnergyModel:
-    return LMFIT_MODELS[kind]() if kind in LMFIT_MODELS else model_of(kind).lmfit_model()
+    return LMFIT_MODELS[kind]() if kind in LMFIT_MODELS else LinearEnergyModel(model_of(kind))
 
 
 def cells_of(energy_model, *values, **named) -> dict:
