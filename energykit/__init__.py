@@ -20,7 +20,8 @@ SUBMODULES = (
     "schema", "errors", "iotools", "dataset", "physics", "model", "intervals", "price", "presets", "fit",
     "uncertainty", "sweetspots",
     "workloads", "design", "hardware", "plots", "report", "params", "state", "meters", "windows", "engines",
-    "sweep", "replay_run", "testing", "cli", "replay",
+    "sweep", "replay_run", "testing", "cli", "replay", "paper", "findings", "notebook", "merge", "provenance", "shards",
+    "summary", "submit",
 )
 FUNCTIONS = {
     "load": "dataset", "load_many": "dataset", "combine": "dataset", "measured_cells": "dataset",
