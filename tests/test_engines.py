@@ -481,9 +481,14 @@ def test_the_tensorrt_flow_queue_gives_ragged_batches(trt, tmp_path):
     llm = sys.modules["tensorrt_llm._tensorrt_engine"].LLM(
         model=str(d), skip_tokenizer_init=True, load_format="dummy", return_perf_metrics=True,
         build_config=trt.llmapi.BuildConfig(max_batch_size=4))
-    outs = [f.result() for f in [llm.generate_async([5 + k] * 20, trt.SamplingParams(max_tokens=5, end_id=0,
-                                                                                      ignore_eos=True))
-                                 for k in range(4)]]
+    def send(k):
+        return llm.generate_async([5 + k] * 20, trt.SamplingParams(max_tokens=5, end_id=0, ignore_eos=True))
+
+    # the first request is served alone: the queue holds no batch back (no batch wait in this flow), so a
+    # request that arrives before the others is run without them; waiting for it makes that deterministic
+    # (sent back to back, the four could all be queued before the executor wakes on a loaded host)
+    outs = [send(0).result()]
+    outs += [f.result() for f in [send(k) for k in range(1, 4)]]
     with pytest.raises(EngineError, match="ragged batch"):  # the first request woke it alone
         batch_check(outs, 4)
     llm.shutdown()
