@@ -81,7 +81,7 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
 
 
 def temp_path(path: Path) -> Path:
-    """A new, unique temporary file beside ``path`` (``.NAME.XXXXXXXX.tmp``), created empty with ``O_EXCL``.
+    """A new, unique temporary file beside ``path`` (``.NAME.<random>.tmp``), created empty with ``O_EXCL``.
 
     Each writer gets its own name, so two processes writing one path never share (and tear) a temp
     file, and a symlink planted at a guessable temp name is never written through.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -15,7 +16,7 @@ import pandas as pd
 from ..errors import DataError, ParamsError
 from ..schema import DIMS
 
-__all__ = ["KEY", "MAX_INT", "REPO_ROOT", "resolve", "check_regular_file", "TRACE_COLUMNS", "MAX_VOCAB", "MIN_ENERGY_J", "MAX_ENERGY_J", "MAX_WINDOW_ENERGY_J", "MATH", "escape_markdown", "check_text", "check_model_name", "check_geometry"]
+__all__ = ["KEY", "MAX_INT", "REPO_ROOT", "resolve", "check_regular_file", "TRACE_COLUMNS", "MAX_VOCAB", "MIN_ENERGY_J", "MAX_ENERGY_J", "MAX_WINDOW_ENERGY_J", "MATH", "escape_markdown", "check_text", "check_model_name", "check_geometry", "json_lines"]
 
 KEY = DIMS
 MAX_INT = 10**7
@@ -231,6 +232,23 @@ def _json_int(text: str):
         return float(n)
     except OverflowError:
         return float("inf") if n > 0 else float("-inf")
+
+
+def json_lines(path: Path, what: str, parse_int=None):
+    """``(line number, object)`` of every non-blank line of a JSONL file, each a JSON object (``what``: what one
+    line holds, for the error); a bad line is a one-line :class:`DataError` naming it."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line, parse_int=parse_int)
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise DataError(f"{path} line {n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')}); "
+                                "fix or remove that line") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path} line {n}: expected a JSON object ({what}), got {type(rec).__name__}")
+            yield n, rec
 
 
 def _is_bool(col: pd.Series) -> np.ndarray:

@@ -11,26 +11,14 @@ import pandas as pd
 from ..errors import DataError, ParamsError
 from ..schema import DIMS, DURATION_UNITS_S, ENERGY_UNITS_J, GEOMETRY_COLUMNS, INT_DIMS, PROVENANCE_COLUMNS
 from .checks import (KEY, MAX_INT, MAX_WINDOW_ENERGY_J, _check_energy_scale, _check_model_names, _is_bool,
-                    _json_int, _numeric, _rows, _short, _unit_column, check_geometry, check_regular_file,
+                    _json_int, _numeric, _rows, _short, _unit_column, check_geometry, check_regular_file, json_lines,
                     resolve)
 
 __all__ = ["read_tidy"]
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """One JSON object per line; a bad line is reported by its line number."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line, parse_int=_json_int)
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise DataError(f"{path} line {n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')}); "
-                                "fix or remove that line") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path} line {n}: expected a JSON object (one window), got {type(rec).__name__}")
-            rows.append(rec)
+    rows = [rec for _, rec in json_lines(path, "one window", parse_int=_json_int)]
     if not rows:
         raise pd.errors.EmptyDataError("no rows")
     df = pd.DataFrame(rows)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..iotools import resolve
+from ..iotools.checks import json_lines, resolve
 
 __all__ = ["REQUEST_FIELDS", "WINDOW_FIELDS", "Replay", "read_replay", "write_replay"]
 
@@ -52,19 +52,7 @@ def _lines(path: Path, what: str) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file; a replay folder holds requests.jsonl, energy.jsonl and replay.json "
                         "(written by energykit replay)")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise DataError(f"{path} line {n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')}); "
-                                "fix or remove that line") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path} line {n}: expected a JSON object ({what}), got {type(rec).__name__}")
-            out.append((n, rec))
+    out = list(json_lines(path, what))
     if not out:
         raise DataError(f"{path}: empty; it needs one {what} per line")
     return out
