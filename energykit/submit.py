@@ -15,10 +15,10 @@ must hold energykit with its ``slurm`` extra (the recipes in ``containers/`` do)
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
+import textwrap
 import time
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from .shards import plan_shards, shard_folder
 from .merge import status
 from .sweep import run
 
-__all__ = ["run_shard", "shards_to_submit", "container_mounts", "container_launch", "submit"]
+__all__ = ["run_shard", "shard_error", "shards_to_submit", "container_mounts", "container_launch", "submit"]
 
 
 def _submitit():
@@ -54,6 +54,18 @@ def run_shard(params_path: str, index: int, count: int) -> str:
     if cache:
         use_compile_cache(cache)
     return str(run(params, params_path, progress=False, shard=(index, count)))
+
+
+def shard_error(e: BaseException) -> str:
+    """One line for a failed shard: its own error (the traceback's last line, which submitit's message
+    buries above the log paths) and where its log is."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    logs = [line.lstrip("- ") for line in lines if line.startswith("- ") and line.endswith(".err")]
+    cut = next((n for n, line in enumerate(lines) if line.startswith("You can check full logs")),
+               len(lines))
+    own = next((line for line in reversed(lines[:cut]) if re.match(r"[\w.]+(Error|Exception|Failures|Exit)\b", line)),
+               lines[cut - 1] if cut else type(e).__name__)
+    return textwrap.shorten(own, 300, placeholder=" ...") + (f" (log: {logs[-1]})" if logs else "")
 
 
 def shards_to_submit(params_path: str, count: int, retry: bool = False) -> list[int]:
@@ -129,8 +141,10 @@ def container_launch(mounts: list[str], container_image: str | None = None, appt
 def submit(params_path: str, count: int, partition: str | None = None, time_min: int = 60, gpus_per_task: int = 1,
            cpus_per_task: int | None = None, folder: str | None = None, wait: bool = False, retry: bool = False,
            progress: bool = True, container_image: str | None = None, apptainer: str | None = None,
-           container_python: str = "python3") -> list:
+           container_python: str = "python3", on_submit=None) -> list:
     """Submit the shards as one Slurm array; returns the submitit jobs (waits for them with ``wait``).
+
+    ``on_submit(jobs)`` is called once the array is queued, before any wait (the CLI names the job there).
 
     ``container_image`` (pyxis) or ``apptainer`` (a SIF file) runs every shard inside that image, whose
     ``container_python`` has energykit installed (see :func:`container_launch`).
@@ -178,6 +192,8 @@ def submit(params_path: str, count: int, partition: str | None = None, time_min:
         raise EnergykitError(f"sbatch refused the array job ({lines[-1][:200] if lines else 'no message'}); "
                              "check that this node reaches a Slurm controller (sinfo) and the partition exists, "
                              "then run the same command again") from None
+    if on_submit is not None:
+        on_submit(jobs)
     if wait:
         bar = tqdm(total=len(jobs), desc="shards", unit="shard", disable=not progress)
         pending = list(jobs)
@@ -194,7 +210,7 @@ def submit(params_path: str, count: int, partition: str | None = None, time_min:
             try:
                 j.result()
             except Exception as e:  # a shard's own error, raised again by submitit
-                failed.append(f"shard {k}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__}")
+                failed.append(f"shard {k}: {shard_error(e)}")
         if failed:
             raise EnergykitError(f"{len(failed)} of {len(jobs)} shards failed ({'; '.join(failed)}); "
                                  "rerun with --retry to resubmit them")

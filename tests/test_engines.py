@@ -8,6 +8,7 @@ The fake (:class:`energykit.testing.FakeTensorRTLLM`) is written from TensorRT-L
 """
 
 import json
+import os
 import time
 import sys
 
@@ -910,3 +911,20 @@ def test_summary_asks_the_engine_never_the_label_text():
     assert summary._attention(data(engine="transformers-5.17-static-cache-compiled")).endswith("default: sdpa)")
     assert "whole static cache" in summary._paper_difference(data(engine="transformers-5.17-static-cache-compiled"))
     assert summary._paper_difference(data(engine="hf transformers-5.24.0 loop cuda-graph flex_attention")) == ""
+
+
+def test_a_cpu_shard_uses_the_cpus_slurm_gave_it(monkeypatch):
+    """Two shards on a node's two cores, each with torch's default of every core, waited on each other's
+    threads: a step 11x its pilot in CI. Under Slurm a CPU engine takes its allocation's CPUs."""
+    from energykit.engines.hf import cpu_threads
+
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    free = cpu_threads()
+    assert free == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "1")
+    assert cpu_threads() == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(free + 8))  # never more than the process may run on
+    assert cpu_threads() == free
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "two")  # not a count: the node's figure is used
+    assert cpu_threads() == 1

@@ -46,14 +46,28 @@ def test_submit_two_shards_on_two_gpus_and_merge(slurm, tmp_path):
     params.write_text(yaml.safe_dump(dict(
         engine="hf", models=[TINY], dtype="float32", device="cpu", batch_sizes=[2], input_lens=[8, 16],
         output_lens=[2, 4], repeats=2, min_window_s=0.0, meter="none", warmup=0, idle_s=0, output=str(out))))
-    p = subprocess.run([sys.executable, "-m", "energykit", "submit", str(params), "--shards", "2", "--wait",
-                        "--no-progress", "--time", "5"], capture_output=True, text=True, cwd=ROOT, timeout=240)
-    assert p.returncode == 0, (p.stdout + p.stderr)[-2000:]
-    assert "submitted 2 shard(s) as Slurm array job" in p.stdout
+
+    def submit(*extra):
+        return subprocess.run([sys.executable, "-m", "energykit", "submit", str(params), "--shards", "2", "--wait",
+                               "--no-progress", "--time", "5", *extra], capture_output=True, text=True, cwd=ROOT,
+                              timeout=240)
+
+    p = submit()
+    assert "submitted 2 shard(s) as Slurm array job" in p.stdout, (p.stdout + p.stderr)[-2000:]
+    job = p.stdout.split("Slurm array job")[1].split()[0].rstrip(";")
+    if p.returncode != 0:
+        # a window the loaded CI machine slowed past the plausibility check is failed, and kept out; the
+        # user's next step, --retry, resubmits just the shards that miss windows
+        assert "windows failed" in p.stderr and "rerun with --retry" in p.stderr, (p.stdout + p.stderr)[-2000:]
+        print("slurm: " + p.stderr.strip().splitlines()[-1][:300])
+        again = submit("--retry")
+        assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
+        print("slurm: --retry measured the failed windows again: "
+              + " / ".join(line for line in again.stdout.splitlines() if line and not line.startswith("submitit")))
     recs = []
     for k in range(2):
         recs += read_window_log(out / f"shard-{k}-of-2" / sweep.LOG)[0]
-    tasks = {(r["shard"], r["slurm_task"], r["cuda_visible_devices"]) for r in recs}
+    tasks = {(r["shard"], r["slurm_task"], r["cuda_visible_devices"]) for r in recs if r["slurm_job"] == job}
     for shard, task, gpu in sorted(tasks):
         print(f"slurm: shard {shard} ran as array task {task} of job {recs[0]['slurm_job']} on GPU index {gpu}")
     assert {t[0] for t in tasks} == {"0/2", "1/2"} and len({t[1] for t in tasks}) == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from energykit.errors import EnergykitError
+from energykit import submit
 from energykit.submit import container_launch, container_mounts
 
 from conftest import ROOT
@@ -80,3 +81,20 @@ def test_sbatch_template_runs_the_shard_in_the_container(tmp_path):
     assert shlex.split(p.stdout) == ["srun", "apptainer", "exec", "--nv", "--bind", str(tmp_path), "--pwd",
                                      str(tmp_path), "img.sif", "python3", "-m", "energykit", "measure", "sweep.yaml",
                                      "--no-progress"]
+
+
+def test_a_failed_shard_is_named_by_its_own_error_not_by_the_log_path():
+    """submitit's message (submitit/core/core.py, Job.exception, 1.5.4) ends with the log paths; the error
+    the shard raised is the traceback's last line above them."""
+    utils = pytest.importorskip("submitit.core.utils")
+
+    trace = ("Traceback (most recent call last):\n  File \"energykit/sweep.py\", line 288, in _finish\n"
+             "energykit.sweep.SweepFailures: 1 of 5 windows failed (1x implausible window)")
+    e = utils.FailedJobError(f"Job (task=0) failed during processing with trace:\n----------------------\n{trace}\n"
+                             "----------------------\nYou can check full logs with 'job.stderr(0)' and "
+                             "'job.stdout(0)'or at paths:\n  - /logs/1_0_0_log.err\n  - /logs/1_0_0_log.out")
+    line = submit.shard_error(e)
+    assert line.startswith("energykit.sweep.SweepFailures: 1 of 5 windows failed") and "(log: /logs/1_0_0_log.err)" in line
+    lost = utils.UncompletedJobError("Job 1_0 (task: 0) with path /logs/r.pkl\nhas not produced any output (state: "
+                                     "NODE_FAIL)\nNo output/error stream produced ! Check: /logs/1_0_0_log.out")
+    assert submit.shard_error(lost) == "No output/error stream produced ! Check: /logs/1_0_0_log.out"

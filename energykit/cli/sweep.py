@@ -71,16 +71,20 @@ def cmd_merge(args) -> int:
 def cmd_submit(args) -> int:
     from ..submit import submit
 
+    def announce(jobs):  # before the wait: a failed shard's error then follows the job's number
+        print(f"submitted {len(jobs)} shard(s) as Slurm array job {jobs[0].job_id.split('_')[0]}"
+              + ("; waiting for them" if args.wait else "; follow with: energykit status OUTPUT"), flush=True)
+
     jobs = submit(args.params, args.shards, partition=args.partition, time_min=args.time,
                   gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, folder=args.folder,
                   wait=args.wait, retry=args.retry, progress=not args.no_progress,
                   container_image=args.container_image, apptainer=args.apptainer,
-                  container_python=args.container_python)
+                  container_python=args.container_python, on_submit=announce)
     if not jobs:
         print("nothing to submit: every shard is complete")
         return 0
-    print(f"submitted {len(jobs)} shard(s) as Slurm array job {jobs[0].job_id.split('_')[0]}"
-          + (" — all finished" if args.wait else "; follow with: energykit status OUTPUT"))
+    if args.wait:
+        print(f"all {len(jobs)} shard(s) finished")
     if args.container_image is not None or args.apptainer is not None:
         array = jobs[0].job_id.split("_")[0]
         script = jobs[0].paths.folder.parent / array / f"{array}_submission.sh"  # submitit: one script per array

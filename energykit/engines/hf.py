@@ -50,7 +50,7 @@ from .hf_config import hf_config
 from . import hf_decode
 
 __all__ = ["ATTENTIONS", "DECODES", "use_compile_cache", "BLOCK_SIZE", "RECOMPILE_LIMIT", "import_torch",
-           "raise_recompile_limits", "HFOptions", "HFEngine"]
+           "cpu_threads", "raise_recompile_limits", "HFOptions", "HFEngine"]
 
 ATTENTIONS = ("flex_attention", "sdpa", "eager")
 DECODES = ("loop", "generate")
@@ -80,6 +80,15 @@ def use_compile_cache(directory: str | os.PathLike) -> Path:
     return path
 BLOCK_SIZE = 128
 """Key/value block of flex attention's block mask [positions]."""
+
+
+def cpu_threads() -> int:
+    """CPUs this process may use: its affinity, capped by Slurm's allocation (``SLURM_CPUS_PER_TASK``, else
+    ``SLURM_CPUS_ON_NODE``), so that shards sharing a node's cores do not oversubscribe them."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    given = [os.environ.get(k, "") for k in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")]
+    slurm = next((int(v) for v in given if v.isdigit() and int(v) > 0), n)
+    return max(1, min(n, slurm))
 
 
 def import_torch():
@@ -325,6 +334,8 @@ class HFEngine(Engine):
         if dev == "cuda" and not torch.cuda.is_available():
             raise EngineError("device 'cuda' asked for but torch sees no CUDA GPU; use device: cpu or auto")
         self.device = torch.device(dev)
+        if self.device.type == "cpu" and torch.get_num_threads() > cpu_threads():
+            torch.set_num_threads(cpu_threads())  # more threads than cores: each step waits on the others
         if self.device.type == "cpu" and self.attention == "flex_attention" and self.decode == "generate":
             _uncompiled_flex_attention()
         dtype = getattr(torch, self.dtype_name)
@@ -431,6 +442,8 @@ class HFEngine(Engine):
                                                           if hf_decode.folded(self.geometry.get("num_heads", 1),
                                                                               self.geometry.get("num_kv_heads", 1))
                                                           else ""))
+        if getattr(self, "device", None) is not None and self.device.type == "cpu":
+            out["cpu_threads"] = torch.get_num_threads()
         if self.deviations:
             out["deviations"] = dict(self.deviations)
         if self.compile_cache:
