@@ -65,7 +65,7 @@ def shard_error(e: BaseException) -> str:
                len(lines))
     own = next((line for line in reversed(lines[:cut]) if re.match(r"[\w.]+(Error|Exception|Failures|Exit)\b", line)),
                lines[cut - 1] if cut else type(e).__name__)
-    return textwrap.shorten(own, 300, placeholder=" ...") + (f" (log: {logs[-1]})" if logs else "")
+    return textwrap.shorten(own, 300, placeholder=" …") + (f" (log: {logs[-1]})" if logs else "")
 
 
 def shards_to_submit(params_path: str, count: int, retry: bool = False) -> list[int]:

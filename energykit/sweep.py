@@ -383,7 +383,7 @@ def timing_line(first: ModelTiming, last: ModelTiming, left: list[tuple[str, dic
 
 def _failure_summary(failed: list[dict], planned: int, out: Path, written: bool = True) -> str:
     why = Counter(r.get("error") or r.get("reason") or r["status"] for r in failed)
-    top = "; ".join(f"{n}x {textwrap.shorten(w, 120, placeholder=' ...')}" for w, n in why.most_common(3))
+    top = "; ".join(f"{n}x {textwrap.shorten(w, 120, placeholder=' …')}" for w, n in why.most_common(3))
     held = (f"the dataset in {out} holds the others" if written
             else f"no window completed, so no dataset was written in {out}")
     return f"{len(failed)} of {planned} windows failed ({top}); {held}, and running the same command again retries the failed ones"

@@ -334,8 +334,8 @@ class HFEngine(Engine):
         if dev == "cuda" and not torch.cuda.is_available():
             raise EngineError("device 'cuda' asked for but torch sees no CUDA GPU; use device: cpu or auto")
         self.device = torch.device(dev)
-        if self.device.type == "cpu" and torch.get_num_threads() > cpu_threads():
-            torch.set_num_threads(cpu_threads())  # more threads than cores: each step waits on the others
+        if self.device.type == "cpu" and torch.get_num_threads() > (cores := cpu_threads()):
+            torch.set_num_threads(cores)  # more threads than cores: each step waits on the others
         if self.device.type == "cpu" and self.attention == "flex_attention" and self.decode == "generate":
             _uncompiled_flex_attention()
         dtype = getattr(torch, self.dtype_name)
